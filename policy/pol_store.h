@@ -1,0 +1,73 @@
+/* pol_store: the per-resource highest-token store. One small asynchronous
+ * interface with backends behind an ops table (pol_store_internal.h):
+ * "memory" (tests, no durability) and "file" (LMDB on local disk, durable,
+ * group commit on a writer thread). Later backends (Redis, etcd) plug in the
+ * same way. The store never calls back from inside a request function: every
+ * completion is queued, the store's notify fd becomes readable, and the
+ * owner's event loop calls pol_store_dispatch(), which runs the callbacks on
+ * the loop thread. So the store needs no event library and never blocks the
+ * loop on disk. Single owner thread: all functions but the backend's own
+ * worker are called from the loop thread. */
+#ifndef POL_STORE_H
+#define POL_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct pol_store;
+
+enum pol_store_backend { POL_STORE_MEMORY, POL_STORE_FILE };
+
+struct pol_store_config {
+    enum pol_store_backend backend;
+    const char *path;          /* directory for POL_STORE_FILE; borrowed during open */
+    size_t map_size;           /* LMDB map size in bytes; 0 = default (1 GiB) */
+};
+
+/* Completion: rc 0 and the resource's highest token after the operation, or
+ * rc -1 when the store failed (nothing was made durable; fail closed). arg is
+ * the caller's, passed back untouched. Called from pol_store_dispatch() only. */
+typedef void (*pol_store_cb)(void *arg, int rc, uint64_t highest);
+
+/* Called from pol_store_dispatch() once per finished commit: how many advances
+ * it held and how long the commit (write + fsync) took. */
+typedef void (*pol_store_commit_hook)(void *arg, size_t batch, double seconds);
+
+/* Opens a store. Returns it, or NULL with a message in err. Free with
+ * pol_store_close(). */
+struct pol_store *pol_store_open(const struct pol_store_config *cfg,
+                                 char *err, size_t errlen);
+
+/* Waits for queued work to finish (bounded), stops the worker, frees the
+ * store and NULLs *s. Callbacks still queued are dropped without being
+ * called. Accepts NULL and *s == NULL. */
+void pol_store_close(struct pol_store **s);
+
+/* A file descriptor that is readable when completions are waiting; the loop
+ * watches it and then calls pol_store_dispatch(). Owned by the store. */
+int pol_store_notify_fd(const struct pol_store *s);
+
+/* Runs every queued completion callback. Call on the loop thread. */
+void pol_store_dispatch(struct pol_store *s);
+
+/* Reads the highest token of key (klen bytes, copied). cb runs later from
+ * dispatch with highest = 0 for a key never seen. */
+void pol_store_get(struct pol_store *s, const char *key, size_t klen,
+                   pol_store_cb cb, void *arg);
+
+/* Raises the highest token of key to max(stored, token), durably for the file
+ * backend (fsync'd before cb runs with rc 0). Advances that arrive while a
+ * commit is under way are committed together in the next one (group commit).
+ * An I/O error fails the store for good: this and every later call complete
+ * with rc -1. */
+void pol_store_advance(struct pol_store *s, const char *key, size_t klen,
+                       uint64_t token, pol_store_cb cb, void *arg);
+
+/* Whether the store has failed (an I/O error happened). */
+int pol_store_failed(const struct pol_store *s);
+
+/* Registers the commit hook (one; NULL to remove). arg is borrowed. */
+void pol_store_set_commit_hook(struct pol_store *s, pol_store_commit_hook hook,
+                               void *arg);
+
+#endif

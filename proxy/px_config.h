@@ -1,0 +1,54 @@
+/* px_config: the proxy's configuration. An INI file (inih) parsed through one
+ * declarative table of keys (section, name, type, offset, default) into an
+ * immutable snapshot; unknown sections or keys and bad values are errors
+ * reported as "FILE:LINE: message". The same table drives defaults,
+ * validation and `fenceproxy -t`. */
+#ifndef PX_CONFIG_H
+#define PX_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pol_store.h"
+
+struct pol_routes;
+
+struct px_config {
+    /* [proxy] */
+    char *listen;                 /* "127.0.0.1:8080" */
+    char *upstream;               /* "http://127.0.0.1:8000" as written */
+    char *upstream_host;          /* parsed from upstream */
+    int upstream_port;
+    char *admin_listen;           /* "127.0.0.1:8081"; "off" disables */
+    char *access_log;             /* path, or NULL for off */
+    char *token_header;           /* "Fencing-Token" */
+    uint64_t max_connections;     /* 10000 */
+    uint64_t max_header_bytes;    /* 16384 */
+    uint64_t header_timeout_ms;   /* 10 s: deadline for a whole head */
+    uint64_t idle_timeout_ms;     /* 60 s: client keep-alive idle */
+    uint64_t upstream_connect_timeout_ms; /* 5 s */
+    uint64_t upstream_timeout_ms; /* 60 s: upstream response */
+    uint64_t shutdown_grace_ms;   /* 10 s */
+    char *log_level;              /* "info": error|warn|info|debug */
+    /* [store] */
+    enum pol_store_backend store_backend; /* file */
+    char *store_path;             /* "/var/lib/fence" */
+    /* [audit] */
+    char *audit_path;             /* NULL: audit off */
+    /* [route NAME] ... */
+    struct pol_routes *routes;    /* owned */
+};
+
+/* Loads and validates path. Returns a new snapshot, or NULL with
+ * "PATH:LINE: message" (or "PATH: message") in err. Free with
+ * px_config_free(). */
+struct px_config *px_config_load(const char *path, char *err, size_t errlen);
+
+/* Frees the snapshot and NULLs *cfg. Accepts NULL and *cfg == NULL. */
+void px_config_free(struct px_config **cfg);
+
+/* Splits "host:port" (IPv4, name, or [v6]:port) into host (malloc'd, caller
+ * frees) and port. Returns 0 or -1. */
+int px_config_split_hostport(const char *text, char **host, int *port);
+
+#endif

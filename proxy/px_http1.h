@@ -1,0 +1,140 @@
+/* px_http1: a strict, incremental HTTP/1.1 message parser (RFC 9112) for
+ * both sides of the proxy: request heads from clients, response heads from
+ * the upstream, and chunked bodies either way. It does no I/O and no
+ * allocation: the caller hands it the bytes, it hands back slices of them.
+ * Anything ambiguous is an error (see px_h1_parse_head), because a proxy and
+ * an upstream that disagree on framing let a request ride inside another. */
+#ifndef PX_HTTP1_H
+#define PX_HTTP1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum px_h1_status {
+    PX_H1_ERROR = -1,    /* malformed: see head->error_status / error */
+    PX_H1_NEED_MORE = 0, /* all input scanned, message part not complete */
+    PX_H1_DONE = 1       /* the head (or the chunked body) is complete */
+};
+
+#define PX_H1_MAX_FIELDS_CAP 128
+
+/* Field flags set by the parser. */
+#define PX_H1_F_HOP     0x01u /* hop-by-hop: never forwarded (Connection, the
+                                 fields it names, Keep-Alive, TE, Trailer,
+                                 Upgrade, Proxy-Connection) */
+#define PX_H1_F_FRAMING 0x02u /* Content-Length / Transfer-Encoding: the proxy
+                                 writes its own */
+#define PX_H1_F_EXPECT  0x04u /* Expect: the proxy answers it itself */
+
+struct px_h1_field {
+    const char *name;  size_t name_len;   /* slice of the caller's buffer */
+    const char *value; size_t value_len;  /* OWS trimmed */
+    unsigned flags;
+};
+
+enum px_h1_body {
+    PX_H1_BODY_NONE,     /* no body */
+    PX_H1_BODY_LENGTH,   /* content_length bytes */
+    PX_H1_BODY_CHUNKED,  /* chunked: use px_h1_chunked_* */
+    PX_H1_BODY_EOF       /* response only: until the upstream closes */
+};
+
+struct px_h1_limits {
+    size_t max_head;      /* whole head incl. request line; over: 431 */
+    size_t max_line;      /* request line; over: 414 (responses: 502) */
+    unsigned max_fields;  /* header fields; over: 431 (<= PX_H1_MAX_FIELDS_CAP) */
+};
+
+/* A parsed head. Every pointer is a slice of the buffer given to
+ * px_h1_parse_head() and is valid only while that buffer is unchanged. */
+struct px_h1_head {
+    /* request line */
+    const char *method; size_t method_len;
+    const char *target; size_t target_len;
+    /* status line */
+    int status;
+    const char *reason; size_t reason_len;
+    int minor;                     /* HTTP/1.<minor>: 0 or 1 */
+    unsigned n_fields;
+    struct px_h1_field fields[PX_H1_MAX_FIELDS_CAP];
+    enum px_h1_body body;
+    uint64_t content_length;       /* for PX_H1_BODY_LENGTH */
+    int keep_alive;                /* persistent per version and Connection */
+    int expect_continue;           /* request had Expect: 100-continue */
+    const char *host; size_t host_len; /* request's Host value */
+    size_t head_len;               /* bytes of the head, final CRLF included */
+    int error_status;              /* on PX_H1_ERROR: 400, 414, 431, 501 for
+                                      requests; 502 for responses */
+    const char *error;             /* on PX_H1_ERROR: static text for logs */
+};
+
+/* Parser state for one head. Plain data: init, then feed. */
+struct px_h1_parser {
+    int is_request;
+    int head_request;         /* response to a HEAD request: no body */
+    struct px_h1_limits lim;
+    size_t scanned;           /* bytes already scanned for line ends */
+    size_t line_start;        /* offset where the current line starts */
+    size_t first_line_len;    /* 0 until the start line is complete */
+    unsigned lines;           /* field lines seen so far */
+};
+
+/* Prepares p to parse a request head (is_request = 1) or a response head
+ * (is_request = 0; head_request = 1 when it answers a HEAD request). */
+void px_h1_parser_init(struct px_h1_parser *p, int is_request, int head_request,
+                       const struct px_h1_limits *lim);
+
+/* buf holds every byte of the message received so far, from its first byte
+ * (len bytes). Each call scans only what is new since the last one, so the
+ * caller may feed one byte at a time. Returns NEED_MORE, DONE (h filled,
+ * h->head_len bytes belong to the head, the body follows), or ERROR
+ * (h->error_status and h->error set; the connection must be closed).
+ *
+ * Requests are refused for: bare CR or bare LF; obs-fold; whitespace before
+ * the colon; an empty or non-token field name; NUL or control bytes in a
+ * value; a request line that is not exactly "method SP target SP HTTP/1.x"
+ * (version other than 1.0/1.1, HTTP/0.9, double spaces, tabs, spaces or
+ * controls in the target); missing (1.1), duplicate or invalid Host;
+ * Content-Length with Transfer-Encoding; Content-Length not 1*DIGIT, a list
+ * or several differing values, overflow; Transfer-Encoding on HTTP/1.0, with
+ * chunked twice or not last (400), or an unknown coding (501). Leading zeros
+ * in Content-Length and "Chunked" in any case are accepted. Responses get
+ * the same framing rules; any error is 502. 1xx, 204, 304 and responses to
+ * HEAD have no body; a response without framing is read until EOF. */
+enum px_h1_status px_h1_parse_head(struct px_h1_parser *p, const char *buf,
+                                   size_t len, struct px_h1_head *h);
+
+/* Case-insensitive comparison of a field name with a NUL-terminated name. */
+int px_h1_name_is(const struct px_h1_field *f, const char *name);
+
+/* Chunked body decoder state. Plain data. */
+struct px_h1_chunked {
+    int state;
+    uint64_t remaining;        /* data bytes left in the current chunk */
+    size_t line_len;           /* bytes of the current size/trailer line */
+    size_t trailer_len;        /* bytes of trailer section so far */
+    unsigned digits;           /* hex digits in the current size */
+};
+
+void px_h1_chunked_init(struct px_h1_chunked *c);
+
+/* Decodes up to len bytes of a chunked body from in. Sets *consumed to the
+ * bytes used; when *data_len > 0, in[*data_off .. *data_off + *data_len) is
+ * body data (within the consumed bytes) for the caller to pass on. A call
+ * returns after at most one data run: the caller loops, advancing by
+ * *consumed, until all input is consumed or the result is not NEED_MORE.
+ * Returns NEED_MORE, DONE (last chunk and trailer section ended; bytes after
+ * *consumed belong to the next message) or ERROR. Refused: a size line with a
+ * sign, "0x", leading whitespace, junk, more than 16 hex digits, bare LF or
+ * bare CR; a chunk extension with control bytes or over 4 KiB; missing CRLF
+ * after data; a malformed trailer field or a trailer section over 16 KiB.
+ * Trailer fields are validated and dropped. */
+enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in,
+                                     size_t len, size_t *consumed,
+                                     size_t *data_off, size_t *data_len);
+
+/* The standard reason phrase of a status code ("OK", "Bad Request", ...), or
+ * "Unknown". Static. */
+const char *px_h1_reason(int status);
+
+#endif

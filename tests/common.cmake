@@ -1,0 +1,1 @@
+fence_test(test_duration SOURCES unit/test_duration.c LIBS fencecommon)
