@@ -66,7 +66,7 @@ int pol_decide_response(const struct pol_decision *d, struct pol_response *r);
 /* Frees r->body and zeroes r. Accepts a zeroed r. */
 void pol_response_clear(struct pol_response *r);
 
-/* Appends s (len bytes, any bytes) to the growing buffer *buf/*blen/*bcap as
+/* Appends s (len bytes, any bytes) to the growing buffer *buf, *blen, *bcap as
  * the inside of a JSON string: quotes, backslashes and control bytes escaped,
  * invalid UTF-8 bytes written as \u00XX of the byte (so a line never breaks and
  * the JSON stays valid). Returns 0 or -1 (no memory; *buf stays valid).

@@ -67,7 +67,7 @@ const struct pol_route *pol_routes_match(const struct pol_routes *rt,
 /* Whether method (len bytes) is one of r's fenced methods (exact, case-sensitive). */
 int pol_route_is_fenced(const struct pol_route *r, const char *method, size_t len);
 
-/* The resource key of a normalised path under route r: sets *key/*keylen to a
+/* The resource key of a normalised path under route r: sets *key and *keylen to a
  * slice of path or of r->prefix (borrowed). With segments:N and a path of
  * fewer segments, the key is the whole path. */
 void pol_route_resource(const struct pol_route *r, const char *path, size_t len,

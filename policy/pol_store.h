@@ -66,6 +66,10 @@ void pol_store_advance(struct pol_store *s, const char *key, size_t klen,
 /* Whether the store has failed (an I/O error happened). */
 int pol_store_failed(const struct pol_store *s);
 
+/* The first error that failed the store, as text for the log (owned by the
+ * store, valid until pol_store_close()), or NULL while it has not failed. */
+const char *pol_store_error(const struct pol_store *s);
+
 /* Registers the commit hook (one; NULL to remove). arg is borrowed. */
 void pol_store_set_commit_hook(struct pol_store *s, pol_store_commit_hook hook,
                                void *arg);
