@@ -1,0 +1,448 @@
+/* fl_cli: the fencelock command line tool over libfencelock. Parses
+ * `fencelock [--backend URL] COMMAND ARGS...`, maps results to exit codes
+ * (0 ok, 1 not acquired / not owner, 2 usage, 69 backend unreachable, 70
+ * internal error, 75 lock lost during run) and implements `run`: acquire, run
+ * the command in its own process group with FENCE_TOKEN/FENCE_LOCK/
+ * FENCE_OWNER set, renew with the watchdog, and stop the command when the
+ * lock is lost. The main thread waits for signals with sigtimedwait (all
+ * handled signals stay blocked), so there are no signal handlers. */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fc_duration.h"
+#include "fencelock.h"
+
+#define EX_OK 0
+#define EX_NOLOCK 1
+#define EX_USAGE_ 2
+#define EX_UNAVAILABLE_ 69
+#define EX_SOFTWARE_ 70
+#define EX_LOST 75
+#define DEFAULT_BACKEND "redis://127.0.0.1:6379"
+#define GRACE_MS 5000
+
+extern char **environ;
+
+struct opts {
+    const char *name;
+    const char *owner;
+    uint64_t ttl_ms;
+    uint64_t wait_ms;
+    int has_ttl, has_wait, has_owner;
+    char **cmd; /* run: after "--" */
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fencelock [--backend URL] COMMAND ARGS...\n"
+            "  acquire NAME [--ttl 30s] [--wait 10s]\n"
+            "  renew NAME --owner ID [--ttl 30s]\n"
+            "  release NAME --owner ID\n"
+            "  status NAME\n"
+            "  run NAME [--ttl 30s] [--wait 10s] -- CMD ARGS...\n"
+            "backend: --backend URL, else $FENCE_BACKEND, else " DEFAULT_BACKEND "\n"
+            "exit: 0 ok, 1 not acquired/not owner, 2 usage, 69 backend unreachable,\n"
+            "      75 lock lost during run\n");
+}
+
+static int exit_for(int rc)
+{
+    switch (rc) {
+    case FL_OK:
+        return EX_OK;
+    case FL_ERR_NOT_ACQUIRED:
+    case FL_ERR_NOT_OWNER:
+        return EX_NOLOCK;
+    case FL_ERR_BACKEND:
+        return EX_UNAVAILABLE_;
+    case FL_ERR_INVALID:
+        return EX_USAGE_;
+    default:
+        return EX_SOFTWARE_;
+    }
+}
+
+/* Takes the value of option opt from "--opt=V" in arg or from the next word.
+ * Returns the value (borrowed from argv) or NULL. */
+static const char *opt_value(const char *opt, int argc, char **argv, int *i)
+{
+    size_t n = strlen(opt);
+    const char *a = argv[*i];
+
+    if (strncmp(a, opt, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] != '\0' || *i + 1 >= argc)
+        return NULL;
+    (*i)++;
+    return argv[*i];
+}
+
+static int parse_duration(const char *what, const char *v, uint64_t *out)
+{
+    if (v == NULL || fc_duration_parse(v, out) < 0) {
+        fprintf(stderr, "fencelock: bad %s '%s' (want e.g. 500ms, 30s, 5m, 1h)\n", what,
+                v ? v : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses the words after COMMAND. allow is a set of letters: t ttl, w wait,
+ * o owner, c command after "--". 0 / -1 (message printed). */
+static int parse_args(int argc, char **argv, const char *allow, struct opts *o)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (strcmp(a, "--") == 0 && strchr(allow, 'c')) {
+            o->cmd = argv + i + 1;
+            if (argv[i + 1] == NULL) {
+                fprintf(stderr, "fencelock: missing command after --\n");
+                return -1;
+            }
+            break;
+        }
+        if (strncmp(a, "--ttl", 5) == 0 && strchr(allow, 't')) {
+            if (parse_duration("--ttl", opt_value("--ttl", argc, argv, &i), &o->ttl_ms) < 0)
+                return -1;
+            if (o->ttl_ms == 0) {
+                fprintf(stderr, "fencelock: --ttl must be more than 0\n");
+                return -1;
+            }
+            o->has_ttl = 1;
+        } else if (strncmp(a, "--wait", 6) == 0 && strchr(allow, 'w')) {
+            if (parse_duration("--wait", opt_value("--wait", argc, argv, &i), &o->wait_ms) < 0)
+                return -1;
+            o->has_wait = 1;
+        } else if (strncmp(a, "--owner", 7) == 0 && strchr(allow, 'o')) {
+            if ((o->owner = opt_value("--owner", argc, argv, &i)) == NULL ||
+                o->owner[0] == '\0') {
+                fprintf(stderr, "fencelock: --owner needs an id\n");
+                return -1;
+            }
+            o->has_owner = 1;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "fencelock: unknown or misplaced option '%s'\n", a);
+            return -1;
+        } else if (o->name == NULL) {
+            o->name = a;
+        } else {
+            fprintf(stderr, "fencelock: unexpected argument '%s'\n", a);
+            return -1;
+        }
+    }
+    if (o->name == NULL || o->name[0] == '\0') {
+        fprintf(stderr, "fencelock: missing lock name\n");
+        return -1;
+    }
+    if (strchr(allow, 'o') && !o->has_owner) {
+        fprintf(stderr, "fencelock: --owner ID is required\n");
+        return -1;
+    }
+    if (strchr(allow, 'c') && o->cmd == NULL) {
+        fprintf(stderr, "fencelock: run needs -- CMD ARGS...\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int fail(struct fl_client *c, int rc)
+{
+    fprintf(stderr, "fencelock: %s\n", fl_client_error(c)[0] ? fl_client_error(c)
+                                                             : fl_strerror(rc));
+    return exit_for(rc);
+}
+
+/* Builds the command's environment: ours minus any FENCE_TOKEN/LOCK/OWNER,
+ * plus the lease's. Returns a malloc'd array of borrowed or malloc'd strings;
+ * the three new ones are in extra[] for freeing. Done before fork because the
+ * watchdog thread already runs and the child may only call async-signal-safe
+ * functions. */
+static char **build_env(const struct fl_lease *l, char *extra[3])
+{
+    size_t n = 0, k = 0;
+    char **env;
+
+    while (environ[n])
+        n++;
+    env = calloc(n + 4, sizeof *env);
+    if (env == NULL)
+        return NULL;
+    if (asprintf(&extra[0], "FENCE_TOKEN=%" PRIu64, l->token) < 0)
+        extra[0] = NULL;
+    if (asprintf(&extra[1], "FENCE_LOCK=%s", l->name) < 0)
+        extra[1] = NULL;
+    if (asprintf(&extra[2], "FENCE_OWNER=%s", l->owner) < 0)
+        extra[2] = NULL;
+    if (!extra[0] || !extra[1] || !extra[2]) {
+        free(env);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(environ[i], "FENCE_TOKEN=", 12) == 0 ||
+            strncmp(environ[i], "FENCE_LOCK=", 11) == 0 ||
+            strncmp(environ[i], "FENCE_OWNER=", 12) == 0)
+            continue;
+        env[k++] = environ[i];
+    }
+    env[k++] = extra[0];
+    env[k++] = extra[1];
+    env[k++] = extra[2];
+    env[k] = NULL;
+    return env;
+}
+
+static void on_lost(const char *name, enum fl_loss why, void *arg)
+{
+    /* Wakes the main thread's sigtimedwait at once (kill is thread-safe). */
+    (void)name;
+    (void)why;
+    (void)arg;
+    kill(getpid(), SIGUSR1);
+}
+
+static int status_to_exit(int st)
+{
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    if (WIFSIGNALED(st))
+        return 128 + WTERMSIG(st);
+    return EX_SOFTWARE_;
+}
+
+/* Sends SIGTERM to the child's group, waits up to GRACE_MS, then SIGKILL. */
+static void terminate_child(pid_t child, const sigset_t *set)
+{
+    int64_t deadline = fl_now_ms() + GRACE_MS;
+    struct timespec ts = {0, 50 * 1000000L};
+    int st;
+
+    kill(-child, SIGTERM);
+    kill(child, SIGTERM);
+    while (fl_now_ms() < deadline) {
+        pid_t r = waitpid(child, &st, WNOHANG);
+
+        if (r == child || (r < 0 && errno == ECHILD))
+            goto reap_group;
+        sigtimedwait(set, NULL, &ts);
+    }
+    fprintf(stderr, "fencelock: command ignored SIGTERM for %d s, sending SIGKILL\n",
+            GRACE_MS / 1000);
+    kill(-child, SIGKILL);
+    kill(child, SIGKILL);
+    while (waitpid(child, &st, 0) < 0 && errno == EINTR)
+        ;
+    return;
+reap_group:
+    kill(-child, SIGKILL); /* stragglers the command left in its group */
+}
+
+static int cmd_run(struct fl_client *c, const struct opts *o)
+{
+    struct fl_lease *l = NULL;
+    struct fl_watchdog *w = NULL;
+    char **env = NULL, *extra[3] = {NULL, NULL, NULL};
+    sigset_t set, old;
+    pid_t child = -1;
+    int rc, ex = EX_SOFTWARE_, st = 0, lost = 0;
+
+    /* Block what the main loop waits for before any thread exists, so every
+     * thread inherits the mask and the signals queue for sigtimedwait. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &set, &old);
+
+    rc = fl_acquire(c, o->name, o->ttl_ms, o->wait_ms, &l);
+    if (rc != FL_OK) {
+        ex = fail(c, rc);
+        goto out;
+    }
+    env = build_env(l, extra);
+    if (env == NULL) {
+        fprintf(stderr, "fencelock: out of memory\n");
+        goto release;
+    }
+    w = fl_watchdog_start(c, l, on_lost, NULL);
+    if (w == NULL) {
+        fprintf(stderr, "fencelock: cannot start the renewal thread\n");
+        goto release;
+    }
+    child = fork();
+    if (child < 0) {
+        fprintf(stderr, "fencelock: fork: %s\n", strerror(errno));
+        goto release;
+    }
+    if (child == 0) {
+        /* Own process group, so a loss stops the whole command tree. */
+        setpgid(0, 0);
+        signal(SIGPIPE, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        execvpe(o->cmd[0], o->cmd, env);
+        dprintf(2, "fencelock: cannot run %s: %s\n", o->cmd[0], strerror(errno));
+        _exit(errno == ENOENT ? 127 : 126);
+    }
+    setpgid(child, child);
+
+    for (;;) {
+        struct timespec ts = {0, 100 * 1000000L};
+        siginfo_t si;
+        int sig, why;
+        pid_t r;
+
+        r = waitpid(child, &st, WNOHANG);
+        if (r == child)
+            break;
+        /* Watchdog first, then the clock: after SIGSTOP/SIGCONT past the TTL
+         * the expiry alone decides, before any renewal is tried. */
+        if ((why = fl_watchdog_lost(w)) != 0) {
+            fprintf(stderr, "fencelock: lost lock '%s' (%s); stopping the command\n", o->name,
+                    why == FL_LOST_NOT_OWNER ? "another owner or no key" : "lease expired");
+            lost = 1;
+            terminate_child(child, &set);
+            child = -1;
+            ex = EX_LOST;
+            goto stop;
+        }
+        sig = sigtimedwait(&set, &si, &ts);
+        if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+            kill(-child, sig);
+            kill(child, sig);
+        }
+    }
+    child = -1;
+    ex = status_to_exit(st);
+stop:
+    fl_watchdog_stop(&w, l);
+    if (lost)
+        goto out; /* not ours any more: nothing to release */
+    rc = fl_release(c, l);
+    if (rc != FL_OK)
+        fprintf(stderr, "fencelock: warning: release of '%s' failed: %s\n", o->name,
+                fl_client_error(c));
+    goto out;
+release:
+    fl_watchdog_stop(&w, l);
+    if (l)
+        fl_release(c, l);
+out:
+    fl_lease_free(&l);
+    free(env);
+    for (int i = 0; i < 3; i++)
+        free(extra[i]);
+    return ex;
+}
+
+int main(int argc, char **argv)
+{
+    const char *backend = getenv("FENCE_BACKEND"), *cmd;
+    struct fl_client *c = NULL;
+    struct opts o;
+    char err[512];
+    int i = 1, rc, ex = EX_USAGE_;
+
+    memset(&o, 0, sizeof o);
+    o.ttl_ms = 30000;
+    o.wait_ms = 10000;
+    if (backend == NULL || backend[0] == '\0')
+        backend = DEFAULT_BACKEND;
+    /* hiredis writes without MSG_NOSIGNAL: a dead socket must give EPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+
+    while (i < argc && argv[i][0] == '-') {
+        const char *v;
+
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return EX_OK;
+        }
+        if ((v = opt_value("--backend", argc, argv, &i)) == NULL) {
+            fprintf(stderr, "fencelock: unknown option '%s'\n", argv[i]);
+            goto usage;
+        }
+        backend = v;
+        i++;
+    }
+    if (i >= argc) {
+        fprintf(stderr, "fencelock: missing command\n");
+        goto usage;
+    }
+    cmd = argv[i++];
+    {
+        const char *allow;
+
+        if (strcmp(cmd, "acquire") == 0)
+            allow = "tw";
+        else if (strcmp(cmd, "renew") == 0)
+            allow = "to";
+        else if (strcmp(cmd, "release") == 0)
+            allow = "o";
+        else if (strcmp(cmd, "status") == 0)
+            allow = "";
+        else if (strcmp(cmd, "run") == 0)
+            allow = "twc";
+        else {
+            fprintf(stderr, "fencelock: unknown command '%s'\n", cmd);
+            goto usage;
+        }
+        if (parse_args(argc - i, argv + i, allow, &o) < 0)
+            goto usage;
+    }
+    c = fl_client_new(backend, err, sizeof err);
+    if (c == NULL) {
+        fprintf(stderr, "fencelock: %s\n", err);
+        goto usage;
+    }
+
+    if (strcmp(cmd, "acquire") == 0) {
+        struct fl_lease *l = NULL;
+
+        rc = fl_acquire(c, o.name, o.ttl_ms, o.wait_ms, &l);
+        if (rc == FL_OK)
+            printf("token=%" PRIu64 " owner=%s ttl_ms=%" PRIu64 "\n", l->token, l->owner,
+                   l->ttl_ms);
+        fl_lease_free(&l);
+        ex = rc == FL_OK ? EX_OK : fail(c, rc);
+    } else if (strcmp(cmd, "renew") == 0) {
+        rc = fl_renew_owner(c, o.name, o.owner, o.ttl_ms);
+        ex = rc == FL_OK ? EX_OK : fail(c, rc);
+    } else if (strcmp(cmd, "release") == 0) {
+        rc = fl_release_owner(c, o.name, o.owner);
+        ex = rc == FL_OK ? EX_OK : fail(c, rc);
+    } else if (strcmp(cmd, "status") == 0) {
+        struct fl_lock_status st;
+
+        rc = fl_status(c, o.name, &st);
+        if (rc == FL_OK && st.held)
+            printf("held owner=%s ttl_ms=%" PRId64 " token=%" PRIu64 "\n", st.owner, st.ttl_ms,
+                   st.token);
+        else if (rc == FL_OK)
+            printf("free token=%" PRIu64 "\n", st.token);
+        ex = rc == FL_OK ? EX_OK : fail(c, rc);
+    } else {
+        fflush(stdout);
+        ex = cmd_run(c, &o);
+    }
+    fl_client_free(&c);
+    if (fflush(stdout) != 0 && ex == EX_OK)
+        ex = EX_SOFTWARE_;
+    return ex;
+usage:
+    usage(stderr);
+    fl_client_free(&c);
+    return EX_USAGE_;
+}
