@@ -1,0 +1,82 @@
+/* fenceproxy: command line. `fenceproxy -c FILE` runs the proxy,
+ * `fenceproxy -t -c FILE` checks a config, `fenceproxy audit ...` works on
+ * audit logs. Everything else lives in the px_* modules. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "px_auditcli.h"
+#include "px_config.h"
+#include "px_log.h"
+#include "px_server.h"
+
+#define FENCEPROXY_VERSION "0.1.0"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: fenceproxy -c FILE        run the proxy\n"
+               "       fenceproxy -t -c FILE     check the configuration and exit\n"
+               "       fenceproxy audit verify FILE...\n"
+               "       fenceproxy audit tail [-n N] [--resource R] FILE\n"
+               "       fenceproxy -v             print the version\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *conf = NULL;
+    int test_only = 0, opt, rc = 1;
+    char err[1024] = "";
+    struct px_config *cfg = NULL;
+    struct px_ctx *ctx = NULL;
+    enum px_log_level level;
+
+    if (argc >= 2 && strcmp(argv[1], "audit") == 0)
+        return px_auditcli_main(argc - 1, argv + 1);
+    while ((opt = getopt(argc, argv, "c:thv")) != -1) {
+        switch (opt) {
+        case 'c':
+            conf = optarg;
+            break;
+        case 't':
+            test_only = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'v':
+            printf("fenceproxy %s\n", FENCEPROXY_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (conf == NULL || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    cfg = px_config_load(conf, err, sizeof(err));
+    if (cfg == NULL) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    if (test_only) {
+        printf("%s: configuration ok\n", conf);
+        rc = 0;
+        goto out;
+    }
+    if (px_log_level_parse(cfg->log_level, &level) == 0)
+        px_log_init(level);
+    signal(SIGPIPE, SIG_IGN);
+    ctx = px_server_new(cfg, err, sizeof(err));
+    if (ctx == NULL) {
+        px_log_error("%s", err);
+        goto out;
+    }
+    rc = px_server_run(ctx) == 0 ? 0 : 1;
+out:
+    px_server_free(ctx);
+    px_config_free(&cfg);
+    return rc;
+}

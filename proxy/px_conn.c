@@ -1,0 +1,1294 @@
+/* px_conn: see px_conn.h. A client connection serves one request at a time
+ * (pipelined requests wait in its input buffer, so responses go out in
+ * order). A request goes through: HEAD (reading the head under a deadline),
+ * DECIDE (fencing: waiting for the store or the ordering gate), CONNECT
+ * (borrowing an upstream connection), FORWARD (head sent, bodies streaming
+ * both ways), and ends in a response; local responses (errors, rejections)
+ * skip the upstream. Nothing reaches the upstream before the whole head has
+ * been parsed and accepted (S4 in docs/safety.md). Objects are never freed
+ * inside their own callbacks: a closing connection is reaped from its kick
+ * event. */
+#include "px_conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "pol_decide.h"
+#include "pol_route.h"
+#include "px_audit.h"
+#include "px_config.h"
+#include "px_fence.h"
+#include "px_http1.h"
+#include "px_log.h"
+#include "px_logw.h"
+#include "px_server.h"
+#include "px_stats.h"
+#include "px_upstream.h"
+
+/* Backpressure: stop reading a side while the other side's output holds
+ * more than HIGH bytes; resume below LOW. Bounds memory per connection. */
+#define PX_BUF_HIGH (256 * 1024)
+#define PX_BUF_LOW (64 * 1024)
+/* Most bytes decoded from one pulled-up run of a chunked body. */
+#define PX_CHUNK_RUN (64 * 1024)
+/* After a response that ends a connection with unread input: discard what
+ * the client still sends for this long, so that its stack does not reset the
+ * connection before it read our response. */
+#define PX_LINGER_MS 1000
+#define PX_LINGER_BYTES (1024 * 1024)
+
+enum cstate { C_HEAD, C_DECIDE, C_CONNECT, C_FORWARD, C_CLOSING, C_LINGER };
+enum tmode { T_OFF, T_HEAD, T_IDLE, T_LINGER };
+
+struct px_req {
+    struct px_h1_head h;          /* slices of buf */
+    char *buf;                    /* copy of the head bytes; owned */
+    char *path;                   /* normalised path; owned */
+    size_t path_len;
+    struct pol_decision dec;
+    size_t route_idx;             /* SIZE_MAX when no route */
+    int fenced;                   /* ticket admitted */
+    struct px_fence_ticket ticket;
+    struct px_uconn *up;          /* borrowed from the pool */
+    char rid[80];                 /* X-Request-Id */
+    /* request body */
+    uint64_t body_left;
+    struct px_h1_chunked chunk;
+    int body_done;
+    /* response */
+    struct px_h1_parser rp;
+    int resp_started;             /* head written to the client */
+    enum px_h1_body rbody;
+    uint64_t rbody_left;
+    struct px_h1_chunked rchunk;
+    int rchunked_out;             /* re-chunk to the client */
+    int resp_keepalive;
+    int status;
+    uint64_t bytes_out;
+    struct timespec t_start;      /* head parsed */
+    struct timespec t_fwd;        /* forwarding started */
+    double upstream_s;
+};
+
+struct px_conn {
+    struct px_ctx *ctx;
+    uint64_t id;
+    struct bufferevent *bev;
+    char peer[64];                /* ip:port */
+    char peer_ip[48];
+    TAILQ_ENTRY(px_conn) link;
+    enum cstate state;
+    struct event *timer;
+    enum tmode tmode;
+    struct event *kick;           /* deferred work: next request, reaping */
+    struct px_h1_parser parser;
+    struct px_req *req;
+    int keep_alive;               /* the current request allows reuse */
+    int dead;                     /* to be reaped by the kick event */
+    int paused_up;                /* upstream reading paused for us */
+    int paused_client;            /* client reading paused for the upstream */
+    size_t linger_bytes;
+    int client_eof;               /* the client half-closed */
+};
+
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void start_head(struct px_conn *c);
+static void process_head(struct px_conn *c);
+static void set_client_read_timeout(struct px_conn *c, uint64_t ms);
+static void fence_decided(struct px_conn *c);
+
+static double ts_diff(const struct timespec *a, const struct timespec *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
+}
+
+static void set_timer(struct px_conn *c, enum tmode mode, uint64_t ms)
+{
+    struct timeval tv;
+
+    c->tmode = mode;
+    if (mode == T_OFF) {
+        event_del(c->timer);
+        return;
+    }
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    event_add(c->timer, &tv);
+}
+
+static void req_free(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+
+    if (r == NULL)
+        return;
+    if (r->up != NULL) {
+        px_upool_close(r->up);
+        r->up = NULL;
+    }
+    if (r->fenced) {
+        px_fence_done(c->ctx->fence, &r->ticket);
+        r->fenced = 0;
+    }
+    free(r->buf);
+    free(r->path);
+    free(r);
+    c->req = NULL;
+}
+
+/* Marks the connection dead and lets the kick event free it: safe from any
+ * callback, including the connection's own. */
+static void conn_close(struct px_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = 1;
+    if (c->req != NULL && c->req->up != NULL && c->req->status == 0 && c->req->fenced)
+        px_clog_debug(c->id, c->peer, "closing with a request in flight");
+    req_free(c);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    set_timer(c, T_OFF, 0);
+    event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+static void conn_free(struct px_conn *c)
+{
+    struct px_ctx *ctx = c->ctx;
+
+    req_free(c);
+    TAILQ_REMOVE(&ctx->conns, c, link);
+    ctx->n_conns--;
+    px_stats_gauge_add(PX_G_CONNECTIONS, -1);
+    bufferevent_free(c->bev);
+    event_free(c->timer);
+    event_free(c->kick);
+    free(c);
+    px_server_conn_gone(ctx);
+}
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_conn *c = arg;
+
+    if (c->dead) {
+        conn_free(c);
+        return;
+    }
+    if (c->state == C_HEAD && c->req == NULL)
+        process_head(c);
+    else if (c->state == C_DECIDE && c->req != NULL && c->req->ticket.result != PX_FENCE_WAIT)
+        fence_decided(c);
+}
+
+/* After the output drains: close, or keep discarding input for a moment so
+ * the client reads the response before the connection goes (lingering close). */
+static void finish_close(struct px_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+        return;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    c->state = C_LINGER;
+    c->linger_bytes = 0;
+    bufferevent_enable(c->bev, EV_READ);
+    set_timer(c, T_LINGER, PX_LINGER_MS);
+}
+
+/* Ends the connection once what is queued for the client has been written. */
+static void close_after_write(struct px_conn *c)
+{
+    c->state = C_CLOSING;
+    req_free(c);
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_enable(c->bev, EV_WRITE);
+    set_timer(c, T_LINGER, c->ctx->cfg->idle_timeout_ms);
+    finish_close(c);
+}
+
+static void make_request_id(struct px_conn *c, struct px_req *r)
+{
+    struct px_ctx *ctx = c->ctx;
+    uint64_t v = ctx->rid_base + (++ctx->rid_counter) * 0x9e3779b97f4a7c15ULL;
+
+    snprintf(r->rid, sizeof(r->rid), "%016" PRIx64 "%08" PRIx64, v,
+             ctx->rid_counter & 0xffffffffu);
+}
+
+static void access_log(struct px_conn *c, struct px_req *r)
+{
+    char line[1024];
+    char ts[40];
+    uint64_t now = px_server_now_ms();
+    time_t secs = (time_t)(now / 1000);
+    struct tm tm;
+    int n;
+
+    if (c->ctx->access == NULL || r == NULL)
+        return;
+    gmtime_r(&secs, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    n = snprintf(line, sizeof(line), "%s.%03uZ %s \"%.*s %.*s HTTP/1.%d\" %d %" PRIu64 " %.3f %s\n",
+                 ts, (unsigned)(now % 1000), c->peer, (int)r->h.method_len, r->h.method,
+                 (int)(r->h.target_len > 512 ? 512 : r->h.target_len), r->h.target, r->h.minor,
+                 r->status, r->bytes_out, r->upstream_s * 1000.0, r->rid);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(line)) {
+        n = sizeof(line) - 1;
+        line[n - 1] = '\n';
+    }
+    if (px_logw_write(c->ctx->access, line, (size_t)n) < 0)
+        px_stats_inc(PX_ST_ACCESS_LOG_DROPPED);
+}
+
+/* The first value of the header field named name, or NULL. */
+static const struct px_h1_field *find_field(const struct px_h1_head *h, const char *name)
+{
+    for (unsigned i = 0; i < h->n_fields; i++)
+        if (px_h1_name_is(&h->fields[i], name))
+            return &h->fields[i];
+    return NULL;
+}
+
+static void audit(struct px_conn *c, struct px_req *r, const char *event)
+{
+    struct px_audit_event ev;
+    const struct px_h1_field *xff;
+
+    if (c->ctx->audit == NULL || r == NULL)
+        return;
+    memset(&ev, 0, sizeof(ev));
+    ev.event = event;
+    ev.route = r->dec.route != NULL ? r->dec.route->name : "";
+    ev.resource = r->dec.resource;
+    ev.resource_len = r->dec.resource_len;
+    if (r->dec.verdict == POL_MALFORMED) {
+        const struct px_h1_field *tf = NULL;
+        for (unsigned i = 0; i < r->h.n_fields; i++)
+            if (r->h.fields[i].name_len == c->ctx->token_header_len &&
+                px_h1_name_is(&r->h.fields[i], c->ctx->cfg->token_header)) {
+                tf = &r->h.fields[i];
+                break;
+            }
+        ev.token_present = tf != NULL;
+        if (tf != NULL) {
+            ev.token_raw = tf->value;
+            ev.token_raw_len = tf->value_len;
+        }
+    } else if (r->dec.verdict != POL_MISSING) {
+        ev.token_present = 1;
+        ev.token_is_number = 1;
+        ev.token = r->dec.token;
+    }
+    ev.highest = r->dec.highest;
+    ev.method = r->h.method;
+    ev.method_len = r->h.method_len;
+    ev.path = r->h.target;
+    ev.path_len = r->h.target_len;
+    ev.client = c->peer;
+    xff = find_field(&r->h, "X-Forwarded-For");
+    if (xff != NULL) {
+        ev.forwarded_for = xff->value;
+        ev.forwarded_for_len = xff->value_len;
+    }
+    ev.request_id = r->rid;
+    ev.request_id_len = strlen(r->rid);
+    ev.ts_ms = px_server_now_ms();
+    if (px_audit_record(c->ctx->audit, &ev) < 0)
+        px_stats_inc(PX_ST_AUDIT_DROPPED);
+}
+
+/* Writes a complete local response. close: the connection ends after it. */
+static void respond_local(struct px_conn *c, int status, const char *ctype,
+                          const char *extra, const char *body, size_t blen, int close)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct px_req *r = c->req;
+
+    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n",
+                        status, px_h1_reason(status), ctype, blen);
+    if (r != NULL && r->rid[0] != '\0')
+        evbuffer_add_printf(out, "X-Request-Id: %s\r\n", r->rid);
+    if (extra != NULL)
+        evbuffer_add(out, extra, strlen(extra));
+    if (close)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    evbuffer_add(out, "\r\n", 2);
+    if (r == NULL || r->h.method_len != 4 || memcmp(r->h.method, "HEAD", 4) != 0)
+        evbuffer_add(out, body, blen);
+    if (r != NULL) {
+        r->status = status;
+        r->bytes_out = blen;
+        access_log(c, r);
+    }
+    px_stats_add(PX_ST_BYTES_OUT, blen);
+    if (close) {
+        close_after_write(c);
+    } else {
+        req_free(c);
+        start_head(c);
+    }
+}
+
+static void respond_text(struct px_conn *c, int status, const char *text, int close)
+{
+    char body[256];
+    int n = snprintf(body, sizeof(body), "%s\n", text);
+
+    respond_local(c, status, "text/plain", NULL, body, (size_t)n, close);
+}
+
+/* Whether the request declared a body we have not read (so the connection
+ * cannot carry another request after a local answer). */
+static int has_unread_body(const struct px_req *r)
+{
+    return r != NULL && ((r->h.body == PX_H1_BODY_LENGTH && r->h.content_length > 0) ||
+                         r->h.body == PX_H1_BODY_CHUNKED);
+}
+
+/* A fencing rejection, decided from the head alone: answered without reading
+ * the body; the connection closes when a body was declared. */
+static void respond_rejection(struct px_conn *c, const char *reason)
+{
+    struct px_req *r = c->req;
+    struct pol_response resp;
+    char extra[96] = "";
+
+    memset(&resp, 0, sizeof(resp));
+    if (pol_decide_response(&r->dec, &resp) < 0) {
+        respond_text(c, 500, "internal error", 1);
+        return;
+    }
+    if (resp.has_highest)
+        snprintf(extra, sizeof(extra), "Fencing-Token-Highest: %" PRIu64 "\r\n", resp.highest);
+    audit(c, r, reason);
+    px_stats_request(r->route_idx, r->dec.verdict == POL_STALE     ? PX_OUT_STALE_TOKEN
+                                   : r->dec.verdict == POL_MISSING ? PX_OUT_MISSING_TOKEN
+                                                                   : PX_OUT_MALFORMED_TOKEN);
+    px_stats_reject(r->dec.verdict == POL_STALE     ? PX_RSN_STALE_TOKEN
+                    : r->dec.verdict == POL_MISSING ? PX_RSN_MISSING_TOKEN
+                                                    : PX_RSN_MALFORMED_TOKEN);
+    px_clog_info(c->id, c->peer, "%s %.*s %.*s resource=%.*s token=%" PRIu64 " highest=%" PRIu64,
+                 reason, (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
+                 (int)r->dec.resource_len, r->dec.resource, r->dec.token, r->dec.highest);
+    respond_local(c, resp.status, "application/json", extra, resp.body, resp.body_len,
+                  has_unread_body(r) || !c->keep_alive);
+    pol_response_clear(&resp);
+}
+
+/* A framing or limits error on the client side: 4xx/5xx and close. */
+static void respond_bad(struct px_conn *c, int status, const char *why)
+{
+    px_clog_info(c->id, c->peer, "refused %d: %s", status, why);
+    px_stats_reject(PX_RSN_BAD_REQUEST);
+    px_stats_request(c->req != NULL ? c->req->route_idx : SIZE_MAX, PX_OUT_BAD_REQUEST);
+    respond_text(c, status, px_h1_reason(status), 1);
+}
+
+/* ---- upstream side ---------------------------------------------------- */
+
+/* Appends the request head as the upstream will see it: re-serialised from
+ * the parsed fields, hop-by-hop and framing fields replaced by our own. */
+static void write_request_head(struct px_conn *c, struct px_req *r, struct evbuffer *o)
+{
+    const struct px_h1_head *h = &r->h;
+    const struct px_config *cfg = c->ctx->cfg;
+    const struct px_h1_field *xff = NULL, *via = NULL;
+    int checked = r->dec.verdict == POL_ACCEPT || r->dec.verdict == POL_ADVANCE;
+
+    evbuffer_add_printf(o, "%.*s %.*s HTTP/1.1\r\n", (int)h->method_len, h->method,
+                        (int)h->target_len, h->target);
+    for (unsigned i = 0; i < h->n_fields; i++) {
+        const struct px_h1_field *f = &h->fields[i];
+        if (f->flags & (PX_H1_F_HOP | PX_H1_F_FRAMING | PX_H1_F_EXPECT))
+            continue;
+        if (px_h1_name_is(f, "X-Forwarded-For")) {
+            if (xff == NULL)
+                xff = f;
+            continue;
+        }
+        if (px_h1_name_is(f, "Via")) {
+            if (via == NULL)
+                via = f;
+            continue;
+        }
+        if (px_h1_name_is(f, "X-Forwarded-Proto") || px_h1_name_is(f, "X-Request-Id"))
+            continue;
+        if (checked && px_h1_name_is(f, cfg->token_header))
+            continue; /* written below in canonical form */
+        evbuffer_add(o, f->name, f->name_len);
+        evbuffer_add(o, ": ", 2);
+        evbuffer_add(o, f->value, f->value_len);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    if (checked)
+        evbuffer_add_printf(o, "%s: %" PRIu64 "\r\n", cfg->token_header, r->dec.token);
+    if (xff != NULL)
+        evbuffer_add_printf(o, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value_len, xff->value,
+                            c->peer_ip);
+    else
+        evbuffer_add_printf(o, "X-Forwarded-For: %s\r\n", c->peer_ip);
+    evbuffer_add(o, "X-Forwarded-Proto: http\r\n", 25);
+    if (via != NULL)
+        evbuffer_add_printf(o, "Via: %.*s, 1.%d fenceproxy\r\n", (int)via->value_len, via->value,
+                            h->minor);
+    else
+        evbuffer_add_printf(o, "Via: 1.%d fenceproxy\r\n", h->minor);
+    evbuffer_add_printf(o, "X-Request-Id: %s\r\n", r->rid);
+    if (h->body == PX_H1_BODY_LENGTH)
+        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n", h->content_length);
+    else if (h->body == PX_H1_BODY_CHUNKED)
+        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+    evbuffer_add(o, "\r\n", 2);
+}
+
+/* Pauses reading src while dst's output is above the high-water mark. */
+static void pause_if_full(struct bufferevent *src, struct bufferevent *dst, int *paused)
+{
+    if (!*paused && evbuffer_get_length(bufferevent_get_output(dst)) >= PX_BUF_HIGH) {
+        bufferevent_disable(src, EV_READ);
+        *paused = 1;
+    }
+}
+
+static void set_up_timeout(struct px_conn *c)
+{
+    struct timeval tv;
+    uint64_t ms = c->ctx->cfg->upstream_timeout_ms;
+
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    bufferevent_set_timeouts(c->req->up->bev, &tv, NULL);
+}
+
+static void request_body_done(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+
+    r->body_done = 1;
+    bufferevent_disable(c->bev, EV_READ); /* pipelined bytes wait */
+    c->paused_client = 0;
+    set_client_read_timeout(c, 0);
+    if (r->up != NULL)
+        set_up_timeout(c);
+}
+
+/* Moves request body bytes from the client to the upstream. Returns -1 when
+ * the body is malformed (the caller answers 400 and closes). */
+static int pump_request_body(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = bufferevent_get_output(r->up->bev);
+    size_t avail;
+    unsigned rounds = 0;
+
+    while (!r->body_done && (avail = evbuffer_get_length(in)) > 0 && rounds++ < 64) {
+        if (r->h.body == PX_H1_BODY_LENGTH) {
+            size_t n = avail < r->body_left ? avail : (size_t)r->body_left;
+            evbuffer_remove_buffer(in, out, n);
+            r->body_left -= n;
+            px_stats_add(PX_ST_BYTES_IN, n);
+            if (r->body_left == 0)
+                request_body_done(c);
+        } else {
+            size_t n = avail < PX_CHUNK_RUN ? avail : PX_CHUNK_RUN;
+            const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+            size_t used = 0, consumed, off, dlen;
+            enum px_h1_status st = PX_H1_NEED_MORE;
+            while (used < n) {
+                st = px_h1_chunked_feed(&r->chunk, p + used, n - used, &consumed, &off, &dlen);
+                if (st == PX_H1_ERROR)
+                    return -1;
+                if (dlen > 0) {
+                    evbuffer_add_printf(out, "%zx\r\n", dlen);
+                    evbuffer_add(out, p + used + off, dlen);
+                    evbuffer_add(out, "\r\n", 2);
+                }
+                used += consumed;
+                if (st == PX_H1_DONE)
+                    break;
+            }
+            evbuffer_drain(in, used);
+            px_stats_add(PX_ST_BYTES_IN, used);
+            if (st == PX_H1_DONE) {
+                evbuffer_add(out, "0\r\n\r\n", 5);
+                request_body_done(c);
+            }
+        }
+        if (!r->body_done)
+            pause_if_full(c->bev, r->up->bev, &c->paused_client);
+        if (c->paused_client)
+            break;
+    }
+    return 0;
+}
+
+/* The exchange is over from the upstream's point of view: return or close
+ * the upstream connection, then release the fencing ticket (S3: the ticket
+ * ends only once the upstream connection is idle or closed). */
+static void release_upstream(struct px_conn *c, int reusable)
+{
+    struct px_req *r = c->req;
+
+    if (r->up != NULL) {
+        if (reusable && evbuffer_get_length(bufferevent_get_input(r->up->bev)) == 0)
+            px_upool_put(r->up);
+        else
+            px_upool_close(r->up);
+        r->up = NULL;
+        px_stats_gauge_add(PX_G_INFLIGHT, -1);
+    }
+    if (r->fenced) {
+        px_fence_done(c->ctx->fence, &r->ticket);
+        r->fenced = 0;
+    }
+}
+
+static void response_done(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+    struct timespec now;
+    int close;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    r->upstream_s = ts_diff(&r->t_fwd, &now);
+    px_stats_observe(PX_H_UPSTREAM_DURATION, r->upstream_s);
+    px_stats_request(r->route_idx, PX_OUT_FORWARDED);
+    release_upstream(c, r->resp_keepalive && r->body_done);
+    access_log(c, r);
+    close = !c->keep_alive || !r->body_done || c->ctx->shutting_down || r->rbody == PX_H1_BODY_EOF;
+    if (close) {
+        close_after_write(c);
+        return;
+    }
+    req_free(c);
+    start_head(c);
+}
+
+/* The upstream failed before or during the response. */
+static void upstream_failed(struct px_conn *c, int status, const char *why)
+{
+    struct px_req *r = c->req;
+
+    px_clog_warn(c->id, c->peer, "upstream: %s", why);
+    px_stats_request(r->route_idx, PX_OUT_UPSTREAM_ERROR);
+    if (status == 504 && r->fenced && r->up != NULL && r->ticket.state != 0)
+        audit(c, r, "inflight_timeout"); /* the outcome upstream is unknown */
+    release_upstream(c, 0);
+    if (!r->resp_started)
+        respond_text(c, status, px_h1_reason(status), 1);
+    else
+        conn_close(c); /* a response is half sent: only closing tells */
+}
+
+/* Writes the response head for the client from the parsed upstream head. */
+static void write_response_head(struct px_conn *c, struct px_req *r, const struct px_h1_head *h)
+{
+    struct evbuffer *o = bufferevent_get_output(c->bev);
+    int client_11 = r->h.minor == 1;
+
+    r->rbody = h->body;
+    r->resp_keepalive = h->keep_alive;
+    r->status = h->status;
+    if (h->body == PX_H1_BODY_EOF || (h->body == PX_H1_BODY_CHUNKED && !client_11))
+        c->keep_alive = 0; /* the end of the body is the end of the connection */
+    r->rchunked_out = h->body == PX_H1_BODY_CHUNKED && client_11;
+    evbuffer_add_printf(o, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason_len, h->reason);
+    for (unsigned i = 0; i < h->n_fields; i++) {
+        const struct px_h1_field *f = &h->fields[i];
+        if (f->flags & PX_H1_F_HOP)
+            continue;
+        /* A bodiless response keeps its Content-Length (HEAD, 304). */
+        if ((f->flags & PX_H1_F_FRAMING) &&
+            !(h->body == PX_H1_BODY_NONE && px_h1_name_is(f, "Content-Length")))
+            continue;
+        if (px_h1_name_is(f, "X-Request-Id"))
+            continue;
+        evbuffer_add(o, f->name, f->name_len);
+        evbuffer_add(o, ": ", 2);
+        evbuffer_add(o, f->value, f->value_len);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    evbuffer_add_printf(o, "X-Request-Id: %s\r\n", r->rid);
+    if (h->body == PX_H1_BODY_LENGTH)
+        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n", h->content_length);
+    else if (r->rchunked_out)
+        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+    if (!c->keep_alive || c->ctx->shutting_down)
+        evbuffer_add(o, "Connection: close\r\n", 19);
+    else if (!client_11)
+        evbuffer_add(o, "Connection: keep-alive\r\n", 24);
+    evbuffer_add(o, "\r\n", 2);
+    r->rbody_left = h->content_length;
+    px_h1_chunked_init(&r->rchunk);
+    r->resp_started = 1;
+}
+
+/* Parses the response head. Returns 1 when the head was handled, 0 for
+ * more input, -1 after the exchange was failed. */
+static int read_response_head(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+    struct evbuffer *in = bufferevent_get_input(r->up->bev);
+    size_t len = evbuffer_get_length(in);
+    size_t want = len < c->ctx->lim.max_head + 1 ? len : c->ctx->lim.max_head + 1;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
+    struct px_h1_head *h = malloc(sizeof(*h));
+    enum px_h1_status st;
+    int rc = -1;
+
+    if (h == NULL) {
+        upstream_failed(c, 502, "out of memory");
+        goto out;
+    }
+    st = px_h1_parse_head(&r->rp, p, want, h);
+    if (st == PX_H1_NEED_MORE) {
+        rc = 0;
+        if (want > c->ctx->lim.max_head) {
+            upstream_failed(c, 502, "response head too large");
+            rc = -1;
+        }
+        goto out;
+    }
+    if (st == PX_H1_ERROR) {
+        upstream_failed(c, 502, h->error != NULL ? h->error : "malformed response");
+        goto out;
+    }
+    if (h->status >= 100 && h->status < 200) {
+        /* Interim responses (we answered Expect ourselves) are dropped; a
+         * switch of protocols is not something we can relay. */
+        evbuffer_drain(in, h->head_len);
+        px_h1_parser_init(&r->rp, 0, r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4),
+                          &c->ctx->lim);
+        if (h->status == 101) {
+            upstream_failed(c, 502, "upstream switched protocols");
+            goto out;
+        }
+        rc = 1;
+        goto out;
+    }
+    write_response_head(c, r, h);
+    evbuffer_drain(in, h->head_len);
+    rc = 1;
+out:
+    free(h);
+    return rc;
+}
+
+/* Moves response body bytes to the client. Returns 1 when the response is
+ * complete, 0 when more is expected, -1 after a failure. */
+static int pump_response_body(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+    struct evbuffer *in = bufferevent_get_input(r->up->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t avail;
+    unsigned rounds = 0;
+
+    if (r->rbody == PX_H1_BODY_NONE)
+        return 1;
+    if (r->rbody == PX_H1_BODY_LENGTH && r->rbody_left == 0)
+        return 1;
+    while ((avail = evbuffer_get_length(in)) > 0 && rounds++ < 64) {
+        if (r->rbody == PX_H1_BODY_LENGTH) {
+            size_t n = avail < r->rbody_left ? avail : (size_t)r->rbody_left;
+            evbuffer_remove_buffer(in, out, n);
+            r->rbody_left -= n;
+            r->bytes_out += n;
+            if (r->rbody_left == 0)
+                return 1;
+        } else if (r->rbody == PX_H1_BODY_EOF) {
+            r->bytes_out += avail;
+            evbuffer_remove_buffer(in, out, avail);
+        } else {
+            size_t n = avail < PX_CHUNK_RUN ? avail : PX_CHUNK_RUN;
+            const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+            size_t used = 0, consumed, off, dlen;
+            enum px_h1_status st = PX_H1_NEED_MORE;
+            while (used < n) {
+                st = px_h1_chunked_feed(&r->rchunk, p + used, n - used, &consumed, &off, &dlen);
+                if (st == PX_H1_ERROR) {
+                    upstream_failed(c, 502, "malformed chunked response body");
+                    return -1;
+                }
+                if (dlen > 0) {
+                    if (r->rchunked_out)
+                        evbuffer_add_printf(out, "%zx\r\n", dlen);
+                    evbuffer_add(out, p + used + off, dlen);
+                    if (r->rchunked_out)
+                        evbuffer_add(out, "\r\n", 2);
+                    r->bytes_out += dlen;
+                }
+                used += consumed;
+                if (st == PX_H1_DONE)
+                    break;
+            }
+            evbuffer_drain(in, used);
+            if (st == PX_H1_DONE) {
+                if (r->rchunked_out)
+                    evbuffer_add(out, "0\r\n\r\n", 5);
+                return 1;
+            }
+        }
+        pause_if_full(r->up->bev, c->bev, &c->paused_up);
+        if (c->paused_up)
+            break;
+    }
+    return 0;
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct px_conn *c = arg;
+    struct px_req *r = c->req;
+    unsigned rounds = 0;
+    int rc;
+
+    if (c->dead || r == NULL || r->up == NULL)
+        return;
+    while (!r->resp_started && rounds++ < 8) {
+        rc = read_response_head(c);
+        if (rc <= 0)
+            return;
+    }
+    if (!r->resp_started)
+        return;
+    rc = pump_response_body(c);
+    if (rc == 1)
+        response_done(c);
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct px_conn *c = arg;
+
+    if (c->dead || c->req == NULL || !c->paused_client)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) <= PX_BUF_LOW) {
+        c->paused_client = 0;
+        bufferevent_enable(c->bev, EV_READ);
+    }
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct px_conn *c = arg;
+    struct px_req *r = c->req;
+
+    if (c->dead || r == NULL || r->up == NULL)
+        return;
+    if (what & BEV_EVENT_CONNECTED) {
+        c->state = C_FORWARD;
+        set_timer(c, T_OFF, 0);
+        return; /* forwarding was queued before the connect finished */
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        upstream_failed(c, 504, c->state == C_CONNECT ? "connect timed out" : "response timed out");
+        return;
+    }
+    if ((what & BEV_EVENT_EOF) && r->resp_started && r->rbody == PX_H1_BODY_EOF) {
+        /* The body ends with the connection. */
+        up_read_cb(bev, c);
+        if (c->req == r && !c->dead) {
+            r->resp_keepalive = 0;
+            response_done(c);
+        }
+        return;
+    }
+    upstream_failed(c, 502, (what & BEV_EVENT_EOF) ? "upstream closed the connection"
+                                                   : "upstream connection failed");
+}
+
+/* The client's chunked body turned out malformed after forwarding began: the
+ * upstream holds a partial request, so its connection is closed. */
+static void respond_bad_body(struct px_conn *c)
+{
+    release_upstream(c, 0);
+    if (c->req->resp_started)
+        conn_close(c);
+    else
+        respond_bad(c, 400, "malformed chunked body");
+}
+
+static void set_client_read_timeout(struct px_conn *c, uint64_t ms)
+{
+    struct timeval rtv, wtv;
+    uint64_t wms = c->ctx->cfg->idle_timeout_ms;
+
+    rtv.tv_sec = (time_t)(ms / 1000);
+    rtv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    wtv.tv_sec = (time_t)(wms / 1000);
+    wtv.tv_usec = (suseconds_t)(wms % 1000) * 1000;
+    bufferevent_set_timeouts(c->bev, ms > 0 ? &rtv : NULL, &wtv);
+}
+
+/* Sends the accepted request upstream: borrows or opens a connection,
+ * writes the head, and starts the body. */
+static void forward(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+    struct px_uconn *u = px_upool_take(c->ctx->upool);
+    struct timeval ctv;
+    uint64_t cms = c->ctx->cfg->upstream_connect_timeout_ms;
+
+    c->state = C_FORWARD;
+    if (u == NULL) {
+        u = px_upool_connect(c->ctx->upool);
+        if (u == NULL) {
+            upstream_failed(c, 502, "cannot open a connection");
+            return;
+        }
+        c->state = C_CONNECT;
+        ctv.tv_sec = (time_t)(cms / 1000);
+        ctv.tv_usec = (suseconds_t)(cms % 1000) * 1000;
+        bufferevent_set_timeouts(u->bev, &ctv, &ctv);
+    }
+    r->up = u;
+    u->requests++;
+    px_stats_gauge_add(PX_G_INFLIGHT, 1);
+    clock_gettime(CLOCK_MONOTONIC, &r->t_fwd);
+    bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, c);
+    bufferevent_setwatermark(u->bev, EV_WRITE, PX_BUF_LOW, 0);
+    bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+    px_h1_parser_init(&r->rp, 0, r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4),
+                      &c->ctx->lim);
+    write_request_head(c, r, bufferevent_get_output(u->bev));
+    if (r->h.body == PX_H1_BODY_NONE ||
+        (r->h.body == PX_H1_BODY_LENGTH && r->h.content_length == 0)) {
+        request_body_done(c);
+        if (c->state == C_CONNECT) /* the connect timeout stays until connected */
+            bufferevent_set_timeouts(u->bev, &ctv, &ctv);
+        return;
+    }
+    if (r->h.expect_continue && r->h.minor == 1)
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    r->body_left = r->h.content_length;
+    px_h1_chunked_init(&r->chunk);
+    set_client_read_timeout(c, c->ctx->cfg->idle_timeout_ms); /* a stalled upload ends */
+    bufferevent_enable(c->bev, EV_READ);
+    if (pump_request_body(c) < 0)
+        respond_bad_body(c);
+}
+
+/* ---- the decision ------------------------------------------------------ */
+
+static void fence_cb(struct px_fence_ticket *t, void *arg)
+{
+    struct px_conn *c = arg;
+
+    /* Called from inside px_fence, maybe for another connection's call:
+     * only schedule our own work. */
+    event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+/* Acts on the fence's answer for the current request. */
+static void fence_decided(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+
+    switch (r->ticket.result) {
+    case PX_FENCE_GO:
+        r->dec.verdict = POL_ACCEPT;
+        r->dec.highest = r->dec.token;
+        forward(c);
+        break;
+    case PX_FENCE_STALE:
+        r->fenced = 0;
+        pol_decide_check(&r->dec, r->ticket.highest); /* STALE, with the highest */
+        respond_rejection(c, "stale_token");
+        break;
+    case PX_FENCE_FAILED:
+        r->fenced = 0;
+        px_stats_reject(PX_RSN_STORE_FAILED);
+        px_clog_error(c->id, c->peer, "token store failed: refusing %.*s %.*s",
+                      (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target);
+        respond_text(c, 503, "token store unavailable", 1);
+        break;
+    case PX_FENCE_WAIT:
+        c->state = C_DECIDE;
+        break;
+    }
+}
+
+static size_t route_index(const struct pol_routes *rt, const struct pol_route *route)
+{
+    size_t n = pol_routes_count(rt);
+
+    for (size_t i = 0; route != NULL && i < n; i++)
+        if (pol_routes_get(rt, i) == route)
+            return i;
+    return SIZE_MAX;
+}
+
+/* Takes the client's X-Request-Id when it is short and plain, else makes one. */
+static void pick_request_id(struct px_conn *c, struct px_req *r)
+{
+    const struct px_h1_field *f = find_field(&r->h, "X-Request-Id");
+
+    if (f != NULL && f->value_len > 0 && f->value_len < sizeof(r->rid)) {
+        int plain = 1;
+        for (size_t i = 0; i < f->value_len; i++)
+            if ((unsigned char)f->value[i] <= 0x20 || (unsigned char)f->value[i] >= 0x7f)
+                plain = 0;
+        if (plain) {
+            memcpy(r->rid, f->value, f->value_len);
+            r->rid[f->value_len] = '\0';
+            return;
+        }
+    }
+    make_request_id(c, r);
+}
+
+static void decide(struct px_conn *c)
+{
+    struct px_ctx *ctx = c->ctx;
+    struct px_req *r = c->req;
+    const struct px_config *cfg = ctx->cfg;
+    struct pol_facts facts;
+    enum px_fence_result fr;
+    long n;
+
+    c->keep_alive = r->h.keep_alive && !ctx->shutting_down;
+    pick_request_id(c, r);
+    clock_gettime(CLOCK_MONOTONIC, &r->t_start);
+    r->route_idx = SIZE_MAX;
+    r->path = malloc(r->h.target_len + 1);
+    if (r->path == NULL) {
+        respond_text(c, 500, "out of memory", 1);
+        return;
+    }
+    /* S5: the resource key is computed on the path the upstream will
+     * resolve; ambiguous spellings are refused rather than guessed. */
+    n = pol_path_normalize(r->h.target, r->h.target_len, r->path, r->h.target_len + 1);
+    if (n < 0) {
+        respond_bad(c, 400, "ambiguous or unsupported request target");
+        return;
+    }
+    r->path_len = (size_t)n;
+    memset(&facts, 0, sizeof(facts));
+    facts.method = r->h.method;
+    facts.method_len = r->h.method_len;
+    facts.path = r->path;
+    facts.path_len = r->path_len;
+    for (unsigned i = 0; i < r->h.n_fields; i++) {
+        const struct px_h1_field *f = &r->h.fields[i];
+        if (f->name_len == ctx->token_header_len && px_h1_name_is(f, cfg->token_header)) {
+            if (facts.token_fields++ == 0) {
+                facts.token = f->value;
+                facts.token_len = f->value_len;
+            }
+        }
+    }
+    pol_decide_classify(cfg->routes, &facts, &r->dec);
+    r->route_idx = route_index(cfg->routes, r->dec.route);
+    switch (r->dec.verdict) {
+    case POL_PASS:
+    case POL_UNFENCED:
+        forward(c);
+        return;
+    case POL_MISSING:
+        respond_rejection(c, "missing_token");
+        return;
+    case POL_MALFORMED:
+        respond_rejection(c, "malformed_token");
+        return;
+    default:
+        break;
+    }
+    fr = px_fence_admit(ctx->fence, r->dec.resource, r->dec.resource_len, r->dec.token,
+                        &r->ticket, fence_cb, c);
+    r->ticket.result = fr;
+    r->fenced = fr == PX_FENCE_GO || fr == PX_FENCE_WAIT;
+    fence_decided(c);
+}
+
+/* Points every slice of h from the old buffer into the copy at base. */
+static void head_rebase(struct px_h1_head *h, const char *old, char *base)
+{
+#define REBASE(p) ((p) = (p) != NULL ? base + ((p) - old) : NULL)
+    REBASE(h->method);
+    REBASE(h->target);
+    REBASE(h->reason);
+    REBASE(h->host);
+    for (unsigned i = 0; i < h->n_fields; i++) {
+        REBASE(h->fields[i].name);
+        REBASE(h->fields[i].value);
+    }
+#undef REBASE
+}
+
+/* Parses what the client sent so far as a request head. */
+static void process_head(struct px_conn *c)
+{
+    struct px_ctx *ctx = c->ctx;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t len = evbuffer_get_length(in);
+    size_t want;
+    const char *p;
+    struct px_h1_head h;
+    struct px_req *r;
+
+    if (len == 0 || c->dead)
+        return;
+    if (c->tmode == T_IDLE)
+        set_timer(c, T_HEAD, ctx->cfg->header_timeout_ms); /* the deadline starts */
+    want = len < ctx->lim.max_head + 1 ? len : ctx->lim.max_head + 1;
+    p = (const char *)evbuffer_pullup(in, (ssize_t)want);
+    switch (px_h1_parse_head(&c->parser, p, want, &h)) {
+    case PX_H1_NEED_MORE:
+        if (want > ctx->lim.max_head)
+            respond_bad(c, 431, "request head too large");
+        return;
+    case PX_H1_ERROR:
+        respond_bad(c, h.error_status, h.error != NULL ? h.error : "malformed request");
+        return;
+    case PX_H1_DONE:
+        break;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->buf = malloc(h.head_len)) == NULL) {
+        free(r);
+        respond_text(c, 500, "out of memory", 1);
+        return;
+    }
+    memcpy(r->buf, p, h.head_len);
+    r->h = h;
+    head_rebase(&r->h, p, r->buf);
+    evbuffer_drain(in, h.head_len);
+    px_stats_add(PX_ST_BYTES_IN, h.head_len);
+    c->req = r;
+    c->state = C_DECIDE;
+    set_timer(c, T_OFF, 0);
+    bufferevent_disable(c->bev, EV_READ); /* the body waits for the decision */
+    decide(c);
+}
+
+/* Gets ready for the next request on a kept-alive connection. */
+static void start_head(struct px_conn *c)
+{
+    struct px_ctx *ctx = c->ctx;
+
+    c->state = C_HEAD;
+    c->keep_alive = 1;
+    c->paused_up = c->paused_client = 0;
+    px_h1_parser_init(&c->parser, 1, 0, &ctx->lim);
+    if (ctx->shutting_down || c->client_eof) {
+        close_after_write(c);
+        return;
+    }
+    bufferevent_enable(c->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+        set_timer(c, T_HEAD, ctx->cfg->header_timeout_ms);
+        event_active(c->kick, EV_TIMEOUT, 0); /* pipelined: parse from the loop */
+    } else {
+        set_timer(c, T_IDLE, ctx->cfg->idle_timeout_ms);
+    }
+}
+
+/* ---- client callbacks --------------------------------------------------- */
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct px_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    if (c->dead)
+        return;
+    switch (c->state) {
+    case C_HEAD:
+        if (c->req == NULL)
+            process_head(c);
+        break;
+    case C_CONNECT:
+    case C_FORWARD:
+        if (c->req != NULL && !c->req->body_done && c->req->up != NULL &&
+            pump_request_body(c) < 0)
+            respond_bad_body(c);
+        break;
+    case C_LINGER:
+        c->linger_bytes += evbuffer_get_length(in);
+        evbuffer_drain(in, evbuffer_get_length(in));
+        if (c->linger_bytes > PX_LINGER_BYTES)
+            conn_close(c);
+        break;
+    default:
+        break; /* pipelined bytes wait for their turn */
+    }
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct px_conn *c = arg;
+    struct px_req *r = c->req;
+
+    if (c->dead)
+        return;
+    if (c->state == C_CLOSING) {
+        finish_close(c);
+        return;
+    }
+    if (c->paused_up && r != NULL && r->up != NULL &&
+        evbuffer_get_length(bufferevent_get_output(bev)) <= PX_BUF_LOW) {
+        c->paused_up = 0;
+        bufferevent_enable(r->up->bev, EV_READ);
+    }
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct px_conn *c = arg;
+    struct px_req *r = c->req;
+
+    if (c->dead)
+        return;
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_LINGER &&
+        c->state != C_HEAD && r != NULL && (r->body_done || !has_unread_body(r))) {
+        /* Half-close after a complete request: answer it, then close. */
+        c->client_eof = 1;
+        c->keep_alive = 0;
+        bufferevent_disable(bev, EV_READ);
+        return;
+    }
+    if (r != NULL && r->up != NULL)
+        px_clog_info(c->id, c->peer, "client went away during %.*s %.*s", (int)r->h.method_len,
+                     r->h.method, (int)r->h.target_len, r->h.target);
+    conn_close(c);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_conn *c = arg;
+
+    if (c->dead)
+        return;
+    switch (c->tmode) {
+    case T_HEAD:
+        c->tmode = T_OFF;
+        px_stats_reject(PX_RSN_HEADER_TIMEOUT);
+        px_clog_info(c->id, c->peer, "request head deadline passed");
+        respond_text(c, 408, "Request Timeout", 1);
+        break;
+    default:
+        conn_close(c);
+        break;
+    }
+}
+
+/* ---- accepting and stopping ----------------------------------------------- */
+
+static void format_peer(struct px_conn *c, const struct sockaddr *sa)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        port = ntohs(in->sin_port);
+        snprintf(c->peer, sizeof(c->peer), "%s:%d", ip, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(in6->sin6_port);
+        snprintf(c->peer, sizeof(c->peer), "[%s]:%d", ip, port);
+    } else {
+        snprintf(c->peer, sizeof(c->peer), "unix");
+    }
+    snprintf(c->peer_ip, sizeof(c->peer_ip), "%s", ip);
+}
+
+void px_conn_accept(struct px_ctx *ctx, int fd, const struct sockaddr *sa, socklen_t salen)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                               "Content-Length: 20\r\nConnection: close\r\n\r\ntoo many connections";
+    struct px_conn *c = NULL;
+    int one = 1;
+
+    if (ctx->n_conns >= ctx->cfg->max_connections || ctx->shutting_down) {
+        px_stats_reject(PX_RSN_TOO_MANY_CONNECTIONS);
+        if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+            px_log_debug("503 to a connection over the limit not sent: %s", strerror(errno));
+        goto fail;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        goto fail;
+    c->ctx = ctx;
+    c->id = ++ctx->next_conn_id;
+    format_peer(c, sa);
+    c->timer = evtimer_new(ctx->base, timer_cb, c);
+    c->kick = event_new(ctx->base, -1, 0, kick_cb, c);
+    c->bev = bufferevent_socket_new(ctx->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->timer == NULL || c->kick == NULL || c->bev == NULL)
+        goto fail;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, PX_BUF_LOW, 0);
+    set_client_read_timeout(c, 0);
+    TAILQ_INSERT_TAIL(&ctx->conns, c, link);
+    ctx->n_conns++;
+    px_stats_gauge_add(PX_G_CONNECTIONS, 1);
+    start_head(c);
+    set_timer(c, T_HEAD, ctx->cfg->header_timeout_ms); /* the deadline runs from accept */
+    return;
+fail:
+    if (c != NULL) {
+        if (c->bev != NULL)
+            bufferevent_free(c->bev); /* closes fd */
+        else
+            close(fd);
+        if (c->timer != NULL)
+            event_free(c->timer);
+        if (c->kick != NULL)
+            event_free(c->kick);
+        free(c);
+    } else {
+        close(fd);
+    }
+}
+
+void px_conn_drain_all(struct px_ctx *ctx)
+{
+    struct px_conn *c;
+
+    TAILQ_FOREACH(c, &ctx->conns, link) {
+        if (c->dead)
+            continue;
+        c->keep_alive = 0;
+        if (c->state == C_HEAD && c->req == NULL &&
+            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+            conn_close(c);
+    }
+}
+
+void px_conn_close_all(struct px_ctx *ctx)
+{
+    struct px_conn *c, *next;
+
+    for (c = TAILQ_FIRST(&ctx->conns); c != NULL; c = next) {
+        next = TAILQ_NEXT(c, link);
+        if (!c->dead)
+            conn_close(c);
+    }
+}

@@ -1,0 +1,350 @@
+/* px_fence: see px_fence.h. Owns the resource table (a chained hash map of
+ * struct px_fence_res, never shrunk while the proxy runs) and the queues of
+ * waiting tickets. The invariants it enforces are named in docs/safety.md:
+ * S1 (a token below the highest admitted is refused), S2 (an advance is
+ * durable before a request carrying it is forwarded) and S3 (requests with
+ * two different tokens are never in flight to the upstream for one resource). */
+#include "px_fence.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "pol_store.h"
+
+enum ticket_state { T_NONE = 0, T_LOADING, T_WAITING, T_ACTIVE };
+
+TAILQ_HEAD(ticket_list, px_fence_ticket);
+
+struct px_fence_res {
+    struct px_fence_res *next;    /* hash chain */
+    struct px_fence *fence;
+    uint64_t hash;
+    int loaded;                   /* highest/durable are known */
+    int reading;                  /* a store read is under way */
+    uint64_t highest;             /* highest admitted (S1 compares with it) */
+    uint64_t durable;             /* highest the store acknowledged (S2) */
+    uint64_t active_token;        /* token of the requests in flight */
+    size_t active;                /* how many are in flight (S3) */
+    struct ticket_list loading;   /* admitted before the store answered */
+    struct ticket_list waiting;   /* admitted, waiting for S2/S3 */
+    size_t klen;
+    char key[];
+};
+
+struct px_fence {
+    struct pol_store *store;
+    struct px_fence_res **buckets;
+    size_t nbuckets;
+    size_t nres;
+    size_t inflight;
+};
+
+static uint64_t key_hash(const char *k, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)k[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+struct px_fence *px_fence_new(struct pol_store *store)
+{
+    struct px_fence *f = calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        goto fail;
+    f->store = store;
+    f->nbuckets = 1024;
+    f->buckets = calloc(f->nbuckets, sizeof(*f->buckets));
+    if (f->buckets == NULL)
+        goto fail;
+    return f;
+fail:
+    px_fence_free(f);
+    return NULL;
+}
+
+void px_fence_free(struct px_fence *f)
+{
+    if (f == NULL)
+        return;
+    for (size_t i = 0; f->buckets != NULL && i < f->nbuckets; i++) {
+        struct px_fence_res *r = f->buckets[i], *next;
+        for (; r != NULL; r = next) {
+            next = r->next;
+            free(r);
+        }
+    }
+    free(f->buckets);
+    free(f);
+}
+
+static struct px_fence_res *res_find(const struct px_fence *f, const char *key,
+                                     size_t klen, uint64_t h)
+{
+    struct px_fence_res *r = f->buckets[h & (f->nbuckets - 1)];
+
+    for (; r != NULL; r = r->next)
+        if (r->hash == h && r->klen == klen && memcmp(r->key, key, klen) == 0)
+            return r;
+    return NULL;
+}
+
+/* Doubles the bucket array when the table is fuller than one per bucket. A
+ * failed resize keeps the old, still correct, table. */
+static void table_grow(struct px_fence *f)
+{
+    size_t n = f->nbuckets * 2;
+    struct px_fence_res **b;
+
+    if (f->nres <= f->nbuckets)
+        return;
+    b = calloc(n, sizeof(*b));
+    if (b == NULL)
+        return;
+    for (size_t i = 0; i < f->nbuckets; i++) {
+        struct px_fence_res *r = f->buckets[i], *next;
+        for (; r != NULL; r = next) {
+            next = r->next;
+            r->next = b[r->hash & (n - 1)];
+            b[r->hash & (n - 1)] = r;
+        }
+    }
+    free(f->buckets);
+    f->buckets = b;
+    f->nbuckets = n;
+}
+
+static void on_loaded(void *arg, int rc, uint64_t highest);
+static void on_advanced(void *arg, int rc, uint64_t highest);
+
+static struct px_fence_res *res_get(struct px_fence *f, const char *key, size_t klen)
+{
+    uint64_t h = key_hash(key, klen);
+    struct px_fence_res *r = res_find(f, key, klen, h);
+
+    if (r != NULL)
+        return r;
+    r = calloc(1, sizeof(*r) + klen + 1);
+    if (r == NULL)
+        return NULL;
+    r->fence = f;
+    r->hash = h;
+    r->klen = klen;
+    memcpy(r->key, key, klen);
+    TAILQ_INIT(&r->loading);
+    TAILQ_INIT(&r->waiting);
+    r->next = f->buckets[h & (f->nbuckets - 1)];
+    f->buckets[h & (f->nbuckets - 1)] = r;
+    f->nres++;
+    table_grow(f);
+    return r;
+}
+
+/* Decides a ticket out of band: records the result and tells its owner. */
+static void ticket_finish(struct px_fence_ticket *t, enum px_fence_result res)
+{
+    t->result = res;
+    if (res == PX_FENCE_GO) {
+        t->state = T_ACTIVE;
+        t->res->fence->inflight++;
+    } else {
+        t->state = T_NONE;
+        t->res = NULL;
+    }
+    t->cb(t, t->arg);
+}
+
+/* Whether a ticket with token may be forwarded now: its token is the
+ * highest admitted (S1), durable (S2), and nothing with another token is in
+ * flight (S3). */
+static int may_go(const struct px_fence_res *r, uint64_t token)
+{
+    return token == r->highest && r->durable >= token &&
+           (r->active == 0 || r->active_token == token);
+}
+
+/* Lets through every waiting ticket that may go, and refuses those that a
+ * higher token overtook while they waited (they never reached the upstream). */
+static void release_waiting(struct px_fence_res *r)
+{
+    struct px_fence_ticket *t, *next;
+
+    for (t = TAILQ_FIRST(&r->waiting); t != NULL; t = next) {
+        next = TAILQ_NEXT(t, link);
+        if (t->token < r->highest) {
+            TAILQ_REMOVE(&r->waiting, t, link);
+            t->highest = r->highest;
+            ticket_finish(t, PX_FENCE_STALE);
+        } else if (may_go(r, t->token)) {
+            TAILQ_REMOVE(&r->waiting, t, link);
+            r->active_token = t->token;
+            r->active++;
+            ticket_finish(t, PX_FENCE_GO);
+        }
+    }
+}
+
+/* Admission once the resource is loaded. Returns GO/STALE/FAILED decided at
+ * once, or WAIT with t queued. */
+static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence_ticket *t)
+{
+    struct px_fence *f = r->fence;
+
+    if (pol_store_failed(f->store))
+        return PX_FENCE_FAILED;
+    if (t->token < r->highest) {              /* S1 */
+        t->highest = r->highest;
+        return PX_FENCE_STALE;
+    }
+    if (TAILQ_EMPTY(&r->waiting) && may_go(r, t->token)) {
+        r->active_token = t->token;
+        r->active++;
+        t->state = T_ACTIVE;
+        f->inflight++;
+        return PX_FENCE_GO;
+    }
+    if (t->token > r->highest) {
+        /* S1: from here on lower tokens are refused; S2: the request waits
+         * for the store to acknowledge the advance. */
+        r->highest = t->token;
+        pol_store_advance(f->store, r->key, r->klen, t->token, on_advanced, r);
+        release_waiting(r); /* queued lower tokens are stale now */
+    }
+    /* t cannot go yet (not durable, or another token in flight), so queuing
+     * it after release_waiting() never calls back before we return. */
+    t->state = T_WAITING;
+    TAILQ_INSERT_TAIL(&r->waiting, t, link);
+    return PX_FENCE_WAIT;
+}
+
+static void on_loaded(void *arg, int rc, uint64_t highest)
+{
+    struct px_fence_res *r = arg;
+    struct px_fence_ticket *t;
+
+    if (rc != 0) {
+        /* Not loaded: refuse what waited. */
+        while ((t = TAILQ_FIRST(&r->loading)) != NULL) {
+            TAILQ_REMOVE(&r->loading, t, link);
+            ticket_finish(t, PX_FENCE_FAILED);
+        }
+        r->reading = 0; /* the next request retries the read */
+        return;
+    }
+    r->reading = 0;
+    r->loaded = 1;
+    r->highest = highest > r->highest ? highest : r->highest;
+    r->durable = highest;
+    while ((t = TAILQ_FIRST(&r->loading)) != NULL) {
+        enum px_fence_result res;
+        TAILQ_REMOVE(&r->loading, t, link);
+        t->state = T_NONE;
+        res = admit_loaded(r, t);
+        if (res == PX_FENCE_GO) {
+            t->result = res;   /* admit_loaded counted it in flight */
+            t->cb(t, t->arg);
+        } else if (res != PX_FENCE_WAIT) {
+            ticket_finish(t, res);
+        }
+    }
+}
+
+static void on_advanced(void *arg, int rc, uint64_t highest)
+{
+    struct px_fence_res *r = arg;
+    struct px_fence_ticket *t, *next;
+
+    if (rc != 0) {
+        /* Fail closed: nothing above the durable highest goes through. */
+        for (t = TAILQ_FIRST(&r->waiting); t != NULL; t = next) {
+            next = TAILQ_NEXT(t, link);
+            if (t->token > r->durable) {
+                TAILQ_REMOVE(&r->waiting, t, link);
+                ticket_finish(t, PX_FENCE_FAILED);
+            }
+        }
+        return;
+    }
+    if (highest > r->durable)
+        r->durable = highest;
+    release_waiting(r);
+}
+
+enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t klen,
+                                    uint64_t token, struct px_fence_ticket *t,
+                                    px_fence_cb cb, void *arg)
+{
+    struct px_fence_res *r;
+
+    memset(t, 0, sizeof(*t));
+    t->token = token;
+    t->cb = cb;
+    t->arg = arg;
+    if (pol_store_failed(f->store))
+        return PX_FENCE_FAILED;
+    r = res_get(f, key, klen);
+    if (r == NULL)
+        return PX_FENCE_FAILED;
+    t->res = r;
+    if (!r->loaded) {
+        t->state = T_LOADING;
+        TAILQ_INSERT_TAIL(&r->loading, t, link);
+        if (!r->reading) {
+            r->reading = 1;
+            pol_store_get(f->store, r->key, r->klen, on_loaded, r);
+        }
+        return PX_FENCE_WAIT;
+    }
+    {
+        enum px_fence_result res = admit_loaded(r, t);
+        if (res == PX_FENCE_STALE || res == PX_FENCE_FAILED)
+            t->res = NULL;
+        return res;
+    }
+}
+
+void px_fence_done(struct px_fence *f, struct px_fence_ticket *t)
+{
+    struct px_fence_res *r = t->res;
+
+    if (r == NULL)
+        return;
+    switch (t->state) {
+    case T_LOADING:
+        TAILQ_REMOVE(&r->loading, t, link);
+        break;
+    case T_WAITING:
+        TAILQ_REMOVE(&r->waiting, t, link);
+        break;
+    case T_ACTIVE:
+        r->active--;
+        f->inflight--;
+        break;
+    default:
+        break;
+    }
+    t->state = T_NONE;
+    t->res = NULL;
+    if (r->loaded)
+        release_waiting(r); /* S3: the last lower-token request has ended */
+}
+
+int px_fence_peek(const struct px_fence *f, const char *key, size_t klen,
+                  uint64_t *highest)
+{
+    const struct px_fence_res *r = res_find(f, key, klen, key_hash(key, klen));
+
+    if (r == NULL || !r->loaded)
+        return -1;
+    *highest = r->highest;
+    return 0;
+}
+
+size_t px_fence_inflight(const struct px_fence *f)
+{
+    return f->inflight;
+}

@@ -1,0 +1,334 @@
+/* px_server: see px_server.h. Owns the loop's lifecycle: building every
+ * part from the config snapshot, the listener (with a pause after EMFILE so
+ * that running out of descriptors never kills the loop), signals (SIGHUP
+ * reopens logs; SIGTERM/SIGINT drain for up to shutdown_grace) and teardown. */
+#include "px_server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include "pol_route.h"
+#include "pol_store.h"
+#include "px_admin.h"
+#include "px_audit.h"
+#include "px_config.h"
+#include "px_conn.h"
+#include "px_fence.h"
+#include "px_log.h"
+#include "px_logw.h"
+#include "px_stats.h"
+#include "px_upstream.h"
+
+#define PX_LOG_BUFFER (4u * 1024 * 1024) /* per log writer */
+#define PX_UPSTREAM_IDLE_MS 30000         /* below common upstream keep-alives */
+
+uint64_t px_server_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void tv_from_ms(struct timeval *tv, uint64_t ms)
+{
+    tv->tv_sec = (time_t)(ms / 1000);
+    tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
+}
+
+static void store_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_ctx *ctx = arg;
+    int was_failed = pol_store_failed(ctx->store);
+
+    pol_store_dispatch(ctx->store);
+    if (!was_failed && pol_store_failed(ctx->store)) {
+        const char *e = pol_store_error(ctx->store);
+        px_log_error("token store failed, refusing fenced requests: %s", e != NULL ? e : "?");
+        px_stats_gauge_set(PX_G_STORE_UP, 0);
+    }
+}
+
+static void commit_hook(void *arg, size_t batch, double seconds)
+{
+    px_stats_observe(PX_H_STORE_COMMIT_DURATION, seconds);
+    px_stats_observe(PX_H_STORE_COMMIT_BATCH, (double)batch);
+    px_stats_add(PX_ST_STORE_ADVANCES, batch);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    struct px_ctx *ctx = arg;
+
+    px_stats_inc(PX_ST_CONNECTIONS_ACCEPTED);
+    px_conn_accept(ctx, fd, sa, (socklen_t)salen);
+}
+
+static void listener_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_ctx *ctx = arg;
+
+    if (!ctx->shutting_down)
+        evconnlistener_enable(ctx->listener);
+}
+
+/* accept() failed: out of descriptors (or similar). Pause accepting for a
+ * moment instead of spinning or exiting; established connections go on. */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct px_ctx *ctx = arg;
+    struct timeval tv = {0, 100 * 1000};
+    int err = EVUTIL_SOCKET_ERROR();
+
+    px_log_warn("accept: %s; pausing accepts for 100 ms", evutil_socket_error_to_string(err));
+    evconnlistener_disable(l);
+    event_add(ctx->listener_retry, &tv);
+}
+
+void px_server_conn_gone(struct px_ctx *ctx)
+{
+    if (ctx->shutting_down && ctx->n_conns == 0)
+        event_base_loopexit(ctx->base, NULL);
+}
+
+static void grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_ctx *ctx = arg;
+
+    px_log_warn("shutdown grace over: closing %zu connection(s)", ctx->n_conns);
+    px_conn_close_all(ctx);
+    if (ctx->n_conns == 0)
+        event_base_loopexit(ctx->base, NULL);
+}
+
+static void stop_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct px_ctx *ctx = arg;
+    struct timeval tv;
+
+    if (ctx->shutting_down)
+        return;
+    px_log_info("signal %d: stopping; draining %zu connection(s) for up to %llu ms", (int)sig,
+                ctx->n_conns, (unsigned long long)ctx->cfg->shutdown_grace_ms);
+    ctx->shutting_down = 1;
+    evconnlistener_disable(ctx->listener);
+    px_admin_free(ctx->admin);
+    ctx->admin = NULL;
+    px_conn_drain_all(ctx);
+    tv_from_ms(&tv, ctx->cfg->shutdown_grace_ms);
+    event_add(ctx->grace_timer, &tv);
+    if (ctx->n_conns == 0)
+        event_base_loopexit(ctx->base, NULL);
+}
+
+static void hup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct px_ctx *ctx = arg;
+
+    px_log_info("SIGHUP: reopening logs");
+    px_stats_inc(PX_ST_LOG_REOPENS);
+    if (ctx->audit != NULL)
+        px_audit_reopen(ctx->audit);
+    if (ctx->access != NULL)
+        px_logw_reopen(ctx->access);
+}
+
+static int open_listener(struct px_ctx *ctx, char *err, size_t errlen)
+{
+    char *host = NULL;
+    int port, rc = -1, gai;
+    struct addrinfo hints, *res = NULL;
+    char portstr[16];
+
+    if (px_config_split_hostport(ctx->cfg->listen, &host, &port) < 0) {
+        snprintf(err, errlen, "listen %s: expected host:port", ctx->cfg->listen);
+        goto out;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    gai = getaddrinfo(host, portstr, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "listen %s: %s", ctx->cfg->listen, gai_strerror(gai));
+        goto out;
+    }
+    ctx->listener = evconnlistener_new_bind(
+        ctx->base, accept_cb, ctx,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024, res->ai_addr,
+        (int)res->ai_addrlen);
+    if (ctx->listener == NULL) {
+        snprintf(err, errlen, "listen %s: %s", ctx->cfg->listen, strerror(errno));
+        goto out;
+    }
+    evconnlistener_set_error_cb(ctx->listener, accept_error_cb);
+    rc = 0;
+out:
+    if (res != NULL)
+        freeaddrinfo(res);
+    free(host);
+    return rc;
+}
+
+static int open_admin(struct px_ctx *ctx, char *err, size_t errlen)
+{
+    char *host = NULL;
+    int port, rc = -1;
+
+    if (ctx->cfg->admin_listen == NULL || strcmp(ctx->cfg->admin_listen, "off") == 0)
+        return 0;
+    if (px_config_split_hostport(ctx->cfg->admin_listen, &host, &port) < 0) {
+        snprintf(err, errlen, "admin_listen %s: expected host:port", ctx->cfg->admin_listen);
+        goto out;
+    }
+    ctx->admin = px_admin_new(ctx, host, port, err, errlen);
+    if (ctx->admin != NULL)
+        rc = 0;
+out:
+    free(host);
+    return rc;
+}
+
+static int init_stats(const struct px_config *cfg)
+{
+    size_t n = pol_routes_count(cfg->routes);
+    const char **names = calloc(n + 1, sizeof(*names));
+    int rc;
+
+    if (names == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        names[i] = pol_routes_get(cfg->routes, i)->name;
+    rc = px_stats_init(names, n);
+    free(names);
+    return rc;
+}
+
+struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errlen)
+{
+    struct px_ctx *ctx = calloc(1, sizeof(*ctx));
+    struct pol_store_config scfg;
+
+    if (ctx == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    TAILQ_INIT(&ctx->conns);
+    ctx->cfg = cfg;
+    ctx->lim.max_head = cfg->max_header_bytes;
+    ctx->lim.max_line = 8192;
+    ctx->lim.max_fields = 100;
+    ctx->token_header_len = strlen(cfg->token_header);
+    if (getrandom(&ctx->rid_base, sizeof(ctx->rid_base), 0) != sizeof(ctx->rid_base))
+        ctx->rid_base = (uint64_t)time(NULL) * 2654435761u;
+    if (init_stats(cfg) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    ctx->base = event_base_new();
+    if (ctx->base == NULL) {
+        snprintf(err, errlen, "cannot create the event loop");
+        goto fail;
+    }
+    memset(&scfg, 0, sizeof(scfg));
+    scfg.backend = cfg->store_backend;
+    scfg.path = cfg->store_path;
+    ctx->store = pol_store_open(&scfg, err, errlen);
+    if (ctx->store == NULL)
+        goto fail;
+    pol_store_set_commit_hook(ctx->store, commit_hook, ctx);
+    px_stats_gauge_set(PX_G_STORE_UP, 1);
+    ctx->store_ev = event_new(ctx->base, pol_store_notify_fd(ctx->store), EV_READ | EV_PERSIST,
+                              store_cb, ctx);
+    ctx->fence = px_fence_new(ctx->store);
+    ctx->listener_retry = evtimer_new(ctx->base, listener_retry_cb, ctx);
+    ctx->grace_timer = evtimer_new(ctx->base, grace_cb, ctx);
+    ctx->sig_int = evsignal_new(ctx->base, SIGINT, stop_cb, ctx);
+    ctx->sig_term = evsignal_new(ctx->base, SIGTERM, stop_cb, ctx);
+    ctx->sig_hup = evsignal_new(ctx->base, SIGHUP, hup_cb, ctx);
+    if (ctx->store_ev == NULL || ctx->fence == NULL || ctx->listener_retry == NULL ||
+        ctx->grace_timer == NULL || ctx->sig_int == NULL || ctx->sig_term == NULL ||
+        ctx->sig_hup == NULL || event_add(ctx->store_ev, NULL) < 0 ||
+        event_add(ctx->sig_int, NULL) < 0 || event_add(ctx->sig_term, NULL) < 0 ||
+        event_add(ctx->sig_hup, NULL) < 0) {
+        snprintf(err, errlen, "cannot set up events");
+        goto fail;
+    }
+    ctx->upool = px_upool_new(ctx->base, cfg->upstream_host, cfg->upstream_port,
+                              PX_UPSTREAM_IDLE_MS, err, errlen);
+    if (ctx->upool == NULL)
+        goto fail;
+    if (cfg->audit_path != NULL) {
+        ctx->audit = px_audit_open(cfg->audit_path, err, errlen);
+        if (ctx->audit == NULL)
+            goto fail;
+    }
+    if (cfg->access_log != NULL) {
+        ctx->access = px_logw_open(cfg->access_log, PX_LOG_BUFFER, err, errlen);
+        if (ctx->access == NULL)
+            goto fail;
+    }
+    if (open_listener(ctx, err, errlen) < 0 || open_admin(ctx, err, errlen) < 0)
+        goto fail;
+    return ctx;
+fail:
+    px_server_free(ctx);
+    return NULL;
+}
+
+int px_server_run(struct px_ctx *ctx)
+{
+    px_log_info("fenceproxy listening on %s, upstream %s, admin %s", ctx->cfg->listen,
+                ctx->cfg->upstream, ctx->admin != NULL ? ctx->cfg->admin_listen : "off");
+    if (event_base_dispatch(ctx->base) < 0)
+        return -1;
+    px_log_info("stopped");
+    return 0;
+}
+
+void px_server_free(struct px_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    if (ctx->base != NULL) {
+        /* Reap what the last iteration left, then nothing refers to us. */
+        px_conn_close_all(ctx);
+        event_base_loop(ctx->base, EVLOOP_NONBLOCK);
+    }
+    px_admin_free(ctx->admin);
+    if (ctx->listener != NULL)
+        evconnlistener_free(ctx->listener);
+    px_upool_free(ctx->upool);
+    px_fence_free(ctx->fence);
+    pol_store_close(&ctx->store);
+    px_audit_close(&ctx->audit);
+    px_logw_close(&ctx->access);
+    if (ctx->store_ev != NULL)
+        event_free(ctx->store_ev);
+    if (ctx->listener_retry != NULL)
+        event_free(ctx->listener_retry);
+    if (ctx->grace_timer != NULL)
+        event_free(ctx->grace_timer);
+    if (ctx->sig_int != NULL)
+        event_free(ctx->sig_int);
+    if (ctx->sig_term != NULL)
+        event_free(ctx->sig_term);
+    if (ctx->sig_hup != NULL)
+        event_free(ctx->sig_hup);
+    if (ctx->base != NULL)
+        event_base_free(ctx->base);
+    px_stats_free();
+    free(ctx);
+}

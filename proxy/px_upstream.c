@@ -1,0 +1,183 @@
+/* px_upstream: see px_upstream.h. Idle connections sit on a doubly linked
+ * list, newest first (the warmest socket is reused first); the pool watches
+ * them with its own callbacks: any byte or EOF from an idle upstream
+ * connection means it can no longer be used, so it is closed. */
+#include "px_upstream.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "px_stats.h"
+
+struct px_upool {
+    struct event_base *base;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint64_t idle_ms;
+    uint64_t next_id;
+    struct px_uconn *idle_head;
+    size_t n_idle;
+};
+
+struct px_upool *px_upool_new(struct event_base *base, const char *host, int port,
+                              uint64_t idle_ms, char *err, size_t errlen)
+{
+    struct px_upool *p = NULL;
+    struct addrinfo hints, *res = NULL;
+    char portstr[16];
+    int rc;
+
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "upstream %s:%d: %s", host, port, gai_strerror(rc));
+        goto out;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    p->base = base;
+    p->idle_ms = idle_ms;
+    memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
+    p->addrlen = res->ai_addrlen;
+out:
+    if (res != NULL)
+        freeaddrinfo(res);
+    return p;
+}
+
+static void idle_unlink(struct px_uconn *u)
+{
+    struct px_upool *p = u->pool;
+
+    if (!u->idle)
+        return;
+    if (u->prev != NULL)
+        u->prev->next = u->next;
+    else
+        p->idle_head = u->next;
+    if (u->next != NULL)
+        u->next->prev = u->prev;
+    u->next = u->prev = NULL;
+    u->idle = 0;
+    p->n_idle--;
+}
+
+void px_upool_close(struct px_uconn *u)
+{
+    if (u == NULL)
+        return;
+    idle_unlink(u);
+    if (u->bev != NULL)
+        bufferevent_free(u->bev);
+    free(u);
+}
+
+void px_upool_free(struct px_upool *p)
+{
+    if (p == NULL)
+        return;
+    while (p->idle_head != NULL)
+        px_upool_close(p->idle_head);
+    free(p);
+}
+
+/* An idle connection spoke or closed: it cannot carry another request. */
+static void idle_read_cb(struct bufferevent *bev, void *arg)
+{
+    px_upool_close(arg);
+}
+
+static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    px_upool_close(arg);
+}
+
+/* Whether the socket has not seen EOF or an error that the loop has not
+ * processed yet: a cheap guard against reusing a connection the upstream
+ * closed a moment ago. */
+static int looks_alive(struct px_uconn *u)
+{
+    char c;
+    ssize_t n = recv(bufferevent_getfd(u->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+struct px_uconn *px_upool_take(struct px_upool *p)
+{
+    struct px_uconn *u;
+
+    while ((u = p->idle_head) != NULL) {
+        idle_unlink(u);
+        if (looks_alive(u)) {
+            bufferevent_set_timeouts(u->bev, NULL, NULL);
+            px_stats_inc(PX_ST_UPSTREAM_REUSED);
+            return u;
+        }
+        px_upool_close(u);
+    }
+    return NULL;
+}
+
+struct px_uconn *px_upool_connect(struct px_upool *p)
+{
+    struct px_uconn *u = calloc(1, sizeof(*u));
+    int one = 1;
+
+    if (u == NULL)
+        goto fail;
+    u->pool = p;
+    u->id = ++p->next_id;
+    u->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (u->bev == NULL)
+        goto fail;
+    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&p->addr, (int)p->addrlen) < 0)
+        goto fail;
+    setsockopt(bufferevent_getfd(u->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    px_stats_inc(PX_ST_UPSTREAM_OPENED);
+    return u;
+fail:
+    px_upool_close(u);
+    return NULL;
+}
+
+void px_upool_put(struct px_uconn *u)
+{
+    struct px_upool *p = u->pool;
+    struct timeval tv;
+
+    tv.tv_sec = (time_t)(p->idle_ms / 1000);
+    tv.tv_usec = (suseconds_t)(p->idle_ms % 1000) * 1000;
+    bufferevent_setcb(u->bev, idle_read_cb, NULL, idle_event_cb, u);
+    bufferevent_setwatermark(u->bev, EV_READ | EV_WRITE, 0, 0);
+    bufferevent_set_timeouts(u->bev, &tv, NULL);
+    bufferevent_enable(u->bev, EV_READ);
+    u->idle = 1;
+    u->prev = NULL;
+    u->next = p->idle_head;
+    if (p->idle_head != NULL)
+        p->idle_head->prev = u;
+    p->idle_head = u;
+    p->n_idle++;
+}
+
+size_t px_upool_idle(const struct px_upool *p)
+{
+    return p->n_idle;
+}

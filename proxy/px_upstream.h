@@ -1,0 +1,58 @@
+/* px_upstream: the pool of keep-alive connections to the upstream. It owns
+ * idle connections (watching them for a close from the upstream or an idle
+ * timeout) and opens new ones; while a connection is lent out for a request
+ * (between px_upool_take/px_upool_connect and px_upool_put/px_upool_close) the
+ * borrower drives its bufferevent callbacks. Loop thread only. */
+#ifndef PX_UPSTREAM_H
+#define PX_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct bufferevent;
+struct px_upool;
+
+/* A connection to the upstream. The borrower may read and set bev's
+ * callbacks and timeouts while it holds the connection. */
+struct px_uconn {
+    struct bufferevent *bev;
+    struct px_upool *pool;
+    uint64_t id;
+    unsigned requests;      /* requests sent on it so far */
+    int idle;               /* internal: in the idle list */
+    struct px_uconn *next;  /* internal: idle list */
+    struct px_uconn *prev;
+};
+
+/* Creates a pool for host:port (resolved now, blocking; call at startup).
+ * idle_ms is how long an idle connection is kept. Returns NULL with a message
+ * in err. Free with px_upool_free(). base is borrowed. */
+struct px_upool *px_upool_new(struct event_base *base, const char *host, int port,
+                              uint64_t idle_ms, char *err, size_t errlen);
+
+/* Closes every idle connection and frees the pool. Lent connections must
+ * have been returned or closed first. Accepts NULL. */
+void px_upool_free(struct px_upool *p);
+
+/* Takes an idle connection that still looks alive, or returns NULL. The
+ * caller owns it until px_upool_put() or px_upool_close(). */
+struct px_uconn *px_upool_take(struct px_upool *p);
+
+/* Starts a new connection; the caller owns it at once and learns the outcome
+ * through the bufferevent's event callback (BEV_EVENT_CONNECTED or an error),
+ * which the caller must set right after this returns. Returns NULL when the
+ * connection could not even be started (errno set). */
+struct px_uconn *px_upool_connect(struct px_upool *p);
+
+/* Returns a connection that finished a response cleanly to the idle list.
+ * Its callbacks are replaced by the pool's. Takes ownership. */
+void px_upool_put(struct px_uconn *u);
+
+/* Closes and frees a connection (idle or lent). Accepts NULL. */
+void px_upool_close(struct px_uconn *u);
+
+/* Idle connections now, and connections opened/reused since start. */
+size_t px_upool_idle(const struct px_upool *p);
+
+#endif
