@@ -1,0 +1,8 @@
+# Audit log, log writer and metrics. The proxy's modules are compiled straight
+# into these tests: they need neither libevent nor the rest of the proxy.
+set(AUD_PX ${CMAKE_SOURCE_DIR}/proxy)
+
+fence_test(test_logw SOURCES unit/test_logw.c ${AUD_PX}/px_logw.c
+  LIBS Threads::Threads)
+target_include_directories(test_logw PRIVATE ${AUD_PX})
+
