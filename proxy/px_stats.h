@@ -1,0 +1,129 @@
+/* px_stats: the proxy's metrics. One X-macro table (PX_STATS_TABLE) lists
+ * every plain counter, gauge and histogram with its Prometheus name and help
+ * text; it generates the enums, the storage and the /metrics text. The two
+ * labelled families, fence_requests_total{route,outcome} and
+ * fence_rejections_total{reason}, take their label values from the
+ * PX_OUTCOMES and PX_REASONS tables. The storage is one global object, used
+ * from the event loop's thread only (threads hand their numbers to the loop
+ * first), so nothing here locks. */
+#ifndef PX_STATS_H
+#define PX_STATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* X(enum suffix, label value) */
+#define PX_OUTCOMES(X)                     \
+    X(FORWARDED, "forwarded")              \
+    X(STALE_TOKEN, "stale_token")          \
+    X(MISSING_TOKEN, "missing_token")      \
+    X(MALFORMED_TOKEN, "malformed_token")  \
+    X(BAD_REQUEST, "bad_request")          \
+    X(UPSTREAM_ERROR, "upstream_error")    \
+    X(STORE_FAILED, "store_failed")
+
+#define PX_REASONS(X)                                \
+    X(STALE_TOKEN, "stale_token")                    \
+    X(MISSING_TOKEN, "missing_token")                \
+    X(MALFORMED_TOKEN, "malformed_token")            \
+    X(BAD_REQUEST, "bad_request")                    \
+    X(TOO_MANY_CONNECTIONS, "too_many_connections")  \
+    X(HEADER_TIMEOUT, "header_timeout")              \
+    X(STORE_FAILED, "store_failed")
+
+/* The table. C(enum, name, help) a counter, G(enum, name, help) a gauge,
+ * H(enum, name, help, buckets) a histogram whose bucket bounds are one of
+ * the arrays named in px_stats.c (DURATION or BATCH). */
+#define PX_STATS_TABLE(C, G, H)                                                       \
+    G(CONNECTIONS, "fence_connections", "Open client connections.")                  \
+    G(INFLIGHT, "fence_inflight_requests",                                            \
+      "Requests forwarded to the upstream and not yet completed.")                   \
+    G(UPSTREAM_IDLE, "fence_upstream_idle_connections",                              \
+      "Idle keep-alive connections in the upstream pool.")                           \
+    G(STORE_UP, "fence_store_up",                                                     \
+      "1 while the token store works, 0 after it failed (the proxy then rejects).")  \
+    C(CONNECTIONS_ACCEPTED, "fence_connections_accepted_total",                       \
+      "Client connections accepted.")                                                 \
+    C(BYTES_IN, "fence_bytes_in_total", "Bytes read from clients.")                   \
+    C(BYTES_OUT, "fence_bytes_out_total", "Bytes written to clients.")                \
+    C(UPSTREAM_OPENED, "fence_upstream_connections_opened_total",                     \
+      "Connections opened to the upstream.")                                          \
+    C(UPSTREAM_REUSED, "fence_upstream_connections_reused_total",                     \
+      "Requests sent on a pooled upstream connection.")                               \
+    C(STORE_ADVANCES, "fence_store_advances_total",                                   \
+      "Highest-token advances committed to the token store.")                        \
+    C(INFLIGHT_TIMEOUTS, "fence_inflight_timeouts_total",                             \
+      "Forwarded requests whose outcome became unknown (audited).")                  \
+    C(AUDIT_RECORDS, "fence_audit_records_total",                                     \
+      "Records queued to the audit log.")                                             \
+    C(AUDIT_DROPPED, "fence_audit_dropped_total",                                     \
+      "Audit records dropped because the audit writer's buffer was full.")           \
+    C(ACCESS_LOG_DROPPED, "fence_access_log_dropped_total",                           \
+      "Access log lines dropped because the writer's buffer was full.")              \
+    C(LOG_REOPENS, "fence_log_reopens_total", "Log reopen requests (SIGHUP).")        \
+    H(UPSTREAM_DURATION, "fence_upstream_duration_seconds",                           \
+      "Time from forwarding a request to the end of the upstream response.",         \
+      DURATION)                                                                       \
+    H(STORE_COMMIT_DURATION, "fence_store_commit_duration_seconds",                   \
+      "Duration of one token store commit, fsync included.", DURATION)               \
+    H(STORE_COMMIT_BATCH, "fence_store_commit_batch_size",                            \
+      "Advances committed together in one store commit.", BATCH)
+
+#define PX_STATS_NONE(...)
+#define PX_STATS_ENUM(e, ...) PX_ST_##e,
+enum px_stat { PX_STATS_TABLE(PX_STATS_ENUM, PX_STATS_NONE, PX_STATS_NONE) PX_ST_COUNT };
+#undef PX_STATS_ENUM
+#define PX_STATS_ENUM(e, ...) PX_G_##e,
+enum px_gauge { PX_STATS_TABLE(PX_STATS_NONE, PX_STATS_ENUM, PX_STATS_NONE) PX_G_COUNT };
+#undef PX_STATS_ENUM
+#define PX_STATS_ENUM(e, ...) PX_H_##e,
+enum px_hist { PX_STATS_TABLE(PX_STATS_NONE, PX_STATS_NONE, PX_STATS_ENUM) PX_H_COUNT };
+#undef PX_STATS_ENUM
+#define PX_STATS_ENUM(e, ...) PX_OUT_##e,
+enum px_outcome { PX_OUTCOMES(PX_STATS_ENUM) PX_OUT_COUNT };
+#undef PX_STATS_ENUM
+#define PX_STATS_ENUM(e, ...) PX_RSN_##e,
+enum px_reason { PX_REASONS(PX_STATS_ENUM) PX_RSN_COUNT };
+#undef PX_STATS_ENUM
+
+/* Route index for requests that match no route (label route="-"). */
+#define PX_STATS_NO_ROUTE SIZE_MAX
+
+/* Sets the route label values (names copied; index i of later
+ * px_stats_request() calls is route_names[i]). The first call zeroes every
+ * metric; a later call (config reload) keeps all values and carries each
+ * route's counts over by name. Returns 0, or -1 (no memory; the old routes
+ * stay). */
+int px_stats_init(const char *const *route_names, size_t n_routes);
+
+void px_stats_inc(enum px_stat s);
+void px_stats_add(enum px_stat s, uint64_t v);
+void px_stats_gauge_add(enum px_gauge g, int64_t d);
+void px_stats_gauge_set(enum px_gauge g, int64_t v);
+
+/* Counts one finished request under route route_idx (or PX_STATS_NO_ROUTE)
+ * and outcome o. An index out of range is ignored. */
+void px_stats_request(size_t route_idx, enum px_outcome o);
+void px_stats_reject(enum px_reason r);
+
+/* Records one observation (seconds, or a count for batch sizes). NaN and
+ * negative values are ignored. */
+void px_stats_observe(enum px_hist h, double v);
+
+/* Accessors, for tests and the admin API. */
+uint64_t px_stats_get(enum px_stat s);
+int64_t px_stats_gauge_get(enum px_gauge g);
+uint64_t px_stats_request_get(size_t route_idx, enum px_outcome o);
+uint64_t px_stats_reject_get(enum px_reason r);
+uint64_t px_stats_hist_count(enum px_hist h);
+double px_stats_hist_sum(enum px_hist h);
+
+/* Renders every metric in the Prometheus text exposition format 0.0.4.
+ * Returns a NUL-terminated malloc'd string (the caller frees it) and its
+ * length in *len, or NULL when out of memory. */
+char *px_stats_render(size_t *len);
+
+/* Frees the route names and zeroes everything. */
+void px_stats_free(void);
+
+#endif
