@@ -1,0 +1,89 @@
+/* px_audit: the tamper-evident audit log. One JSON object per line for every
+ * rejected request on a route and every in-flight request whose outcome
+ * became unknown. Each line carries "prev", the SHA-256 (lowercase hex) of
+ * the previous line's bytes without the newline (of the empty string for the
+ * very first line), so an edit, deletion, insertion or reordering breaks the
+ * chain; `fenceproxy audit verify` (px_auditcli) checks it. Lines go through
+ * px_logw, so recording never waits on the disk. */
+#ifndef PX_AUDIT_H
+#define PX_AUDIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct px_audit;
+
+/* One record. Every pointer is borrowed for the duration of the call; a NULL
+ * string is written as null. Strings with a _len are any bytes (escaped);
+ * the others are NUL-terminated. */
+struct px_audit_event {
+    const char *event;      /* "stale_token", "missing_token", "malformed_token",
+                               "inflight_timeout" */
+    const char *route;      /* the route's name */
+    const char *resource;
+    size_t resource_len;
+    int token_present;      /* 0: "token":null */
+    int token_is_number;    /* 1: token below; 0: token_raw as a string */
+    uint64_t token;
+    const char *token_raw;
+    size_t token_raw_len;
+    uint64_t highest;
+    const char *method;
+    size_t method_len;
+    const char *path;
+    size_t path_len;
+    const char *client;     /* "ip:port" */
+    const char *forwarded_for;  /* NULL: the field is left out */
+    size_t forwarded_for_len;
+    const char *request_id;
+    size_t request_id_len;
+    uint64_t ts_ms;         /* wall clock, ms since the epoch, from the caller */
+};
+
+/* Opens path for appending (created 0640) behind a writer buffer of 1 MiB.
+ * A non-empty file's last line seeds the chain, so a restart continues it; a
+ * last line without its newline (a torn write) is closed with one first and
+ * still seeds the chain (verify then reports that line). Returns the log
+ * (free with px_audit_close()), or NULL with a message in err (errlen bytes).
+ * Call from the loop's thread before serving. */
+struct px_audit *px_audit_open(const char *path, char *err, size_t errlen);
+
+/* The same with a chosen writer buffer size (bytes, > 0). */
+struct px_audit *px_audit_open_sized(const char *path, size_t max_buffered_bytes, char *err,
+                                     size_t errlen);
+
+/* Formats ev as one line, chains it and queues it. Returns 0, or -1 when the
+ * line was dropped (writer buffer full, or no memory): the chain then stays
+ * at the last queued line and the drop is counted in px_audit_dropped(); the
+ * caller counts fence_audit_dropped_total and logs. Loop thread only. */
+int px_audit_record(struct px_audit *a, const struct px_audit_event *ev);
+
+/* Builds the line for ev chained to prev (64 hex chars) into *out (malloc'd,
+ * NUL-terminated, without '\n'; the caller frees it) and its length into
+ * *len. Pure: for tests and px_audit_record(). Returns 0 or -1 (no memory). */
+int px_audit_format(const struct px_audit_event *ev, const char prev[65], char **out,
+                    size_t *len);
+
+/* Reopens the path after the lines queued so far (SIGHUP, after logrotate
+ * renamed the file). The chain continues into the new file. */
+void px_audit_reopen(struct px_audit *a);
+
+/* Waits up to timeout_ms for the queued lines to reach the file. 0 or -1. */
+int px_audit_flush(struct px_audit *a, int timeout_ms);
+
+/* Records dropped since open (buffer full or no memory). */
+uint64_t px_audit_dropped(const struct px_audit *a);
+
+/* Failed writes in the writer thread (see px_logw_errors()). */
+uint64_t px_audit_errors(const struct px_audit *a);
+
+/* The current chain head: the hash the next record's prev will carry. */
+const char *px_audit_prev(const struct px_audit *a);
+
+/* Flushes (bounded), closes and frees *a; sets *a = NULL. Accepts NULL. */
+void px_audit_close(struct px_audit **a);
+
+/* SHA-256 of data (len bytes) as 64 lowercase hex chars plus NUL. */
+void px_audit_sha256_hex(const char *data, size_t len, char out[65]);
+
+#endif
