@@ -58,13 +58,15 @@ struct px_h1_head {
     unsigned n_fields;
     struct px_h1_field fields[PX_H1_MAX_FIELDS_CAP];
     enum px_h1_body body;
-    uint64_t content_length;       /* for PX_H1_BODY_LENGTH */
+    uint64_t content_length;       /* for PX_H1_BODY_LENGTH; also set for a
+                                      body-less response (HEAD, 304) that
+                                      carried a valid Content-Length */
     int keep_alive;                /* persistent per version and Connection */
     int expect_continue;           /* request had Expect: 100-continue */
     const char *host; size_t host_len; /* request's Host value */
     size_t head_len;               /* bytes of the head, final CRLF included */
-    int error_status;              /* on PX_H1_ERROR: 400, 414, 431, 501 for
-                                      requests; 502 for responses */
+    int error_status;              /* on PX_H1_ERROR: 400, 414, 417, 431, 501
+                                      for requests; 502 for responses */
     const char *error;             /* on PX_H1_ERROR: static text for logs */
 };
 
@@ -80,7 +82,9 @@ struct px_h1_parser {
 };
 
 /* Prepares p to parse a request head (is_request = 1) or a response head
- * (is_request = 0; head_request = 1 when it answers a HEAD request). */
+ * (is_request = 0; head_request = 1 when it answers a HEAD request). lim is
+ * copied; NULL means the defaults (16384, 8192, 100). max_fields is capped at
+ * PX_H1_MAX_FIELDS_CAP. */
 void px_h1_parser_init(struct px_h1_parser *p, int is_request, int head_request,
                        const struct px_h1_limits *lim);
 
@@ -98,9 +102,17 @@ void px_h1_parser_init(struct px_h1_parser *p, int is_request, int head_request,
  * Content-Length with Transfer-Encoding; Content-Length not 1*DIGIT, a list
  * or several differing values, overflow; Transfer-Encoding on HTTP/1.0, with
  * chunked twice or not last (400), or an unknown coding (501). Leading zeros
- * in Content-Length and "Chunked" in any case are accepted. Responses get
- * the same framing rules; any error is 502. 1xx, 204, 304 and responses to
- * HEAD have no body; a response without framing is read until EOF. */
+ * in Content-Length and "Chunked" in any case are accepted. Several
+ * Content-Length fields are refused even when they agree. An unknown coding
+ * anywhere in the list is 501 first; a known one other than chunked (gzip,
+ * deflate, compress, identity) is 501 once the list is otherwise valid. An
+ * Expect other than "100-continue" is 417 (100-continue in an HTTP/1.0
+ * request is ignored, RFC 9110 10.1.1). Leading empty lines are refused.
+ * Responses get the same framing rules and must use chunked alone when they
+ * use Transfer-Encoding; any error is 502. 1xx, 204, 304 and responses to
+ * HEAD have no body; a response without framing is read until EOF (and is
+ * then not keep-alive). h is written only on DONE (filled from scratch) and
+ * ERROR (error_status and error), so a fresh h per call is fine. */
 enum px_h1_status px_h1_parse_head(struct px_h1_parser *p, const char *buf,
                                    size_t len, struct px_h1_head *h);
 
@@ -114,6 +126,7 @@ struct px_h1_chunked {
     size_t line_len;           /* bytes of the current size/trailer line */
     size_t trailer_len;        /* bytes of trailer section so far */
     unsigned digits;           /* hex digits in the current size */
+    const char *error;         /* on PX_H1_ERROR: static text for logs */
 };
 
 void px_h1_chunked_init(struct px_h1_chunked *c);
@@ -124,7 +137,10 @@ void px_h1_chunked_init(struct px_h1_chunked *c);
  * returns after at most one data run: the caller loops, advancing by
  * *consumed, until all input is consumed or the result is not NEED_MORE.
  * Returns NEED_MORE, DONE (last chunk and trailer section ended; bytes after
- * *consumed belong to the next message) or ERROR. Refused: a size line with a
+ * *consumed belong to the next message) or ERROR (c->error set). Data is only
+ * ever returned with NEED_MORE; DONE and ERROR are sticky. Chunk extensions
+ * may be preceded by BWS ("5 ;x=1"); whitespace before the CRLF without an
+ * extension is refused. Refused: a size line with a
  * sign, "0x", leading whitespace, junk, more than 16 hex digits, bare LF or
  * bare CR; a chunk extension with control bytes or over 4 KiB; missing CRLF
  * after data; a malformed trailer field or a trailer section over 16 KiB.
