@@ -133,8 +133,8 @@ summarize() {
     done < <(grep -E '^ *[0-9]+/[0-9]+ Test +#' "$log" | sort -t'#' -k2 -n || true)
 }
 
-build "$BUILD_NORMAL" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFENCE_SANITIZE=OFF
-build "$BUILD_ASAN" -DCMAKE_BUILD_TYPE=Debug -DFENCE_SANITIZE=ON
+build "$BUILD_NORMAL" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFENCE_SANITIZE=OFF -DFENCE_TESTS=ON
+build "$BUILD_ASAN" -DCMAKE_BUILD_TYPE=Debug -DFENCE_SANITIZE=ON -DFENCE_TESTS=ON
 
 run_ctest "$BUILD_NORMAL"
 RC_NORMAL=$CTEST_RC
