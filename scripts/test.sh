@@ -55,6 +55,9 @@ build() {
     if ! { cmake -S "$ROOT" -B "$dir" "$@" && cmake --build "$dir" -j"$JOBS"; } >"$log" 2>&1; then
         echo "--- last 60 lines of $log ---" >&2
         tail -n 60 "$log" >&2
+        # Parallel make can bury the cause: list the first errors again.
+        echo "--- first errors ---" >&2
+        grep -E ': error:|CMake Error|undefined reference' "$log" | head -n 20 >&2 || true
         echo "build failed: $dir (full log: $log)" >&2
         exit 1
     fi
