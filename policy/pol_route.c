@@ -1,0 +1,384 @@
+/* pol_route: the route table, resource keys and request-path normalisation.
+ * The table owns deep copies of the configured routes. Normalisation turns
+ * every spelling of a path that a decoding upstream would treat as the same
+ * object into one string, and refuses spellings that could name two objects
+ * (dot segments, empty segments, escaped slashes, backslashes, controls), so
+ * that a stale writer cannot slip past the check by writing the same object
+ * under another name. Pure: no I/O. */
+#include "pol_route.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct pol_routes {
+    struct pol_route *v;  /* each v[i].prefix is owned */
+    size_t n, cap;
+};
+
+struct pol_routes *pol_routes_new(void)
+{
+    return calloc(1, sizeof(struct pol_routes));
+}
+
+void pol_routes_free(struct pol_routes *rt)
+{
+    if (rt == NULL)
+        return;
+    for (size_t i = 0; i < rt->n; i++)
+        free(rt->v[i].prefix);
+    free(rt->v);
+    free(rt);
+}
+
+void pol_route_defaults(struct pol_route *r)
+{
+    memset(r, 0, sizeof *r);
+    r->mode = POL_RES_PREFIX;
+    r->segments = 0;
+    r->missing_allow = 0;
+    (void)pol_route_parse_methods(r, "PUT POST PATCH DELETE");
+}
+
+int pol_route_parse_mode(struct pol_route *r, const char *text)
+{
+    unsigned long n = 0;
+
+    if (r == NULL || text == NULL)
+        return -1;
+    if (strcmp(text, "prefix") == 0) {
+        r->mode = POL_RES_PREFIX;
+        r->segments = 0;
+        return 0;
+    }
+    if (strcmp(text, "path") == 0) {
+        r->mode = POL_RES_PATH;
+        r->segments = 0;
+        return 0;
+    }
+    if (strncmp(text, "segments:", 9) != 0)
+        return -1;
+    text += 9;
+    /* 1*DIGIT without leading zeros, N >= 1, bounded so it fits an unsigned. */
+    if (text[0] < '1' || text[0] > '9')
+        return -1;
+    for (const char *p = text; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        n = n * 10 + (unsigned long)(*p - '0');
+        if (n > 65535)
+            return -1;
+    }
+    r->mode = POL_RES_SEGMENTS;
+    r->segments = (unsigned)n;
+    return 0;
+}
+
+/* RFC 9110 tchar. */
+static int is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return 1;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+int pol_route_parse_methods(struct pol_route *r, const char *text)
+{
+    char methods[POL_ROUTE_METHODS_MAX][POL_METHOD_MAX];
+    unsigned n = 0;
+    const char *p = text;
+
+    if (r == NULL || text == NULL)
+        return -1;
+    memset(methods, 0, sizeof methods);
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0')
+            break;
+        const char *b = p;
+        while (*p != '\0' && *p != ' ' && *p != '\t') {
+            if (!is_tchar((unsigned char)*p))
+                return -1;
+            p++;
+        }
+        size_t len = (size_t)(p - b);
+        if (len >= POL_METHOD_MAX)
+            return -1;
+        int dup = 0;
+        for (unsigned i = 0; i < n; i++)
+            if (strlen(methods[i]) == len && memcmp(methods[i], b, len) == 0)
+                dup = 1;
+        if (dup)
+            continue;
+        if (n == POL_ROUTE_METHODS_MAX)
+            return -1;
+        memcpy(methods[n], b, len);
+        n++;
+    }
+    if (n == 0)
+        return -1;
+    memcpy(r->methods, methods, sizeof methods);
+    r->n_methods = n;
+    return 0;
+}
+
+static int route_valid(const struct pol_route *r, char *err, size_t errlen)
+{
+    if (memchr(r->name, '\0', sizeof r->name) == NULL) {
+        snprintf(err, errlen, "route name too long");
+        return -1;
+    }
+    if (r->prefix == NULL || r->prefix[0] != '/') {
+        snprintf(err, errlen, "route %s: prefix missing or not starting with '/'", r->name);
+        return -1;
+    }
+    if (r->mode != POL_RES_PREFIX && r->mode != POL_RES_PATH && r->mode != POL_RES_SEGMENTS) {
+        snprintf(err, errlen, "route %s: bad resource mode", r->name);
+        return -1;
+    }
+    if (r->mode == POL_RES_SEGMENTS && r->segments < 1) {
+        snprintf(err, errlen, "route %s: segments must be >= 1", r->name);
+        return -1;
+    }
+    if (r->n_methods > POL_ROUTE_METHODS_MAX) {
+        snprintf(err, errlen, "route %s: too many methods", r->name);
+        return -1;
+    }
+    for (unsigned i = 0; i < r->n_methods; i++) {
+        if (memchr(r->methods[i], '\0', POL_METHOD_MAX) == NULL || r->methods[i][0] == '\0') {
+            snprintf(err, errlen, "route %s: bad method", r->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int pol_routes_add(struct pol_routes *rt, const struct pol_route *r, char *err, size_t errlen)
+{
+    char *prefix = NULL;
+    size_t plen;
+    long nl;
+    int rc = -1;
+
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (rt == NULL || r == NULL) {
+        snprintf(err, errlen, "no route");
+        goto out;
+    }
+    if (route_valid(r, err, errlen) != 0)
+        goto out;
+    /* Stored normalised so that it compares with normalised request paths;
+     * a prefix that could not be a request path could never match. */
+    plen = strlen(r->prefix);
+    prefix = malloc(plen * 3 + 1);
+    if (prefix == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    nl = pol_path_normalize(r->prefix, plen, prefix, plen * 3 + 1);
+    if (nl < 0 || memchr(r->prefix, '?', plen) != NULL) {
+        snprintf(err, errlen, "route %s: prefix '%s' is not a valid path", r->name, r->prefix);
+        goto out;
+    }
+    for (size_t i = 0; i < rt->n; i++) {
+        if (strcmp(rt->v[i].prefix, prefix) == 0) {
+            snprintf(err, errlen, "route %s: duplicate prefix '%s' (route %s)", r->name,
+                     prefix, rt->v[i].name);
+            goto out;
+        }
+    }
+    if (rt->n == rt->cap) {
+        size_t ncap = rt->cap ? rt->cap * 2 : 8;
+        struct pol_route *nv = realloc(rt->v, ncap * sizeof *nv);
+        if (nv == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto out;
+        }
+        rt->v = nv;
+        rt->cap = ncap;
+    }
+    rt->v[rt->n] = *r;
+    rt->v[rt->n].prefix = prefix;
+    prefix = NULL;
+    rt->n++;
+    rc = 0;
+out:
+    free(prefix);
+    return rc;
+}
+
+size_t pol_routes_count(const struct pol_routes *rt)
+{
+    return rt ? rt->n : 0;
+}
+
+const struct pol_route *pol_routes_get(const struct pol_routes *rt, size_t i)
+{
+    return (rt != NULL && i < rt->n) ? &rt->v[i] : NULL;
+}
+
+static int prefix_matches(const char *prefix, size_t plen, const char *path, size_t len)
+{
+    if (plen > len || memcmp(prefix, path, plen) != 0)
+        return 0;
+    /* Segment boundary: "/a" must not match "/ab". */
+    return plen == len || prefix[plen - 1] == '/' || path[plen] == '/';
+}
+
+const struct pol_route *pol_routes_match(const struct pol_routes *rt, const char *path, size_t len)
+{
+    const struct pol_route *best = NULL;
+    size_t best_len = 0;
+
+    if (rt == NULL || path == NULL)
+        return NULL;
+    for (size_t i = 0; i < rt->n; i++) {
+        size_t plen = strlen(rt->v[i].prefix);
+        if ((best == NULL || plen > best_len) && prefix_matches(rt->v[i].prefix, plen, path, len)) {
+            best = &rt->v[i];
+            best_len = plen;
+        }
+    }
+    return best;
+}
+
+int pol_route_is_fenced(const struct pol_route *r, const char *method, size_t len)
+{
+    if (r == NULL || method == NULL)
+        return 0;
+    for (unsigned i = 0; i < r->n_methods && i < POL_ROUTE_METHODS_MAX; i++)
+        if (strlen(r->methods[i]) == len && memcmp(r->methods[i], method, len) == 0)
+            return 1;
+    return 0;
+}
+
+void pol_route_resource(const struct pol_route *r, const char *path, size_t len,
+                        const char **key, size_t *keylen)
+{
+    switch (r->mode) {
+    case POL_RES_PREFIX:
+        *key = r->prefix;
+        *keylen = strlen(r->prefix);
+        return;
+    case POL_RES_SEGMENTS: {
+        /* The key ends before the slash that opens segment N+1, so
+         * "/o/u/" and "/o/u/a" share the key "/o/u" under segments:2. */
+        unsigned seen = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (path[i] == '/' && seen++ == r->segments) {
+                *key = path;
+                *keylen = i;
+                return;
+            }
+        }
+        break;
+    }
+    case POL_RES_PATH:
+        break;
+    }
+    *key = path;
+    *keylen = len;
+}
+
+static int hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static int is_unreserved(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+/* Bytes kept as they are; everything else that is not refused is written as
+ * an upper-case %XX escape. With unreserved escapes decoded and all other
+ * bytes escaped, two spellings that a fully decoding upstream maps to the same
+ * path give the same string. */
+static int is_plain(unsigned char c)
+{
+    return is_unreserved(c) || c == '/';
+}
+
+/* Ends the segment that started at out[seg]: refuses "", "." and "..". The
+ * final segment of the path may be empty (a single trailing slash). */
+static int segment_ok(const char *out, size_t seg, size_t end, int last)
+{
+    size_t n = end - seg;
+    if (n == 0)
+        return last;
+    if (n == 1 && out[seg] == '.')
+        return 0;
+    if (n == 2 && out[seg] == '.' && out[seg + 1] == '.')
+        return 0;
+    return 1;
+}
+
+long pol_path_normalize(const char *target, size_t len, char *out, size_t outcap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t plen, o = 0, seg = 1;
+
+    if (target == NULL || out == NULL || outcap == 0 || len == 0 || target[0] != '/')
+        return -1;
+    for (plen = 0; plen < len && target[plen] != '?'; plen++)
+        ;
+    /* A fragment never belongs in a request target. */
+    if (memchr(target, '#', len) != NULL)
+        return -1;
+    if (outcap < 2)
+        return -1;
+    out[o++] = '/';
+    for (size_t i = 1; i < plen; i++) {
+        unsigned char c = (unsigned char)target[i];
+        if (c == '/') {
+            if (!segment_ok(out, seg, o, 0))
+                return -1;
+            if (o + 1 >= outcap)
+                return -1;
+            out[o++] = '/';
+            seg = o;
+            continue;
+        }
+        if (c == '%') {
+            int h, l;
+            if (i + 2 >= plen)
+                return -1;
+            h = hexval((unsigned char)target[i + 1]);
+            l = hexval((unsigned char)target[i + 2]);
+            if (h < 0 || l < 0)
+                return -1;
+            c = (unsigned char)(h * 16 + l);
+            i += 2;
+            /* An escaped '/' or '\\' could be a separator upstream, NUL and
+             * controls could cut or bend the path: refuse them. */
+            if (c == '/' || c == '\\' || c < 0x20 || c == 0x7F)
+                return -1;
+        } else if (c == '\\' || c < 0x20 || c == 0x7F) {
+            return -1;
+        }
+        if (is_plain(c)) {
+            if (o + 1 >= outcap)
+                return -1;
+            out[o++] = (char)c;
+        } else {
+            if (o + 3 >= outcap)
+                return -1;
+            out[o++] = '%';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        }
+    }
+    if (!segment_ok(out, seg, o, 1))
+        return -1;
+    out[o] = '\0';
+    return (long)o;
+}
