@@ -71,12 +71,13 @@ int px_h1_name_is(const struct px_h1_field *f, const char *name)
 
 /* ---- head parser ---- */
 
-static enum px_h1_status fail(const struct px_h1_parser *p, struct px_h1_head *h,
-                              int status, const char *why)
+static enum px_h1_status fail(struct px_h1_parser *p, struct px_h1_head *h, int status,
+                              const char *why)
 {
     /* Whatever the upstream got wrong, the client only learns "bad gateway". */
-    h->error_status = p->is_request ? status : 502;
-    h->error = why;
+    p->final = PX_H1_ERROR;
+    p->error_status = h->error_status = p->is_request ? status : 502;
+    p->error = h->error = why;
     return PX_H1_ERROR;
 }
 
@@ -483,6 +484,7 @@ static enum px_h1_status finish_head(struct px_h1_parser *p, const char *buf,
         h->body = PX_H1_BODY_EOF;
         h->keep_alive = 0; /* the body ends when the connection does */
     }
+    p->final = PX_H1_DONE;
     return PX_H1_DONE;
 }
 
@@ -490,6 +492,11 @@ enum px_h1_status px_h1_parse_head(struct px_h1_parser *p, const char *buf, size
                                    struct px_h1_head *h)
 {
     size_t i = p->scanned;
+
+    if (p->final == PX_H1_ERROR)
+        return fail(p, h, p->error_status, p->error);
+    if (p->final == PX_H1_DONE)
+        return finish_head(p, buf, p->scanned, h);
 
     while (i < len) {
         unsigned char c = (unsigned char)buf[i];

@@ -79,6 +79,10 @@ struct px_h1_parser {
     size_t line_start;        /* offset where the current line starts */
     size_t first_line_len;    /* 0 until the start line is complete */
     unsigned lines;           /* field lines seen so far */
+    int final;                /* DONE or ERROR once decided, else 0: a later
+                                 call repeats the answer, never rescans */
+    int error_status;         /* kept for that repeat */
+    const char *error;
 };
 
 /* Prepares p to parse a request head (is_request = 1) or a response head
@@ -112,7 +116,9 @@ void px_h1_parser_init(struct px_h1_parser *p, int is_request, int head_request,
  * use Transfer-Encoding; any error is 502. 1xx, 204, 304 and responses to
  * HEAD have no body; a response without framing is read until EOF (and is
  * then not keep-alive). h is written only on DONE (filled from scratch) and
- * ERROR (error_status and error), so a fresh h per call is fine. */
+ * ERROR (error_status and error), so a fresh h per call is fine. Once DONE
+ * or ERROR, further calls return the same (DONE refills h from buf[0..
+ * head_len)); parse the next message with a freshly initialised parser. */
 enum px_h1_status px_h1_parse_head(struct px_h1_parser *p, const char *buf,
                                    size_t len, struct px_h1_head *h);
 

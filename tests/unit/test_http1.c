@@ -890,3 +890,45 @@ Test(http1, name_is)
     cr_expect(!px_h1_name_is(&f, "content-lengt"));
     cr_expect(!px_h1_name_is(&f, "content-length2"));
 }
+
+Test(http1, results_are_sticky)
+{
+    static const char ok[] = GET11 H "\r\nGET /next HTTP/1.1\r\nHost: b\r\n\r\n";
+    static const char bad[] = GET11 "Host : a\r\n\r\n";
+    struct px_h1_parser p;
+    struct px_h1_head h, h2;
+
+    px_h1_parser_init(&p, 1, 0, NULL);
+    cr_assert_eq(px_h1_parse_head(&p, ok, 27, &h), PX_H1_DONE);
+    cr_expect_eq(h.head_len, 27);
+    /* More bytes (the next request) do not move the answer. */
+    cr_assert_eq(px_h1_parse_head(&p, ok, sizeof ok - 1, &h2), PX_H1_DONE);
+    cr_expect_eq(h2.head_len, 27);
+    cr_expect(slice_is(h2.target, h2.target_len, "/"));
+    cr_expect(slice_is(h2.host, h2.host_len, "a"));
+
+    px_h1_parser_init(&p, 1, 0, NULL);
+    cr_assert_eq(px_h1_parse_head(&p, bad, sizeof bad - 1, &h), PX_H1_ERROR);
+    memset(&h2, 0, sizeof h2);
+    cr_assert_eq(px_h1_parse_head(&p, bad, sizeof bad - 1, &h2), PX_H1_ERROR);
+    cr_expect_eq(h2.error_status, 400);
+    cr_expect_str_eq(h2.error, h.error);
+}
+
+Test(http1, interim_response_ends_at_its_head)
+{
+    static const char in[] = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    struct px_h1_parser p;
+    struct px_h1_head h;
+
+    px_h1_parser_init(&p, 0, 0, NULL);
+    cr_assert_eq(px_h1_parse_head(&p, in, sizeof in - 1, &h), PX_H1_DONE);
+    cr_expect_eq(h.status, 100);
+    cr_expect_eq(h.head_len, 25);
+    cr_expect_eq(h.body, PX_H1_BODY_NONE);
+    px_h1_parser_init(&p, 0, 0, NULL);
+    cr_assert_eq(px_h1_parse_head(&p, in + 25, sizeof in - 1 - 25, &h), PX_H1_DONE);
+    cr_expect_eq(h.status, 200);
+    cr_expect_eq(h.body, PX_H1_BODY_LENGTH);
+    cr_expect_eq(h.content_length, 2);
+}
