@@ -70,8 +70,7 @@ static int put(char **b, size_t *len, size_t *cap, const char *s, size_t n)
 }
 
 /* Writes ,"key": and the value as a JSON string (escaped), or null. */
-static int put_field(char **b, size_t *len, size_t *cap, const char *key, const char *s,
-                     size_t n)
+static int put_field(char **b, size_t *len, size_t *cap, const char *key, const char *s, size_t n)
 {
     if (put(b, len, cap, ",\"", 2) != 0 || put(b, len, cap, key, strlen(key)) != 0 ||
         put(b, len, cap, "\":", 2) != 0)
@@ -101,8 +100,8 @@ static int format_into(const struct px_audit_event *ev, const char *prev, char *
     if (gmtime_r(&sec, &tm) == NULL)
         memset(&tm, 0, sizeof tm);
     n = snprintf(tmp, sizeof tmp, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\"",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec, (unsigned)(ev->ts_ms % 1000));
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (unsigned)(ev->ts_ms % 1000));
     if (put(b, len, cap, tmp, (size_t)n) != 0 ||
         put_field(b, len, cap, "event", ev->event, cstrlen(ev->event)) != 0 ||
         put_field(b, len, cap, "route", ev->route, cstrlen(ev->route)) != 0 ||
@@ -134,8 +133,7 @@ static int format_into(const struct px_audit_event *ev, const char *prev, char *
     return 0;
 }
 
-int px_audit_format(const struct px_audit_event *ev, const char prev[65], char **out,
-                    size_t *len)
+int px_audit_format(const struct px_audit_event *ev, const char prev[65], char **out, size_t *len)
 {
     char *b = NULL;
     size_t blen = 0, cap = 0;

@@ -17,13 +17,13 @@ struct px_audit;
  * string is written as null. Strings with a _len are any bytes (escaped);
  * the others are NUL-terminated. */
 struct px_audit_event {
-    const char *event;      /* "stale_token", "missing_token", "malformed_token",
-                               "inflight_timeout" */
-    const char *route;      /* the route's name */
+    const char *event; /* "stale_token", "missing_token", "malformed_token",
+                          "inflight_timeout" */
+    const char *route; /* the route's name */
     const char *resource;
     size_t resource_len;
-    int token_present;      /* 0: "token":null */
-    int token_is_number;    /* 1: token below; 0: token_raw as a string */
+    int token_present;   /* 0: "token":null */
+    int token_is_number; /* 1: token below; 0: token_raw as a string */
     uint64_t token;
     const char *token_raw;
     size_t token_raw_len;
@@ -32,12 +32,12 @@ struct px_audit_event {
     size_t method_len;
     const char *path;
     size_t path_len;
-    const char *client;     /* "ip:port" */
-    const char *forwarded_for;  /* NULL: the field is left out */
+    const char *client;        /* "ip:port" */
+    const char *forwarded_for; /* NULL: the field is left out */
     size_t forwarded_for_len;
     const char *request_id;
     size_t request_id_len;
-    uint64_t ts_ms;         /* wall clock, ms since the epoch, from the caller */
+    uint64_t ts_ms; /* wall clock, ms since the epoch, from the caller */
 };
 
 /* Opens path for appending (created 0640) behind a writer buffer of 1 MiB.
@@ -61,8 +61,7 @@ int px_audit_record(struct px_audit *a, const struct px_audit_event *ev);
 /* Builds the line for ev chained to prev (64 hex chars) into *out (malloc'd,
  * NUL-terminated, without '\n'; the caller frees it) and its length into
  * *len. Pure: for tests and px_audit_record(). Returns 0 or -1 (no memory). */
-int px_audit_format(const struct px_audit_event *ev, const char prev[65], char **out,
-                    size_t *len);
+int px_audit_format(const struct px_audit_event *ev, const char prev[65], char **out, size_t *len);
 
 /* Reopens the path after the lines queued so far (SIGHUP, after logrotate
  * renamed the file). The chain continues into the new file. */

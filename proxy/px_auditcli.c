@@ -60,13 +60,21 @@ static size_t utf8_seq(const unsigned char *s, size_t n, unsigned long *cp_out)
     unsigned long cp, min;
 
     if (s[0] < 0x80) {
-        need = 1; cp = s[0]; min = 0;
+        need = 1;
+        cp = s[0];
+        min = 0;
     } else if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-        need = 2; cp = s[0] & 0x1F; min = 0x80;
+        need = 2;
+        cp = s[0] & 0x1F;
+        min = 0x80;
     } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-        need = 3; cp = s[0] & 0x0F; min = 0x800;
+        need = 3;
+        cp = s[0] & 0x0F;
+        min = 0x800;
     } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-        need = 4; cp = s[0] & 0x07; min = 0x10000;
+        need = 4;
+        cp = s[0] & 0x07;
+        min = 0x10000;
     } else {
         return 0;
     }
@@ -212,8 +220,7 @@ static int key_is(const struct px_jfield *f, const char *key, size_t klen)
     return eq;
 }
 
-int px_auditcli_json_parse(const char *s, size_t len, struct px_jfield *f, size_t max,
-                           size_t *n)
+int px_auditcli_json_parse(const char *s, size_t len, struct px_jfield *f, size_t max, size_t *n)
 {
     struct jp p = {(const unsigned char *)s, 0, len};
     size_t cnt = 0;
@@ -321,12 +328,24 @@ int px_auditcli_json_unescape(const char *raw, size_t len, char **out, size_t *o
         char c = raw[i + 1];
         if (c != 'u' || i + 6 > len) {
             switch (c) {
-            case 'b': o[k++] = '\b'; break;
-            case 'f': o[k++] = '\f'; break;
-            case 'n': o[k++] = '\n'; break;
-            case 'r': o[k++] = '\r'; break;
-            case 't': o[k++] = '\t'; break;
-            default: o[k++] = c; break; /* " \ / */
+            case 'b':
+                o[k++] = '\b';
+                break;
+            case 'f':
+                o[k++] = '\f';
+                break;
+            case 'n':
+                o[k++] = '\n';
+                break;
+            case 'r':
+                o[k++] = '\r';
+                break;
+            case 't':
+                o[k++] = '\t';
+                break;
+            default:
+                o[k++] = c;
+                break; /* " \ / */
             }
             i += 2;
             continue;
@@ -350,8 +369,7 @@ int px_auditcli_json_unescape(const char *raw, size_t len, char **out, size_t *o
     return 0;
 }
 
-const struct px_jfield *px_auditcli_json_get(const struct px_jfield *f, size_t n,
-                                             const char *key)
+const struct px_jfield *px_auditcli_json_get(const struct px_jfield *f, size_t n, const char *key)
 {
     size_t kl = strlen(key);
 
@@ -443,8 +461,7 @@ static int cmd_verify(int argc, char **argv)
     if (rc == 0)
         printf("ok %llu records\n", (unsigned long long)v.records);
     else if (rc == 1)
-        printf("%s:%llu: chain broken\n", argv[1 + v.bad_file],
-               (unsigned long long)v.bad_line);
+        printf("%s:%llu: chain broken\n", argv[1 + v.bad_file], (unsigned long long)v.bad_line);
     else
         fprintf(stderr, "%s: %s\n", argv[1 + v.bad_file], strerror(errno));
     fflush(stdout);
@@ -453,8 +470,18 @@ static int cmd_verify(int argc, char **argv)
 
 /* ---- tail --------------------------------------------------------------- */
 
-enum { COL_TIME, COL_EVENT, COL_RESOURCE, COL_TOKEN, COL_HIGHEST, COL_METHOD, COL_PATH,
-       COL_CLIENT, COL_REQUEST_ID, NCOLS };
+enum {
+    COL_TIME,
+    COL_EVENT,
+    COL_RESOURCE,
+    COL_TOKEN,
+    COL_HIGHEST,
+    COL_METHOD,
+    COL_PATH,
+    COL_CLIENT,
+    COL_REQUEST_ID,
+    NCOLS
+};
 
 static const char *const col_head[NCOLS] = {"TIME",   "EVENT", "RESOURCE", "TOKEN",     "HIGHEST",
                                             "METHOD", "PATH",  "CLIENT",   "REQUEST_ID"};

@@ -16,9 +16,9 @@ int px_auditcli_main(int argc, char **argv);
 
 /* The outcome of px_auditcli_verify(). */
 struct px_auditcli_verdict {
-    uint64_t records;   /* lines checked and good */
-    size_t bad_file;    /* index of the file with the break or the read error */
-    uint64_t bad_line;  /* 1-based line of the first bad line (rc 1) */
+    uint64_t records;  /* lines checked and good */
+    size_t bad_file;   /* index of the file with the break or the read error */
+    uint64_t bad_line; /* 1-based line of the first bad line (rc 1) */
 };
 
 /* Verifies the chain through files[0..n) in order. Returns 0 (all good),
@@ -42,8 +42,7 @@ struct px_jfield {
  * valid UTF-8, no nested values, no duplicate keys). Fills up to max
  * fields and their count in *n. Returns 0, or -1 when s is not such an
  * object or holds more than max members. */
-int px_auditcli_json_parse(const char *s, size_t len, struct px_jfield *f, size_t max,
-                           size_t *n);
+int px_auditcli_json_parse(const char *s, size_t len, struct px_jfield *f, size_t max, size_t *n);
 
 /* Decodes the raw inside of a JSON string already accepted by the parser
  * into UTF-8 (a lone surrogate becomes U+FFFD). *out is malloc'd and
@@ -52,7 +51,6 @@ int px_auditcli_json_parse(const char *s, size_t len, struct px_jfield *f, size_
 int px_auditcli_json_unescape(const char *raw, size_t len, char **out, size_t *out_len);
 
 /* The member named key (compared after unescaping), or NULL. */
-const struct px_jfield *px_auditcli_json_get(const struct px_jfield *f, size_t n,
-                                             const char *key);
+const struct px_jfield *px_auditcli_json_get(const struct px_jfield *f, size_t n, const char *key);
 
 #endif

@@ -24,22 +24,22 @@
 
 struct px_logw {
     char *path;
-    int fd;                     /* writer thread only after open */
-    int reopen_failed;          /* writer: retry the reopen before the next batch */
+    int fd;            /* writer thread only after open */
+    int reopen_failed; /* writer: retry the reopen before the next batch */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv_work;     /* writer waits for lines, reopen or stop */
-    pthread_cond_t cv_done;     /* flush waits for progress (CLOCK_MONOTONIC) */
+    pthread_cond_t cv_work; /* writer waits for lines, reopen or stop */
+    pthread_cond_t cv_done; /* flush waits for progress (CLOCK_MONOTONIC) */
     pthread_t thread;
 
     /* Guarded by mu. */
-    char *front;                /* producers append here */
-    char *back;                 /* the writer's batch */
+    char *front; /* producers append here */
+    char *back;  /* the writer's batch */
     size_t len, cap;
-    int reopen;                 /* a reopen is pending ... */
-    size_t reopen_at;           /* ... after this many bytes of front */
+    int reopen;       /* a reopen is pending ... */
+    size_t reopen_at; /* ... after this many bytes of front */
     int stop, discard, busy;
-    uint64_t bytes_queued, bytes_done;   /* totals, to tell when a flush is done */
+    uint64_t bytes_queued, bytes_done; /* totals, to tell when a flush is done */
     uint64_t reopens_asked, reopens_done;
 
     atomic_uint_fast64_t dropped;
@@ -132,8 +132,7 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-struct px_logw *px_logw_open(const char *path, size_t max_buffered_bytes, char *err,
-                             size_t errlen)
+struct px_logw *px_logw_open(const char *path, size_t max_buffered_bytes, char *err, size_t errlen)
 {
     struct px_logw *w = NULL;
     pthread_condattr_t ca;

@@ -15,8 +15,7 @@ struct px_logw;
  * max_buffered_bytes bounds the bytes queued and not yet handed to write(2).
  * path is copied. Returns the writer (free with px_logw_close()), or NULL
  * with a message in err (errlen bytes, may be 0). */
-struct px_logw *px_logw_open(const char *path, size_t max_buffered_bytes, char *err,
-                             size_t errlen);
+struct px_logw *px_logw_open(const char *path, size_t max_buffered_bytes, char *err, size_t errlen);
 
 /* Queues a copy of line (len bytes; the caller includes the '\n'). Never
  * blocks on the disk. Returns 0, or -1 when the line does not fit in the

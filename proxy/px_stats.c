@@ -16,8 +16,8 @@ static const double buckets_DURATION[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.
                                           0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 static const double buckets_BATCH[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
 #define NB_DURATION (sizeof buckets_DURATION / sizeof buckets_DURATION[0])
-#define NB_BATCH (sizeof buckets_BATCH / sizeof buckets_BATCH[0])
-#define NB_MAX (NB_DURATION > NB_BATCH ? NB_DURATION : NB_BATCH)
+#define NB_BATCH    (sizeof buckets_BATCH / sizeof buckets_BATCH[0])
+#define NB_MAX      (NB_DURATION > NB_BATCH ? NB_DURATION : NB_BATCH)
 
 struct hist_def {
     const char *name, *help;
@@ -25,7 +25,7 @@ struct hist_def {
     size_t nb;
 };
 
-#define C_DEF(e, n, h) {n, h},
+#define C_DEF(e, n, h)    {n, h},
 #define H_DEF(e, n, h, b) {n, h, buckets_##b, NB_##b},
 static const struct {
     const char *name, *help;
@@ -52,9 +52,9 @@ static struct {
     int64_t gauges[PX_G_COUNT];
     struct hist hists[PX_H_COUNT];
     uint64_t rejections[PX_RSN_COUNT];
-    char **routes;                         /* n_routes names */
+    char **routes; /* n_routes names */
     size_t n_routes;
-    uint64_t (*requests)[PX_OUT_COUNT];    /* n_routes + 1 rows; the last is "-" */
+    uint64_t (*requests)[PX_OUT_COUNT]; /* n_routes + 1 rows; the last is "-" */
 } st;
 
 static void free_routes(char **names, size_t n)
@@ -67,7 +67,7 @@ static void free_routes(char **names, size_t n)
 int px_stats_init(const char *const *route_names, size_t n_routes)
 {
     char **names = NULL;
-    uint64_t (*rows)[PX_OUT_COUNT] = NULL;
+    uint64_t(*rows)[PX_OUT_COUNT] = NULL;
     size_t made = 0;
     int rc = -1;
 
@@ -313,8 +313,7 @@ static void render_hist(struct sbuf *b, size_t h)
     sb_head(b, d->name, d->help, "histogram");
     for (size_t i = 0; i < d->nb; i++) {
         cum += hs->counts[i];
-        sb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", d->name, d->bounds[i],
-                  (unsigned long long)cum);
+        sb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", d->name, d->bounds[i], (unsigned long long)cum);
     }
     cum += hs->counts[d->nb];
     sb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", d->name, (unsigned long long)cum);
