@@ -218,10 +218,14 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
         int64_t now, left;
         uint64_t delay;
 
-        if ((rc = connected(c)) != FL_OK)
-            goto out;
-        t0 = fl_now_ms();
-        rc = c->ops->acquire(c->b, name, l->owner, ttl_ms, &token, c->err, sizeof c->err);
+        for (int tries = 0; tries < 2; tries++) {
+            if ((rc = connected(c)) != FL_OK)
+                goto out;
+            t0 = fl_now_ms();
+            rc = c->ops->acquire(c->b, name, l->owner, ttl_ms, &token, c->err, sizeof c->err);
+            if (rc != FL_ERR_BACKEND)
+                break; /* else: see RETRY_ONCE */
+        }
         if (rc != FL_ERR_NOT_ACQUIRED)
             break;
         now = fl_now_ms();
@@ -253,15 +257,32 @@ out:
     return rc;
 }
 
+/* RETRY_ONCE: an operation that fails with a backend error is tried once
+ * more on a fresh connection. A connection left idle across a server restart
+ * fails on first use although the server is back; the second try (reconnect
+ * included) tells a restart from an outage. Operations are safe to repeat:
+ * acquire recognises its own owner, renew is idempotent; a repeated release
+ * can only answer NOT_OWNER if the server died after deleting the key and
+ * before replying. */
+#define RETRY_ONCE(c, call)                                                                       \
+    do {                                                                                          \
+        for (int tries_ = 0; tries_ < 2; tries_++) {                                              \
+            if ((rc = connected(c)) != FL_OK)                                                     \
+                break;                                                                            \
+            rc = (call);                                                                          \
+            if (rc != FL_ERR_BACKEND)                                                             \
+                break;                                                                            \
+        }                                                                                         \
+    } while (0)
+
 int fl_renew_owner(struct fl_client *c, const char *name, const char *owner, uint64_t ttl_ms)
 {
     int rc;
 
     if (!valid_name(c, name) || !valid_owner(c, owner) || !valid_ttl(c, ttl_ms))
         return FL_ERR_INVALID;
-    if ((rc = connected(c)) != FL_OK)
-        return rc;
-    return c->ops->renew(c->b, name, owner, ttl_ms, c->err, sizeof c->err);
+    RETRY_ONCE(c, c->ops->renew(c->b, name, owner, ttl_ms, c->err, sizeof c->err));
+    return rc;
 }
 
 int fl_release_owner(struct fl_client *c, const char *name, const char *owner)
@@ -270,9 +291,8 @@ int fl_release_owner(struct fl_client *c, const char *name, const char *owner)
 
     if (!valid_name(c, name) || !valid_owner(c, owner))
         return FL_ERR_INVALID;
-    if ((rc = connected(c)) != FL_OK)
-        return rc;
-    return c->ops->release(c->b, name, owner, c->err, sizeof c->err);
+    RETRY_ONCE(c, c->ops->release(c->b, name, owner, c->err, sizeof c->err));
+    return rc;
 }
 
 int fl_renew(struct fl_client *c, struct fl_lease *lease, uint64_t ttl_ms)
@@ -302,9 +322,8 @@ int fl_status(struct fl_client *c, const char *name, struct fl_lock_status *st)
     memset(st, 0, sizeof *st);
     if (!valid_name(c, name))
         return FL_ERR_INVALID;
-    if ((rc = connected(c)) != FL_OK)
-        return rc;
-    return c->ops->status(c->b, name, st, c->err, sizeof c->err);
+    RETRY_ONCE(c, c->ops->status(c->b, name, st, c->err, sizeof c->err));
+    return rc;
 }
 
 void fl_lease_free(struct fl_lease **lp)

@@ -19,10 +19,17 @@
 
 /* SET NX PX then INCR, only on success: the token is issued atomically with
  * the lock, so tokens strictly increase per name across owners. Returns the
- * token, or 0 if the lock is held. */
+ * token, or 0 if the lock is held by another owner. If this very owner
+ * already holds it (a retry after the reply to the first try was lost; owner
+ * ids are unique per acquisition) it returns the token already issued, so
+ * the client may resend an acquire safely. */
 static const char script_acquire[] =
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
     "  return redis.call('INCR', KEYS[2])\n"
+    "end\n"
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+    "  return tonumber(redis.call('GET', KEYS[2]) or '0')\n"
     "end\n"
     "return 0\n";
 

@@ -516,7 +516,7 @@ fail:
     return NULL;
 }
 
-/* One PING over a raw socket: 1 if the answer is +PONG, else 0. */
+/* One PING over a raw socket: 1 if the server is ready, else 0. */
 static int redis_ping(int port)
 {
     static const char ping[] = "*1\r\n$4\r\nPING\r\n";
@@ -530,7 +530,8 @@ static int redis_ping(int port)
         n = recv(fd, buf, sizeof buf - 1, 0);
         if (n > 0) {
             buf[n] = '\0';
-            ok = strncmp(buf, "+PONG", 5) == 0;
+            /* NOAUTH: up, but protected by requirepass. */
+            ok = strncmp(buf, "+PONG", 5) == 0 || strncmp(buf, "-NOAUTH", 7) == 0;
         }
     }
     close(fd);
@@ -539,9 +540,16 @@ static int redis_ping(int port)
 
 int ts_redis_start(struct ts_proc *p, const char *dir, int port)
 {
+    return ts_redis_start_args(p, dir, port, NULL);
+}
+
+int ts_redis_start_args(struct ts_proc *p, const char *dir, int port, char *const extra[])
+{
     const char *bin = ts_find_binary("redis-server");
     char portstr[16], log[1024];
+    char *argv[64];
     long long deadline;
+    int n = 0;
 
     memset(p, 0, sizeof *p);
     if (bin == NULL)
@@ -549,14 +557,25 @@ int ts_redis_start(struct ts_proc *p, const char *dir, int port)
     snprintf(portstr, sizeof portstr, "%d", port);
     snprintf(log, sizeof log, "%s/redis.log", dir);
     {
-        char *argv[] = {(char *)bin,  "--port",      portstr,  "--bind",      "127.0.0.1",
-                        "--dir",      (char *)dir,   "--save", "",            "--appendonly",
-                        "no",         "--daemonize", "no",     "--logfile",   "",
-                        "--databases", "16",         NULL};
+        char *base[] = {(char *)bin,  "--port",      portstr,  "--bind",    "127.0.0.1",
+                        "--dir",      (char *)dir,   "--save", "",          "--appendonly",
+                        "no",         "--daemonize", "no",     "--logfile", "",
+                        NULL};
 
-        if (ts_proc_start(p, "redis-server", argv, NULL, log) < 0)
-            return -1;
+        for (int i = 0; base[i]; i++)
+            argv[n++] = base[i];
     }
+    /* Later options override earlier ones in redis-server's command line. */
+    for (int i = 0; extra && extra[i]; i++) {
+        if (n >= 63) {
+            fprintf(stderr, "ts_redis_start: too many extra arguments\n");
+            return -1;
+        }
+        argv[n++] = extra[i];
+    }
+    argv[n] = NULL;
+    if (ts_proc_start(p, "redis-server", argv, NULL, log) < 0)
+        return -1;
     deadline = ts_now_ms() + 10000;
     while (!redis_ping(port)) {
         if (!ts_proc_alive(p)) {

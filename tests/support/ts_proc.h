@@ -83,6 +83,12 @@ int ts_wait_port(int port, int timeout_ms);
  * log dumped. Stop with ts_proc_stop(p, SIGTERM, ...). */
 int ts_redis_start(struct ts_proc *p, const char *dir, int port);
 
+/* The same with extra redis-server arguments appended (they override the
+ * defaults), e.g. {"--appendonly", "yes", "--appendfsync", "always", NULL}
+ * for a server whose data survives a restart in the same dir, or
+ * {"--requirepass", "pw", NULL}. extra is borrowed; NULL for none. */
+int ts_redis_start_args(struct ts_proc *p, const char *dir, int port, char *const extra[]);
+
 /* Starts nginx as a WebDAV file store on 127.0.0.1:port: writes
  * dir/nginx.conf (single process, master_process off, so the same process
  * that runs as the caller writes dir/data whether root or not), files

@@ -1,0 +1,49 @@
+/* lock_fixture: per-test Redis server and CLI runner for the lockclient
+ * tests. Each test gets its own temp dir, free port and redis-server, stopped
+ * by PID in the suite's .fini. */
+#ifndef LOCK_FIXTURE_H
+#define LOCK_FIXTURE_H
+
+#include <stddef.h>
+
+#include "ts_proc.h"
+
+struct lf {
+    char *dir;            /* malloc'd temp dir */
+    int port;
+    struct ts_proc redis;
+    char url[64];         /* redis://127.0.0.1:PORT */
+};
+
+/* Temp dir, free port, redis-server (extra args appended, may be NULL).
+ * 0 / -1 with a message. */
+int lf_setup(struct lf *f, const char *tag, char *const extra[]);
+
+/* Stops redis, removes the temp dir. Safe to call twice. */
+void lf_teardown(struct lf *f);
+
+/* Restarts redis on the same port and dir (after lf_stop_redis). 0 / -1. */
+int lf_restart_redis(struct lf *f, char *const extra[]);
+
+/* Runs the fencelock CLI with args (NULL-terminated, without argv[0]) and
+ * FENCE_BACKEND unset unless env sets it; stdout and stderr go to
+ * files and are returned NUL-terminated in out/err (truncated). Waits at most
+ * timeout_ms. Returns the exit code, 128+sig if killed, or -1 on a fixture
+ * error or timeout (the process is then killed). */
+int lf_cli(struct lf *f, char *const args[], char *const env[], char *out, size_t outlen,
+           char *err, size_t errlen, int timeout_ms);
+
+/* Sends one RESP command (argv, NULL-terminated) to redis and returns the
+ * first reply line in buf ("+OK", ":1", "$-1", ...). 0 / -1. */
+int lf_redis_cmd(struct lf *f, char *const argv[], char *buf, size_t len);
+
+/* Assert that dumps the redis log first, so a failure shows the server side. */
+#define lf_assert(f, cond, ...)                                                                   \
+    do {                                                                                          \
+        if (!(cond)) {                                                                            \
+            ts_proc_dump_log(&(f)->redis);                                                        \
+            cr_assert_fail(__VA_ARGS__);                                                          \
+        }                                                                                         \
+    } while (0)
+
+#endif
