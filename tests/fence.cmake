@@ -1,0 +1,2 @@
+# Fencing through the real proxy binary (issue 4).
+fence_test(test_fence SOURCES fence/test_fence.c LIBS fencetestsupport TIMEOUT 300)
