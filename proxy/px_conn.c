@@ -314,8 +314,13 @@ static void audit(struct px_conn *c, struct px_req *r, const char *event)
     ev.request_id = r->rid;
     ev.request_id_len = strlen(r->rid);
     ev.ts_ms = px_server_now_ms();
-    if (px_audit_record(c->ctx->audit, &ev) < 0)
+    if (px_audit_record(c->ctx->audit, &ev) < 0) {
         px_stats_inc(PX_ST_AUDIT_DROPPED);
+        px_clog_error(c->id, c->peer, "audit record dropped (writer buffer full): %s %s",
+                      event, r->rid);
+    } else {
+        px_stats_inc(PX_ST_AUDIT_RECORDS);
+    }
 }
 
 /* Writes a complete local response. close: the connection ends after it. */
@@ -593,8 +598,10 @@ static void upstream_failed(struct px_conn *c, int status, const char *why)
 
     px_clog_warn(c->id, c->peer, "upstream: %s", why);
     px_stats_request(r->route_idx, PX_OUT_UPSTREAM_ERROR);
-    if (status == 504 && r->fenced && r->up != NULL && r->ticket.state != 0)
+    if (status == 504 && r->fenced && r->up != NULL && r->ticket.state != 0) {
+        px_stats_inc(PX_ST_INFLIGHT_TIMEOUTS);
         audit(c, r, "inflight_timeout"); /* the outcome upstream is unknown */
+    }
     release_upstream(c, 0);
     if (!r->resp_started)
         respond_text(c, status, px_h1_reason(status), 1);
@@ -921,6 +928,7 @@ static void fence_decided(struct px_conn *c)
     case PX_FENCE_FAILED:
         r->fenced = 0;
         px_stats_reject(PX_RSN_STORE_FAILED);
+        px_stats_request(r->route_idx, PX_OUT_STORE_FAILED);
         px_clog_error(c->id, c->peer, "token store failed: refusing %.*s %.*s",
                       (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target);
         respond_text(c, 503, "token store unavailable", 1);

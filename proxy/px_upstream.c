@@ -76,6 +76,7 @@ static void idle_unlink(struct px_uconn *u)
     u->next = u->prev = NULL;
     u->idle = 0;
     p->n_idle--;
+    px_stats_gauge_set(PX_G_UPSTREAM_IDLE, (int64_t)p->n_idle);
 }
 
 void px_upool_close(struct px_uconn *u)
@@ -175,6 +176,7 @@ void px_upool_put(struct px_uconn *u)
         p->idle_head->prev = u;
     p->idle_head = u;
     p->n_idle++;
+    px_stats_gauge_set(PX_G_UPSTREAM_IDLE, (int64_t)p->n_idle);
 }
 
 size_t px_upool_idle(const struct px_upool *p)
