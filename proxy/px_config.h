@@ -51,4 +51,18 @@ void px_config_free(struct px_config **cfg);
  * frees) and port. Returns 0 or -1. */
 int px_config_split_hostport(const char *text, char **host, int *port);
 
+/* The key table, for `-t` output, docs and tests. Strings are static. */
+struct px_config_key_info {
+    const char *section;  /* "proxy", "store", "audit" or "route" ([route NAME]) */
+    const char *name;
+    const char *def;      /* default as written in the file; NULL: none */
+    const char *help;
+    int required;
+    int reloadable;       /* may change without a restart */
+};
+
+/* Number of keys, and key i (0 <= i < count) into *out. Returns 0 or -1. */
+size_t px_config_key_count(void);
+int px_config_key_info(size_t i, struct px_config_key_info *out);
+
 #endif

@@ -3,3 +3,6 @@ fence_test(test_duration SOURCES unit/test_duration.c LIBS fencecommon)
 # compiled in directly so that these tests do not wait for fenceproxycore.
 fence_test(test_log SOURCES unit/test_log.c ../proxy/px_log.c)
 target_include_directories(test_log PRIVATE ${CMAKE_SOURCE_DIR}/proxy)
+fence_test(test_config SOURCES unit/test_config.c ../proxy/px_config.c
+  ../proxy/px_log.c LIBS fencepolicy fencecommon PkgConfig::INIH)
+target_include_directories(test_config PRIVATE ${CMAKE_SOURCE_DIR}/proxy)

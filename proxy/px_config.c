@@ -1,0 +1,762 @@
+/* px_config: loads the INI file into a struct px_config snapshot. One table of
+ * keys (keys[] below) gives each key's section, type, place in the struct
+ * (or in a struct pol_route for [route NAME] keys), default, reloadability
+ * and help; defaults, parsing, duplicate detection, required keys and
+ * freeing are all driven by it. inih (r55, handler without line numbers)
+ * tokenises the file; it reads through our own line reader, which counts
+ * lines so that every message can say FILE:LINE, sees section headers
+ * (inih only reports name=value pairs, so an unknown empty section would go
+ * unnoticed otherwise), strips leading whitespace so that inih's multi-line
+ * continuation never silently glues an indented line onto the previous value,
+ * and stops the parse at the first error. */
+#include "px_config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "fc_duration.h"
+#include "pol_route.h"
+
+#define ERR_MAX 512
+#define DAY_MS (24ULL * 3600 * 1000)
+
+enum key_type {
+    K_STRING,        /* non-empty text */
+    K_PATH_OFF,      /* a path, or "off" stored as NULL */
+    K_HOSTPORT,      /* host:port */
+    K_HOSTPORT_OFF,  /* host:port, or "off" kept as "off" */
+    K_URL,           /* http://host:port[/]; also sets upstream_host/port */
+    K_TOKEN,         /* an RFC 9110 token (a header name) */
+    K_UINT,          /* decimal, within [min, max] */
+    K_DURATION,      /* fc_duration_parse, milliseconds within [min, max] */
+    K_ENUM,          /* one of choices, stored as its int value */
+    K_WORD,          /* one of choices, stored as the text */
+    K_ROUTE_MODE,    /* pol_route_parse_mode */
+    K_ROUTE_METHODS  /* pol_route_parse_methods */
+};
+
+enum sect { S_NONE, S_PROXY, S_STORE, S_AUDIT, S_ROUTE };
+
+static const char *const sect_names[] = {"", "proxy", "store", "audit", "route"};
+
+struct choice {
+    const char *name;
+    int value;
+};
+
+#define KF_REQUIRED 1u
+#define KF_RELOAD 2u
+
+struct key {
+    enum sect sect;
+    const char *name;
+    enum key_type type;
+    size_t off; /* into struct px_config, or struct pol_route for S_ROUTE */
+    const char *def; /* parsed like a value from the file; NULL: none */
+    uint64_t min, max;
+    const struct choice *choices; /* K_ENUM, K_WORD: ends with a NULL name */
+    unsigned flags;
+    const char *help;
+};
+
+static const struct choice backend_choices[] = {
+    {"file", POL_STORE_FILE}, {"memory", POL_STORE_MEMORY}, {NULL, 0}};
+static const struct choice level_choices[] = {
+    {"error", 0}, {"warn", 0}, {"info", 0}, {"debug", 0}, {NULL, 0}};
+static const struct choice missing_choices[] = {{"reject", 0}, {"allow", 1}, {NULL, 0}};
+
+_Static_assert(sizeof(enum pol_store_backend) == sizeof(int), "enum stored as int");
+
+#define PC(f) offsetof(struct px_config, f)
+#define RT(f) offsetof(struct pol_route, f)
+
+static const struct key keys[] = {
+    {S_PROXY, "listen", K_HOSTPORT, PC(listen), "127.0.0.1:8080", 0, 0, NULL, 0,
+     "address the proxy serves clients on (host:port, [v6]:port)"},
+    {S_PROXY, "upstream", K_URL, PC(upstream), NULL, 0, 0, NULL, KF_REQUIRED,
+     "the storage server, http://host:port (https is not supported yet)"},
+    {S_PROXY, "admin_listen", K_HOSTPORT_OFF, PC(admin_listen), "127.0.0.1:8081", 0, 0, NULL,
+     0, "admin API address (healthz, metrics, tokens), or off; never the data port"},
+    {S_PROXY, "access_log", K_PATH_OFF, PC(access_log), "off", 0, 0, NULL, KF_RELOAD,
+     "file for one line per request, or off"},
+    {S_PROXY, "token_header", K_TOKEN, PC(token_header), "Fencing-Token", 0, 0, NULL,
+     KF_RELOAD, "request header that carries the fencing token"},
+    {S_PROXY, "max_connections", K_UINT, PC(max_connections), "10000", 1, 1000000, NULL,
+     KF_RELOAD, "client connections at once; beyond it 503 and close"},
+    {S_PROXY, "max_header_bytes", K_UINT, PC(max_header_bytes), "16384", 1024, 1048576, NULL,
+     KF_RELOAD, "largest request head in bytes; beyond it 431"},
+    {S_PROXY, "header_timeout", K_DURATION, PC(header_timeout_ms), "10s", 1, DAY_MS, NULL,
+     KF_RELOAD, "deadline for a whole request head; then 408 and close"},
+    {S_PROXY, "idle_timeout", K_DURATION, PC(idle_timeout_ms), "60s", 1, DAY_MS, NULL,
+     KF_RELOAD, "how long an idle keep-alive client connection is kept"},
+    {S_PROXY, "upstream_connect_timeout", K_DURATION, PC(upstream_connect_timeout_ms), "5s",
+     1, DAY_MS, NULL, KF_RELOAD, "upstream connect deadline; then 504"},
+    {S_PROXY, "upstream_timeout", K_DURATION, PC(upstream_timeout_ms), "60s", 1, DAY_MS,
+     NULL, KF_RELOAD, "wait for the upstream's response; then 504"},
+    {S_PROXY, "shutdown_grace", K_DURATION, PC(shutdown_grace_ms), "10s", 0, DAY_MS, NULL,
+     KF_RELOAD, "on SIGTERM/SIGINT, time in-flight requests get to finish"},
+    {S_PROXY, "log_level", K_WORD, PC(log_level), "info", 0, 0, level_choices, KF_RELOAD,
+     "diagnostic log level: error, warn, info or debug"},
+    {S_STORE, "backend", K_ENUM, PC(store_backend), "file", 0, 0, backend_choices, 0,
+     "token store: file (durable, LMDB) or memory (tests only)"},
+    {S_STORE, "path", K_STRING, PC(store_path), "/var/lib/fence", 0, 0, NULL, 0,
+     "directory of the file store"},
+    {S_AUDIT, "path", K_PATH_OFF, PC(audit_path), "off", 0, 0, NULL, 0,
+     "audit log file (JSON lines, hash-chained), or off"},
+    {S_ROUTE, "prefix", K_STRING, RT(prefix), NULL, 0, 0, NULL, KF_REQUIRED | KF_RELOAD,
+     "path prefix the route covers; the longest match wins"},
+    {S_ROUTE, "resource", K_ROUTE_MODE, 0, "prefix", 0, 0, NULL, KF_RELOAD,
+     "resource key: prefix, path or segments:N"},
+    {S_ROUTE, "fenced_methods", K_ROUTE_METHODS, 0, "PUT POST PATCH DELETE", 0, 0, NULL,
+     KF_RELOAD, "methods that must carry a token (space separated)"},
+    {S_ROUTE, "missing_token", K_ENUM, RT(missing_allow), "reject", 0, 0, missing_choices,
+     KF_RELOAD, "a fenced method without a token: reject (428) or allow"},
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+_Static_assert(NKEYS <= 64, "seen masks are 64 bits");
+
+struct load {
+    const char *path;
+    FILE *fp;
+    char *buf;
+    size_t bufcap;
+    unsigned lineno;        /* line last handed to inih */
+    struct px_config *cfg;
+    int failed;
+    unsigned err_line;      /* 0: file-level message */
+    char err[ERR_MAX];
+    enum sect sect;
+    unsigned sects_seen;    /* bit per enum sect, for duplicates */
+    uint64_t seen;          /* bit per keys[] index, non-route keys */
+    unsigned key_line[NKEYS];
+    /* the [route NAME] section being read */
+    int route_open;
+    struct pol_route route;
+    unsigned route_line;
+    unsigned route_prefix_line;
+    uint64_t route_seen;
+};
+
+static void fail(struct load *ld, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records the first error only: later ones are usually its consequences. */
+static void fail(struct load *ld, unsigned line, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (ld->failed)
+        return;
+    ld->failed = 1;
+    ld->err_line = line;
+    va_start(ap, fmt);
+    vsnprintf(ld->err, sizeof ld->err, fmt, ap);
+    va_end(ap);
+}
+
+static int is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static int parse_port(const char *s, int *port)
+{
+    unsigned long v = 0;
+
+    if (*s == '\0' || strlen(s) > 5)
+        return -1;
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (unsigned long)(*p - '0');
+    }
+    if (v < 1 || v > 65535)
+        return -1;
+    *port = (int)v;
+    return 0;
+}
+
+int px_config_split_hostport(const char *text, char **host, int *port)
+{
+    const char *colon, *hs, *he;
+    char *h = NULL;
+    int p, rc = -1;
+
+    if (text == NULL || host == NULL || port == NULL)
+        goto out;
+    if (text[0] == '[') {
+        /* [v6]:port: the brackets are what tells the port's colon apart. */
+        he = strchr(text, ']');
+        if (he == NULL || he == text + 1 || he[1] != ':')
+            goto out;
+        hs = text + 1;
+        colon = he + 1;
+        for (const char *c = hs; c < he; c++)
+            if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f') ||
+                  (*c >= 'A' && *c <= 'F') || *c == ':' || *c == '.'))
+                goto out;
+    } else {
+        colon = strrchr(text, ':');
+        if (colon == NULL || colon == text)
+            goto out;
+        hs = text;
+        he = colon;
+        for (const char *c = hs; c < he; c++)
+            if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') ||
+                  (*c >= 'A' && *c <= 'Z') || *c == '.' || *c == '-' || *c == '_'))
+                goto out; /* also rejects an unbracketed v6 address */
+    }
+    if (parse_port(colon + 1, &p) != 0)
+        goto out;
+    h = strndup(hs, (size_t)(he - hs));
+    if (h == NULL)
+        goto out;
+    *host = h;
+    *port = p;
+    rc = 0;
+out:
+    return rc;
+}
+
+/* Parses an upstream URL into host and port. msg says why not. */
+static int parse_url(const char *v, char **host, int *port, char *msg, size_t cap)
+{
+    char *hp = NULL;
+    const char *rest;
+    size_t n;
+    int rc = -1;
+
+    if (strncasecmp(v, "https://", 8) == 0) {
+        snprintf(msg, cap, "https upstreams are not supported yet");
+        goto out;
+    }
+    if (strncasecmp(v, "http://", 7) != 0) {
+        snprintf(msg, cap, "must be http://host:port");
+        goto out;
+    }
+    rest = v + 7;
+    n = strcspn(rest, "/?#@");
+    if (rest[n] == '@' || rest[n] == '?' || rest[n] == '#' ||
+        (rest[n] == '/' && rest[n + 1] != '\0')) {
+        snprintf(msg, cap, "must be http://host:port (no user, path or query)");
+        goto out;
+    }
+    hp = strndup(rest, n);
+    if (hp == NULL) {
+        snprintf(msg, cap, "out of memory");
+        goto out;
+    }
+    if (px_config_split_hostport(hp, host, port) != 0) {
+        snprintf(msg, cap, "must be http://host:port with a port 1..65535");
+        goto out;
+    }
+    rc = 0;
+out:
+    free(hp);
+    return rc;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (*s == '\0')
+        return -1;
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9' || v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+            return -1;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+static const struct choice *find_choice(const struct choice *c, const char *v)
+{
+    for (; c->name != NULL; c++)
+        if (strcmp(c->name, v) == 0)
+            return c;
+    return NULL;
+}
+
+static void choice_list(const struct choice *c, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    out[0] = '\0';
+    for (; c->name != NULL && n < cap; c++) {
+        int k = snprintf(out + n, cap - n, "%s%s", n ? ", " : "", c->name);
+        if (k < 0)
+            break;
+        n += (size_t)k;
+    }
+}
+
+static int set_string(void *base, size_t off, const char *v, char *msg, size_t cap)
+{
+    char **field = (char **)((char *)base + off);
+    char *copy = NULL;
+
+    if (v != NULL && (copy = strdup(v)) == NULL) {
+        snprintf(msg, cap, "out of memory");
+        return -1;
+    }
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+/* Applies value v of key k to base (cfg or the open route). Returns 0, or
+ * -1 with the reason in msg. Used for defaults and for the file alike. */
+static int apply(const struct key *k, void *base, struct px_config *cfg, const char *v,
+                 char *msg, size_t cap)
+{
+    char *host = NULL, names[128];
+    int port, rc = -1;
+    uint64_t u;
+    const struct choice *c;
+
+    if (*v == '\0') {
+        snprintf(msg, cap, "empty value");
+        goto out;
+    }
+    switch (k->type) {
+    case K_STRING:
+        rc = set_string(base, k->off, v, msg, cap);
+        break;
+    case K_PATH_OFF:
+        rc = set_string(base, k->off, strcmp(v, "off") == 0 ? NULL : v, msg, cap);
+        break;
+    case K_HOSTPORT:
+    case K_HOSTPORT_OFF:
+        if (k->type == K_HOSTPORT_OFF && strcmp(v, "off") == 0) {
+            rc = set_string(base, k->off, v, msg, cap);
+            break;
+        }
+        if (px_config_split_hostport(v, &host, &port) != 0) {
+            snprintf(msg, cap, "'%s' is not host:port (port 1..65535; [addr]:port for IPv6)", v);
+            break;
+        }
+        rc = set_string(base, k->off, v, msg, cap);
+        break;
+    case K_URL:
+        if (parse_url(v, &host, &port, msg, cap) != 0)
+            break;
+        if (set_string(base, k->off, v, msg, cap) != 0)
+            break;
+        free(cfg->upstream_host);
+        cfg->upstream_host = host;
+        cfg->upstream_port = port;
+        host = NULL;
+        rc = 0;
+        break;
+    case K_TOKEN:
+        for (const char *p = v; *p != '\0'; p++) {
+            if (!is_tchar((unsigned char)*p)) {
+                snprintf(msg, cap, "'%s' is not a valid header name", v);
+                goto out;
+            }
+        }
+        rc = set_string(base, k->off, v, msg, cap);
+        break;
+    case K_UINT:
+    case K_DURATION:
+        if (k->type == K_UINT ? parse_u64(v, &u) != 0 : fc_duration_parse(v, &u) != 0) {
+            snprintf(msg, cap, k->type == K_UINT
+                     ? "'%s' is not a number" : "'%s' is not a duration (like 250ms, 5s, 2m, 1h)", v);
+            break;
+        }
+        if (u < k->min || u > k->max) {
+            snprintf(msg, cap, "%s out of range (%llu..%llu%s)", v,
+                     (unsigned long long)k->min, (unsigned long long)k->max,
+                     k->type == K_DURATION ? " ms" : "");
+            break;
+        }
+        *(uint64_t *)((char *)base + k->off) = u;
+        rc = 0;
+        break;
+    case K_ENUM:
+    case K_WORD:
+        c = find_choice(k->choices, v);
+        if (c == NULL) {
+            choice_list(k->choices, names, sizeof names);
+            snprintf(msg, cap, "'%s' is not one of: %s", v, names);
+            break;
+        }
+        if (k->type == K_ENUM) {
+            *(int *)((char *)base + k->off) = c->value;
+            rc = 0;
+        } else {
+            rc = set_string(base, k->off, v, msg, cap);
+        }
+        break;
+    case K_ROUTE_MODE:
+        rc = pol_route_parse_mode(base, v);
+        if (rc != 0)
+            snprintf(msg, cap, "'%s' is not prefix, path or segments:N (N >= 1)", v);
+        break;
+    case K_ROUTE_METHODS:
+        rc = pol_route_parse_methods(base, v);
+        if (rc != 0)
+            snprintf(msg, cap, "'%s' is not a list of at most %d method names", v,
+                     POL_ROUTE_METHODS_MAX);
+        break;
+    }
+out:
+    free(host);
+    return rc;
+}
+
+static int key_index(enum sect s, const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (keys[i].sect == s && strcmp(keys[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Applies the table's defaults for section s to base. A default that does
+ * not parse is a bug in the table; it is reported like a config error. */
+static int apply_defaults(struct load *ld, enum sect s, void *base)
+{
+    char msg[256];
+
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (keys[i].sect != s || keys[i].def == NULL)
+            continue;
+        if (apply(&keys[i], base, ld->cfg, keys[i].def, msg, sizeof msg) != 0) {
+            fail(ld, 0, "default of %s: %s", keys[i].name, msg);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Ends the open [route NAME] section: checks required keys and adds a copy
+ * to the table. */
+static void route_close(struct load *ld)
+{
+    char msg[256];
+
+    if (!ld->route_open)
+        return;
+    ld->route_open = 0;
+    if (!ld->failed) {
+        for (size_t i = 0; i < NKEYS; i++) {
+            if (keys[i].sect == S_ROUTE && (keys[i].flags & KF_REQUIRED) &&
+                !(ld->route_seen & (1ULL << i))) {
+                fail(ld, ld->route_line, "[route %s]: %s is required", ld->route.name,
+                     keys[i].name);
+                goto out;
+            }
+        }
+        if (pol_routes_add(ld->cfg->routes, &ld->route, msg, sizeof msg) != 0)
+            fail(ld, ld->route_prefix_line, "%s", msg);
+    }
+out:
+    free(ld->route.prefix);
+    ld->route.prefix = NULL;
+}
+
+static int valid_route_name(const char *s)
+{
+    if (*s == '\0' || strlen(s) >= POL_ROUTE_NAME_MAX)
+        return 0;
+    for (; *s != '\0'; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+/* A line whose first non-blank byte is '[' opens a section. p points at the
+ * '['. Sets ld->sect, or records an error. */
+static void section_header(struct load *ld, const char *p)
+{
+    const char *end = strchr(p, ']'), *tail;
+    char name[256];
+    size_t n;
+
+    route_close(ld);
+    if (ld->failed)
+        return;
+    if (end == NULL) {
+        fail(ld, ld->lineno, "unterminated section header");
+        return;
+    }
+    for (tail = end + 1; *tail == ' ' || *tail == '\t' || *tail == '\r' || *tail == '\n';
+         tail++)
+        ;
+    if (*tail != '\0' && *tail != ';' && *tail != '#') {
+        fail(ld, ld->lineno, "unexpected text after section header");
+        return;
+    }
+    n = (size_t)(end - p - 1);
+    if (n >= sizeof name) {
+        fail(ld, ld->lineno, "section name too long");
+        return;
+    }
+    memcpy(name, p + 1, n);
+    name[n] = '\0';
+    for (enum sect s = S_PROXY; s <= S_AUDIT; s++) {
+        if (strcmp(name, sect_names[s]) == 0) {
+            if (ld->sects_seen & (1u << s)) {
+                fail(ld, ld->lineno, "duplicate section [%s]", name);
+                return;
+            }
+            ld->sects_seen |= 1u << s;
+            ld->sect = s;
+            return;
+        }
+    }
+    if (strncmp(name, "route", 5) == 0 && (name[5] == '\0' || name[5] == ' ')) {
+        const char *rn = name + 5;
+        while (*rn == ' ')
+            rn++;
+        if (!valid_route_name(rn)) {
+            fail(ld, ld->lineno,
+                 "a route section is [route NAME], NAME of 1..%d characters A-Z a-z 0-9 _ . -",
+                 POL_ROUTE_NAME_MAX - 1);
+            return;
+        }
+        for (size_t i = 0; i < pol_routes_count(ld->cfg->routes); i++) {
+            if (strcmp(pol_routes_get(ld->cfg->routes, i)->name, rn) == 0) {
+                fail(ld, ld->lineno, "duplicate section [route %s]", rn);
+                return;
+            }
+        }
+        pol_route_defaults(&ld->route);
+        memcpy(ld->route.name, rn, strlen(rn) + 1);
+        ld->route_open = 1;
+        ld->route_line = ld->lineno;
+        ld->route_prefix_line = ld->lineno;
+        ld->route_seen = 0;
+        ld->sect = S_ROUTE;
+        apply_defaults(ld, S_ROUTE, &ld->route);
+        return;
+    }
+    fail(ld, ld->lineno, "unknown section [%s]", name);
+}
+
+/* inih's reader: hands over one line at a time (fgets contract). Returns
+ * NULL at EOF or once an error is recorded, which ends the parse. */
+static char *reader(char *str, int num, void *stream)
+{
+    struct load *ld = stream;
+    ssize_t n;
+    char *p;
+
+    if (ld->failed)
+        return NULL;
+    errno = 0;
+    n = getline(&ld->buf, &ld->bufcap, ld->fp);
+    if (n < 0) {
+        if (ferror(ld->fp))
+            fail(ld, 0, "read error: %s", strerror(errno));
+        return NULL;
+    }
+    ld->lineno++;
+    p = ld->buf;
+    if (strlen(p) != (size_t)n) {
+        fail(ld, ld->lineno, "NUL byte in line");
+        return NULL;
+    }
+    if (ld->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+        p += 3; /* UTF-8 byte order mark */
+    const char *start = p;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (strlen(p) + 1 > (size_t)num) {
+        fail(ld, ld->lineno, "line too long (at most %d bytes)", num - 1);
+        return NULL;
+    }
+    if (p != start && *p != '\0' && *p != '\r' && *p != '\n' && *p != ';' && *p != '#' &&
+        *p != '[' && strpbrk(p, "=:") == NULL) {
+        /* inih would append this to the previous value. */
+        fail(ld, ld->lineno, "continuation lines are not supported");
+        return NULL;
+    }
+    if (*p == '[') {
+        section_header(ld, p);
+        if (ld->failed)
+            return NULL;
+    }
+    memcpy(str, p, strlen(p) + 1);
+    return str;
+}
+
+/* inih's handler: one name=value pair of the line ld->lineno. */
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct load *ld = user;
+    char msg[256];
+    int i;
+    uint64_t *seen;
+    void *base;
+
+    (void)section; /* ours is ld->sect: inih truncates long section names */
+    if (ld->failed)
+        return 0;
+    if (ld->sect == S_NONE) {
+        fail(ld, ld->lineno, "'%s' outside of a section", name);
+        return 0;
+    }
+    i = key_index(ld->sect, name);
+    if (i < 0) {
+        if (ld->sect == S_ROUTE)
+            fail(ld, ld->lineno, "unknown key '%s' in [route %s]", name, ld->route.name);
+        else
+            fail(ld, ld->lineno, "unknown key '%s' in [%s]", name, sect_names[ld->sect]);
+        return 0;
+    }
+    seen = ld->sect == S_ROUTE ? &ld->route_seen : &ld->seen;
+    if (*seen & (1ULL << i)) {
+        fail(ld, ld->lineno, "duplicate key '%s'", name);
+        return 0;
+    }
+    *seen |= 1ULL << i;
+    base = ld->sect == S_ROUTE ? (void *)&ld->route : (void *)ld->cfg;
+    if (apply(&keys[i], base, ld->cfg, value, msg, sizeof msg) != 0) {
+        fail(ld, ld->lineno, "%s: %s", name, msg);
+        return 0;
+    }
+    if (ld->sect == S_ROUTE && strcmp(name, "prefix") == 0)
+        ld->route_prefix_line = ld->lineno;
+    else if (ld->sect != S_ROUTE)
+        ld->key_line[i] = ld->lineno;
+    return 1;
+}
+
+static int is_wildcard(const char *h)
+{
+    return strcmp(h, "0.0.0.0") == 0 || strcmp(h, "::") == 0 || strcmp(h, "*") == 0;
+}
+
+/* Checks that need the whole file: required keys and keys that depend on
+ * each other. */
+static void check_whole(struct load *ld)
+{
+    struct px_config *cfg = ld->cfg;
+    char *lh = NULL, *ah = NULL;
+    int lp, ap;
+
+    for (size_t i = 0; i < NKEYS && !ld->failed; i++) {
+        if (keys[i].sect != S_ROUTE && (keys[i].flags & KF_REQUIRED) &&
+            !(ld->seen & (1ULL << i)))
+            fail(ld, 0, "[%s] %s is required", sect_names[keys[i].sect], keys[i].name);
+    }
+    if (ld->failed || strcmp(cfg->admin_listen, "off") == 0)
+        goto out;
+    if (px_config_split_hostport(cfg->listen, &lh, &lp) != 0 ||
+        px_config_split_hostport(cfg->admin_listen, &ah, &ap) != 0) {
+        fail(ld, 0, "out of memory");
+        goto out;
+    }
+    /* Same port on the same or a wildcard address would collide at bind. */
+    if (lp == ap && (strcmp(lh, ah) == 0 || is_wildcard(lh) || is_wildcard(ah))) {
+        int i = key_index(S_PROXY, "admin_listen"), j = key_index(S_PROXY, "listen");
+        unsigned line = ld->key_line[i] ? ld->key_line[i] : ld->key_line[j];
+        fail(ld, line, "admin_listen must differ from listen (%s)", cfg->listen);
+    }
+out:
+    free(lh);
+    free(ah);
+}
+
+struct px_config *px_config_load(const char *path, char *err, size_t errlen)
+{
+    struct load ld;
+    struct px_config *cfg = NULL;
+    int rc;
+
+    memset(&ld, 0, sizeof ld);
+    ld.path = path;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    cfg = calloc(1, sizeof *cfg);
+    if (cfg == NULL || (cfg->routes = pol_routes_new()) == NULL) {
+        fail(&ld, 0, "out of memory");
+        goto out;
+    }
+    ld.cfg = cfg;
+    for (enum sect s = S_PROXY; s <= S_AUDIT; s++)
+        if (apply_defaults(&ld, s, cfg) != 0)
+            goto out;
+    ld.fp = fopen(path, "re");
+    if (ld.fp == NULL) {
+        fail(&ld, 0, "cannot open: %s", strerror(errno));
+        goto out;
+    }
+    rc = ini_parse_stream(reader, &ld, handler, &ld);
+    route_close(&ld);
+    if (rc == -2) {
+        ld.failed = 0;
+        fail(&ld, 0, "out of memory");
+    } else if (rc > 0 && (!ld.failed || (unsigned)rc < ld.err_line)) {
+        /* A line inih could not read, before any error of ours. */
+        ld.failed = 0;
+        fail(&ld, (unsigned)rc, "syntax error (expected [section] or name = value)");
+    }
+    if (!ld.failed)
+        check_whole(&ld);
+out:
+    if (ld.fp != NULL)
+        fclose(ld.fp);
+    free(ld.buf);
+    free(ld.route.prefix);
+    if (ld.failed) {
+        if (err != NULL && errlen > 0) {
+            if (ld.err_line > 0)
+                snprintf(err, errlen, "%s:%u: %s", path, ld.err_line, ld.err);
+            else
+                snprintf(err, errlen, "%s: %s", path, ld.err);
+        }
+        px_config_free(&cfg);
+    }
+    return cfg;
+}
+
+void px_config_free(struct px_config **cfgp)
+{
+    struct px_config *cfg;
+
+    if (cfgp == NULL || *cfgp == NULL)
+        return;
+    cfg = *cfgp;
+    for (size_t i = 0; i < NKEYS; i++) {
+        enum key_type t = keys[i].type;
+        if (keys[i].sect != S_ROUTE && (t == K_STRING || t == K_PATH_OFF ||
+            t == K_HOSTPORT || t == K_HOSTPORT_OFF || t == K_URL || t == K_TOKEN ||
+            t == K_WORD))
+            free(*(char **)((char *)cfg + keys[i].off));
+    }
+    free(cfg->upstream_host);
+    pol_routes_free(cfg->routes);
+    free(cfg);
+    *cfgp = NULL;
+}
+
+size_t px_config_key_count(void)
+{
+    return NKEYS;
+}
+
+int px_config_key_info(size_t i, struct px_config_key_info *out)
+{
+    if (i >= NKEYS || out == NULL)
+        return -1;
+    out->section = sect_names[keys[i].sect];
+    out->name = keys[i].name;
+    out->def = keys[i].def;
+    out->help = keys[i].help;
+    out->required = (keys[i].flags & KF_REQUIRED) != 0;
+    out->reloadable = (keys[i].flags & KF_RELOAD) != 0;
+    return 0;
+}
