@@ -6,3 +6,5 @@ target_include_directories(test_log PRIVATE ${CMAKE_SOURCE_DIR}/proxy)
 fence_test(test_config SOURCES unit/test_config.c ../proxy/px_config.c
   ../proxy/px_log.c LIBS fencepolicy fencecommon PkgConfig::INIH)
 target_include_directories(test_config PRIVATE ${CMAKE_SOURCE_DIR}/proxy)
+fence_test(test_upstream_selftest SOURCES unit/test_upstream_selftest.c
+  support/ts_upstream.c LIBS Threads::Threads)
