@@ -293,19 +293,15 @@ static int hexval(unsigned char c)
     return -1;
 }
 
-static int is_unreserved(unsigned char c)
+/* Whether the escape of c is decoded. Every printable ASCII byte is, except
+ * the ones whose escaped and raw forms mean different things to any URI
+ * parser ('%', '?', '#'; '/' and '\\' are refused before this). Decoding more
+ * than the unreserved set of RFC 3986 is deliberate: storage upstreams
+ * (nginx, S3, WebDAV) decode the whole path, so "/a:b" and "/a%3Ab" are one
+ * object and must be one resource key. Decoding never lengthens the path. */
+static int decodes(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
-}
-
-/* Bytes kept as they are; everything else that is not refused is written as
- * an upper-case %XX escape. With unreserved escapes decoded and all other
- * bytes escaped, two spellings that a fully decoding upstream maps to the same
- * path give the same string. */
-static int is_plain(unsigned char c)
-{
-    return is_unreserved(c) || c == '/';
+    return c > 0x20 && c < 0x7F && c != '%' && c != '?' && c != '#';
 }
 
 /* Ends the segment that started at out[seg]: refuses "", "." and "..". The
@@ -348,6 +344,7 @@ long pol_path_normalize(const char *target, size_t len, char *out, size_t outcap
             seg = o;
             continue;
         }
+        int raw = 1;
         if (c == '%') {
             int h, l;
             if (i + 2 >= plen)
@@ -362,10 +359,15 @@ long pol_path_normalize(const char *target, size_t len, char *out, size_t outcap
              * controls could cut or bend the path: refuse them. */
             if (c == '/' || c == '\\' || c < 0x20 || c == 0x7F)
                 return -1;
-        } else if (c == '\\' || c < 0x20 || c == 0x7F) {
+            raw = 0;
+        } else if (c == '\\' || c < 0x20 || c == 0x7F || c == '#') {
             return -1;
         }
-        if (is_plain(c)) {
+        /* Kept as one byte: raw printable ASCII and decodable escapes. Raw
+         * space and raw bytes >= 0x80 (not valid in a target, but possible
+         * in a configured prefix) become escapes so they meet their
+         * escaped spellings; only they make the output longer. */
+        if ((raw && c > 0x20 && c < 0x7F) || (!raw && decodes(c))) {
             if (o + 1 >= outcap)
                 return -1;
             out[o++] = (char)c;

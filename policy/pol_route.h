@@ -76,10 +76,16 @@ void pol_route_resource(const struct pol_route *r, const char *path, size_t len,
 /* Normalises the path part of an origin-form request target (target up to the
  * first '?' or end) into out (outcap bytes, NUL-terminated): percent-escapes of
  * unreserved characters are decoded so that "/a%62" and "/ab" name the same
- * resource. Returns the length, or -1 when the target must be refused as
- * ambiguous: not starting with '/', an empty segment ("//"), a dot segment
- * ("." or ".." after decoding), an escaped '/', '\\', NUL or control byte,
- * a bad escape, or no room in out. */
+ * resource. So are escapes of every other printable ASCII byte but '%', '?'
+ * and '#' ("/a%3Ab" is "/a:b": storage upstreams decode the whole path);
+ * the escapes kept (%25, %3F, %23, %20, bytes >= 0x80) get upper-case hex.
+ * Raw SP and raw bytes >= 0x80 are written as escapes; for any other input
+ * the output is never longer than the input, so outcap = len + 1 is enough
+ * for a target of printable ASCII. Returns the length, or -1 when the target
+ * must be refused as ambiguous: not starting with '/', an empty segment
+ * ("//"; a single trailing '/' is fine), a dot segment ("." or ".." after
+ * decoding), an escaped '/', '\\', NUL or control byte (raw or escaped), a
+ * bad escape, a '#' anywhere, or no room in out. */
 long pol_path_normalize(const char *target, size_t len, char *out, size_t outcap);
 
 #endif

@@ -47,16 +47,26 @@ void pol_store_close(struct pol_store **s);
  * watches it and then calls pol_store_dispatch(). Owned by the store. */
 int pol_store_notify_fd(const struct pol_store *s);
 
-/* Runs every queued completion callback. Call on the loop thread. */
+/* Runs every completion callback queued when it starts (ones queued by those
+ * callbacks wait for the next call; the fd is readable again). Call on the
+ * loop thread. A callback may call pol_store_get/advance, not
+ * pol_store_close. */
 void pol_store_dispatch(struct pol_store *s);
 
 /* Reads the highest token of key (klen bytes, copied). cb runs later from
- * dispatch with highest = 0 for a key never seen. */
+ * dispatch with highest = 0 for a key never seen. Requests are served in
+ * submission order: a get sees every advance submitted before it, and the
+ * highest it reports is durable (file backend: the get runs on the writer
+ * thread, in the batch of the advances before it). Keys are any bytes; the
+ * file backend stores keys over its 511-byte limit under a hashed form.
+ * Aborts the process if it cannot allocate the request (a request that can
+ * be neither served nor answered would hang its client). */
 void pol_store_get(struct pol_store *s, const char *key, size_t klen,
                    pol_store_cb cb, void *arg);
 
 /* Raises the highest token of key to max(stored, token), durably for the file
- * backend (fsync'd before cb runs with rc 0). Advances that arrive while a
+ * backend (fsync'd before cb runs with rc 0); cb gets the highest after the
+ * advance, which is > token when a higher one was already stored. Advances that arrive while a
  * commit is under way are committed together in the next one (group commit).
  * An I/O error fails the store for good: this and every later call complete
  * with rc -1. */
