@@ -185,8 +185,8 @@ int main(int argc, char **argv)
     }
     qsort(all_pair, total, sizeof *all_pair, cmp_u32);
     qsort(all_acq, total, sizeof *all_acq, cmp_u32);
-    printf("clients=%d names=%s duration_s=%.2f pairs=%" PRIu64 " busy=%" PRIu64
-           " errors=%" PRIu64 "\n",
+    printf("clients=%d names=%s duration_s=%.2f pairs=%" PRIu64 " busy=%" PRIu64 " errors=%" PRIu64
+           "\n",
            clients, shared ? "shared" : "distinct", (double)(t1 - t0) / 1e9, pairs, busy, errors);
     printf("pairs_per_s=%.0f\n", (double)pairs / ((double)(t1 - t0) / 1e9));
     printf("pair_latency_us p50=%u p99=%u max=%u\n", pct(all_pair, total, 0.50),

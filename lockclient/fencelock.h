@@ -28,20 +28,20 @@ enum fl_result {
     FL_ERR_INTERNAL = -5,     /* out of memory, no randomness */
 };
 
-#define FL_OWNER_HEX_LEN 32 /* 128 random bits as lowercase hex */
-#define FL_OWNER_MAX 128    /* longest owner id accepted (from the CLI, say) */
-#define FL_NAME_MAX 1024    /* longest lock name accepted */
+#define FL_OWNER_HEX_LEN 32   /* 128 random bits as lowercase hex */
+#define FL_OWNER_MAX     128  /* longest owner id accepted (from the CLI, say) */
+#define FL_NAME_MAX      1024 /* longest lock name accepted */
 
 /* A held lock. Returned by fl_acquire; free with fl_lease_free().
  * expiry_ms is on CLOCK_MONOTONIC (fl_now_ms()): the time taken just before
  * the acquire or last renew request was sent, plus the TTL, so the local
  * view of the lease never outlives the backend's. */
 struct fl_lease {
-    char *name;                          /* owned by the lease */
-    char owner[FL_OWNER_MAX + 1];        /* NUL-terminated */
-    uint64_t token;                      /* fencing token, > 0 */
-    uint64_t ttl_ms;                     /* TTL of the last acquire/renew */
-    int64_t expiry_ms;                   /* CLOCK_MONOTONIC ms */
+    char *name;                   /* owned by the lease */
+    char owner[FL_OWNER_MAX + 1]; /* NUL-terminated */
+    uint64_t token;               /* fencing token, > 0 */
+    uint64_t ttl_ms;              /* TTL of the last acquire/renew */
+    int64_t expiry_ms;            /* CLOCK_MONOTONIC ms */
 };
 
 /* What fl_status reports about a lock name. */

@@ -20,14 +20,14 @@
 #include "fc_duration.h"
 #include "fencelock.h"
 
-#define EX_OK 0
-#define EX_NOLOCK 1
-#define EX_USAGE_ 2
+#define EX_OK           0
+#define EX_NOLOCK       1
+#define EX_USAGE_       2
 #define EX_UNAVAILABLE_ 69
-#define EX_SOFTWARE_ 70
-#define EX_LOST 75
+#define EX_SOFTWARE_    70
+#define EX_LOST         75
 #define DEFAULT_BACKEND "redis://127.0.0.1:6379"
-#define GRACE_MS 5000
+#define GRACE_MS        5000
 
 extern char **environ;
 
@@ -42,16 +42,15 @@ struct opts {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: fencelock [--backend URL] COMMAND ARGS...\n"
-            "  acquire NAME [--ttl 30s] [--wait 10s]\n"
-            "  renew NAME --owner ID [--ttl 30s]\n"
-            "  release NAME --owner ID\n"
-            "  status NAME\n"
-            "  run NAME [--ttl 30s] [--wait 10s] -- CMD ARGS...\n"
-            "backend: --backend URL, else $FENCE_BACKEND, else " DEFAULT_BACKEND "\n"
-            "exit: 0 ok, 1 not acquired/not owner, 2 usage, 69 backend unreachable,\n"
-            "      75 lock lost during run\n");
+    fprintf(f, "usage: fencelock [--backend URL] COMMAND ARGS...\n"
+               "  acquire NAME [--ttl 30s] [--wait 10s]\n"
+               "  renew NAME --owner ID [--ttl 30s]\n"
+               "  release NAME --owner ID\n"
+               "  status NAME\n"
+               "  run NAME [--ttl 30s] [--wait 10s] -- CMD ARGS...\n"
+               "backend: --backend URL, else $FENCE_BACKEND, else " DEFAULT_BACKEND "\n"
+               "exit: 0 ok, 1 not acquired/not owner, 2 usage, 69 backend unreachable,\n"
+               "      75 lock lost during run\n");
 }
 
 static int exit_for(int rc)
@@ -126,8 +125,7 @@ static int parse_args(int argc, char **argv, const char *allow, struct opts *o)
                 return -1;
             o->has_wait = 1;
         } else if (strncmp(a, "--owner", 7) == 0 && strchr(allow, 'o')) {
-            if ((o->owner = opt_value("--owner", argc, argv, &i)) == NULL ||
-                o->owner[0] == '\0') {
+            if ((o->owner = opt_value("--owner", argc, argv, &i)) == NULL || o->owner[0] == '\0') {
                 fprintf(stderr, "fencelock: --owner needs an id\n");
                 return -1;
             }
@@ -159,8 +157,8 @@ static int parse_args(int argc, char **argv, const char *allow, struct opts *o)
 
 static int fail(struct fl_client *c, int rc)
 {
-    fprintf(stderr, "fencelock: %s\n", fl_client_error(c)[0] ? fl_client_error(c)
-                                                             : fl_strerror(rc));
+    fprintf(stderr, "fencelock: %s\n",
+            fl_client_error(c)[0] ? fl_client_error(c) : fl_strerror(rc));
     return exit_for(rc);
 }
 

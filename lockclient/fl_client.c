@@ -231,8 +231,8 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
         now = fl_now_ms();
         left = deadline - now;
         if (left <= 0) {
-            snprintf(c->err, sizeof c->err, "lock '%s' is held; not acquired within %llu ms",
-                     name, (unsigned long long)wait_ms);
+            snprintf(c->err, sizeof c->err, "lock '%s' is held; not acquired within %llu ms", name,
+                     (unsigned long long)wait_ms);
             goto out;
         }
         /* Equal jitter: half the backoff fixed, half random, so waiters spread
@@ -264,15 +264,15 @@ out:
  * acquire recognises its own owner, renew is idempotent; a repeated release
  * can only answer NOT_OWNER if the server died after deleting the key and
  * before replying. */
-#define RETRY_ONCE(c, call)                                                                       \
-    do {                                                                                          \
-        for (int tries_ = 0; tries_ < 2; tries_++) {                                              \
-            if ((rc = connected(c)) != FL_OK)                                                     \
-                break;                                                                            \
-            rc = (call);                                                                          \
-            if (rc != FL_ERR_BACKEND)                                                             \
-                break;                                                                            \
-        }                                                                                         \
+#define RETRY_ONCE(c, call)                                                                        \
+    do {                                                                                           \
+        for (int tries_ = 0; tries_ < 2; tries_++) {                                               \
+            if ((rc = connected(c)) != FL_OK)                                                      \
+                break;                                                                             \
+            rc = (call);                                                                           \
+            if (rc != FL_ERR_BACKEND)                                                              \
+                break;                                                                             \
+        }                                                                                          \
     } while (0)
 
 int fl_renew_owner(struct fl_client *c, const char *name, const char *owner, uint64_t ttl_ms)
@@ -344,7 +344,7 @@ struct fl_watchdog {
     int stop;          /* under mu */
     int64_t expiry_ms; /* under mu */
     uint64_t ttl_ms;
-    atomic_int lost;   /* enum fl_loss, 0 while held */
+    atomic_int lost;     /* enum fl_loss, 0 while held */
     struct fl_client *c; /* the thread's own connection */
     char *name;
     char owner[FL_OWNER_MAX + 1];

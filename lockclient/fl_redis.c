@@ -34,31 +34,28 @@ static const char script_acquire[] =
     "return 0\n";
 
 /* Compare-and-act: only the current owner may extend or delete. */
-static const char script_renew[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
-    "end\n"
-    "return 0\n";
+static const char script_renew[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                   "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                                   "end\n"
+                                   "return 0\n";
 
-static const char script_release[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  return redis.call('DEL', KEYS[1])\n"
-    "end\n"
-    "return 0\n";
+static const char script_release[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                     "  return redis.call('DEL', KEYS[1])\n"
+                                     "end\n"
+                                     "return 0\n";
 
 /* One consistent snapshot: {owner or '', pttl, last token or '0'}. */
-static const char script_status[] =
-    "local o = redis.call('GET', KEYS[1])\n"
-    "local t = redis.call('GET', KEYS[2])\n"
-    "local p = redis.call('PTTL', KEYS[1])\n"
-    "if not o then o = '' end\n"
-    "if not t then t = '0' end\n"
-    "return {o, p, t}\n";
+static const char script_status[] = "local o = redis.call('GET', KEYS[1])\n"
+                                    "local t = redis.call('GET', KEYS[2])\n"
+                                    "local p = redis.call('PTTL', KEYS[1])\n"
+                                    "if not o then o = '' end\n"
+                                    "if not t then t = '0' end\n"
+                                    "return {o, p, t}\n";
 
 enum { SCRIPT_ACQUIRE, SCRIPT_RENEW, SCRIPT_RELEASE, SCRIPT_STATUS, SCRIPT_COUNT };
 
 static const char *const scripts[SCRIPT_COUNT] = {script_acquire, script_renew, script_release,
-                                                   script_status};
+                                                  script_status};
 
 struct fl_backend {
     redisContext *ctx; /* NULL when not connected */
@@ -269,8 +266,7 @@ static int redis_connect(struct fl_backend *b, uint64_t timeout_ms, char *err, s
         if ((r = command(b, 2, argv, NULL, err, errlen)) == NULL)
             goto out;
         if (r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "redis at %s refused SELECT %d: %s", b->address, b->db,
-                     r->str);
+            snprintf(err, errlen, "redis at %s refused SELECT %d: %s", b->address, b->db, r->str);
             goto out;
         }
     }
@@ -346,8 +342,8 @@ static int want_integer(struct fl_backend *b, redisReply *r, char *err, size_t e
     return 0;
 }
 
-static int redis_acquire(struct fl_backend *b, const char *name, const char *owner,
-                         uint64_t ttl_ms, uint64_t *token, char *err, size_t errlen)
+static int redis_acquire(struct fl_backend *b, const char *name, const char *owner, uint64_t ttl_ms,
+                         uint64_t *token, char *err, size_t errlen)
 {
     char ttl[24];
     const char *args[2] = {owner, ttl};

@@ -52,8 +52,8 @@ out:
     free(s);
 }
 
-int lf_cli(struct lf *f, char *const args[], char *const env[], char *out, size_t outlen,
-           char *err, size_t errlen, int timeout_ms)
+int lf_cli(struct lf *f, char *const args[], char *const env[], char *out, size_t outlen, char *err,
+           size_t errlen, int timeout_ms)
 {
     static int seq;
     const char *bin = ts_build_path("lockclient/fencelock");

@@ -9,10 +9,10 @@
 #include "ts_proc.h"
 
 struct lf {
-    char *dir;            /* malloc'd temp dir */
+    char *dir; /* malloc'd temp dir */
     int port;
     struct ts_proc redis;
-    char url[64];         /* redis://127.0.0.1:PORT */
+    char url[64]; /* redis://127.0.0.1:PORT */
 };
 
 /* Temp dir, free port, redis-server (extra args appended, may be NULL).
@@ -30,20 +30,20 @@ int lf_restart_redis(struct lf *f, char *const extra[]);
  * files and are returned NUL-terminated in out/err (truncated). Waits at most
  * timeout_ms. Returns the exit code, 128+sig if killed, or -1 on a fixture
  * error or timeout (the process is then killed). */
-int lf_cli(struct lf *f, char *const args[], char *const env[], char *out, size_t outlen,
-           char *err, size_t errlen, int timeout_ms);
+int lf_cli(struct lf *f, char *const args[], char *const env[], char *out, size_t outlen, char *err,
+           size_t errlen, int timeout_ms);
 
 /* Sends one RESP command (argv, NULL-terminated) to redis and returns the
  * first reply line in buf ("+OK", ":1", "$-1", ...). 0 / -1. */
 int lf_redis_cmd(struct lf *f, char *const argv[], char *buf, size_t len);
 
 /* Assert that dumps the redis log first, so a failure shows the server side. */
-#define lf_assert(f, cond, ...)                                                                   \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            ts_proc_dump_log(&(f)->redis);                                                        \
-            cr_assert_fail(__VA_ARGS__);                                                          \
-        }                                                                                         \
+#define lf_assert(f, cond, ...)                                                                    \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            ts_proc_dump_log(&(f)->redis);                                                         \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
     } while (0)
 
 #endif

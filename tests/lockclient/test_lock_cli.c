@@ -44,8 +44,8 @@ TestSuite(lockcli, .init = setup, .fini = teardown, .timeout = 60);
 static char OUT[4096], ERR[4096];
 
 /* Runs fencelock --backend URL args... ; returns the exit code. */
-#define CLI(...)                                                                                  \
-    lf_cli(&F, (char *[]){"--backend", F.url, __VA_ARGS__, NULL}, NULL, OUT, sizeof OUT, ERR,     \
+#define CLI(...)                                                                                   \
+    lf_cli(&F, (char *[]){"--backend", F.url, __VA_ARGS__, NULL}, NULL, OUT, sizeof OUT, ERR,      \
            sizeof ERR, 15000)
 
 static int matches(const char *text, const char *re)
@@ -161,8 +161,8 @@ Test(lockcli, usage_errors_exit_2)
     cr_expect_eq(lf_cli(&F, (char *[]){"--backend", "etcd://h:1", "status", "x", NULL}, NULL, OUT,
                         sizeof OUT, ERR, sizeof ERR, 15000),
                  2, "unsupported scheme");
-    cr_expect_eq(lf_cli(&F, (char *[]){"--bogus", "status", "x", NULL}, NULL, OUT, sizeof OUT,
-                        ERR, sizeof ERR, 15000),
+    cr_expect_eq(lf_cli(&F, (char *[]){"--bogus", "status", "x", NULL}, NULL, OUT, sizeof OUT, ERR,
+                        sizeof ERR, 15000),
                  2);
     /* Nothing was acquired by any of these. */
     cr_expect_eq(CLI("status", "x"), 0);
@@ -181,15 +181,15 @@ Test(lockcli, backend_down_exits_69_naming_the_address)
         const char *cmds[][3] = {{"acquire", "x", NULL}, {"status", "x", NULL}};
 
         for (int i = 0; i < 2; i++) {
-            rc = lf_cli(&F, (char *[]){"--backend", url, (char *)cmds[i][0], "x", NULL}, NULL,
-                        OUT, sizeof OUT, ERR, sizeof ERR, 15000);
+            rc = lf_cli(&F, (char *[]){"--backend", url, (char *)cmds[i][0], "x", NULL}, NULL, OUT,
+                        sizeof OUT, ERR, sizeof ERR, 15000);
             cr_expect_eq(rc, 69, "%s: exit %d", cmds[i][0], rc);
             cr_expect(strstr(ERR, addr) != NULL, "%s: message lacks %s: '%s'", cmds[i][0], addr,
                       ERR);
         }
     }
-    rc = lf_cli(&F, (char *[]){"--backend", url, "release", "x", "--owner", "o", NULL}, NULL,
-                OUT, sizeof OUT, ERR, sizeof ERR, 15000);
+    rc = lf_cli(&F, (char *[]){"--backend", url, "release", "x", "--owner", "o", NULL}, NULL, OUT,
+                sizeof OUT, ERR, sizeof ERR, 15000);
     cr_expect_eq(rc, 69);
     rc = lf_cli(&F, (char *[]){"--backend", url, "run", "x", "--", "/usr/bin/touch", marker, NULL},
                 NULL, OUT, sizeof OUT, ERR, sizeof ERR, 15000);
@@ -206,8 +206,8 @@ Test(lockcli, run_sets_environment_releases_and_passes_exit_status)
     int rc;
 
     snprintf(envfile, sizeof envfile, "%s/env", F.dir);
-    snprintf(script, sizeof script,
-             "echo \"$FENCE_TOKEN $FENCE_LOCK $FENCE_OWNER\" > %s; exit 3", envfile);
+    snprintf(script, sizeof script, "echo \"$FENCE_TOKEN $FENCE_LOCK $FENCE_OWNER\" > %s; exit 3",
+             envfile);
     rc = CLI("run", "/objects/r", "--ttl", "2s", "--", "/bin/sh", "-c", script);
     lf_assert(&F, rc == 3, "run exit %d, want 3: %s", rc, ERR);
     text = ts_read_file(envfile, NULL);
@@ -337,8 +337,7 @@ static void sigstop_past_ttl(int other_takes_lock)
     {
         char *log = ts_read_file(run.log, NULL);
 
-        cr_expect(log && strstr(log, "lost lock") != NULL, "no loss message: %s",
-                  log ? log : "");
+        cr_expect(log && strstr(log, "lost lock") != NULL, "no loss message: %s", log ? log : "");
         free(log);
     }
     fl_lease_free(&other);
@@ -362,8 +361,7 @@ Test(lockcli, run_forwards_sigterm_to_the_command)
     int status = 0;
 
     snprintf(pidfile, sizeof pidfile, "%s/child.pid", F.dir);
-    snprintf(script, sizeof script,
-             "trap 'exit 7' TERM; echo $$ > %s; sleep 30 & wait", pidfile);
+    snprintf(script, sizeof script, "trap 'exit 7' TERM; echo $$ > %s; sleep 30 & wait", pidfile);
     start_run(&run, "/objects/fwd", "2s", script);
     wait_pidfile(pidfile, &run);
     cr_assert_eq(ts_proc_signal(&run, SIGTERM), 0);

@@ -374,8 +374,8 @@ Test(locklib, mutual_exclusion_under_contention)
 
         if (ts_proc_wait(&p, 60000, &st) < 0)
             ts_proc_stop(&p, SIGKILL, 1000);
-        lf_assert(&F, WIFEXITED(st) && WEXITSTATUS(st) == 0, "contender %d failed: status %d",
-                  i, st);
+        lf_assert(&F, WIFEXITED(st) && WEXITSTATUS(st) == 0, "contender %d failed: status %d", i,
+                  st);
     }
     text = ts_read_file(path, NULL);
     cr_assert_not_null(text);
@@ -421,8 +421,8 @@ Test(locklib, unreachable_backend_is_reported_with_address)
     cr_assert_not_null(c);
     cr_expect_eq(fl_acquire(c, "x", 1000, 5000, &l), FL_ERR_BACKEND);
     cr_expect_null(l);
-    cr_expect(strstr(fl_client_error(c), addr) != NULL, "message '%s' lacks %s",
-              fl_client_error(c), addr);
+    cr_expect(strstr(fl_client_error(c), addr) != NULL, "message '%s' lacks %s", fl_client_error(c),
+              addr);
     cr_expect_eq(fl_status(c, "x", &st), FL_ERR_BACKEND);
     cr_expect_eq(fl_release_owner(c, "x", "o"), FL_ERR_BACKEND);
     fl_client_free(&c);
@@ -474,8 +474,7 @@ static void teardown_pw(void)
     lf_teardown(&P);
 }
 
-Test(lockauth, password_and_database_from_url, .init = setup_pw, .fini = teardown_pw,
-     .timeout = 30)
+Test(lockauth, password_and_database_from_url, .init = setup_pw, .fini = teardown_pw, .timeout = 30)
 {
     char good[96], bad[96], buf[64];
     struct fl_client *c, *d;

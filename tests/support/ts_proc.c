@@ -204,9 +204,10 @@ const char *ts_find_binary(const char *name)
     if (found == NULL) {
         const char *pkg = package_hint(name);
 
-        fprintf(stderr, "ts_find_binary: '%s' not found in PATH, /usr/sbin, /usr/local/sbin "
-                        "or /sbin; install the Debian package %s\n", name,
-                pkg ? pkg : "that provides it (apt-file search)");
+        fprintf(stderr,
+                "ts_find_binary: '%s' not found in PATH, /usr/sbin, /usr/local/sbin "
+                "or /sbin; install the Debian package %s\n",
+                name, pkg ? pkg : "that provides it (apt-file search)");
         return NULL;
     }
     return cache_put(bin_cache, name, found);
@@ -232,8 +233,8 @@ const char *ts_build_path(const char *rel)
     return cache_put(path_cache, rel, p);
 }
 
-int ts_proc_start(struct ts_proc *p, const char *name, char *const argv[],
-                  char *const extra_env[], const char *logpath)
+int ts_proc_start(struct ts_proc *p, const char *name, char *const argv[], char *const extra_env[],
+                  const char *logpath)
 {
     pid_t pid;
 
@@ -374,8 +375,8 @@ int ts_proc_stop(struct ts_proc *p, int sig, int timeout_ms)
     while ((e = exited_nowait(p->pid)) == 0 && ts_now_ms() < deadline)
         ts_sleep_ms(5);
     if (e == 0) {
-        fprintf(stderr, "ts_proc_stop(%s): pid %d ignored signal %d for %d ms, killing\n",
-                p->name, (int)p->pid, sig, timeout_ms);
+        fprintf(stderr, "ts_proc_stop(%s): pid %d ignored signal %d for %d ms, killing\n", p->name,
+                (int)p->pid, sig, timeout_ms);
         kill(-p->pid, SIGKILL);
         kill(p->pid, SIGKILL);
         deadline = ts_now_ms() + 5000;
@@ -557,10 +558,10 @@ int ts_redis_start_args(struct ts_proc *p, const char *dir, int port, char *cons
     snprintf(portstr, sizeof portstr, "%d", port);
     snprintf(log, sizeof log, "%s/redis.log", dir);
     {
-        char *base[] = {(char *)bin,  "--port",      portstr,  "--bind",    "127.0.0.1",
-                        "--dir",      (char *)dir,   "--save", "",          "--appendonly",
-                        "no",         "--daemonize", "no",     "--logfile", "",
-                        NULL};
+        char *base[] = {(char *)bin, "--port",       portstr,     "--bind",
+                        "127.0.0.1", "--dir",        (char *)dir, "--save",
+                        "",          "--appendonly", "no",        "--daemonize",
+                        "no",        "--logfile",    "",          NULL};
 
         for (int i = 0; base[i]; i++)
             argv[n++] = base[i];

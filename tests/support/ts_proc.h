@@ -46,8 +46,8 @@ struct ts_proc {
  * NULL-terminated list of "K=V" added to the inherited environment, or NULL.
  * argv, extra_env and logpath are borrowed for the call. Returns 0 (p->pid
  * set) or -1. An exec failure shows as exit status 127 plus a line in the log. */
-int ts_proc_start(struct ts_proc *p, const char *name, char *const argv[],
-                  char *const extra_env[], const char *logpath);
+int ts_proc_start(struct ts_proc *p, const char *name, char *const argv[], char *const extra_env[],
+                  const char *logpath);
 
 /* Sends sig to the process (not its group). 0 / -1 (also if pid is 0). */
 int ts_proc_signal(struct ts_proc *p, int sig);
