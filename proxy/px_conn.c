@@ -301,6 +301,9 @@ static void audit(struct px_conn *c, struct px_req *r, const char *event)
         ev.token = r->dec.token;
     }
     ev.highest = r->dec.highest;
+    if ((r->dec.verdict == POL_MISSING || r->dec.verdict == POL_MALFORMED) &&
+        px_fence_peek(c->ctx->fence, r->dec.resource, r->dec.resource_len, &ev.highest) < 0)
+        ev.highest = 0; /* not cached: never looked up for a request refused from its head */
     ev.method = r->h.method;
     ev.method_len = r->h.method_len;
     ev.path = r->h.target;
