@@ -152,7 +152,7 @@ static void run_batch(struct lmdb_store *ls, struct pol_store_req *batch)
         }
         r->highest = cur;
     }
-    /* S1: the commit (write + fsync) returns before any completion is
+    /* S2: the commit (write + fsync) returns before any completion is
      * posted, so no advance is acknowledged before it is durable. */
     what = "commit";
     if (n_adv > 0)
