@@ -271,6 +271,8 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
     }
     if (highest > r->durable)
         r->durable = highest;
+    if (highest > r->highest)
+        r->highest = highest; /* raised elsewhere: what waits below it is stale (S1) */
     release_waiting(r);
 }
 
