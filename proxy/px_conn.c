@@ -583,6 +583,7 @@ static void response_done(struct px_conn *c)
     r->upstream_s = ts_diff(&r->t_fwd, &now);
     px_stats_observe(PX_H_UPSTREAM_DURATION, r->upstream_s);
     px_stats_request(r->route_idx, PX_OUT_FORWARDED);
+    px_stats_add(PX_ST_BYTES_OUT, r->bytes_out);
     release_upstream(c, r->resp_keepalive && r->body_done);
     access_log(c, r);
     close = !c->keep_alive || !r->body_done || c->ctx->shutting_down || r->rbody == PX_H1_BODY_EOF;
