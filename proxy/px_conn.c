@@ -812,6 +812,12 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         c->state = C_FORWARD;
         set_timer(c, T_OFF, 0);
+        /* The connect deadline ends here: the response deadline starts once
+         * the request body is complete, as on a pooled connection. */
+        if (r->body_done)
+            set_up_timeout(c);
+        else
+            bufferevent_set_timeouts(bev, NULL, NULL);
         return; /* forwarding was queued before the connect finished */
     }
     if (what & BEV_EVENT_TIMEOUT) {
