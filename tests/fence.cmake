@@ -1,3 +1,4 @@
 # Fencing through the real proxy binary (issue 4).
 fence_test(test_fence SOURCES fence/test_fence.c LIBS fencetestsupport TIMEOUT 300)
 fence_test(test_crash SOURCES fence/test_crash.c LIBS fencetestsupport Threads::Threads TIMEOUT 300)
+fence_test(test_admin SOURCES fence/test_admin.c LIBS fencetestsupport TIMEOUT 120)
