@@ -122,7 +122,11 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
     px_log_info("signal %d: stopping; draining %zu connection(s) for up to %llu ms", (int)sig,
                 ctx->n_conns, (unsigned long long)ctx->cfg->shutdown_grace_ms);
     ctx->shutting_down = 1;
-    evconnlistener_disable(ctx->listener);
+    /* Close the socket rather than only stop accepting: the kernel would
+     * keep completing handshakes into the backlog, and those clients would
+     * wait for the whole drain before a reset. Closed, they are refused. */
+    evconnlistener_free(ctx->listener);
+    ctx->listener = NULL;
     px_admin_free(ctx->admin);
     ctx->admin = NULL;
     px_conn_drain_all(ctx);
