@@ -2,3 +2,6 @@
 fence_test(test_fence SOURCES fence/test_fence.c LIBS fencetestsupport TIMEOUT 300)
 fence_test(test_crash SOURCES fence/test_crash.c LIBS fencetestsupport Threads::Threads TIMEOUT 300)
 fence_test(test_admin SOURCES fence/test_admin.c LIBS fencetestsupport TIMEOUT 120)
+foreach(t test_fence test_crash test_admin)
+  add_dependencies(${t} fenceproxy)
+endforeach()

@@ -1,14 +1,12 @@
 # lockclient tests: libfencelock and the fencelock CLI against a real
 # redis-server that each test starts on its own free loopback port.
-if(TARGET fencetestsupport AND TARGET fencelock_lib)
-  fence_test(test_lock_lib
-    SOURCES lockclient/test_lock_lib.c lockclient/lock_fixture.c
-    LIBS fencetestsupport fencelock_lib
-    TIMEOUT 180)
-  fence_test(test_lock_cli
-    SOURCES lockclient/test_lock_cli.c lockclient/lock_fixture.c
-    LIBS fencetestsupport fencelock_lib
-    TIMEOUT 180)
-  # The CLI tests run the real binary from the build tree.
-  add_dependencies(test_lock_cli fencelock)
-endif()
+fence_test(test_lock_lib
+  SOURCES lockclient/test_lock_lib.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 180)
+fence_test(test_lock_cli
+  SOURCES lockclient/test_lock_cli.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 180)
+# The CLI tests run the real binary from the build tree.
+add_dependencies(test_lock_cli fencelock)
