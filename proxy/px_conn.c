@@ -602,7 +602,7 @@ static void upstream_failed(struct px_conn *c, int status, const char *why)
 
     px_clog_warn(c->id, c->peer, "upstream: %s", why);
     px_stats_request(r->route_idx, PX_OUT_UPSTREAM_ERROR);
-    if (status == 504 && r->fenced && r->up != NULL && r->ticket.state != 0) {
+    if (status == 504 && c->state == C_FORWARD && r->fenced && r->up != NULL) {
         px_stats_inc(PX_ST_INFLIGHT_TIMEOUTS);
         audit(c, r, "inflight_timeout"); /* the outcome upstream is unknown */
     }
