@@ -1188,6 +1188,14 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
         bufferevent_disable(bev, EV_READ);
         return;
     }
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state == C_HEAD &&
+        r == NULL && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
+        /* Half-close seen just after the last response was queued (reading
+         * resumed for the next head): deliver that response, then close. */
+        c->client_eof = 1;
+        close_after_write(c);
+        return;
+    }
     if (r != NULL && r->up != NULL)
         px_clog_info(c->id, c->peer, "client went away during %.*s %.*s", (int)r->h.method_len,
                      r->h.method, (int)r->h.target_len, r->h.target);
