@@ -5,12 +5,14 @@
  * reused), 504 when it does not answer or cannot be reached in time, 503
  * beyond max_connections. */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -276,5 +278,63 @@ Test(timeouts, max_connections_503)
     cr_assert_eq(ts_http_get(pxt.px.port, "/d", &r), 200);
     ts_resp_free(&r);
     close(b);
+    pxt_pass();
+}
+
+static int count_fds(pid_t pid)
+{
+    char path[64];
+    struct dirent *e;
+    DIR *d;
+    int n = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    d = opendir(path);
+    cr_assert_not_null(d);
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Out of descriptors, accept() fails with EMFILE: the proxy pauses accepting
+ * and goes on; once descriptors free up, it serves again. */
+Test(timeouts, emfile_does_not_kill_the_loop)
+{
+    struct rlimit lim, old;
+    struct ts_resp r;
+    int fds[40], n = 0, served = 0;
+
+    pxt_setup(NULL);
+    ts_sleep_ms(100);
+    cr_assert_eq(prlimit(pxt.px.proc.pid, RLIMIT_NOFILE, NULL, &old), 0, "prlimit");
+    lim = old;
+    lim.rlim_cur = (rlim_t)count_fds(pxt.px.proc.pid) + 4; /* the soft limit only */
+    cr_assert_eq(prlimit(pxt.px.proc.pid, RLIMIT_NOFILE, &lim, NULL), 0, "prlimit");
+    for (; n < 40; n++) {
+        fds[n] = ts_connect(pxt.px.port);
+        cr_assert_geq(fds[n], 0);
+        (void)ts_send_all(fds[n], "GET /e HTTP/1.1\r\nHost: a\r\n\r\n", 29);
+    }
+    ts_sleep_ms(300);
+    cr_assert(ts_proc_alive(&pxt.px.proc), "the proxy died of EMFILE");
+    {
+        char *log = ts_read_file(pxt.px.proc.log, NULL);
+        cr_assert(log != NULL && strstr(log, "accept: ") != NULL,
+                  "no accept failure logged: the limit was not reached");
+        free(log);
+    }
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    cr_assert_eq(prlimit(pxt.px.proc.pid, RLIMIT_NOFILE, &old, NULL), 0, "prlimit");
+    /* The kernel's queue still holds closed connections; serve until ours. */
+    for (int i = 0; i < 20 && !served; i++) {
+        if (ts_http_get(pxt.px.port, "/after", &r) == 200)
+            served = 1;
+        ts_resp_free(&r);
+    }
+    cr_assert(served, "not serving after descriptors were freed");
+    cr_assert(ts_proc_alive(&pxt.px.proc));
     pxt_pass();
 }
