@@ -57,11 +57,7 @@ static int ieq_n(const char *a, size_t an, const char *b, size_t bn)
 
 static int ieq(const char *s, size_t n, const char *name)
 {
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (name[i] == '\0' || lower((unsigned char)s[i]) != lower((unsigned char)name[i]))
-            return 0;
-    return name[i] == '\0';
+    return ieq_n(s, n, name, strlen(name));
 }
 
 int px_h1_name_is(const struct px_h1_field *f, const char *name)

@@ -105,6 +105,13 @@ static void head_all(int is_req, int head_req, const struct px_h1_limits *lim, c
     px_h1_parser_init(&pw, is_req, head_req, lim);
     out->st = px_h1_parse_head(&pw, in, len, &out->h);
     head_check(&pw, in, len, out);
+    if (out->st != PX_H1_NEED_MORE) {
+        /* A decided parser repeats its answer. */
+        struct px_h1_head again;
+        CHECK(px_h1_parse_head(&pw, in, len, &again) == out->st);
+        CHECK(out->st != PX_H1_DONE || again.head_len == out->h.head_len);
+        CHECK(out->st != PX_H1_ERROR || again.error_status == out->h.error_status);
+    }
 
     /* Split: the prefix in its own exactly sized buffer, so reading past
      * the bytes received so far is caught by ASan. */
