@@ -145,7 +145,8 @@ void px_h1_chunked_init(struct px_h1_chunked *c);
  * Returns NEED_MORE, DONE (last chunk and trailer section ended; bytes after
  * *consumed belong to the next message) or ERROR (c->error set). Data is only
  * ever returned with NEED_MORE, and NEED_MORE with len > 0 always consumes
- * at least one byte; DONE and ERROR are sticky (consumed 0). Chunk extensions
+ * at least one byte. After DONE or ERROR, later calls return the same with
+ * *consumed 0. Chunk extensions
  * may be preceded by BWS ("5 ;x=1"); whitespace before the CRLF without an
  * extension is refused. Refused: a size line with a
  * sign, "0x", leading whitespace, junk, more than 16 hex digits, bare LF or
