@@ -489,6 +489,20 @@ static void set_up_timeout(struct px_conn *c)
     bufferevent_set_timeouts(c->req->up->bev, &tv, NULL);
 }
 
+/* While the request body streams: no response deadline yet, but an upstream
+ * that stops taking bytes for upstream_timeout fails the exchange (504);
+ * otherwise a stalled upload would hold both connections forever, since the
+ * paused client side has no timer running. */
+static void set_up_send_timeout(struct px_conn *c)
+{
+    struct timeval tv;
+    uint64_t ms = c->ctx->cfg->upstream_timeout_ms;
+
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    bufferevent_set_timeouts(c->req->up->bev, NULL, &tv);
+}
+
 static void request_body_done(struct px_conn *c)
 {
     struct px_req *r = c->req;
@@ -817,7 +831,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
         if (r->body_done)
             set_up_timeout(c);
         else
-            bufferevent_set_timeouts(bev, NULL, NULL);
+            set_up_send_timeout(c);
         return; /* forwarding was queued before the connect finished */
     }
     if (what & BEV_EVENT_TIMEOUT) {
@@ -888,6 +902,8 @@ static void forward(struct px_conn *c)
     bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, c);
     bufferevent_setwatermark(u->bev, EV_WRITE, PX_BUF_LOW, 0);
     bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+    if (c->state == C_FORWARD) /* pooled; a new one gets it once connected */
+        set_up_send_timeout(c);
     px_h1_parser_init(&r->rp, 0, r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4),
                       &c->ctx->lim);
     write_request_head(c, r, bufferevent_get_output(u->bev));
