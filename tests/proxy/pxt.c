@@ -49,7 +49,7 @@ void pxt_teardown(void)
     int status = 0, stopped = pxt.px.proc.pid > 0, sanitizer;
 
     if (stopped)
-        status = ts_proxy_stop(&pxt.px, SIGTERM);
+        status = ts_proc_stop(&pxt.px.proc, SIGTERM, 15000); /* > the 10 s default grace */
     sanitizer = log_has_sanitizer_report();
     if (sanitizer || (stopped && status != 0))
         pxt.passed = 0;

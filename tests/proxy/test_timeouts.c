@@ -7,6 +7,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -336,5 +337,52 @@ Test(timeouts, emfile_does_not_kill_the_loop)
     }
     cr_assert(served, "not serving after descriptors were freed");
     cr_assert(ts_proc_alive(&pxt.px.proc));
+    pxt_pass();
+}
+
+/* An upstream that accepts but never reads: the upload stalls once the
+ * buffers are full. The proxy must give up after upstream_timeout (504)
+ * rather than hold the client and the connection forever. */
+Test(timeouts, upstream_not_reading_body_504)
+{
+    struct sockaddr_in a;
+    socklen_t alen = sizeof(a);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), fd, flags;
+    static char chunk[65536];
+    struct ts_resp r;
+    long long t0;
+    size_t sent = 0;
+
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(lfd, 8), 0); /* the kernel completes the handshake; nobody reads */
+    cr_assert_eq(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+    pxt_setup_port(ntohs(a.sin_port), SHORT);
+    fd = pxt_connect();
+    pxt_sends(fd, "PUT /stall HTTP/1.1\r\nHost: a\r\nContent-Length: 1073741824\r\n\r\n");
+    flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    t0 = ts_now_ms();
+    /* Push until nothing more goes out for a while (or a response comes). */
+    for (long long idle_since = ts_now_ms(); ts_now_ms() - idle_since < 300;) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        ssize_t k = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+        if (k > 0) {
+            sent += (size_t)k;
+            idle_since = ts_now_ms();
+        } else {
+            ts_sleep_ms(10);
+        }
+        if (poll(&pfd, 1, 0) > 0 || ts_now_ms() - t0 > 20000)
+            break;
+    }
+    cr_assert_eq(ts_http_read(fd, &r, 5000, 0), 0, "no answer %lld ms after the upload stalled"
+                 " (%zu bytes sent)", ts_now_ms() - t0, sent);
+    cr_assert_eq(r.status, 504, "status %d", r.status);
+    ts_resp_free(&r);
+    close(fd);
+    close(lfd);
     pxt_pass();
 }
