@@ -108,6 +108,7 @@ static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 static void up_read_cb(struct bufferevent *bev, void *arg);
 static void up_write_cb(struct bufferevent *bev, void *arg);
+static void respond_bad_body(struct px_conn *c);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void start_head(struct px_conn *c);
 static void process_head(struct px_conn *c);
@@ -515,17 +516,58 @@ static void request_body_done(struct px_conn *c)
         set_up_timeout(c);
 }
 
-/* Moves request body bytes from the client to the upstream. Returns -1 when
- * the body is malformed (the caller answers 400 and closes). */
+/* Decodes up to PX_CHUNK_RUN bytes of a chunked body from in and appends
+ * the data to out, as chunks again when rechunk is set (the framing the
+ * other side sees is always our own). Sets *used to the bytes drained from in
+ * and *data to the body bytes passed on. Returns the decoder's status: DONE
+ * after the last chunk (the terminating chunk is written when rechunk), or
+ * ERROR (nothing more may be relayed). */
+static enum px_h1_status relay_chunked(struct px_h1_chunked *dec, struct evbuffer *in,
+                                       struct evbuffer *out, int rechunk, size_t *used,
+                                       uint64_t *data)
+{
+    size_t avail = evbuffer_get_length(in);
+    size_t n = avail < PX_CHUNK_RUN ? avail : PX_CHUNK_RUN;
+    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
+    size_t consumed, off, dlen;
+    enum px_h1_status st = PX_H1_NEED_MORE;
+
+    *used = 0;
+    *data = 0;
+    while (*used < n) {
+        st = px_h1_chunked_feed(dec, p + *used, n - *used, &consumed, &off, &dlen);
+        if (st == PX_H1_ERROR)
+            return st;
+        if (dlen > 0) {
+            if (rechunk)
+                evbuffer_add_printf(out, "%zx\r\n", dlen);
+            evbuffer_add(out, p + *used + off, dlen);
+            if (rechunk)
+                evbuffer_add(out, "\r\n", 2);
+            *data += dlen;
+        }
+        *used += consumed;
+        if (st == PX_H1_DONE)
+            break;
+    }
+    evbuffer_drain(in, *used);
+    if (st == PX_H1_DONE && rechunk)
+        evbuffer_add(out, "0\r\n\r\n", 5);
+    return st;
+}
+
+/* Moves request body bytes from the client to the upstream until the input
+ * is empty, the body is complete or the upstream's output is full. Each round
+ * consumes at least one byte, so the loop is bounded by the input. Returns
+ * -1 when the body is malformed (the caller answers 400 and closes). */
 static int pump_request_body(struct px_conn *c)
 {
     struct px_req *r = c->req;
     struct evbuffer *in = bufferevent_get_input(c->bev);
     struct evbuffer *out = bufferevent_get_output(r->up->bev);
     size_t avail;
-    unsigned rounds = 0;
 
-    while (!r->body_done && (avail = evbuffer_get_length(in)) > 0 && rounds++ < 64) {
+    while (!r->body_done && !c->paused_client && (avail = evbuffer_get_length(in)) > 0) {
         if (r->h.body == PX_H1_BODY_LENGTH) {
             size_t n = avail < r->body_left ? avail : (size_t)r->body_left;
             evbuffer_remove_buffer(in, out, n);
@@ -534,34 +576,17 @@ static int pump_request_body(struct px_conn *c)
             if (r->body_left == 0)
                 request_body_done(c);
         } else {
-            size_t n = avail < PX_CHUNK_RUN ? avail : PX_CHUNK_RUN;
-            const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
-            size_t used = 0, consumed, off, dlen;
-            enum px_h1_status st = PX_H1_NEED_MORE;
-            while (used < n) {
-                st = px_h1_chunked_feed(&r->chunk, p + used, n - used, &consumed, &off, &dlen);
-                if (st == PX_H1_ERROR)
-                    return -1;
-                if (dlen > 0) {
-                    evbuffer_add_printf(out, "%zx\r\n", dlen);
-                    evbuffer_add(out, p + used + off, dlen);
-                    evbuffer_add(out, "\r\n", 2);
-                }
-                used += consumed;
-                if (st == PX_H1_DONE)
-                    break;
-            }
-            evbuffer_drain(in, used);
+            size_t used;
+            uint64_t data;
+            enum px_h1_status st = relay_chunked(&r->chunk, in, out, 1, &used, &data);
+            if (st == PX_H1_ERROR)
+                return -1;
             px_stats_add(PX_ST_BYTES_IN, used);
-            if (st == PX_H1_DONE) {
-                evbuffer_add(out, "0\r\n\r\n", 5);
+            if (st == PX_H1_DONE)
                 request_body_done(c);
-            }
         }
         if (!r->body_done)
             pause_if_full(c->bev, r->up->bev, &c->paused_client);
-        if (c->paused_client)
-            break;
     }
     return 0;
 }
@@ -721,21 +746,21 @@ out:
     return rc;
 }
 
-/* Moves response body bytes to the client. Returns 1 when the response is
- * complete, 0 when more is expected, -1 after a failure. */
+/* Moves response body bytes to the client until the input is empty, the
+ * body is complete or the client's output is full. Returns 1 when the
+ * response is complete, 0 when more is expected, -1 after a failure. */
 static int pump_response_body(struct px_conn *c)
 {
     struct px_req *r = c->req;
     struct evbuffer *in = bufferevent_get_input(r->up->bev);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t avail;
-    unsigned rounds = 0;
 
     if (r->rbody == PX_H1_BODY_NONE)
         return 1;
     if (r->rbody == PX_H1_BODY_LENGTH && r->rbody_left == 0)
         return 1;
-    while ((avail = evbuffer_get_length(in)) > 0 && rounds++ < 64) {
+    while (!c->paused_up && (avail = evbuffer_get_length(in)) > 0) {
         if (r->rbody == PX_H1_BODY_LENGTH) {
             size_t n = avail < r->rbody_left ? avail : (size_t)r->rbody_left;
             evbuffer_remove_buffer(in, out, n);
@@ -747,38 +772,19 @@ static int pump_response_body(struct px_conn *c)
             r->bytes_out += avail;
             evbuffer_remove_buffer(in, out, avail);
         } else {
-            size_t n = avail < PX_CHUNK_RUN ? avail : PX_CHUNK_RUN;
-            const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
-            size_t used = 0, consumed, off, dlen;
-            enum px_h1_status st = PX_H1_NEED_MORE;
-            while (used < n) {
-                st = px_h1_chunked_feed(&r->rchunk, p + used, n - used, &consumed, &off, &dlen);
-                if (st == PX_H1_ERROR) {
-                    upstream_failed(c, 502, "malformed chunked response body");
-                    return -1;
-                }
-                if (dlen > 0) {
-                    if (r->rchunked_out)
-                        evbuffer_add_printf(out, "%zx\r\n", dlen);
-                    evbuffer_add(out, p + used + off, dlen);
-                    if (r->rchunked_out)
-                        evbuffer_add(out, "\r\n", 2);
-                    r->bytes_out += dlen;
-                }
-                used += consumed;
-                if (st == PX_H1_DONE)
-                    break;
+            size_t used;
+            uint64_t data;
+            enum px_h1_status st = relay_chunked(&r->rchunk, in, out, r->rchunked_out, &used,
+                                                 &data);
+            r->bytes_out += data;
+            if (st == PX_H1_ERROR) {
+                upstream_failed(c, 502, "malformed chunked response body");
+                return -1;
             }
-            evbuffer_drain(in, used);
-            if (st == PX_H1_DONE) {
-                if (r->rchunked_out)
-                    evbuffer_add(out, "0\r\n\r\n", 5);
+            if (st == PX_H1_DONE)
                 return 1;
-            }
         }
         pause_if_full(r->up->bev, c->bev, &c->paused_up);
-        if (c->paused_up)
-            break;
     }
     return 0;
 }
@@ -813,6 +819,9 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
     if (evbuffer_get_length(bufferevent_get_output(bev)) <= PX_BUF_LOW) {
         c->paused_client = 0;
         bufferevent_enable(c->bev, EV_READ);
+        /* Bytes already buffered raise no read event: move them now. */
+        if (c->req->up != NULL && pump_request_body(c) < 0)
+            respond_bad_body(c);
     }
 }
 
@@ -1186,6 +1195,7 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
         evbuffer_get_length(bufferevent_get_output(bev)) <= PX_BUF_LOW) {
         c->paused_up = 0;
         bufferevent_enable(r->up->bev, EV_READ);
+        up_read_cb(r->up->bev, c); /* bytes already buffered raise no read event */
     }
 }
 
