@@ -77,10 +77,7 @@ static int buf_append(char **buf, size_t *blen, size_t *bcap, const char *s, siz
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when it is
- * not one: overlong forms, surrogates and code points past U+10FFFF count as
- * invalid, so the output never carries them. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t pol_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp_out)
 {
     size_t need;
     uint32_t cp, min;
@@ -103,6 +100,8 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     }
     if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
         return 0;
+    if (cp_out != NULL)
+        *cp_out = cp;
     return need;
 }
 
@@ -141,7 +140,7 @@ int pol_json_append_escaped(char **buf, size_t *blen, size_t *bcap, const char *
         case '\f': esc[1] = 'f'; break;
         default:
             if (c >= 0x80) {
-                size_t u = utf8_len(p + i, len - i);
+                size_t u = pol_utf8_decode(p + i, len - i, NULL);
                 if (u > 0) {
                     out = s + i;
                     olen = u;

@@ -74,4 +74,10 @@ void pol_response_clear(struct pol_response *r);
 int pol_json_append_escaped(char **buf, size_t *blen, size_t *bcap,
                             const char *s, size_t len);
 
+/* Length of the valid multi-byte UTF-8 sequence at s (at most n bytes), or
+ * 0 when it is not one (ASCII included: callers handle it first). Overlong
+ * forms, surrogates and code points past U+10FFFF count as invalid. Sets
+ * *cp_out (may be NULL) to the code point. */
+size_t pol_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp_out);
+
 #endif

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pol_decide.h"
 #include "px_audit.h"
 
 #define MAX_FIELDS 32
@@ -52,44 +53,16 @@ static int hexval(int c)
     return -1;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), 0 if none:
- * overlong forms, surrogates and values past U+10FFFF are invalid. */
+/* Length of the valid UTF-8 sequence at s (n bytes available), ASCII
+ * included, or 0 if none (see pol_utf8_decode). */
 static size_t utf8_seq(const unsigned char *s, size_t n, unsigned long *cp_out)
 {
-    size_t need;
-    unsigned long cp, min;
+    uint32_t cp = s[0];
+    size_t k = s[0] < 0x80 ? 1 : pol_utf8_decode(s, n, &cp);
 
-    if (s[0] < 0x80) {
-        need = 1;
-        cp = s[0];
-        min = 0;
-    } else if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-        need = 2;
-        cp = s[0] & 0x1F;
-        min = 0x80;
-    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-        need = 3;
-        cp = s[0] & 0x0F;
-        min = 0x800;
-    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-        need = 4;
-        cp = s[0] & 0x07;
-        min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < need)
-        return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    if (cp_out != NULL)
+    if (k > 0 && cp_out != NULL)
         *cp_out = cp;
-    return need;
+    return k;
 }
 
 static int parse_string(struct jp *p, const char **raw, size_t *len)
