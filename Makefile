@@ -1,7 +1,7 @@
 # Thin wrapper over CMake and the scripts; the scripts are the real interface.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all asan test run clean fuzz bench
+.PHONY: all asan test run clean fuzz bench demo
 
 all:
 	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFENCE_SANITIZE=OFF
@@ -16,6 +16,9 @@ test:
 
 run:
 	./scripts/run.sh
+
+demo:
+	./scripts/demo.sh
 
 # Build trees only; run/ holds the data and token store of scripts/run.sh.
 clean:
