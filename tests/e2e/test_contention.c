@@ -85,7 +85,11 @@ static void setup(void)
     passed = 0;
     frozen = 0;
     memset(workers, 0, sizeof workers);
-    cr_assert_eq(e2e_start(&e, "contention"), 0, "the servers did not start (see above)");
+    /* A failed .init may skip .fini: clean up here first. */
+    if (e2e_start(&e, "contention") < 0) {
+        e2e_stop(&e, 1);
+        cr_assert_fail("the servers did not start (see above)");
+    }
 }
 
 static void teardown(void)
