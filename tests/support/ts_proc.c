@@ -69,29 +69,36 @@ static const char *cache_get(struct ts_cache_entry *c, const char *key)
     return NULL;
 }
 
+/* Ports are drawn below the kernel's ephemeral range (32768-60999 by
+ * default), so that an outgoing connection of another test cannot take the
+ * port between this check and the server's bind; a random start keeps
+ * parallel tests apart, and each candidate is checked by binding it. */
 int ts_free_port(void)
 {
+    static unsigned seed;
     struct sockaddr_in sa;
-    socklen_t sl = sizeof sa;
-    int fd, port = -1;
+    int port = -1;
 
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) {
-        fprintf(stderr, "ts_free_port: socket: %s\n", strerror(errno));
-        goto out;
-    }
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) < 0) {
-        fprintf(stderr, "ts_free_port: bind/getsockname: %s\n", strerror(errno));
-        goto out;
-    }
-    port = ntohs(sa.sin_port);
-out:
-    if (fd >= 0)
+    if (seed == 0)
+        seed = (unsigned)getpid() ^ (unsigned)ts_now_ms();
+    for (int tries = 0; tries < 200 && port < 0; tries++) {
+        int candidate = 20000 + (int)(rand_r(&seed) % 12000);
+        int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0) {
+            fprintf(stderr, "ts_free_port: socket: %s\n", strerror(errno));
+            break;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sa.sin_port = htons((uint16_t)candidate);
+        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0)
+            port = candidate;
         close(fd);
+    }
+    if (port < 0)
+        fprintf(stderr, "ts_free_port: no free port found in 20000-31999\n");
     return port;
 }
 
