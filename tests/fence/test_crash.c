@@ -87,7 +87,14 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-Test(crash, kill9_at_random_moments_loses_no_forwarded_advance, .timeout = 280)
+static void teardown(void)
+{
+    ts_proxy_cleanup(&px, 1); /* ctest shows the log only when the test fails */
+    ts_upstream_stop(&up);
+}
+
+Test(crash, kill9_at_random_moments_loses_no_forwarded_advance, .fini = teardown,
+     .timeout = 280)
 {
     struct writer w[RESOURCES];
     size_t seen = 0;
@@ -157,6 +164,4 @@ Test(crash, kill9_at_random_moments_loses_no_forwarded_advance, .timeout = 280)
                 seen);
     cr_assert_gt(seen, (size_t)ROUNDS, "too few writes to prove anything");
     free(q);
-    ts_proxy_cleanup(&px, 0);
-    ts_upstream_stop(&up);
 }
