@@ -33,8 +33,11 @@ static void *killer_main(void *arg)
 {
     struct killer *k = arg;
 
+    pid_t pid = px.proc.pid;
+
     ts_sleep_ms(k->delay_ms);
-    kill(px.proc.pid, SIGKILL);
+    if (pid > 0) /* never kill(0): that is our own process group */
+        kill(pid, SIGKILL);
     return NULL;
 }
 
