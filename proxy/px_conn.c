@@ -108,8 +108,10 @@ static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 static void up_read_cb(struct bufferevent *bev, void *arg);
 static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_read_run(struct bufferevent *bev, void *arg);
 static void respond_bad_body(struct px_conn *c);
 static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void timer_cb(evutil_socket_t fd, short what, void *arg);
 static void start_head(struct px_conn *c);
 static void process_head(struct px_conn *c);
 static void set_client_read_timeout(struct px_conn *c, uint64_t ms);
@@ -184,6 +186,8 @@ static void conn_free(struct px_conn *c)
     px_server_conn_gone(ctx);
 }
 
+static void flush_all(struct px_conn *c);
+
 static void kick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_conn *c = arg;
@@ -196,6 +200,7 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
         process_head(c);
     else if (c->state == C_DECIDE && c->req != NULL && c->req->ticket.result != PX_FENCE_WAIT)
         fence_decided(c);
+    flush_all(c);
 }
 
 /* After the output drains: close, or keep discarding input for a moment so
@@ -509,8 +514,10 @@ static void request_body_done(struct px_conn *c)
     struct px_req *r = c->req;
 
     r->body_done = 1;
-    bufferevent_disable(c->bev, EV_READ); /* pipelined bytes wait */
-    c->paused_client = 0;
+    if (c->paused_client) {
+        c->paused_client = 0;
+        bufferevent_enable(c->bev, EV_READ); /* pipelined bytes may follow */
+    }
     set_client_read_timeout(c, 0);
     if (r->up != NULL)
         set_up_timeout(c);
@@ -599,7 +606,8 @@ static void release_upstream(struct px_conn *c, int reusable)
     struct px_req *r = c->req;
 
     if (r->up != NULL) {
-        if (reusable && evbuffer_get_length(bufferevent_get_input(r->up->bev)) == 0)
+        if (reusable && evbuffer_get_length(bufferevent_get_input(r->up->bev)) == 0 &&
+            evbuffer_get_length(bufferevent_get_output(r->up->bev)) == 0)
             px_upool_put(r->up);
         else
             px_upool_close(r->up);
@@ -789,7 +797,7 @@ static int pump_response_body(struct px_conn *c)
     return 0;
 }
 
-static void up_read_cb(struct bufferevent *bev, void *arg)
+static void up_read_run(struct bufferevent *bev, void *arg)
 {
     struct px_conn *c = arg;
     struct px_req *r = c->req;
@@ -810,10 +818,12 @@ static void up_read_cb(struct bufferevent *bev, void *arg)
         response_done(c);
 }
 
-static void up_write_cb(struct bufferevent *bev, void *arg)
+static void up_write_run(struct bufferevent *bev, void *arg)
 {
     struct px_conn *c = arg;
 
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        bufferevent_disable(bev, EV_WRITE); /* see out_flush() */
     if (c->dead || c->req == NULL || !c->paused_client)
         return;
     if (evbuffer_get_length(bufferevent_get_output(bev)) <= PX_BUF_LOW) {
@@ -825,7 +835,7 @@ static void up_write_cb(struct bufferevent *bev, void *arg)
     }
 }
 
-static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+static void up_event_run(struct bufferevent *bev, short what, void *arg)
 {
     struct px_conn *c = arg;
     struct px_req *r = c->req;
@@ -849,7 +859,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if ((what & BEV_EVENT_EOF) && r->resp_started && r->rbody == PX_H1_BODY_EOF) {
         /* The body ends with the connection. */
-        up_read_cb(bev, c);
+        up_read_run(bev, c);
         if (c->req == r && !c->dead) {
             r->resp_keepalive = 0;
             response_done(c);
@@ -910,7 +920,7 @@ static void forward(struct px_conn *c)
     clock_gettime(CLOCK_MONOTONIC, &r->t_fwd);
     bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, c);
     bufferevent_setwatermark(u->bev, EV_WRITE, PX_BUF_LOW, 0);
-    bufferevent_enable(u->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(u->bev, EV_READ); /* writes: out_flush() */
     if (c->state == C_FORWARD) /* pooled; a new one gets it once connected */
         set_up_send_timeout(c);
     px_h1_parser_init(&r->rp, 0, r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4),
@@ -928,9 +938,12 @@ static void forward(struct px_conn *c)
     r->body_left = r->h.content_length;
     px_h1_chunked_init(&r->chunk);
     set_client_read_timeout(c, c->ctx->cfg->idle_timeout_ms); /* a stalled upload ends */
-    bufferevent_enable(c->bev, EV_READ);
+    if (!c->client_eof)
+        bufferevent_enable(c->bev, EV_READ);
     if (pump_request_body(c) < 0)
         respond_bad_body(c);
+    else if (c->client_eof && !r->body_done)
+        conn_close(c); /* the upstream never gets a complete request */
 }
 
 /* ---- the decision ------------------------------------------------------ */
@@ -1102,6 +1115,8 @@ static void process_head(struct px_conn *c)
     case PX_H1_NEED_MORE:
         if (want > ctx->lim.max_head)
             respond_bad(c, 431, "request head too large");
+        else if (c->client_eof)
+            conn_close(c); /* the client closed in the middle of a head */
         return;
     case PX_H1_ERROR:
         respond_bad(c, h.error_status, h.error != NULL ? h.error : "malformed request");
@@ -1123,7 +1138,9 @@ static void process_head(struct px_conn *c)
     c->req = r;
     c->state = C_DECIDE;
     set_timer(c, T_OFF, 0);
-    bufferevent_disable(c->bev, EV_READ); /* the body waits for the decision */
+    /* The client stays readable (no epoll change per request): what it sends
+     * meanwhile, body or pipelined requests, waits in the input buffer, which
+     * the read watermark bounds. Nothing of it moves before the decision. */
     decide(c);
 }
 
@@ -1136,7 +1153,8 @@ static void start_head(struct px_conn *c)
     c->keep_alive = 1;
     c->paused_up = c->paused_client = 0;
     px_h1_parser_init(&c->parser, 1, 0, &ctx->lim);
-    if (ctx->shutting_down || c->client_eof) {
+    if (ctx->shutting_down ||
+        (c->client_eof && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)) {
         close_after_write(c);
         return;
     }
@@ -1151,7 +1169,7 @@ static void start_head(struct px_conn *c)
 
 /* ---- client callbacks --------------------------------------------------- */
 
-static void client_read_cb(struct bufferevent *bev, void *arg)
+static void client_read_run(struct bufferevent *bev, void *arg)
 {
     struct px_conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
@@ -1180,7 +1198,7 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
     }
 }
 
-static void client_write_cb(struct bufferevent *bev, void *arg)
+static void client_write_run(struct bufferevent *bev, void *arg)
 {
     struct px_conn *c = arg;
     struct px_req *r = c->req;
@@ -1191,15 +1209,17 @@ static void client_write_cb(struct bufferevent *bev, void *arg)
         finish_close(c);
         return;
     }
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        bufferevent_disable(bev, EV_WRITE); /* see out_flush() */
     if (c->paused_up && r != NULL && r->up != NULL &&
         evbuffer_get_length(bufferevent_get_output(bev)) <= PX_BUF_LOW) {
         c->paused_up = 0;
         bufferevent_enable(r->up->bev, EV_READ);
-        up_read_cb(r->up->bev, c); /* bytes already buffered raise no read event */
+        up_read_run(r->up->bev, c); /* bytes already buffered raise no read event */
     }
 }
 
-static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+static void client_event_run(struct bufferevent *bev, short what, void *arg)
 {
     struct px_conn *c = arg;
     struct px_req *r = c->req;
@@ -1207,28 +1227,36 @@ static void client_event_cb(struct bufferevent *bev, short what, void *arg)
     if (c->dead)
         return;
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_LINGER &&
-        c->state != C_HEAD && r != NULL && (r->body_done || !has_unread_body(r))) {
-        /* Half-close after a complete request: answer it, then close. */
+        c->state != C_CLOSING && (r != NULL || evbuffer_get_length(bufferevent_get_input(bev)) > 0 ||
+                                  evbuffer_get_length(bufferevent_get_output(bev)) > 0)) {
+        /* Half-close: everything the client sent is in the input buffer.
+         * Answer what it asked for, then close. libevent stops reading. */
         c->client_eof = 1;
         c->keep_alive = 0;
-        bufferevent_disable(bev, EV_READ);
+        if (r != NULL && (c->state == C_CONNECT || c->state == C_FORWARD) && !r->body_done) {
+            if (r->up != NULL && pump_request_body(c) < 0) {
+                respond_bad_body(c);
+                return;
+            }
+            if (!r->body_done)
+                goto abort; /* the body was cut short */
+        }
+        if (r == NULL && c->state == C_HEAD) {
+            if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
+                process_head(c); /* a final request, or a cut one (closed) */
+            else
+                close_after_write(c); /* deliver the last response, then close */
+        }
         return;
     }
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state == C_HEAD &&
-        r == NULL && evbuffer_get_length(bufferevent_get_output(bev)) > 0) {
-        /* Half-close seen just after the last response was queued (reading
-         * resumed for the next head): deliver that response, then close. */
-        c->client_eof = 1;
-        close_after_write(c);
-        return;
-    }
+abort:
     if (r != NULL && r->up != NULL)
         px_clog_info(c->id, c->peer, "client went away during %.*s %.*s", (int)r->h.method_len,
                      r->h.method, (int)r->h.target_len, r->h.target);
     conn_close(c);
 }
 
-static void timer_cb(evutil_socket_t fd, short what, void *arg)
+static void timer_run(evutil_socket_t fd, short what, void *arg)
 {
     struct px_conn *c = arg;
 
@@ -1245,6 +1273,77 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
         conn_close(c);
         break;
     }
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+/* Writes what is queued on bev at once when nothing is pending, and asks the
+ * loop for write readiness only for what the socket did not take. Write
+ * interest is dropped again when the output drains (the write callbacks), so
+ * a small exchange costs no epoll_ctl at all; libevent would otherwise add
+ * and remove EPOLLOUT around every response. Errors are left for the
+ * bufferevent to find on its next write. */
+static void out_flush(struct bufferevent *bev)
+{
+    struct evbuffer *out = bufferevent_get_output(bev);
+
+    if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(bev) & EV_WRITE))
+        return;
+    (void)evbuffer_write(out, bufferevent_getfd(bev));
+    if (evbuffer_get_length(out) > 0)
+        bufferevent_enable(bev, EV_WRITE);
+}
+
+/* Every libevent callback of a connection ends here. */
+static void flush_all(struct px_conn *c)
+{
+    if (c->dead)
+        return;
+    out_flush(c->bev);
+    if (c->req != NULL && c->req->up != NULL)
+        out_flush(c->req->up->bev);
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+    client_read_run(bev, arg);
+    flush_all(arg);
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+    client_write_run(bev, arg);
+    flush_all(arg);
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    client_event_run(bev, what, arg);
+    flush_all(arg);
+}
+
+static void up_read_cb(struct bufferevent *bev, void *arg)
+{
+    up_read_run(bev, arg);
+    flush_all(arg);
+}
+
+static void up_write_cb(struct bufferevent *bev, void *arg)
+{
+    up_write_run(bev, arg);
+    flush_all(arg);
+}
+
+static void up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    up_event_run(bev, what, arg);
+    flush_all(arg);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    timer_run(fd, what, arg);
+    flush_all(arg);
 }
 
 /* ---- accepting and stopping ----------------------------------------------- */
@@ -1297,6 +1396,8 @@ void px_conn_accept(struct px_ctx *ctx, int fd, const struct sockaddr *sa, sockl
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, PX_BUF_LOW, 0);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, PX_BUF_HIGH); /* bounds read-ahead */
+    bufferevent_disable(c->bev, EV_WRITE); /* writes: out_flush() */
     set_client_read_timeout(c, 0);
     TAILQ_INSERT_TAIL(&ctx->conns, c, link);
     ctx->n_conns++;

@@ -224,6 +224,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
 {
     struct px_ctx *ctx = calloc(1, sizeof(*ctx));
     struct pol_store_config scfg;
+    struct event_config *ecfg;
 
     if (ctx == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -241,7 +242,15 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    ctx->base = event_base_new();
+    ecfg = event_config_new();
+    if (ecfg != NULL)
+        /* Coalesce the read/write interest changes of one loop iteration
+         * into one epoll_ctl per descriptor: bufferevents toggle write
+         * interest for every response. */
+        event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    ctx->base = ecfg != NULL ? event_base_new_with_config(ecfg) : NULL;
+    if (ecfg != NULL)
+        event_config_free(ecfg);
     if (ctx->base == NULL) {
         snprintf(err, errlen, "cannot create the event loop");
         goto fail;

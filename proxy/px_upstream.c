@@ -124,9 +124,14 @@ struct px_uconn *px_upool_take(struct px_upool *p)
 {
     struct px_uconn *u;
 
+    struct timeval now;
+
+    event_base_gettimeofday_cached(p->base, &now);
     while ((u = p->idle_head) != NULL) {
         idle_unlink(u);
-        if (looks_alive(u)) {
+        /* A connection idle for a moment is alive (upstreams close idle
+         * connections after seconds); only an older one is worth a syscall. */
+        if (now.tv_sec - u->idle_since <= 1 || looks_alive(u)) {
             bufferevent_set_timeouts(u->bev, NULL, NULL);
             px_stats_inc(PX_ST_UPSTREAM_REUSED);
             return u;
@@ -161,15 +166,18 @@ fail:
 void px_upool_put(struct px_uconn *u)
 {
     struct px_upool *p = u->pool;
-    struct timeval tv;
+    struct timeval tv, now;
 
+    event_base_gettimeofday_cached(p->base, &now);
     tv.tv_sec = (time_t)(p->idle_ms / 1000);
     tv.tv_usec = (suseconds_t)(p->idle_ms % 1000) * 1000;
     bufferevent_setcb(u->bev, idle_read_cb, NULL, idle_event_cb, u);
     bufferevent_setwatermark(u->bev, EV_READ | EV_WRITE, 0, 0);
+    bufferevent_disable(u->bev, EV_WRITE); /* nothing to write while idle */
     bufferevent_set_timeouts(u->bev, &tv, NULL);
     bufferevent_enable(u->bev, EV_READ);
     u->idle = 1;
+    u->idle_since = now.tv_sec;
     u->prev = NULL;
     u->next = p->idle_head;
     if (p->idle_head != NULL)

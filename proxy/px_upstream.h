@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 struct event_base;
 struct bufferevent;
@@ -21,6 +22,7 @@ struct px_uconn {
     uint64_t id;
     unsigned requests;      /* requests sent on it so far */
     int idle;               /* internal: in the idle list */
+    time_t idle_since;      /* internal: when it went idle (s) */
     struct px_uconn *next;  /* internal: idle list */
     struct px_uconn *prev;
 };

@@ -69,20 +69,25 @@ static const char *cache_get(struct ts_cache_entry *c, const char *key)
     return NULL;
 }
 
-/* Ports are drawn below the kernel's ephemeral range (32768-60999 by
- * default), so that an outgoing connection of another test cannot take the
- * port between this check and the server's bind; a random start keeps
- * parallel tests apart, and each candidate is checked by binding it. */
+/* Ports come from below the kernel's ephemeral range (32768-60999 by
+ * default), so that no outgoing connection takes one between this check and
+ * the server's bind. Each test process (Criterion forks one per test) walks
+ * its own block of 8 ports chosen by its pid, so concurrent tests do not pick
+ * the same ports; each candidate is also checked by binding it. */
 int ts_free_port(void)
 {
-    static unsigned seed;
+    enum { LOW = 20000, SPAN = 12736, BLOCK = 8 };
+    static pid_t owner;
+    static unsigned next;
     struct sockaddr_in sa;
     int port = -1;
 
-    if (seed == 0)
-        seed = (unsigned)getpid() ^ (unsigned)ts_now_ms();
-    for (int tries = 0; tries < 200 && port < 0; tries++) {
-        int candidate = 20000 + (int)(rand_r(&seed) % 12000);
+    if (owner != getpid()) {
+        owner = getpid();
+        next = ((unsigned)owner % (SPAN / BLOCK)) * BLOCK;
+    }
+    for (int tries = 0; tries < 256 && port < 0; tries++) {
+        int candidate = LOW + (int)(next++ % SPAN);
         int one = 1, fd = socket(AF_INET, SOCK_STREAM, 0);
         if (fd < 0) {
             fprintf(stderr, "ts_free_port: socket: %s\n", strerror(errno));
@@ -98,7 +103,7 @@ int ts_free_port(void)
         close(fd);
     }
     if (port < 0)
-        fprintf(stderr, "ts_free_port: no free port found in 20000-31999\n");
+        fprintf(stderr, "ts_free_port: no free port found in %d-%d\n", LOW, LOW + SPAN - 1);
     return port;
 }
 

@@ -30,7 +30,14 @@ int ts_proxy_init(struct ts_proxy *px, const char *tag)
 
 int ts_proxy_write_conf(struct ts_proxy *px, int upstream_port, const char *extra)
 {
-    FILE *f = fopen(px->conf, "w");
+    FILE *f;
+
+    if (extra != px->extra) {
+        free(px->extra);
+        px->extra = extra != NULL ? strdup(extra) : NULL;
+    }
+    px->upstream_port = upstream_port;
+    f = fopen(px->conf, "w");
 
     if (f == NULL) {
         fprintf(stderr, "ts_proxy: %s: %s\n", px->conf, strerror(errno));
@@ -46,6 +53,17 @@ int ts_proxy_write_conf(struct ts_proxy *px, int upstream_port, const char *extr
     return fclose(f) == 0 ? 0 : -1;
 }
 
+/* Whether the proxy's log says a listener's port was taken. */
+static int port_was_taken(const struct ts_proxy *px)
+{
+    size_t len;
+    char *log = ts_read_file(px->proc.log, &len);
+    int taken = log != NULL && strstr(log, "Address already in use") != NULL;
+
+    free(log);
+    return taken;
+}
+
 int ts_proxy_start(struct ts_proxy *px)
 {
     const char *bin = ts_build_path("proxy/fenceproxy");
@@ -58,14 +76,27 @@ int ts_proxy_start(struct ts_proxy *px)
         return -1;
     }
     snprintf(log, sizeof(log), "%s/fenceproxy.log", px->dir);
-    if (ts_proc_start(&px->proc, "fenceproxy", argv, NULL, log) < 0)
-        return -1;
-    if (ts_wait_port(px->port, 5000) < 0 || ts_wait_port(px->admin_port, 5000) < 0) {
-        fprintf(stderr, "ts_proxy: fenceproxy did not listen on %d\n", px->port);
-        ts_proc_dump_log(&px->proc);
-        return -1;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (ts_proc_start(&px->proc, "fenceproxy", argv, NULL, log) < 0)
+            return -1;
+        if (ts_wait_port(px->port, 5000) == 0 && ts_wait_port(px->admin_port, 5000) == 0 &&
+            ts_proc_alive(&px->proc))
+            return 0;
+        ts_proc_stop(&px->proc, SIGKILL, 2000);
+        if (!port_was_taken(px))
+            break;
+        fprintf(stderr, "ts_proxy: port %d or %d was taken, trying other ports\n", px->port,
+                px->admin_port);
+        if (truncate(log, 0) < 0)
+            fprintf(stderr, "ts_proxy: cannot truncate %s\n", log);
+        px->port = ts_free_port();
+        px->admin_port = ts_free_port();
+        if (ts_proxy_write_conf(px, px->upstream_port, px->extra) < 0)
+            return -1;
     }
-    return 0;
+    fprintf(stderr, "ts_proxy: fenceproxy did not listen on %d\n", px->port);
+    ts_proc_dump_log(&px->proc);
+    return -1;
 }
 
 int ts_proxy_stop(struct ts_proxy *px, int sig)
@@ -84,6 +115,8 @@ void ts_proxy_cleanup(struct ts_proxy *px, int dump)
         free(px->dir);
         px->dir = NULL;
     }
+    free(px->extra);
+    px->extra = NULL;
 }
 
 /* Reads more bytes into *buf (growing), waiting until deadline. Returns bytes

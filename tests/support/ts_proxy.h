@@ -20,6 +20,8 @@ struct ts_proxy {
     char store[1024];     /* store directory */
     int port;             /* data listener */
     int admin_port;
+    int upstream_port;    /* as given to ts_proxy_write_conf */
+    char *extra;          /* copy of its extra text; owned */
 };
 
 /* Creates the temp dir (tag names it) and picks ports. 0 / -1. */
@@ -33,7 +35,8 @@ int ts_proxy_init(struct ts_proxy *px, const char *tag);
 int ts_proxy_write_conf(struct ts_proxy *px, int upstream_port, const char *extra);
 
 /* Starts fenceproxy -c px->conf and waits until its port accepts (5 s).
- * 0 / -1 (log dumped). */
+ * If a port was taken meanwhile by another test, picks new ports, rewrites
+ * the config and tries again (a few times). 0 / -1 (log dumped). */
 int ts_proxy_start(struct ts_proxy *px);
 
 /* Stops it with sig (SIGTERM for a clean stop, SIGKILL for a crash) and
