@@ -1289,7 +1289,11 @@ static void out_flush(struct bufferevent *bev)
 
     if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(bev) & EV_WRITE))
         return;
+    /* A socket bufferevent keeps the front of its output frozen against
+     * outside drains; its own write path thaws it the same way. */
+    evbuffer_unfreeze(out, 1);
     (void)evbuffer_write(out, bufferevent_getfd(bev));
+    evbuffer_freeze(out, 1);
     if (evbuffer_get_length(out) > 0)
         bufferevent_enable(bev, EV_WRITE);
 }
