@@ -421,59 +421,134 @@ static void respond_bad(struct px_conn *c, int status, const char *why)
 
 /* ---- upstream side ---------------------------------------------------- */
 
+/* A head being written straight into reserved space of an output buffer:
+ * one copy, no formatting, no per-field buffer calls. The caller reserves
+ * an upper bound of what it will write. */
+struct head_out {
+    char *p;
+    size_t len;
+};
+
+static void ho_add(struct head_out *b, const char *s, size_t n)
+{
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+#define HO_LIT(b, lit) ho_add((b), (lit), sizeof(lit) - 1)
+
+static void ho_u64(struct head_out *b, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    while (n > 0)
+        b->p[b->len++] = tmp[--n];
+}
+
+static void ho_field(struct head_out *b, const char *name, size_t nlen, const char *value,
+                     size_t vlen)
+{
+    ho_add(b, name, nlen);
+    HO_LIT(b, ": ");
+    ho_add(b, value, vlen);
+    HO_LIT(b, "\r\n");
+}
+
+/* Reserves room for at most max bytes at the end of o. 0 or -1. */
+static int ho_begin(struct head_out *b, struct evbuffer *o, size_t max, struct evbuffer_iovec *v)
+{
+    if (evbuffer_reserve_space(o, (ev_ssize_t)max, v, 1) < 1 || v->iov_len < max)
+        return -1;
+    b->p = v->iov_base;
+    b->len = 0;
+    return 0;
+}
+
+static void ho_end(struct head_out *b, struct evbuffer *o, struct evbuffer_iovec *v)
+{
+    v->iov_len = b->len;
+    evbuffer_commit_space(o, v, 1);
+}
+
+/* Whether field f is named lit (a string literal), comparing lengths first. */
+#define NAME_IS(f, lit) ((f)->name_len == sizeof(lit) - 1 && px_h1_name_is((f), (lit)))
+
 /* Appends the request head as the upstream will see it: re-serialised from
- * the parsed fields, hop-by-hop and framing fields replaced by our own. */
-static void write_request_head(struct px_conn *c, struct px_req *r, struct evbuffer *o)
+ * the parsed fields, hop-by-hop and framing fields replaced by our own.
+ * Everything copied comes from the parsed head (at most head_len bytes), the
+ * rest is bounded, hence the reservation. Returns 0 or -1 (no memory). */
+static int write_request_head(struct px_conn *c, struct px_req *r, struct evbuffer *o)
 {
     const struct px_h1_head *h = &r->h;
     const struct px_config *cfg = c->ctx->cfg;
     const struct px_h1_field *xff = NULL, *via = NULL;
     int checked = r->dec.verdict == POL_ACCEPT || r->dec.verdict == POL_ADVANCE;
+    size_t tlen = c->ctx->token_header_len;
+    struct evbuffer_iovec v;
+    struct head_out b;
 
-    evbuffer_add_printf(o, "%.*s %.*s HTTP/1.1\r\n", (int)h->method_len, h->method,
-                        (int)h->target_len, h->target);
+    if (ho_begin(&b, o, h->head_len + tlen + sizeof(c->peer_ip) + sizeof(r->rid) + 256, &v) < 0)
+        return -1;
+    ho_add(&b, h->method, h->method_len);
+    HO_LIT(&b, " ");
+    ho_add(&b, h->target, h->target_len);
+    HO_LIT(&b, " HTTP/1.1\r\n");
     for (unsigned i = 0; i < h->n_fields; i++) {
         const struct px_h1_field *f = &h->fields[i];
         if (f->flags & (PX_H1_F_HOP | PX_H1_F_FRAMING | PX_H1_F_EXPECT))
             continue;
-        if (px_h1_name_is(f, "X-Forwarded-For")) {
+        if (NAME_IS(f, "X-Forwarded-For")) {
             if (xff == NULL)
                 xff = f;
             continue;
         }
-        if (px_h1_name_is(f, "Via")) {
+        if (NAME_IS(f, "Via")) {
             if (via == NULL)
                 via = f;
             continue;
         }
-        if (px_h1_name_is(f, "X-Forwarded-Proto") || px_h1_name_is(f, "X-Request-Id"))
+        if (NAME_IS(f, "X-Forwarded-Proto") || NAME_IS(f, "X-Request-Id"))
             continue;
-        if (checked && px_h1_name_is(f, cfg->token_header))
+        if (checked && f->name_len == tlen && px_h1_name_is(f, cfg->token_header))
             continue; /* written below in canonical form */
-        evbuffer_add(o, f->name, f->name_len);
-        evbuffer_add(o, ": ", 2);
-        evbuffer_add(o, f->value, f->value_len);
-        evbuffer_add(o, "\r\n", 2);
+        ho_field(&b, f->name, f->name_len, f->value, f->value_len);
     }
-    if (checked)
-        evbuffer_add_printf(o, "%s: %" PRIu64 "\r\n", cfg->token_header, r->dec.token);
-    if (xff != NULL)
-        evbuffer_add_printf(o, "X-Forwarded-For: %.*s, %s\r\n", (int)xff->value_len, xff->value,
-                            c->peer_ip);
-    else
-        evbuffer_add_printf(o, "X-Forwarded-For: %s\r\n", c->peer_ip);
-    evbuffer_add(o, "X-Forwarded-Proto: http\r\n", 25);
-    if (via != NULL)
-        evbuffer_add_printf(o, "Via: %.*s, 1.%d fenceproxy\r\n", (int)via->value_len, via->value,
-                            h->minor);
-    else
-        evbuffer_add_printf(o, "Via: 1.%d fenceproxy\r\n", h->minor);
-    evbuffer_add_printf(o, "X-Request-Id: %s\r\n", r->rid);
-    if (h->body == PX_H1_BODY_LENGTH)
-        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n", h->content_length);
-    else if (h->body == PX_H1_BODY_CHUNKED)
-        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
-    evbuffer_add(o, "\r\n", 2);
+    if (checked) {
+        ho_add(&b, cfg->token_header, tlen);
+        HO_LIT(&b, ": ");
+        ho_u64(&b, r->dec.token);
+        HO_LIT(&b, "\r\n");
+    }
+    HO_LIT(&b, "X-Forwarded-For: ");
+    if (xff != NULL) {
+        ho_add(&b, xff->value, xff->value_len);
+        HO_LIT(&b, ", ");
+    }
+    ho_add(&b, c->peer_ip, strlen(c->peer_ip));
+    HO_LIT(&b, "\r\nX-Forwarded-Proto: http\r\nVia: ");
+    if (via != NULL) {
+        ho_add(&b, via->value, via->value_len);
+        HO_LIT(&b, ", ");
+    }
+    ho_add(&b, h->minor == 1 ? "1.1" : "1.0", 3);
+    HO_LIT(&b, " fenceproxy\r\nX-Request-Id: ");
+    ho_add(&b, r->rid, strlen(r->rid));
+    HO_LIT(&b, "\r\n");
+    if (h->body == PX_H1_BODY_LENGTH) {
+        HO_LIT(&b, "Content-Length: ");
+        ho_u64(&b, h->content_length);
+        HO_LIT(&b, "\r\n");
+    } else if (h->body == PX_H1_BODY_CHUNKED) {
+        HO_LIT(&b, "Transfer-Encoding: chunked\r\n");
+    }
+    HO_LIT(&b, "\r\n");
+    ho_end(&b, o, &v);
+    return 0;
 }
 
 /* Pauses reading src while dst's output is above the high-water mark. */
@@ -661,10 +736,13 @@ static void upstream_failed(struct px_conn *c, int status, const char *why)
 }
 
 /* Writes the response head for the client from the parsed upstream head. */
-static void write_response_head(struct px_conn *c, struct px_req *r, const struct px_h1_head *h)
+static int write_response_head(struct px_conn *c, struct px_req *r, const struct px_h1_head *h)
 {
     struct evbuffer *o = bufferevent_get_output(c->bev);
     int client_11 = r->h.minor == 1;
+    struct evbuffer_iovec v;
+    struct head_out b;
+    char status[4];
 
     r->rbody = h->body;
     r->resp_keepalive = h->keep_alive;
@@ -672,35 +750,48 @@ static void write_response_head(struct px_conn *c, struct px_req *r, const struc
     if (h->body == PX_H1_BODY_EOF || (h->body == PX_H1_BODY_CHUNKED && !client_11))
         c->keep_alive = 0; /* the end of the body is the end of the connection */
     r->rchunked_out = h->body == PX_H1_BODY_CHUNKED && client_11;
-    evbuffer_add_printf(o, "HTTP/1.1 %d %.*s\r\n", h->status, (int)h->reason_len, h->reason);
+    if (ho_begin(&b, o, h->head_len + sizeof(r->rid) + 256, &v) < 0)
+        return -1;
+    status[0] = (char)('0' + h->status / 100);
+    status[1] = (char)('0' + h->status / 10 % 10);
+    status[2] = (char)('0' + h->status % 10);
+    HO_LIT(&b, "HTTP/1.1 ");
+    ho_add(&b, status, 3);
+    HO_LIT(&b, " ");
+    ho_add(&b, h->reason, h->reason_len);
+    HO_LIT(&b, "\r\n");
     for (unsigned i = 0; i < h->n_fields; i++) {
         const struct px_h1_field *f = &h->fields[i];
         if (f->flags & PX_H1_F_HOP)
             continue;
         /* A bodiless response keeps its Content-Length (HEAD, 304). */
         if ((f->flags & PX_H1_F_FRAMING) &&
-            !(h->body == PX_H1_BODY_NONE && px_h1_name_is(f, "Content-Length")))
+            !(h->body == PX_H1_BODY_NONE && NAME_IS(f, "Content-Length")))
             continue;
-        if (px_h1_name_is(f, "X-Request-Id"))
+        if (NAME_IS(f, "X-Request-Id"))
             continue;
-        evbuffer_add(o, f->name, f->name_len);
-        evbuffer_add(o, ": ", 2);
-        evbuffer_add(o, f->value, f->value_len);
-        evbuffer_add(o, "\r\n", 2);
+        ho_field(&b, f->name, f->name_len, f->value, f->value_len);
     }
-    evbuffer_add_printf(o, "X-Request-Id: %s\r\n", r->rid);
-    if (h->body == PX_H1_BODY_LENGTH)
-        evbuffer_add_printf(o, "Content-Length: %" PRIu64 "\r\n", h->content_length);
-    else if (r->rchunked_out)
-        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+    HO_LIT(&b, "X-Request-Id: ");
+    ho_add(&b, r->rid, strlen(r->rid));
+    HO_LIT(&b, "\r\n");
+    if (h->body == PX_H1_BODY_LENGTH) {
+        HO_LIT(&b, "Content-Length: ");
+        ho_u64(&b, h->content_length);
+        HO_LIT(&b, "\r\n");
+    } else if (r->rchunked_out) {
+        HO_LIT(&b, "Transfer-Encoding: chunked\r\n");
+    }
     if (!c->keep_alive || c->ctx->shutting_down)
-        evbuffer_add(o, "Connection: close\r\n", 19);
+        HO_LIT(&b, "Connection: close\r\n");
     else if (!client_11)
-        evbuffer_add(o, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(o, "\r\n", 2);
+        HO_LIT(&b, "Connection: keep-alive\r\n");
+    HO_LIT(&b, "\r\n");
+    ho_end(&b, o, &v);
     r->rbody_left = h->content_length;
     px_h1_chunked_init(&r->rchunk);
     r->resp_started = 1;
+    return 0;
 }
 
 /* Parses the response head. Returns 1 when the head was handled, 0 for
@@ -712,14 +803,10 @@ static int read_response_head(struct px_conn *c)
     size_t len = evbuffer_get_length(in);
     size_t want = len < c->ctx->lim.max_head + 1 ? len : c->ctx->lim.max_head + 1;
     const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
-    struct px_h1_head *h = malloc(sizeof(*h));
+    struct px_h1_head head, *h = &head;
     enum px_h1_status st;
     int rc = -1;
 
-    if (h == NULL) {
-        upstream_failed(c, 502, "out of memory");
-        goto out;
-    }
     st = px_h1_parse_head(&r->rp, p, want, h);
     if (st == PX_H1_NEED_MORE) {
         rc = 0;
@@ -746,11 +833,13 @@ static int read_response_head(struct px_conn *c)
         rc = 1;
         goto out;
     }
-    write_response_head(c, r, h);
+    if (write_response_head(c, r, h) < 0) {
+        upstream_failed(c, 502, "out of memory");
+        goto out;
+    }
     evbuffer_drain(in, h->head_len);
     rc = 1;
 out:
-    free(h);
     return rc;
 }
 
@@ -925,7 +1014,10 @@ static void forward(struct px_conn *c)
         set_up_send_timeout(c);
     px_h1_parser_init(&r->rp, 0, r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4),
                       &c->ctx->lim);
-    write_request_head(c, r, bufferevent_get_output(u->bev));
+    if (write_request_head(c, r, bufferevent_get_output(u->bev)) < 0) {
+        upstream_failed(c, 502, "out of memory");
+        return;
+    }
     if (r->h.body == PX_H1_BODY_NONE ||
         (r->h.body == PX_H1_BODY_LENGTH && r->h.content_length == 0)) {
         request_body_done(c);
