@@ -46,7 +46,7 @@
 /* After a response that ends a connection with unread input: discard what
  * the client still sends for this long, so that its stack does not reset the
  * connection before it read our response. */
-#define PX_LINGER_MS 1000
+
 #define PX_LINGER_BYTES (1024 * 1024)
 
 enum cstate { C_HEAD, C_DECIDE, C_CONNECT, C_FORWARD, C_CLOSING, C_LINGER };
@@ -114,7 +114,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
 static void start_head(struct px_conn *c);
 static void process_head(struct px_conn *c);
-static void set_client_read_timeout(struct px_conn *c, uint64_t ms);
+static void set_client_read_timeout(struct px_conn *c, int on);
 static void fence_decided(struct px_conn *c);
 
 static double ts_diff(const struct timespec *a, const struct timespec *b)
@@ -122,18 +122,15 @@ static double ts_diff(const struct timespec *a, const struct timespec *b)
     return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
 }
 
-static void set_timer(struct px_conn *c, enum tmode mode, uint64_t ms)
+/* Arms the connection's timer for mode with tv (one of ctx->tv), or stops
+ * it (T_OFF, tv NULL). */
+static void set_timer(struct px_conn *c, enum tmode mode, const struct timeval *tv)
 {
-    struct timeval tv;
-
     c->tmode = mode;
-    if (mode == T_OFF) {
+    if (mode == T_OFF)
         event_del(c->timer);
-        return;
-    }
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-    event_add(c->timer, &tv);
+    else
+        event_add(c->timer, tv);
 }
 
 static void req_free(struct px_conn *c)
@@ -167,7 +164,7 @@ static void conn_close(struct px_conn *c)
         px_clog_debug(c->id, c->peer, "closing with a request in flight");
     req_free(c);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    set_timer(c, T_OFF, 0);
+    set_timer(c, T_OFF, NULL);
     event_active(c->kick, EV_TIMEOUT, 0);
 }
 
@@ -216,7 +213,7 @@ static void finish_close(struct px_conn *c)
     c->state = C_LINGER;
     c->linger_bytes = 0;
     bufferevent_enable(c->bev, EV_READ);
-    set_timer(c, T_LINGER, PX_LINGER_MS);
+    set_timer(c, T_LINGER, &c->ctx->tv.linger);
 }
 
 /* Ends the connection once what is queued for the client has been written. */
@@ -227,7 +224,7 @@ static void close_after_write(struct px_conn *c)
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_enable(c->bev, EV_WRITE);
-    set_timer(c, T_LINGER, c->ctx->cfg->idle_timeout_ms);
+    set_timer(c, T_LINGER, &c->ctx->tv.idle);
     finish_close(c);
 }
 
@@ -562,12 +559,7 @@ static void pause_if_full(struct bufferevent *src, struct bufferevent *dst, int 
 
 static void set_up_timeout(struct px_conn *c)
 {
-    struct timeval tv;
-    uint64_t ms = c->ctx->cfg->upstream_timeout_ms;
-
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-    bufferevent_set_timeouts(c->req->up->bev, &tv, NULL);
+    bufferevent_set_timeouts(c->req->up->bev, &c->ctx->tv.upstream, NULL);
 }
 
 /* While the request body streams: no response deadline yet, but an upstream
@@ -576,12 +568,7 @@ static void set_up_timeout(struct px_conn *c)
  * paused client side has no timer running. */
 static void set_up_send_timeout(struct px_conn *c)
 {
-    struct timeval tv;
-    uint64_t ms = c->ctx->cfg->upstream_timeout_ms;
-
-    tv.tv_sec = (time_t)(ms / 1000);
-    tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-    bufferevent_set_timeouts(c->req->up->bev, NULL, &tv);
+    bufferevent_set_timeouts(c->req->up->bev, NULL, &c->ctx->tv.upstream);
 }
 
 static void request_body_done(struct px_conn *c)
@@ -933,7 +920,7 @@ static void up_event_run(struct bufferevent *bev, short what, void *arg)
         return;
     if (what & BEV_EVENT_CONNECTED) {
         c->state = C_FORWARD;
-        set_timer(c, T_OFF, 0);
+        set_timer(c, T_OFF, NULL);
         /* The connect deadline ends here: the response deadline starts once
          * the request body is complete, as on a pooled connection. */
         if (r->body_done)
@@ -970,16 +957,12 @@ static void respond_bad_body(struct px_conn *c)
         respond_bad(c, 400, "malformed chunked body");
 }
 
-static void set_client_read_timeout(struct px_conn *c, uint64_t ms)
+/* The client's inactivity deadlines: idle_timeout for writing always (a
+ * client that stops reading its response), and for reading while on is set
+ * (a stalled upload). */
+static void set_client_read_timeout(struct px_conn *c, int on)
 {
-    struct timeval rtv, wtv;
-    uint64_t wms = c->ctx->cfg->idle_timeout_ms;
-
-    rtv.tv_sec = (time_t)(ms / 1000);
-    rtv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-    wtv.tv_sec = (time_t)(wms / 1000);
-    wtv.tv_usec = (suseconds_t)(wms % 1000) * 1000;
-    bufferevent_set_timeouts(c->bev, ms > 0 ? &rtv : NULL, &wtv);
+    bufferevent_set_timeouts(c->bev, on ? &c->ctx->tv.idle : NULL, &c->ctx->tv.idle);
 }
 
 /* Sends the accepted request upstream: borrows or opens a connection,
@@ -988,8 +971,7 @@ static void forward(struct px_conn *c)
 {
     struct px_req *r = c->req;
     struct px_uconn *u = px_upool_take(c->ctx->upool);
-    struct timeval ctv;
-    uint64_t cms = c->ctx->cfg->upstream_connect_timeout_ms;
+    const struct timeval *ctv = &c->ctx->tv.connect;
 
     c->state = C_FORWARD;
     if (u == NULL) {
@@ -999,9 +981,7 @@ static void forward(struct px_conn *c)
             return;
         }
         c->state = C_CONNECT;
-        ctv.tv_sec = (time_t)(cms / 1000);
-        ctv.tv_usec = (suseconds_t)(cms % 1000) * 1000;
-        bufferevent_set_timeouts(u->bev, &ctv, &ctv);
+        bufferevent_set_timeouts(u->bev, ctv, ctv);
     }
     r->up = u;
     u->requests++;
@@ -1022,14 +1002,14 @@ static void forward(struct px_conn *c)
         (r->h.body == PX_H1_BODY_LENGTH && r->h.content_length == 0)) {
         request_body_done(c);
         if (c->state == C_CONNECT) /* the connect timeout stays until connected */
-            bufferevent_set_timeouts(u->bev, &ctv, &ctv);
+            bufferevent_set_timeouts(u->bev, ctv, ctv);
         return;
     }
     if (r->h.expect_continue && r->h.minor == 1)
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     r->body_left = r->h.content_length;
     px_h1_chunked_init(&r->chunk);
-    set_client_read_timeout(c, c->ctx->cfg->idle_timeout_ms); /* a stalled upload ends */
+    set_client_read_timeout(c, 1); /* a stalled upload ends */
     if (!c->client_eof)
         bufferevent_enable(c->bev, EV_READ);
     if (pump_request_body(c) < 0)
@@ -1200,7 +1180,7 @@ static void process_head(struct px_conn *c)
     if (len == 0 || c->dead)
         return;
     if (c->tmode == T_IDLE)
-        set_timer(c, T_HEAD, ctx->cfg->header_timeout_ms); /* the deadline starts */
+        set_timer(c, T_HEAD, &ctx->tv.header); /* the deadline starts */
     want = len < ctx->lim.max_head + 1 ? len : ctx->lim.max_head + 1;
     p = (const char *)evbuffer_pullup(in, (ssize_t)want);
     switch (px_h1_parse_head(&c->parser, p, want, &h)) {
@@ -1229,7 +1209,7 @@ static void process_head(struct px_conn *c)
     px_stats_add(PX_ST_BYTES_IN, h.head_len);
     c->req = r;
     c->state = C_DECIDE;
-    set_timer(c, T_OFF, 0);
+    set_timer(c, T_OFF, NULL);
     /* The client stays readable (no epoll change per request): what it sends
      * meanwhile, body or pipelined requests, waits in the input buffer, which
      * the read watermark bounds. Nothing of it moves before the decision. */
@@ -1252,10 +1232,10 @@ static void start_head(struct px_conn *c)
     }
     bufferevent_enable(c->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
-        set_timer(c, T_HEAD, ctx->cfg->header_timeout_ms);
+        set_timer(c, T_HEAD, &ctx->tv.header);
         event_active(c->kick, EV_TIMEOUT, 0); /* pipelined: parse from the loop */
     } else {
-        set_timer(c, T_IDLE, ctx->cfg->idle_timeout_ms);
+        set_timer(c, T_IDLE, &ctx->tv.idle);
     }
 }
 
@@ -1499,7 +1479,7 @@ void px_conn_accept(struct px_ctx *ctx, int fd, const struct sockaddr *sa, sockl
     ctx->n_conns++;
     px_stats_gauge_add(PX_G_CONNECTIONS, 1);
     start_head(c);
-    set_timer(c, T_HEAD, ctx->cfg->header_timeout_ms); /* the deadline runs from accept */
+    set_timer(c, T_HEAD, &ctx->tv.header); /* the deadline runs from accept */
     return;
 fail:
     if (c != NULL) {

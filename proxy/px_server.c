@@ -46,6 +46,18 @@ static void tv_from_ms(struct timeval *tv, uint64_t ms)
     tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
 }
 
+/* A duration as a libevent common timeout: every connection uses the same
+ * few durations, so their timers sit in O(1) queues instead of the heap. */
+static void common_tv(struct event_base *base, uint64_t ms, struct timeval *out)
+{
+    const struct timeval *ct;
+
+    tv_from_ms(out, ms);
+    ct = event_base_init_common_timeout(base, out);
+    if (ct != NULL)
+        *out = *ct;
+}
+
 static void store_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_ctx *ctx = arg;
@@ -255,6 +267,11 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "cannot create the event loop");
         goto fail;
     }
+    common_tv(ctx->base, cfg->header_timeout_ms, &ctx->tv.header);
+    common_tv(ctx->base, cfg->idle_timeout_ms, &ctx->tv.idle);
+    common_tv(ctx->base, cfg->upstream_timeout_ms, &ctx->tv.upstream);
+    common_tv(ctx->base, cfg->upstream_connect_timeout_ms, &ctx->tv.connect);
+    common_tv(ctx->base, PX_LINGER_MS, &ctx->tv.linger);
     memset(&scfg, 0, sizeof(scfg));
     scfg.backend = cfg->store_backend;
     scfg.path = cfg->store_path;

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/queue.h>
+#include <sys/time.h>
 
 #include "px_http1.h"
 
@@ -24,6 +25,10 @@ struct px_admin;
 struct px_conn;
 
 TAILQ_HEAD(px_conn_list, px_conn);
+
+/* After a response that ends a connection with unread input, how long the
+ * proxy keeps discarding what the client still sends (lingering close). */
+#define PX_LINGER_MS 1000
 
 struct px_ctx {
     const struct px_config *cfg;     /* borrowed; outlives the ctx */
@@ -46,6 +51,9 @@ struct px_ctx {
     uint64_t rid_counter;
     int shutting_down;
     struct px_h1_limits lim;
+    struct {                         /* libevent common timeouts: O(1) timers */
+        struct timeval header, idle, upstream, connect, linger;
+    } tv;
     size_t token_header_len;
 };
 
