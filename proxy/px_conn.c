@@ -43,10 +43,10 @@
 #define PX_BUF_LOW (64 * 1024)
 /* Most bytes decoded from one pulled-up run of a chunked body. */
 #define PX_CHUNK_RUN (64 * 1024)
-/* After a response that ends a connection with unread input: discard what
- * the client still sends for this long, so that its stack does not reset the
+/* After a response that ends a connection with unread input, the proxy
+ * discards what the client still sends for PX_LINGER_MS (px_server.h) or up
+ * to this many bytes, so that the client's stack does not reset the
  * connection before it read our response. */
-
 #define PX_LINGER_BYTES (1024 * 1024)
 
 enum cstate { C_HEAD, C_DECIDE, C_CONNECT, C_FORWARD, C_CLOSING, C_LINGER };
