@@ -101,6 +101,7 @@ struct px_conn {
     int paused_client;            /* client reading paused for the upstream */
     size_t linger_bytes;
     int client_eof;               /* the client half-closed */
+    int upload_deadline;          /* the client read deadline is armed */
 };
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
@@ -580,7 +581,10 @@ static void request_body_done(struct px_conn *c)
         c->paused_client = 0;
         bufferevent_enable(c->bev, EV_READ); /* pipelined bytes may follow */
     }
-    set_client_read_timeout(c, 0);
+    if (c->upload_deadline) {
+        set_client_read_timeout(c, 0);
+        c->upload_deadline = 0;
+    }
     if (r->up != NULL)
         set_up_timeout(c);
 }
@@ -990,8 +994,6 @@ static void forward(struct px_conn *c)
     bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, c);
     bufferevent_setwatermark(u->bev, EV_WRITE, PX_BUF_LOW, 0);
     bufferevent_enable(u->bev, EV_READ); /* writes: out_flush() */
-    if (c->state == C_FORWARD) /* pooled; a new one gets it once connected */
-        set_up_send_timeout(c);
     px_h1_parser_init(&r->rp, 0, r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4),
                       &c->ctx->lim);
     if (write_request_head(c, r, bufferevent_get_output(u->bev)) < 0) {
@@ -1009,13 +1011,22 @@ static void forward(struct px_conn *c)
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
     r->body_left = r->h.content_length;
     px_h1_chunked_init(&r->chunk);
-    set_client_read_timeout(c, 1); /* a stalled upload ends */
     if (!c->client_eof)
         bufferevent_enable(c->bev, EV_READ);
-    if (pump_request_body(c) < 0)
+    if (pump_request_body(c) < 0) {
         respond_bad_body(c);
-    else if (c->client_eof && !r->body_done)
+    } else if (c->client_eof && !r->body_done) {
         conn_close(c); /* the upstream never gets a complete request */
+    } else if (!r->body_done) {
+        /* The body is still coming: deadlines for a stalled client and for
+         * an upstream that stops taking bytes (a new connection gets its
+         * own once connected). A body that was already buffered, the
+         * common case for small requests, needs neither. */
+        set_client_read_timeout(c, 1);
+        c->upload_deadline = 1;
+        if (c->state == C_FORWARD)
+            set_up_send_timeout(c);
+    }
 }
 
 /* ---- the decision ------------------------------------------------------ */
