@@ -238,7 +238,9 @@ static void make_request_id(struct px_conn *c, struct px_req *r)
              ctx->rid_counter & 0xffffffffu);
 }
 
-static void access_log(struct px_conn *c, struct px_req *r)
+/* One access log line. r is NULL for a request refused before its head
+ * could be parsed: its request line is logged as "-". */
+static void access_log(struct px_conn *c, struct px_req *r, int status, uint64_t bytes)
 {
     char line[1024];
     char ts[40];
@@ -247,14 +249,19 @@ static void access_log(struct px_conn *c, struct px_req *r)
     struct tm tm;
     int n;
 
-    if (c->ctx->access == NULL || r == NULL)
+    if (c->ctx->access == NULL)
         return;
     gmtime_r(&secs, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    n = snprintf(line, sizeof(line), "%s.%03uZ %s \"%.*s %.*s HTTP/1.%d\" %d %" PRIu64 " %.3f %s\n",
-                 ts, (unsigned)(now % 1000), c->peer, (int)r->h.method_len, r->h.method,
-                 (int)(r->h.target_len > 512 ? 512 : r->h.target_len), r->h.target, r->h.minor,
-                 r->status, r->bytes_out, r->upstream_s * 1000.0, r->rid);
+    if (r != NULL)
+        n = snprintf(line, sizeof(line),
+                     "%s.%03uZ %s \"%.*s %.*s HTTP/1.%d\" %d %" PRIu64 " %.3f %s\n", ts,
+                     (unsigned)(now % 1000), c->peer, (int)r->h.method_len, r->h.method,
+                     (int)(r->h.target_len > 512 ? 512 : r->h.target_len), r->h.target,
+                     r->h.minor, status, bytes, r->upstream_s * 1000.0, r->rid);
+    else
+        n = snprintf(line, sizeof(line), "%s.%03uZ %s \"-\" %d %" PRIu64 " 0.000 -\n", ts,
+                     (unsigned)(now % 1000), c->peer, status, bytes);
     if (n < 0)
         return;
     if ((size_t)n >= sizeof(line)) {
@@ -351,8 +358,8 @@ static void respond_local(struct px_conn *c, int status, const char *ctype,
     if (r != NULL) {
         r->status = status;
         r->bytes_out = blen;
-        access_log(c, r);
     }
+    access_log(c, r, status, blen);
     px_stats_add(PX_ST_BYTES_OUT, blen);
     if (close) {
         close_after_write(c);
@@ -698,7 +705,7 @@ static void response_done(struct px_conn *c)
     px_stats_request(r->route_idx, PX_OUT_FORWARDED);
     px_stats_add(PX_ST_BYTES_OUT, r->bytes_out);
     release_upstream(c, r->resp_keepalive && r->body_done);
-    access_log(c, r);
+    access_log(c, r, r->status, r->bytes_out);
     close = !c->keep_alive || !r->body_done || c->ctx->shutting_down || r->rbody == PX_H1_BODY_EOF;
     if (close) {
         close_after_write(c);
