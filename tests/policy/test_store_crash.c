@@ -4,7 +4,8 @@
  * 100 rounds on the same store directory, so each round also recovers from
  * the previous kill. */
 #include <criterion/criterion.h>
-#include <dirent.h>
+
+#include "ts_proc.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -24,23 +25,6 @@
 static char tmpdir[64];
 static char dbdir[96];
 
-static void rm_dir(const char *d)
-{
-    DIR *dp = opendir(d);
-    struct dirent *e;
-    char p[512];
-    if (dp == NULL)
-        return;
-    while ((e = readdir(dp)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
-        unlink(p);
-    }
-    closedir(dp);
-    rmdir(d);
-}
-
 static void setup(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/fence-crash-XXXXXX");
@@ -50,8 +34,8 @@ static void setup(void)
 
 static void teardown(void)
 {
-    rm_dir(dbdir);
-    rm_dir(tmpdir);
+    ts_rmrf(dbdir);
+    ts_rmrf(tmpdir);
 }
 
 static double now(void)

@@ -4,6 +4,8 @@
  * insertions and reordering at the right line, drops that leave no gap in
  * the chain, and `audit tail`. */
 #include <criterion/criterion.h>
+
+#include "ts_proc.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -38,24 +40,13 @@ static void in_dir(char *out, size_t n, const char *name)
     snprintf(out, n, "%s/%s", dir, name);
 }
 
+/* The whole file (caller frees), asserting that it can be read. */
 static char *slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t cap = 0, n = 0, r;
+    size_t n;
+    char *buf = ts_read_file(path, &n);
 
-    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    do {
-        if (cap - n < 4096) {
-            cap = cap ? cap * 2 : 8192;
-            buf = realloc(buf, cap + 1);
-            cr_assert_not_null(buf);
-        }
-        r = fread(buf + n, 1, cap - n, f);
-        n += r;
-    } while (r > 0);
-    fclose(f);
-    buf[n] = '\0';
+    cr_assert_not_null(buf, "%s: cannot read", path);
     if (len != NULL)
         *len = n;
     return buf;

@@ -2,6 +2,8 @@
  * them between the two files without loss, a full buffer drops and counts,
  * and write errors are counted, not fatal. */
 #include <criterion/criterion.h>
+
+#include "ts_proc.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -28,25 +30,15 @@ static void teardown(void)
     cr_expect_eq(system(cmd), 0);
 }
 
+/* The whole file (caller frees), asserting that it can be read. */
 static char *slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t cap = 0, n = 0, r;
+    size_t n;
+    char *buf = ts_read_file(path, &n);
 
-    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-    do {
-        if (cap - n < 65536) {
-            cap = cap ? cap * 2 : 65536;
-            buf = realloc(buf, cap + 1);
-            cr_assert_not_null(buf);
-        }
-        r = fread(buf + n, 1, cap - n, f);
-        n += r;
-    } while (r > 0);
-    fclose(f);
-    buf[n] = '\0';
-    *len = n;
+    cr_assert_not_null(buf, "%s: cannot read", path);
+    if (len != NULL)
+        *len = n;
     return buf;
 }
 

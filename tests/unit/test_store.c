@@ -3,7 +3,8 @@
  * persistence across reopen, group commit, fail-closed on an LMDB error and
  * a throughput floor. Each test uses its own temp dir. */
 #include <criterion/criterion.h>
-#include <dirent.h>
+
+#include "ts_proc.h"
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,27 +26,10 @@ static void setup(void)
     snprintf(dbdir, sizeof dbdir, "%s/db", tmpdir);
 }
 
-static void rm_dir(const char *d)
-{
-    DIR *dp = opendir(d);
-    struct dirent *e;
-    char p[512];
-    if (dp == NULL)
-        return;
-    while ((e = readdir(dp)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", d, e->d_name);
-        unlink(p);
-    }
-    closedir(dp);
-    rmdir(d);
-}
-
 static void teardown(void)
 {
-    rm_dir(dbdir);
-    rm_dir(tmpdir);
+    ts_rmrf(dbdir);
+    ts_rmrf(tmpdir);
 }
 
 TestSuite(store, .init = setup, .fini = teardown, .timeout = 60);
