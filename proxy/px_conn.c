@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -734,6 +735,27 @@ static void upstream_failed(struct px_conn *c, int status, const char *why)
 }
 
 /* Writes the response head for the client from the parsed upstream head. */
+/* A Location that points at the upstream itself ("http://host:port/...",
+ * the configured upstream) would send clients around the proxy, past the
+ * fencing check: it is rewritten to the path alone, which the client
+ * resolves against the proxy (as nginx's "proxy_redirect default" does).
+ * Other values pass unchanged. */
+static void write_location(struct px_conn *c, struct head_out *b, const struct px_h1_field *f)
+{
+    const char *o = c->ctx->upstream_origin;
+    size_t olen = c->ctx->upstream_origin_len;
+
+    if (f->value_len >= olen && strncasecmp(f->value, o, olen) == 0 &&
+        (f->value_len == olen || f->value[olen] == '/')) {
+        if (f->value_len == olen)
+            ho_field(b, f->name, f->name_len, "/", 1);
+        else
+            ho_field(b, f->name, f->name_len, f->value + olen, f->value_len - olen);
+        return;
+    }
+    ho_field(b, f->name, f->name_len, f->value, f->value_len);
+}
+
 static int write_response_head(struct px_conn *c, struct px_req *r, const struct px_h1_head *h)
 {
     struct evbuffer *o = bufferevent_get_output(c->bev);
@@ -768,6 +790,10 @@ static int write_response_head(struct px_conn *c, struct px_req *r, const struct
             continue;
         if (NAME_IS(f, "X-Request-Id"))
             continue;
+        if (NAME_IS(f, "Location") || NAME_IS(f, "Content-Location")) {
+            write_location(c, &b, f);
+            continue;
+        }
         ho_field(&b, f->name, f->name_len, f->value, f->value_len);
     }
     HO_LIT(&b, "X-Request-Id: ");

@@ -248,6 +248,9 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     ctx->lim.max_line = 8192;
     ctx->lim.max_fields = 100;
     ctx->token_header_len = strlen(cfg->token_header);
+    snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "http://%s:%d",
+             cfg->upstream_host, cfg->upstream_port);
+    ctx->upstream_origin_len = strlen(ctx->upstream_origin);
     if (getrandom(&ctx->rid_base, sizeof(ctx->rid_base), 0) != sizeof(ctx->rid_base))
         ctx->rid_base = (uint64_t)time(NULL) * 2654435761u;
     if (init_stats(cfg) < 0) {

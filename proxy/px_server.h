@@ -55,6 +55,8 @@ struct px_ctx {
         struct timeval header, idle, upstream, connect, linger;
     } tv;
     size_t token_header_len;
+    char upstream_origin[320];       /* "http://host:port", for Location */
+    size_t upstream_origin_len;
 };
 
 /* Builds the context from cfg (borrowed), opening listeners, store, logs and
