@@ -723,9 +723,11 @@ static void upstream_failed(struct px_conn *c, int status, const char *why)
 
     px_clog_warn(c->id, c->peer, "upstream: %s", why);
     px_stats_request(r->route_idx, PX_OUT_UPSTREAM_ERROR);
-    if (status == 504 && c->state == C_FORWARD && r->fenced && r->up != NULL) {
+    if (c->state == C_FORWARD && r->fenced && r->up != NULL && !r->resp_started) {
+        /* The request went out and no answer came (timeout, reset, close):
+         * whether the upstream applied it is unknown (S3, S7). */
         px_stats_inc(PX_ST_INFLIGHT_TIMEOUTS);
-        audit(c, r, "inflight_timeout"); /* the outcome upstream is unknown */
+        audit(c, r, "inflight_timeout");
     }
     release_upstream(c, 0);
     if (!r->resp_started)

@@ -260,3 +260,26 @@ Test(fence, highest_survives_a_restart_and_a_crash)
     cr_assert_eq(admin_highest("%2Fobjects%2Fr5"), 21);
     cr_assert_eq(put_status("/objects/r5/x", 20, "x", NULL), 409);
 }
+
+Test(fence, a_forwarded_request_without_an_answer_is_audited_as_unknown_outcome)
+{
+    char *audit;
+    size_t alen;
+    struct ts_resp r;
+
+    /* The upstream takes the request and closes without a response. */
+    cr_assert_eq(ts_upstream_set_response(up, ""), 0);
+    ts_upstream_set_close_after_response(up, 1);
+    cr_assert_eq(put_status("/objects/r6/x", 30, "x", &r), 502);
+    ts_resp_free(&r);
+    cr_assert_eq(ts_upstream_count(up), 1);
+    /* The advance stands even though the upstream failed. */
+    cr_assert_eq(put_status("/objects/r6/x", 29, "x", NULL), 409);
+    ts_sleep_ms(300);
+    audit = ts_read_file(px.audit, &alen);
+    cr_assert_not_null(audit);
+    cr_assert(strstr(audit, "\"event\":\"inflight_timeout\",\"route\":\"objects\","
+                            "\"resource\":\"/objects/r6\",\"token\":30") != NULL,
+              "audit: %s", audit);
+    free(audit);
+}
