@@ -1,4 +1,5 @@
-# Fencing through the real proxy binary (issue 4).
+# Fencing (issue 4): the gate on its own, then through the real proxy binary.
+fence_test(test_fence_gate SOURCES unit/test_fence_gate.c LIBS fenceproxycore)
 fence_test(test_fence SOURCES fence/test_fence.c LIBS fencetestsupport TIMEOUT 300)
 fence_test(test_crash SOURCES fence/test_crash.c LIBS fencetestsupport Threads::Threads TIMEOUT 300)
 fence_test(test_admin SOURCES fence/test_admin.c LIBS fencetestsupport TIMEOUT 120)
