@@ -1,6 +1,7 @@
 /* px_fence: see px_fence.h. Owns the resource table (a chained hash map of
- * struct px_fence_res, never shrunk while the proxy runs) and the queues of
- * waiting tickets. The invariants it enforces are named in docs/safety.md:
+ * struct px_fence_res; beyond PX_FENCE_MAX_RESOURCES the least recently used
+ * idle entries are dropped, their highest being durable in the store) and
+ * the queues of waiting tickets. The invariants it enforces are named in docs/safety.md:
  * S1 (a token below the highest admitted is refused), S2 (an advance is
  * durable before a request carrying it is forwarded) and S3 (requests with
  * two different tokens are never in flight to the upstream for one resource). */
@@ -27,6 +28,9 @@ struct px_fence_res {
     size_t active;                /* how many are in flight (S3) */
     struct ticket_list loading;   /* admitted before the store answered */
     struct ticket_list waiting;   /* admitted, waiting for S2/S3 */
+    unsigned pending;             /* store calls whose callback has not run */
+    int in_idle;                  /* on the fence's idle list */
+    TAILQ_ENTRY(px_fence_res) idle_link;
     size_t klen;
     char key[];
 };
@@ -37,6 +41,8 @@ struct px_fence {
     size_t nbuckets;
     size_t nres;
     size_t inflight;
+    size_t max_res;               /* cached resources before idle ones go */
+    TAILQ_HEAD(, px_fence_res) idle; /* evictable, least recently used first */
 };
 
 static uint64_t key_hash(const char *k, size_t len)
@@ -57,6 +63,8 @@ struct px_fence *px_fence_new(struct pol_store *store)
     if (f == NULL)
         goto fail;
     f->store = store;
+    f->max_res = PX_FENCE_MAX_RESOURCES;
+    TAILQ_INIT(&f->idle);
     f->nbuckets = 1024;
     f->buckets = calloc(f->nbuckets, sizeof(*f->buckets));
     if (f->buckets == NULL)
@@ -144,6 +152,48 @@ static struct px_fence_res *res_get(struct px_fence *f, const char *key, size_t 
     return r;
 }
 
+/* Whether r holds nothing but its (durable) highest: no ticket, no request
+ * in flight, no store call outstanding. Such an entry can be dropped from
+ * the cache and loaded again later from the store, which has that highest. */
+static int res_idle(const struct px_fence_res *r)
+{
+    return r->loaded && !r->reading && r->pending == 0 && r->active == 0 &&
+           r->durable == r->highest && TAILQ_EMPTY(&r->loading) && TAILQ_EMPTY(&r->waiting);
+}
+
+static void res_unlink(struct px_fence *f, struct px_fence_res *r)
+{
+    struct px_fence_res **pp = &f->buckets[r->hash & (f->nbuckets - 1)];
+
+    while (*pp != r)
+        pp = &(*pp)->next;
+    *pp = r->next;
+    f->nres--;
+}
+
+/* Keeps r's place on the idle list right after any change to r, then drops
+ * the least recently used idle entries while the cache is over its size.
+ * r itself may be freed: callers do not touch it afterwards. */
+static void res_touch(struct px_fence_res *r)
+{
+    struct px_fence *f = r->fence;
+    struct px_fence_res *old;
+
+    if (r->in_idle) {
+        TAILQ_REMOVE(&f->idle, r, idle_link);
+        r->in_idle = 0;
+    }
+    if (res_idle(r)) {
+        TAILQ_INSERT_TAIL(&f->idle, r, idle_link);
+        r->in_idle = 1;
+    }
+    while (f->nres > f->max_res && (old = TAILQ_FIRST(&f->idle)) != NULL) {
+        TAILQ_REMOVE(&f->idle, old, idle_link);
+        res_unlink(f, old);
+        free(old);
+    }
+}
+
 /* Decides a ticket out of band: records the result and tells its owner. */
 static void ticket_finish(struct px_fence_ticket *t, enum px_fence_result res)
 {
@@ -211,6 +261,7 @@ static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence
         /* S1: from here on lower tokens are refused; S2: the request waits
          * for the store to acknowledge the advance. */
         r->highest = t->token;
+        r->pending++;
         pol_store_advance(f->store, r->key, r->klen, t->token, on_advanced, r);
         release_waiting(r); /* queued lower tokens are stale now */
     }
@@ -226,6 +277,7 @@ static void on_loaded(void *arg, int rc, uint64_t highest)
     struct px_fence_res *r = arg;
     struct px_fence_ticket *t;
 
+    r->pending--;
     if (rc != 0) {
         /* Not loaded: refuse what waited. */
         while ((t = TAILQ_FIRST(&r->loading)) != NULL) {
@@ -233,6 +285,7 @@ static void on_loaded(void *arg, int rc, uint64_t highest)
             ticket_finish(t, PX_FENCE_FAILED);
         }
         r->reading = 0; /* the next request retries the read */
+        res_touch(r);
         return;
     }
     r->reading = 0;
@@ -251,6 +304,7 @@ static void on_loaded(void *arg, int rc, uint64_t highest)
             ticket_finish(t, res);
         }
     }
+    res_touch(r);
 }
 
 static void on_advanced(void *arg, int rc, uint64_t highest)
@@ -258,6 +312,7 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
     struct px_fence_res *r = arg;
     struct px_fence_ticket *t, *next;
 
+    r->pending--;
     if (rc != 0) {
         /* Fail closed: nothing above the durable highest goes through. */
         for (t = TAILQ_FIRST(&r->waiting); t != NULL; t = next) {
@@ -267,6 +322,7 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
                 ticket_finish(t, PX_FENCE_FAILED);
             }
         }
+        res_touch(r);
         return;
     }
     if (highest > r->durable)
@@ -274,6 +330,7 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
     if (highest > r->highest)
         r->highest = highest; /* raised elsewhere: what waits below it is stale (S1) */
     release_waiting(r);
+    res_touch(r);
 }
 
 enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t klen,
@@ -297,14 +354,17 @@ enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t 
         TAILQ_INSERT_TAIL(&r->loading, t, link);
         if (!r->reading) {
             r->reading = 1;
+            r->pending++;
             pol_store_get(f->store, r->key, r->klen, on_loaded, r);
         }
+        res_touch(r);
         return PX_FENCE_WAIT;
     }
     {
         enum px_fence_result res = admit_loaded(r, t);
         if (res == PX_FENCE_STALE || res == PX_FENCE_FAILED)
             t->res = NULL;
+        res_touch(r); /* every change of r ends here: an idle entry may go */
         return res;
     }
 }
@@ -333,6 +393,12 @@ void px_fence_done(struct px_fence *f, struct px_fence_ticket *t)
     t->res = NULL;
     if (r->loaded)
         release_waiting(r); /* S3: the last lower-token request has ended */
+    res_touch(r);
+}
+
+void px_fence_set_max_resources(struct px_fence *f, size_t n)
+{
+    f->max_res = n > 0 ? n : 1;
 }
 
 int px_fence_peek(const struct px_fence *f, const char *key, size_t klen,

@@ -11,6 +11,11 @@
 #include <stdint.h>
 #include <sys/queue.h>
 
+/* Resources kept in the cache. Beyond it, the least recently used idle ones
+ * (no request, no store call, highest durable) are dropped; the next request
+ * for one loads its highest from the store again. */
+#define PX_FENCE_MAX_RESOURCES ((size_t)1 << 20)
+
 struct pol_store;
 struct px_fence;
 struct px_fence_res;
@@ -68,6 +73,9 @@ void px_fence_done(struct px_fence *f, struct px_fence_ticket *t);
  * and sets *highest, or -1 when it is not in the cache. */
 int px_fence_peek(const struct px_fence *f, const char *key, size_t klen,
                   uint64_t *highest);
+
+/* Changes the cache size (default PX_FENCE_MAX_RESOURCES; at least 1). */
+void px_fence_set_max_resources(struct px_fence *f, size_t n);
 
 /* Requests in flight (GO, not done) across all resources. */
 size_t px_fence_inflight(const struct px_fence *f);

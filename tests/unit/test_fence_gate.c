@@ -193,3 +193,32 @@ Test(gate, withdrawn_ticket_never_calls_back)
     cr_assert_eq(b.called, 0);
     cr_assert_eq(px_fence_inflight(fence), 0);
 }
+
+Test(gate, idle_resources_beyond_the_cache_size_are_reloaded_from_the_store)
+{
+    static const char *keys[] = {"/a", "/b", "/c", "/d"};
+    struct req r, busy, s;
+    uint64_t h;
+
+    px_fence_set_max_resources(fence, 2);
+    admit("/busy", 9, &busy); /* stays in flight: never evicted */
+    settle();
+    cr_assert_eq(busy.last, PX_FENCE_GO);
+    for (int i = 0; i < 4; i++) {
+        admit(keys[i], 10 + (uint64_t)i, &r);
+        settle();
+        cr_assert_eq(r.last, PX_FENCE_GO);
+        px_fence_done(fence, &r.t);
+    }
+    cr_assert_eq(px_fence_peek(fence, "/busy", 5, &h), 0, "a resource in flight was dropped");
+    cr_assert_eq(h, 9);
+    cr_assert_eq(px_fence_peek(fence, "/d", 2, &h), 0, "the most recent idle one stays");
+    cr_assert_eq(px_fence_peek(fence, "/a", 2, &h), -1, "the oldest idle one was dropped");
+    /* Its highest comes back from the store: a stale token is still refused. */
+    cr_assert_eq(admit("/a", 9, &s), PX_FENCE_WAIT);
+    settle();
+    cr_assert_eq(s.called, 1);
+    cr_assert_eq(s.last, PX_FENCE_STALE);
+    cr_assert_eq(s.t.highest, 10);
+    px_fence_done(fence, &busy.t);
+}
