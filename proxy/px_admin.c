@@ -46,8 +46,7 @@ static void reply(struct evhttp_request *req, int code, const char *ctype, const
     evbuffer_free(b);
 }
 
-static void reply_token(struct evhttp_request *req, const char *key, size_t klen,
-                        uint64_t highest)
+static void reply_token(struct evhttp_request *req, const char *key, size_t klen, uint64_t highest)
 {
     char *esc = NULL;
     size_t elen = 0, ecap = 0;
@@ -59,8 +58,7 @@ static void reply_token(struct evhttp_request *req, const char *key, size_t klen
     }
     evbuffer_add_printf(b, "{\"resource\":\"%.*s\",\"highest\":%" PRIu64 "}\n", (int)elen,
                         esc != NULL ? esc : "", highest);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "application/json");
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
     evhttp_send_reply(req, 200, "OK", b);
 out:
     if (b != NULL)

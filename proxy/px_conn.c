@@ -41,7 +41,7 @@
 /* Backpressure: stop reading a side while the other side's output holds
  * more than HIGH bytes; resume below LOW. Bounds memory per connection. */
 #define PX_BUF_HIGH (256 * 1024)
-#define PX_BUF_LOW (64 * 1024)
+#define PX_BUF_LOW  (64 * 1024)
 /* Most bytes decoded from one pulled-up run of a chunked body. */
 #define PX_CHUNK_RUN (64 * 1024)
 /* After a response that ends a connection with unread input, the proxy
@@ -54,32 +54,32 @@ enum cstate { C_HEAD, C_DECIDE, C_CONNECT, C_FORWARD, C_CLOSING, C_LINGER };
 enum tmode { T_OFF, T_HEAD, T_IDLE, T_LINGER };
 
 struct px_req {
-    struct px_h1_head h;          /* slices of buf */
-    char *buf;                    /* copy of the head bytes; owned */
-    char *path;                   /* normalised path; owned */
+    struct px_h1_head h; /* slices of buf */
+    char *buf;           /* copy of the head bytes; owned */
+    char *path;          /* normalised path; owned */
     size_t path_len;
     struct pol_decision dec;
-    size_t route_idx;             /* SIZE_MAX when no route */
-    int fenced;                   /* ticket admitted */
+    size_t route_idx; /* SIZE_MAX when no route */
+    int fenced;       /* ticket admitted */
     struct px_fence_ticket ticket;
-    struct px_uconn *up;          /* borrowed from the pool */
-    char rid[80];                 /* X-Request-Id */
+    struct px_uconn *up; /* borrowed from the pool */
+    char rid[80];        /* X-Request-Id */
     /* request body */
     uint64_t body_left;
     struct px_h1_chunked chunk;
     int body_done;
     /* response */
     struct px_h1_parser rp;
-    int resp_started;             /* head written to the client */
+    int resp_started; /* head written to the client */
     enum px_h1_body rbody;
     uint64_t rbody_left;
     struct px_h1_chunked rchunk;
-    int rchunked_out;             /* re-chunk to the client */
+    int rchunked_out; /* re-chunk to the client */
     int resp_keepalive;
     int status;
     uint64_t bytes_out;
-    struct timespec t_start;      /* head parsed */
-    struct timespec t_fwd;        /* forwarding started */
+    struct timespec t_start; /* head parsed */
+    struct timespec t_fwd;   /* forwarding started */
     double upstream_s;
 };
 
@@ -87,22 +87,22 @@ struct px_conn {
     struct px_ctx *ctx;
     uint64_t id;
     struct bufferevent *bev;
-    char peer[64];                /* ip:port */
+    char peer[64]; /* ip:port */
     char peer_ip[48];
     TAILQ_ENTRY(px_conn) link;
     enum cstate state;
     struct event *timer;
     enum tmode tmode;
-    struct event *kick;           /* deferred work: next request, reaping */
+    struct event *kick; /* deferred work: next request, reaping */
     struct px_h1_parser parser;
     struct px_req *req;
-    int keep_alive;               /* the current request allows reuse */
-    int dead;                     /* to be reaped by the kick event */
-    int paused_up;                /* upstream reading paused for us */
-    int paused_client;            /* client reading paused for the upstream */
+    int keep_alive;    /* the current request allows reuse */
+    int dead;          /* to be reaped by the kick event */
+    int paused_up;     /* upstream reading paused for us */
+    int paused_client; /* client reading paused for the upstream */
     size_t linger_bytes;
-    int client_eof;               /* the client half-closed */
-    int upload_deadline;          /* the client read deadline is armed */
+    int client_eof;      /* the client half-closed */
+    int upload_deadline; /* the client read deadline is armed */
 };
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
@@ -235,8 +235,7 @@ static void make_request_id(struct px_conn *c, struct px_req *r)
     struct px_ctx *ctx = c->ctx;
     uint64_t v = ctx->rid_base + (++ctx->rid_counter) * 0x9e3779b97f4a7c15ULL;
 
-    snprintf(r->rid, sizeof(r->rid), "%016" PRIx64 "%08" PRIx64, v,
-             ctx->rid_counter & 0xffffffffu);
+    snprintf(r->rid, sizeof(r->rid), "%016" PRIx64 "%08" PRIx64, v, ctx->rid_counter & 0xffffffffu);
 }
 
 /* One access log line. r is NULL for a request refused before its head
@@ -258,8 +257,8 @@ static void access_log(struct px_conn *c, struct px_req *r, int status, uint64_t
         n = snprintf(line, sizeof(line),
                      "%s.%03uZ %s \"%.*s %.*s HTTP/1.%d\" %d %" PRIu64 " %.3f %s\n", ts,
                      (unsigned)(now % 1000), c->peer, (int)r->h.method_len, r->h.method,
-                     (int)(r->h.target_len > 512 ? 512 : r->h.target_len), r->h.target,
-                     r->h.minor, status, bytes, r->upstream_s * 1000.0, r->rid);
+                     (int)(r->h.target_len > 512 ? 512 : r->h.target_len), r->h.target, r->h.minor,
+                     status, bytes, r->upstream_s * 1000.0, r->rid);
     else
         n = snprintf(line, sizeof(line), "%s.%03uZ %s \"-\" %d %" PRIu64 " 0.000 -\n", ts,
                      (unsigned)(now % 1000), c->peer, status, bytes);
@@ -331,16 +330,16 @@ static void audit(struct px_conn *c, struct px_req *r, const char *event)
     ev.ts_ms = px_server_now_ms();
     if (px_audit_record(c->ctx->audit, &ev) < 0) {
         px_stats_inc(PX_ST_AUDIT_DROPPED);
-        px_clog_error(c->id, c->peer, "audit record dropped (writer buffer full): %s %s",
-                      event, r->rid);
+        px_clog_error(c->id, c->peer, "audit record dropped (writer buffer full): %s %s", event,
+                      r->rid);
     } else {
         px_stats_inc(PX_ST_AUDIT_RECORDS);
     }
 }
 
 /* Writes a complete local response. close: the connection ends after it. */
-static void respond_local(struct px_conn *c, int status, const char *ctype,
-                          const char *extra, const char *body, size_t blen, int close)
+static void respond_local(struct px_conn *c, int status, const char *ctype, const char *extra,
+                          const char *body, size_t blen, int close)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     struct px_req *r = c->req;
@@ -897,8 +896,8 @@ static int pump_response_body(struct px_conn *c)
         } else {
             size_t used;
             uint64_t data;
-            enum px_h1_status st = relay_chunked(&r->rchunk, in, out, r->rchunked_out, &used,
-                                                 &data);
+            enum px_h1_status st =
+                relay_chunked(&r->rchunk, in, out, r->rchunked_out, &used, &data);
             r->bytes_out += data;
             if (st == PX_H1_ERROR) {
                 upstream_failed(c, 502, "malformed chunked response body");
@@ -981,8 +980,9 @@ static void up_event_run(struct bufferevent *bev, short what, void *arg)
         }
         return;
     }
-    upstream_failed(c, 502, (what & BEV_EVENT_EOF) ? "upstream closed the connection"
-                                                   : "upstream connection failed");
+    upstream_failed(c, 502,
+                    (what & BEV_EVENT_EOF) ? "upstream closed the connection"
+                                           : "upstream connection failed");
 }
 
 /* The client's chunked body turned out malformed after forwarding began: the
@@ -1190,8 +1190,8 @@ static void decide(struct px_conn *c)
     default:
         break;
     }
-    fr = px_fence_admit(ctx->fence, r->dec.resource, r->dec.resource_len, r->dec.token,
-                        &r->ticket, fence_cb, c);
+    fr = px_fence_admit(ctx->fence, r->dec.resource, r->dec.resource_len, r->dec.token, &r->ticket,
+                        fence_cb, c);
     r->ticket.result = fr;
     r->fenced = fr == PX_FENCE_GO || fr == PX_FENCE_WAIT;
     fence_decided(c);
@@ -1200,7 +1200,7 @@ static void decide(struct px_conn *c)
 /* Points every slice of h from the old buffer into the copy at base. */
 static void head_rebase(struct px_h1_head *h, const char *old, char *base)
 {
-#define REBASE(p) ((p) = (p) != NULL ? base + ((p) - old) : NULL)
+#define REBASE(p) ((p) = (p) != NULL ? base + ((p)-old) : NULL)
     REBASE(h->method);
     REBASE(h->target);
     REBASE(h->reason);
@@ -1301,8 +1301,7 @@ static void client_read_run(struct bufferevent *bev, void *arg)
         break;
     case C_CONNECT:
     case C_FORWARD:
-        if (c->req != NULL && !c->req->body_done && c->req->up != NULL &&
-            pump_request_body(c) < 0)
+        if (c->req != NULL && !c->req->body_done && c->req->up != NULL && pump_request_body(c) < 0)
             respond_bad_body(c);
         break;
     case C_LINGER:
@@ -1345,8 +1344,9 @@ static void client_event_run(struct bufferevent *bev, short what, void *arg)
     if (c->dead)
         return;
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_LINGER &&
-        c->state != C_CLOSING && (r != NULL || evbuffer_get_length(bufferevent_get_input(bev)) > 0 ||
-                                  evbuffer_get_length(bufferevent_get_output(bev)) > 0)) {
+        c->state != C_CLOSING &&
+        (r != NULL || evbuffer_get_length(bufferevent_get_input(bev)) > 0 ||
+         evbuffer_get_length(bufferevent_get_output(bev)) > 0)) {
         /* Half-close: everything the client sent is in the input buffer.
          * Answer what it asked for, then close. libevent stops reading. */
         c->client_eof = 1;
@@ -1493,8 +1493,9 @@ static void format_peer(struct px_conn *c, const struct sockaddr *sa)
 
 void px_conn_accept(struct px_ctx *ctx, int fd, const struct sockaddr *sa, socklen_t salen)
 {
-    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-                               "Content-Length: 20\r\nConnection: close\r\n\r\ntoo many connections";
+    static const char busy[] =
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+        "Content-Length: 20\r\nConnection: close\r\n\r\ntoo many connections";
     struct px_conn *c = NULL;
     int one = 1;
 
@@ -1519,7 +1520,7 @@ void px_conn_accept(struct px_ctx *ctx, int fd, const struct sockaddr *sa, sockl
     bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, PX_BUF_LOW, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, PX_BUF_HIGH); /* bounds read-ahead */
-    bufferevent_disable(c->bev, EV_WRITE); /* writes: out_flush() */
+    bufferevent_disable(c->bev, EV_WRITE);                     /* writes: out_flush() */
     set_client_read_timeout(c, 0);
     TAILQ_INSERT_TAIL(&ctx->conns, c, link);
     ctx->n_conns++;
@@ -1547,7 +1548,8 @@ void px_conn_drain_all(struct px_ctx *ctx)
 {
     struct px_conn *c;
 
-    TAILQ_FOREACH(c, &ctx->conns, link) {
+    TAILQ_FOREACH(c, &ctx->conns, link)
+    {
         if (c->dead)
             continue;
         c->keep_alive = 0;

@@ -17,19 +17,19 @@ enum ticket_state { T_NONE = 0, T_LOADING, T_WAITING, T_ACTIVE };
 TAILQ_HEAD(ticket_list, px_fence_ticket);
 
 struct px_fence_res {
-    struct px_fence_res *next;    /* hash chain */
+    struct px_fence_res *next; /* hash chain */
     struct px_fence *fence;
     uint64_t hash;
-    int loaded;                   /* highest/durable are known */
-    int reading;                  /* a store read is under way */
-    uint64_t highest;             /* highest admitted (S1 compares with it) */
-    uint64_t durable;             /* highest the store acknowledged (S2) */
-    uint64_t active_token;        /* token of the requests in flight */
-    size_t active;                /* how many are in flight (S3) */
-    struct ticket_list loading;   /* admitted before the store answered */
-    struct ticket_list waiting;   /* admitted, waiting for S2/S3 */
-    unsigned pending;             /* store calls whose callback has not run */
-    int in_idle;                  /* on the fence's idle list */
+    int loaded;                 /* highest/durable are known */
+    int reading;                /* a store read is under way */
+    uint64_t highest;           /* highest admitted (S1 compares with it) */
+    uint64_t durable;           /* highest the store acknowledged (S2) */
+    uint64_t active_token;      /* token of the requests in flight */
+    size_t active;              /* how many are in flight (S3) */
+    struct ticket_list loading; /* admitted before the store answered */
+    struct ticket_list waiting; /* admitted, waiting for S2/S3 */
+    unsigned pending;           /* store calls whose callback has not run */
+    int in_idle;                /* on the fence's idle list */
     TAILQ_ENTRY(px_fence_res) idle_link;
     size_t klen;
     char key[];
@@ -41,7 +41,7 @@ struct px_fence {
     size_t nbuckets;
     size_t nres;
     size_t inflight;
-    size_t max_res;               /* cached resources before idle ones go */
+    size_t max_res;                  /* cached resources before idle ones go */
     TAILQ_HEAD(, px_fence_res) idle; /* evictable, least recently used first */
 };
 
@@ -90,8 +90,8 @@ void px_fence_free(struct px_fence *f)
     free(f);
 }
 
-static struct px_fence_res *res_find(const struct px_fence *f, const char *key,
-                                     size_t klen, uint64_t h)
+static struct px_fence_res *res_find(const struct px_fence *f, const char *key, size_t klen,
+                                     uint64_t h)
 {
     struct px_fence_res *r = f->buckets[h & (f->nbuckets - 1)];
 
@@ -246,7 +246,7 @@ static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence
 
     if (pol_store_failed(f->store))
         return PX_FENCE_FAILED;
-    if (t->token < r->highest) {              /* S1 */
+    if (t->token < r->highest) { /* S1 */
         t->highest = r->highest;
         return PX_FENCE_STALE;
     }
@@ -298,7 +298,7 @@ static void on_loaded(void *arg, int rc, uint64_t highest)
         t->state = T_NONE;
         res = admit_loaded(r, t);
         if (res == PX_FENCE_GO) {
-            t->result = res;   /* admit_loaded counted it in flight */
+            t->result = res; /* admit_loaded counted it in flight */
             t->cb(t, t->arg);
         } else if (res != PX_FENCE_WAIT) {
             ticket_finish(t, res);
@@ -334,8 +334,8 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
 }
 
 enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t klen,
-                                    uint64_t token, struct px_fence_ticket *t,
-                                    px_fence_cb cb, void *arg)
+                                    uint64_t token, struct px_fence_ticket *t, px_fence_cb cb,
+                                    void *arg)
 {
     struct px_fence_res *r;
 
@@ -401,8 +401,7 @@ void px_fence_set_max_resources(struct px_fence *f, size_t n)
     f->max_res = n > 0 ? n : 1;
 }
 
-int px_fence_peek(const struct px_fence *f, const char *key, size_t klen,
-                  uint64_t *highest)
+int px_fence_peek(const struct px_fence *f, const char *key, size_t klen, uint64_t *highest)
 {
     const struct px_fence_res *r = res_find(f, key, klen, key_hash(key, klen));
 

@@ -19,16 +19,41 @@ static int is_tchar(unsigned char c)
 {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
         return 1;
-    return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+    switch (c) { /* RFC 9110 tchar; a switch, not strchr: it runs per byte */
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
+        return 1;
+    default:
+        return 0;
+    }
 }
 
-static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static int is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
 
 static int hex_val(unsigned char c)
 {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
     return -1;
 }
 
@@ -59,6 +84,10 @@ static int ieq(const char *s, size_t n, const char *name)
 {
     return ieq_n(s, n, name, strlen(name));
 }
+
+/* ieq() against a string literal: the length is known, so a field of
+ * another length costs one comparison. */
+#define IEQ_LIT(s, n, lit) ieq_n((s), (n), (lit), sizeof(lit) - 1)
 
 int px_h1_name_is(const struct px_h1_field *f, const char *name)
 {
@@ -281,16 +310,15 @@ static int valid_host(const char *s, size_t n)
 
 static unsigned field_flags(const struct px_h1_field *f)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "te", "trailer",
-                                      "upgrade", "proxy-connection"};
-    size_t i;
+    const char *n = f->name;
+    size_t l = f->name_len;
 
-    for (i = 0; i < sizeof hop / sizeof hop[0]; i++)
-        if (px_h1_name_is(f, hop[i]))
-            return PX_H1_F_HOP;
-    if (px_h1_name_is(f, "content-length") || px_h1_name_is(f, "transfer-encoding"))
+    if (IEQ_LIT(n, l, "connection") || IEQ_LIT(n, l, "keep-alive") || IEQ_LIT(n, l, "te") ||
+        IEQ_LIT(n, l, "trailer") || IEQ_LIT(n, l, "upgrade") || IEQ_LIT(n, l, "proxy-connection"))
+        return PX_H1_F_HOP;
+    if (IEQ_LIT(n, l, "content-length") || IEQ_LIT(n, l, "transfer-encoding"))
         return PX_H1_F_FRAMING;
-    if (px_h1_name_is(f, "expect"))
+    if (IEQ_LIT(n, l, "expect"))
         return PX_H1_F_EXPECT;
     return 0;
 }
@@ -311,7 +339,7 @@ static int check_te(const struct px_h1_head *h, const char **why)
         const char *el;
         size_t el_len, pos = 0, t;
 
-        if (!px_h1_name_is(f, "transfer-encoding"))
+        if (!IEQ_LIT(f->name, f->name_len, "transfer-encoding"))
             continue;
         while (next_element(f->value, f->value_len, &pos, &el, &el_len)) {
             int params;
@@ -334,14 +362,14 @@ static int check_te(const struct px_h1_head *h, const char **why)
                 bad = 1;
             n_codings++;
             last_chunked = 0;
-            if (ieq(el, t, "chunked")) {
+            if (IEQ_LIT(el, t, "chunked")) {
                 if (params)
                     bad = 1; /* chunked takes no parameters */
                 n_chunked++;
                 last_chunked = 1;
-            } else if (ieq(el, t, "gzip") || ieq(el, t, "x-gzip") || ieq(el, t, "deflate") ||
-                       ieq(el, t, "compress") || ieq(el, t, "x-compress") ||
-                       ieq(el, t, "identity")) {
+            } else if (IEQ_LIT(el, t, "gzip") || IEQ_LIT(el, t, "x-gzip") ||
+                       IEQ_LIT(el, t, "deflate") || IEQ_LIT(el, t, "compress") ||
+                       IEQ_LIT(el, t, "x-compress") || IEQ_LIT(el, t, "identity")) {
                 other = 1;
             } else {
                 unknown = 1;
@@ -375,8 +403,8 @@ static int check_te(const struct px_h1_head *h, const char **why)
  * lines were already checked one by one. Fill h from scratch (so the caller
  * may hand a fresh h to each call) and apply the rules that need every field:
  * Host, framing, Connection, Expect. */
-static enum px_h1_status finish_head(struct px_h1_parser *p, const char *buf,
-                                     size_t head_len, struct px_h1_head *h)
+static enum px_h1_status finish_head(struct px_h1_parser *p, const char *buf, size_t head_len,
+                                     struct px_h1_head *h)
 {
     const char *why = NULL;
     size_t pos, end = head_len - 2; /* the final empty line's CRLF */
@@ -404,22 +432,22 @@ static enum px_h1_status finish_head(struct px_h1_parser *p, const char *buf,
     for (k = 0; k < h->n_fields; k++) {
         struct px_h1_field *f = &h->fields[k];
 
-        if (px_h1_name_is(f, "host")) {
+        if (IEQ_LIT(f->name, f->name_len, "host")) {
             n_host++;
             h->host = f->value;
             h->host_len = f->value_len;
-        } else if (px_h1_name_is(f, "content-length")) {
+        } else if (IEQ_LIT(f->name, f->name_len, "content-length")) {
             n_cl++;
             if (parse_content_length(f->value, f->value_len, &h->content_length) != 0)
                 return fail(p, h, 400, "invalid Content-Length");
-        } else if (px_h1_name_is(f, "transfer-encoding")) {
+        } else if (IEQ_LIT(f->name, f->name_len, "transfer-encoding")) {
             n_te++;
-        } else if (px_h1_name_is(f, "expect")) {
-            if (ieq(f->value, f->value_len, "100-continue"))
+        } else if (IEQ_LIT(f->name, f->name_len, "expect")) {
+            if (IEQ_LIT(f->value, f->value_len, "100-continue"))
                 expect_100 = 1;
             else
                 expect_other = 1;
-        } else if (px_h1_name_is(f, "connection")) {
+        } else if (IEQ_LIT(f->name, f->name_len, "connection")) {
             const char *el;
             size_t el_len, lp = 0;
             unsigned j;
@@ -429,9 +457,9 @@ static enum px_h1_status finish_head(struct px_h1_parser *p, const char *buf,
                     continue;
                 if (!is_token(el, el_len))
                     return fail(p, h, 400, "invalid Connection option");
-                if (ieq(el, el_len, "close"))
+                if (IEQ_LIT(el, el_len, "close"))
                     conn_close = 1;
-                else if (ieq(el, el_len, "keep-alive"))
+                else if (IEQ_LIT(el, el_len, "keep-alive"))
                     conn_ka = 1;
                 /* Fields named by Connection are for this hop only. */
                 for (j = 0; j < h->n_fields; j++)
@@ -547,18 +575,18 @@ enum px_h1_status px_h1_parse_head(struct px_h1_parser *p, const char *buf, size
 /* ---- chunked body decoder (RFC 9112 7.1) ---- */
 
 enum {
-    CK_SIZE,      /* hex digits of a chunk size */
-    CK_SIZE_WS,   /* BWS after the digits: only ';' may follow */
-    CK_EXT,       /* chunk extension, up to CR */
-    CK_SIZE_LF,   /* CR seen at the end of a size line */
-    CK_DATA,      /* chunk data */
-    CK_DATA_CR,   /* CRLF after chunk data */
+    CK_SIZE,    /* hex digits of a chunk size */
+    CK_SIZE_WS, /* BWS after the digits: only ';' may follow */
+    CK_EXT,     /* chunk extension, up to CR */
+    CK_SIZE_LF, /* CR seen at the end of a size line */
+    CK_DATA,    /* chunk data */
+    CK_DATA_CR, /* CRLF after chunk data */
     CK_DATA_LF,
-    CK_TR_START,  /* start of a trailer line, or the final CRLF */
+    CK_TR_START, /* start of a trailer line, or the final CRLF */
     CK_TR_NAME,
     CK_TR_VALUE,
     CK_TR_LF,
-    CK_END_LF,    /* CR of the final empty line seen */
+    CK_END_LF, /* CR of the final empty line seen */
     CK_DONE,
     CK_ERROR
 };
@@ -707,37 +735,69 @@ enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in, si
 const char *px_h1_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 206:
+        return "Partial Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 428:
+        return "Precondition Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }

@@ -29,8 +29,8 @@
 #include "px_stats.h"
 #include "px_upstream.h"
 
-#define PX_LOG_BUFFER (4u * 1024 * 1024) /* per log writer */
-#define PX_UPSTREAM_IDLE_MS 30000         /* below common upstream keep-alives */
+#define PX_LOG_BUFFER       (4u * 1024 * 1024) /* per log writer */
+#define PX_UPSTREAM_IDLE_MS 30000              /* below common upstream keep-alives */
 
 uint64_t px_server_now_ms(void)
 {
@@ -78,8 +78,8 @@ static void commit_hook(void *arg, size_t batch, double seconds)
     px_stats_add(PX_ST_STORE_ADVANCES, batch);
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
 {
     struct px_ctx *ctx = arg;
 
@@ -181,10 +181,10 @@ static int open_listener(struct px_ctx *ctx, char *err, size_t errlen)
         snprintf(err, errlen, "listen %s: %s", ctx->cfg->listen, gai_strerror(gai));
         goto out;
     }
-    ctx->listener = evconnlistener_new_bind(
-        ctx->base, accept_cb, ctx,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024, res->ai_addr,
-        (int)res->ai_addrlen);
+    ctx->listener =
+        evconnlistener_new_bind(ctx->base, accept_cb, ctx,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                1024, res->ai_addr, (int)res->ai_addrlen);
     if (ctx->listener == NULL) {
         snprintf(err, errlen, "listen %s: %s", ctx->cfg->listen, strerror(errno));
         goto out;
@@ -248,8 +248,8 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     ctx->lim.max_line = 8192;
     ctx->lim.max_fields = 100;
     ctx->token_header_len = strlen(cfg->token_header);
-    snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "http://%s:%d",
-             cfg->upstream_host, cfg->upstream_port);
+    snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "http://%s:%d", cfg->upstream_host,
+             cfg->upstream_port);
     ctx->upstream_origin_len = strlen(ctx->upstream_origin);
     if (getrandom(&ctx->rid_base, sizeof(ctx->rid_base), 0) != sizeof(ctx->rid_base))
         ctx->rid_base = (uint64_t)time(NULL) * 2654435761u;
@@ -283,8 +283,8 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         goto fail;
     pol_store_set_commit_hook(ctx->store, commit_hook, ctx);
     px_stats_gauge_set(PX_G_STORE_UP, 1);
-    ctx->store_ev = event_new(ctx->base, pol_store_notify_fd(ctx->store), EV_READ | EV_PERSIST,
-                              store_cb, ctx);
+    ctx->store_ev =
+        event_new(ctx->base, pol_store_notify_fd(ctx->store), EV_READ | EV_PERSIST, store_cb, ctx);
     ctx->fence = px_fence_new(ctx->store);
     ctx->listener_retry = evtimer_new(ctx->base, listener_retry_cb, ctx);
     ctx->grace_timer = evtimer_new(ctx->base, grace_cb, ctx);

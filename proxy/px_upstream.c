@@ -29,8 +29,8 @@ struct px_upool {
     size_t n_idle;
 };
 
-struct px_upool *px_upool_new(struct event_base *base, const char *host, int port,
-                              uint64_t idle_ms, char *err, size_t errlen)
+struct px_upool *px_upool_new(struct event_base *base, const char *host, int port, uint64_t idle_ms,
+                              char *err, size_t errlen)
 {
     struct px_upool *p = NULL;
     struct addrinfo hints, *res = NULL;
