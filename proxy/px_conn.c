@@ -275,8 +275,10 @@ static void access_log(struct px_conn *c, struct px_req *r, int status, uint64_t
 /* The first value of the header field named name, or NULL. */
 static const struct px_h1_field *find_field(const struct px_h1_head *h, const char *name)
 {
+    size_t len = strlen(name);
+
     for (unsigned i = 0; i < h->n_fields; i++)
-        if (px_h1_name_is(&h->fields[i], name))
+        if (h->fields[i].name_len == len && px_h1_name_is(&h->fields[i], name))
             return &h->fields[i];
     return NULL;
 }
@@ -294,13 +296,7 @@ static void audit(struct px_conn *c, struct px_req *r, const char *event)
     ev.resource = r->dec.resource;
     ev.resource_len = r->dec.resource_len;
     if (r->dec.verdict == POL_MALFORMED) {
-        const struct px_h1_field *tf = NULL;
-        for (unsigned i = 0; i < r->h.n_fields; i++)
-            if (r->h.fields[i].name_len == c->ctx->token_header_len &&
-                px_h1_name_is(&r->h.fields[i], c->ctx->cfg->token_header)) {
-                tf = &r->h.fields[i];
-                break;
-            }
+        const struct px_h1_field *tf = find_field(&r->h, c->ctx->cfg->token_header);
         ev.token_present = tf != NULL;
         if (tf != NULL) {
             ev.token_raw = tf->value;
