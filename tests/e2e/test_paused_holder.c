@@ -21,8 +21,23 @@
 
 static struct e2e e;
 static struct ts_proc proc_a, proc_b;
+
 static pid_t a_child; /* A's command: fencelock runs it in a process group of its own */
 static int passed;
+
+/* Starts `fencelock run /objects/user42 --ttl 1s --wait 10s -- sh -c SCRIPT
+ * DIR URL` as a client named name, its output in DIR/TAG.log. */
+static void start_client(struct ts_proc *p, const char *name, char *script, char *d, char *url,
+                         const char *tag)
+{
+    char f[1200];
+    char *argv[] = {(char *)e.fencelock, "--backend", e.backend, "run", "/objects/user42",
+                    "--ttl", "1s", "--wait", "10s", "--", "/bin/sh", "-c", script, d, url,
+                    NULL};
+
+    snprintf(f, sizeof f, "%s/%s.log", d, tag);
+    cr_assert_eq(ts_proc_start(p, name, argv, NULL, f), 0);
+}
 
 static void setup(void)
 {
@@ -113,25 +128,7 @@ static void paused_holder(int port, const char *tag, struct outcome *o)
                         "exec " E2E_CURL " -s --max-time 10 -o \"$0/a.body\" -w '%{http_code}' "
                         "-X PUT -H \"Fencing-Token: $FENCE_TOKEN\" --data-binary A-content \"$1\" "
                         ">\"$0/a.code\"\n";
-        char *argv[] = {(char *)e.fencelock,
-                        "--backend",
-                        e.backend,
-                        "run",
-                        "/objects/user42",
-                        "--ttl",
-                        "1s",
-                        "--wait",
-                        "10s",
-                        "--",
-                        "/bin/sh",
-                        "-c",
-                        script,
-                        d,
-                        url,
-                        NULL};
-
-        snprintf(f, sizeof f, "%s/a.log", d);
-        cr_assert_eq(ts_proc_start(&proc_a, "client A (fencelock run)", argv, NULL, f), 0);
+        start_client(&proc_a, "client A (fencelock run)", script, d, url, "a");
     }
     snprintf(f, sizeof f, "%s/a.token", d);
     cr_assert_eq(e2e_wait_file(f, 10000), 0, "client A did not acquire the lock");
@@ -161,25 +158,7 @@ static void paused_holder(int port, const char *tag, struct outcome *o)
                         "exec " E2E_CURL " -s --max-time 10 -o /dev/null -w '%{http_code}' "
                         "-X PUT -H \"Fencing-Token: $FENCE_TOKEN\" --data-binary B-content \"$1\" "
                         ">\"$0/b.code\"\n";
-        char *argv[] = {(char *)e.fencelock,
-                        "--backend",
-                        e.backend,
-                        "run",
-                        "/objects/user42",
-                        "--ttl",
-                        "1s",
-                        "--wait",
-                        "10s",
-                        "--",
-                        "/bin/sh",
-                        "-c",
-                        script,
-                        d,
-                        url,
-                        NULL};
-
-        snprintf(f, sizeof f, "%s/b.log", d);
-        cr_assert_eq(ts_proc_start(&proc_b, "client B (fencelock run)", argv, NULL, f), 0);
+        start_client(&proc_b, "client B (fencelock run)", script, d, url, "b");
     }
     cr_assert_eq(ts_proc_wait(&proc_b, 15000, &st), 0, "client B did not finish");
     o->b_exit = exit_code(st);
