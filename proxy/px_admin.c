@@ -12,7 +12,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "pol_decide.h"
-#include "pol_store.h"
+#include "st_store.h"
 #include "px_fence.h"
 #include "px_log.h"
 #include "px_server.h"
@@ -102,7 +102,7 @@ static void handle_tokens(struct px_admin *a, struct evhttp_request *req, const 
     q->key = key;
     q->klen = klen;
     key = NULL;
-    pol_store_get(a->ctx->store, q->key, q->klen, token_loaded, q);
+    st_store_get(a->ctx->store, q->key, q->klen, token_loaded, q);
 out:
     free(key);
 }
@@ -119,14 +119,14 @@ static void admin_cb(struct evhttp_request *req, void *arg)
         return;
     }
     if (strcmp(uri, "/healthz") == 0) {
-        if (pol_store_failed(a->ctx->store))
+        if (st_store_failed(a->ctx->store))
             reply(req, 503, "text/plain", "store failed\n", 13);
         else if (a->ctx->shutting_down)
             reply(req, 503, "text/plain", "shutting down\n", 14);
         else
             reply(req, 200, "text/plain", "ok\n", 3);
     } else if (strcmp(uri, "/metrics") == 0) {
-        px_stats_gauge_set(PX_G_STORE_UP, pol_store_failed(a->ctx->store) ? 0 : 1);
+        px_stats_gauge_set(PX_G_STORE_UP, st_store_failed(a->ctx->store) ? 0 : 1);
         text = px_stats_render(&len);
         if (text == NULL) {
             evhttp_send_error(req, 500, NULL);

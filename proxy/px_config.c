@@ -65,12 +65,12 @@ struct key {
 };
 
 static const struct choice backend_choices[] = {
-    {"file", POL_STORE_FILE}, {"memory", POL_STORE_MEMORY}, {NULL, 0}};
+    {"file", ST_STORE_FILE}, {"memory", ST_STORE_MEMORY}, {NULL, 0}};
 static const struct choice level_choices[] = {
     {"error", 0}, {"warn", 0}, {"info", 0}, {"debug", 0}, {NULL, 0}};
 static const struct choice missing_choices[] = {{"reject", 0}, {"allow", 1}, {NULL, 0}};
 
-_Static_assert(sizeof(enum pol_store_backend) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum st_store_backend) == sizeof(int), "enum stored as int");
 
 #define PC(f) offsetof(struct px_config, f)
 #define RT(f) offsetof(struct pol_route, f)

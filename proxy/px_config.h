@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pol_store.h"
+#include "st_store.h"
 
 struct pol_routes;
 
@@ -31,7 +31,7 @@ struct px_config {
     uint64_t shutdown_grace_ms;   /* 10 s */
     char *log_level;              /* "info": error|warn|info|debug */
     /* [store] */
-    enum pol_store_backend store_backend; /* file */
+    enum st_store_backend store_backend; /* file */
     char *store_path;             /* "/var/lib/fence" */
     /* [audit] */
     char *audit_path;             /* NULL: audit off */

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pol_store.h"
+#include "st_store.h"
 
 enum ticket_state { T_NONE = 0, T_LOADING, T_WAITING, T_ACTIVE };
 
@@ -36,7 +36,7 @@ struct px_fence_res {
 };
 
 struct px_fence {
-    struct pol_store *store;
+    struct st_store *store;
     struct px_fence_res **buckets;
     size_t nbuckets;
     size_t nres;
@@ -56,7 +56,7 @@ static uint64_t key_hash(const char *k, size_t len)
     return h;
 }
 
-struct px_fence *px_fence_new(struct pol_store *store)
+struct px_fence *px_fence_new(struct st_store *store)
 {
     struct px_fence *f = calloc(1, sizeof(*f));
 
@@ -244,7 +244,7 @@ static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence
 {
     struct px_fence *f = r->fence;
 
-    if (pol_store_failed(f->store))
+    if (st_store_failed(f->store))
         return PX_FENCE_FAILED;
     if (t->token < r->highest) { /* S1 */
         t->highest = r->highest;
@@ -262,7 +262,7 @@ static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence
          * for the store to acknowledge the advance. */
         r->highest = t->token;
         r->pending++;
-        pol_store_advance(f->store, r->key, r->klen, t->token, on_advanced, r);
+        st_store_advance(f->store, r->key, r->klen, t->token, on_advanced, r);
         release_waiting(r); /* queued lower tokens are stale now */
     }
     /* t cannot go yet (not durable, or another token in flight), so queuing
@@ -343,7 +343,7 @@ enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t 
     t->token = token;
     t->cb = cb;
     t->arg = arg;
-    if (pol_store_failed(f->store))
+    if (st_store_failed(f->store))
         return PX_FENCE_FAILED;
     r = res_get(f, key, klen);
     if (r == NULL)
@@ -355,7 +355,7 @@ enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t 
         if (!r->reading) {
             r->reading = 1;
             r->pending++;
-            pol_store_get(f->store, r->key, r->klen, on_loaded, r);
+            st_store_get(f->store, r->key, r->klen, on_loaded, r);
         }
         res_touch(r);
         return PX_FENCE_WAIT;

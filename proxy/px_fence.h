@@ -16,7 +16,7 @@
  * for one loads its highest from the store again. */
 #define PX_FENCE_MAX_RESOURCES ((size_t)1 << 20)
 
-struct pol_store;
+struct st_store;
 struct px_fence;
 struct px_fence_res;
 
@@ -48,7 +48,7 @@ struct px_fence_ticket {
 
 /* Creates the fence over store (borrowed; must outlive the fence). Returns
  * NULL on allocation failure. Free with px_fence_free(). */
-struct px_fence *px_fence_new(struct pol_store *store);
+struct px_fence *px_fence_new(struct st_store *store);
 
 /* Frees the fence and its resource table; tickets still queued are dropped
  * without callbacks. Accepts NULL. */

@@ -18,7 +18,7 @@
 #include <event2/util.h>
 
 #include "pol_route.h"
-#include "pol_store.h"
+#include "st_store.h"
 #include "px_admin.h"
 #include "px_audit.h"
 #include "px_config.h"
@@ -61,11 +61,11 @@ static void common_tv(struct event_base *base, uint64_t ms, struct timeval *out)
 static void store_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_ctx *ctx = arg;
-    int was_failed = pol_store_failed(ctx->store);
+    int was_failed = st_store_failed(ctx->store);
 
-    pol_store_dispatch(ctx->store);
-    if (!was_failed && pol_store_failed(ctx->store)) {
-        const char *e = pol_store_error(ctx->store);
+    st_store_dispatch(ctx->store);
+    if (!was_failed && st_store_failed(ctx->store)) {
+        const char *e = st_store_error(ctx->store);
         px_log_error("token store failed, refusing fenced requests: %s", e != NULL ? e : "?");
         px_stats_gauge_set(PX_G_STORE_UP, 0);
     }
@@ -235,7 +235,7 @@ static int init_stats(const struct px_config *cfg)
 struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errlen)
 {
     struct px_ctx *ctx = calloc(1, sizeof(*ctx));
-    struct pol_store_config scfg;
+    struct st_store_config scfg;
     struct event_config *ecfg;
 
     if (ctx == NULL) {
@@ -278,13 +278,13 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     memset(&scfg, 0, sizeof(scfg));
     scfg.backend = cfg->store_backend;
     scfg.path = cfg->store_path;
-    ctx->store = pol_store_open(&scfg, err, errlen);
+    ctx->store = st_store_open(&scfg, err, errlen);
     if (ctx->store == NULL)
         goto fail;
-    pol_store_set_commit_hook(ctx->store, commit_hook, ctx);
+    st_store_set_commit_hook(ctx->store, commit_hook, ctx);
     px_stats_gauge_set(PX_G_STORE_UP, 1);
     ctx->store_ev =
-        event_new(ctx->base, pol_store_notify_fd(ctx->store), EV_READ | EV_PERSIST, store_cb, ctx);
+        event_new(ctx->base, st_store_notify_fd(ctx->store), EV_READ | EV_PERSIST, store_cb, ctx);
     ctx->fence = px_fence_new(ctx->store);
     ctx->listener_retry = evtimer_new(ctx->base, listener_retry_cb, ctx);
     ctx->grace_timer = evtimer_new(ctx->base, grace_cb, ctx);
@@ -345,7 +345,7 @@ void px_server_free(struct px_ctx *ctx)
         evconnlistener_free(ctx->listener);
     px_upool_free(ctx->upool);
     px_fence_free(ctx->fence);
-    pol_store_close(&ctx->store);
+    st_store_close(&ctx->store);
     px_audit_close(&ctx->audit);
     px_logw_close(&ctx->access);
     if (ctx->store_ev != NULL)

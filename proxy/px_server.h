@@ -18,7 +18,7 @@ struct evconnlistener;
 struct px_config;
 struct px_upool;
 struct px_fence;
-struct pol_store;
+struct st_store;
 struct px_audit;
 struct px_logw;
 struct px_admin;
@@ -36,7 +36,7 @@ struct px_ctx {
     struct evconnlistener *listener;
     struct event *listener_retry;    /* re-enables accept after EMFILE */
     struct px_upool *upool;
-    struct pol_store *store;
+    struct st_store *store;
     struct event *store_ev;
     struct px_fence *fence;
     struct px_audit *audit;          /* NULL when audit is off */

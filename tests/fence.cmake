@@ -1,5 +1,4 @@
-# Fencing (issue 4): the gate on its own, then through the real proxy binary.
-fence_test(test_fence_gate SOURCES unit/test_fence_gate.c LIBS fenceproxycore)
+# Fencing (issue 4) through the real proxy binary.
 fence_test(test_fence SOURCES fence/test_fence.c LIBS fencetestsupport TIMEOUT 300)
 fence_test(test_crash SOURCES fence/test_crash.c LIBS fencetestsupport Threads::Threads TIMEOUT 300)
 fence_test(test_admin SOURCES fence/test_admin.c LIBS fencetestsupport TIMEOUT 120)

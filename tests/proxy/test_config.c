@@ -59,7 +59,7 @@ Test(config, defaults)
     cr_expect_eq(cfg->upstream_timeout_ms, 60000);
     cr_expect_eq(cfg->shutdown_grace_ms, 10000);
     cr_expect_str_eq(cfg->log_level, "info");
-    cr_expect_eq(cfg->store_backend, POL_STORE_FILE);
+    cr_expect_eq(cfg->store_backend, ST_STORE_FILE);
     cr_expect_str_eq(cfg->store_path, "/var/lib/fence");
     cr_expect_null(cfg->audit_path);
     cr_expect_eq(pol_routes_count(cfg->routes), 0);
@@ -112,7 +112,7 @@ Test(config, every_key)
     cr_expect_eq(cfg->upstream_timeout_ms, 3600000);
     cr_expect_eq(cfg->shutdown_grace_ms, 0);
     cr_expect_str_eq(cfg->log_level, "debug");
-    cr_expect_eq(cfg->store_backend, POL_STORE_MEMORY);
+    cr_expect_eq(cfg->store_backend, ST_STORE_MEMORY);
     cr_expect_str_eq(cfg->store_path, "rel/dir");
     cr_expect_str_eq(cfg->audit_path, "/tmp/audit.log");
     cr_assert_eq(pol_routes_count(cfg->routes), 2);
@@ -273,7 +273,7 @@ Test(config, bom_and_crlf_are_accepted)
 
     cr_assert_not_null(cfg, "%s", err);
     cr_expect_eq(cfg->upstream_port, 2);
-    cr_expect_eq(cfg->store_backend, POL_STORE_MEMORY);
+    cr_expect_eq(cfg->store_backend, ST_STORE_MEMORY);
     px_config_free(&cfg);
 }
 
@@ -352,7 +352,7 @@ Test(config, shipped_conf_loads)
     cr_expect_eq(cfg->upstream_port, 8000);
     cr_expect_str_eq(cfg->admin_listen, "127.0.0.1:8081");
     cr_expect_str_eq(cfg->access_log, "./run/access.log");
-    cr_expect_eq(cfg->store_backend, POL_STORE_FILE);
+    cr_expect_eq(cfg->store_backend, ST_STORE_FILE);
     cr_expect_str_eq(cfg->store_path, "./run/store");
     cr_expect_str_eq(cfg->audit_path, "./run/audit.log");
     cr_assert_eq(pol_routes_count(cfg->routes), 1);

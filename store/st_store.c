@@ -1,11 +1,11 @@
-/* pol_store: the generic half of the token store. It turns each public call
- * into a request record for the backend (ops table in pol_store_internal.h)
+/* st_store: the generic half of the token store. It turns each public call
+ * into a request record for the backend (ops table in st_store_internal.h)
  * and owns what every backend shares: the completion queue (a mutex-protected
  * list that backends append to from any thread), the notify fd (a
  * non-blocking eventfd that is readable while completions wait) and the
- * failed state. Callbacks run only from pol_store_dispatch(), on the loop
+ * failed state. Callbacks run only from st_store_dispatch(), on the loop
  * thread, outside the lock, so a callback may submit new requests. */
-#include "pol_store.h"
+#include "st_store.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -17,35 +17,35 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "pol_store_internal.h"
+#include "st_store_internal.h"
 
-struct pol_store {
-    const struct pol_store_ops *ops;
+struct st_store {
+    const struct st_store_ops *ops;
     void *impl;
     pthread_mutex_t mu;            /* guards head/tail/signalled/error */
-    struct pol_store_req *head, *tail;
+    struct st_store_req *head, *tail;
     int signalled;                 /* the eventfd was written since the last take */
     int efd;
     atomic_int failed;
     char error[256];               /* written once, before failed is set */
-    pol_store_commit_hook hook;
+    st_store_commit_hook hook;
     void *hook_arg;
 };
 
-void pol_store_set_impl(struct pol_store *s, void *impl)
+void st_store_set_impl(struct st_store *s, void *impl)
 {
     s->impl = impl;
 }
 
-void *pol_store_impl(const struct pol_store *s)
+void *st_store_impl(const struct st_store *s)
 {
     return s->impl;
 }
 
-static struct pol_store_req *req_new(enum pol_req_kind kind, const char *key, size_t klen,
-                                     pol_store_cb cb, void *arg)
+static struct st_store_req *req_new(enum st_req_kind kind, const char *key, size_t klen,
+                                     st_store_cb cb, void *arg)
 {
-    struct pol_store_req *r;
+    struct st_store_req *r;
 
     if (klen > SIZE_MAX - sizeof *r - 1)
         abort();
@@ -53,7 +53,7 @@ static struct pol_store_req *req_new(enum pol_req_kind kind, const char *key, si
     if (r == NULL) {
         /* A request that can neither be served nor answered would leave its
          * client hanging; like most daemons we stop rather than limp on. */
-        fputs("pol_store: out of memory\n", stderr);
+        fputs("st_store: out of memory\n", stderr);
         abort();
     }
     r->kind = kind;
@@ -66,29 +66,29 @@ static struct pol_store_req *req_new(enum pol_req_kind kind, const char *key, si
     return r;
 }
 
-struct pol_store_req *pol_store_req_commit(size_t batch, double seconds)
+struct st_store_req *st_store_req_commit(size_t batch, double seconds)
 {
-    struct pol_store_req *r = calloc(1, sizeof *r + 1);
+    struct st_store_req *r = calloc(1, sizeof *r + 1);
     if (r == NULL)
         return NULL;
-    r->kind = POL_REQ_COMMIT;
+    r->kind = ST_REQ_COMMIT;
     r->batch = batch;
     r->seconds = seconds;
     return r;
 }
 
-static void free_list(struct pol_store_req *r)
+static void free_list(struct st_store_req *r)
 {
     while (r != NULL) {
-        struct pol_store_req *next = r->next;
+        struct st_store_req *next = r->next;
         free(r);
         r = next;
     }
 }
 
-void pol_store_complete_list(struct pol_store *s, struct pol_store_req *head)
+void st_store_complete_list(struct st_store *s, struct st_store_req *head)
 {
-    struct pol_store_req *tail = head;
+    struct st_store_req *tail = head;
     int wake = 0;
 
     if (head == NULL)
@@ -114,13 +114,13 @@ void pol_store_complete_list(struct pol_store *s, struct pol_store_req *head)
     }
 }
 
-void pol_store_complete(struct pol_store *s, struct pol_store_req *req)
+void st_store_complete(struct st_store *s, struct st_store_req *req)
 {
     req->next = NULL;
-    pol_store_complete_list(s, req);
+    st_store_complete_list(s, req);
 }
 
-void pol_store_fail(struct pol_store *s, const char *fmt, ...)
+void st_store_fail(struct st_store *s, const char *fmt, ...)
 {
     va_list ap;
 
@@ -134,21 +134,21 @@ void pol_store_fail(struct pol_store *s, const char *fmt, ...)
     pthread_mutex_unlock(&s->mu);
 }
 
-int pol_store_failed(const struct pol_store *s)
+int st_store_failed(const struct st_store *s)
 {
-    return s != NULL && atomic_load(&((struct pol_store *)s)->failed);
+    return s != NULL && atomic_load(&((struct st_store *)s)->failed);
 }
 
-const char *pol_store_error(const struct pol_store *s)
+const char *st_store_error(const struct st_store *s)
 {
     /* error is complete before failed is set (seq_cst store) and never
      * changes afterwards, so no lock is needed to read it. */
-    return pol_store_failed(s) ? s->error : NULL;
+    return st_store_failed(s) ? s->error : NULL;
 }
 
-struct pol_store *pol_store_open(const struct pol_store_config *cfg, char *err, size_t errlen)
+struct st_store *st_store_open(const struct st_store_config *cfg, char *err, size_t errlen)
 {
-    struct pol_store *s = NULL;
+    struct st_store *s = NULL;
     int mu_ok = 0;
 
     if (err != NULL && errlen > 0)
@@ -165,8 +165,8 @@ struct pol_store *pol_store_open(const struct pol_store_config *cfg, char *err, 
     s->efd = -1;
     atomic_init(&s->failed, 0);
     switch (cfg->backend) {
-    case POL_STORE_MEMORY: s->ops = &pol_store_memory_ops; break;
-    case POL_STORE_FILE: s->ops = &pol_store_lmdb_ops; break;
+    case ST_STORE_MEMORY: s->ops = &st_store_memory_ops; break;
+    case ST_STORE_FILE: s->ops = &st_store_lmdb_ops; break;
     default:
         snprintf(err, errlen, "store: unknown backend");
         goto fail;
@@ -195,9 +195,9 @@ fail:
     return NULL;
 }
 
-void pol_store_close(struct pol_store **sp)
+void st_store_close(struct st_store **sp)
 {
-    struct pol_store *s;
+    struct st_store *s;
 
     if (sp == NULL || *sp == NULL)
         return;
@@ -214,14 +214,14 @@ void pol_store_close(struct pol_store **sp)
     free(s);
 }
 
-int pol_store_notify_fd(const struct pol_store *s)
+int st_store_notify_fd(const struct st_store *s)
 {
     return s->efd;
 }
 
-void pol_store_dispatch(struct pol_store *s)
+void st_store_dispatch(struct st_store *s)
 {
-    struct pol_store_req *list, *next;
+    struct st_store_req *list, *next;
     uint64_t cnt;
 
     /* Drain first, then take: a completion posted after the take writes the
@@ -235,7 +235,7 @@ void pol_store_dispatch(struct pol_store *s)
     pthread_mutex_unlock(&s->mu);
     for (; list != NULL; list = next) {
         next = list->next;
-        if (list->kind == POL_REQ_COMMIT) {
+        if (list->kind == ST_REQ_COMMIT) {
             if (s->hook != NULL)
                 s->hook(s->hook_arg, list->batch, list->seconds);
         } else if (list->cb != NULL) {
@@ -245,35 +245,35 @@ void pol_store_dispatch(struct pol_store *s)
     }
 }
 
-void pol_store_get(struct pol_store *s, const char *key, size_t klen, pol_store_cb cb,
+void st_store_get(struct st_store *s, const char *key, size_t klen, st_store_cb cb,
                    void *arg)
 {
-    struct pol_store_req *r = req_new(POL_REQ_GET, key, klen, cb, arg);
+    struct st_store_req *r = req_new(ST_REQ_GET, key, klen, cb, arg);
 
     /* Fail closed: after an I/O error no answer is trusted, reads included. */
-    if (pol_store_failed(s)) {
+    if (st_store_failed(s)) {
         r->rc = -1;
-        pol_store_complete(s, r);
+        st_store_complete(s, r);
         return;
     }
     s->ops->submit(s, r);
 }
 
-void pol_store_advance(struct pol_store *s, const char *key, size_t klen, uint64_t token,
-                       pol_store_cb cb, void *arg)
+void st_store_advance(struct st_store *s, const char *key, size_t klen, uint64_t token,
+                       st_store_cb cb, void *arg)
 {
-    struct pol_store_req *r = req_new(POL_REQ_ADVANCE, key, klen, cb, arg);
+    struct st_store_req *r = req_new(ST_REQ_ADVANCE, key, klen, cb, arg);
 
     r->token = token;
-    if (pol_store_failed(s)) {
+    if (st_store_failed(s)) {
         r->rc = -1;
-        pol_store_complete(s, r);
+        st_store_complete(s, r);
         return;
     }
     s->ops->submit(s, r);
 }
 
-void pol_store_set_commit_hook(struct pol_store *s, pol_store_commit_hook hook, void *arg)
+void st_store_set_commit_hook(struct st_store *s, st_store_commit_hook hook, void *arg)
 {
     s->hook = hook;
     s->hook_arg = arg;

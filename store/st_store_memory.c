@@ -1,4 +1,4 @@
-/* pol_store_memory: the "memory" token-store backend, for tests and for
+/* st_store_memory: the "memory" token-store backend, for tests and for
  * setups that accept losing every token on restart. A chained hash map from
  * key bytes to the highest token; requests are answered at once, but still
  * through the completion queue so callers see the same asynchronous contract
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pol_store_internal.h"
+#include "st_store_internal.h"
 
 struct mem_entry {
     struct mem_entry *next;
@@ -32,7 +32,7 @@ static uint64_t fnv1a(const char *k, size_t n)
     return h;
 }
 
-static int mem_open(struct pol_store *s, const struct pol_store_config *cfg, char *err,
+static int mem_open(struct st_store *s, const struct st_store_config *cfg, char *err,
                     size_t errlen)
 {
     struct mem_store *m = calloc(1, sizeof *m);
@@ -45,7 +45,7 @@ static int mem_open(struct pol_store *s, const struct pol_store_config *cfg, cha
         snprintf(err, errlen, "memory store: out of memory");
         return -1;
     }
-    pol_store_set_impl(s, m);
+    st_store_set_impl(s, m);
     return 0;
 }
 
@@ -76,20 +76,20 @@ static struct mem_entry *mem_find(struct mem_store *m, const char *key, size_t k
     return NULL;
 }
 
-static void mem_submit(struct pol_store *s, struct pol_store_req *req)
+static void mem_submit(struct st_store *s, struct st_store_req *req)
 {
-    struct mem_store *m = pol_store_impl(s);
+    struct mem_store *m = st_store_impl(s);
     uint64_t h = fnv1a(req->key, req->klen);
     struct mem_entry *e = mem_find(m, req->key, req->klen, h);
 
     req->rc = 0;
-    if (req->kind == POL_REQ_ADVANCE && (e == NULL || e->highest < req->token)) {
+    if (req->kind == ST_REQ_ADVANCE && (e == NULL || e->highest < req->token)) {
         if (e == NULL) {
             e = calloc(1, sizeof *e + req->klen);
             if (e == NULL) {
                 /* Not recorded, so not acknowledged. */
                 req->rc = -1;
-                pol_store_complete(s, req);
+                st_store_complete(s, req);
                 return;
             }
             e->hash = h;
@@ -103,12 +103,12 @@ static void mem_submit(struct pol_store *s, struct pol_store_req *req)
         e->highest = req->token;
     }
     req->highest = e != NULL ? e->highest : 0;
-    pol_store_complete(s, req);
+    st_store_complete(s, req);
 }
 
-static int mem_close(struct pol_store *s)
+static int mem_close(struct st_store *s)
 {
-    struct mem_store *m = pol_store_impl(s);
+    struct mem_store *m = st_store_impl(s);
     if (m == NULL)
         return 0;
     for (size_t i = 0; i < m->nb; i++) {
@@ -120,11 +120,11 @@ static int mem_close(struct pol_store *s)
     }
     free(m->b);
     free(m);
-    pol_store_set_impl(s, NULL);
+    st_store_set_impl(s, NULL);
     return 0;
 }
 
-const struct pol_store_ops pol_store_memory_ops = {
+const struct st_store_ops st_store_memory_ops = {
     .name = "memory",
     .open = mem_open,
     .submit = mem_submit,

@@ -1,4 +1,4 @@
-/* pol_store_lmdb: the "file" token-store backend, the durable default. LMDB
+/* st_store_lmdb: the "file" token-store backend, the durable default. LMDB
  * (the only file that includes lmdb.h) holds key bytes -> 8-byte big-endian
  * token in the unnamed database of an environment at cfg->path, with LMDB's
  * full durability (a commit returns after fsync). One writer thread does all
@@ -21,14 +21,14 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "pol_store_internal.h"
+#include "st_store_internal.h"
 
 #define LMDB_DEFAULT_MAP ((size_t)1 << 30)
 #define LMDB_KEY_KEEP 400
 #define LMDB_CLOSE_WAIT_S 10
 
 struct lmdb_store {
-    struct pol_store *s;
+    struct st_store *s;
     MDB_env *env;
     MDB_dbi dbi;
     size_t maxkey;
@@ -36,7 +36,7 @@ struct lmdb_store {
     int thread_started;
     pthread_mutex_t mu;  /* guards head, tail, stop */
     pthread_cond_t cv;
-    struct pol_store_req *head, *tail;
+    struct st_store_req *head, *tail;
     int stop;
 };
 
@@ -58,7 +58,7 @@ static uint64_t fnv1a(const char *k, size_t n, uint64_t h)
 
 /* The LMDB key for req: the key itself, or "\0" for the empty key (LMDB
  * refuses empty keys; request paths never hold NUL), or the hashed form. */
-static void map_key(const struct lmdb_store *ls, const struct pol_store_req *req, char *buf,
+static void map_key(const struct lmdb_store *ls, const struct st_store_req *req, char *buf,
                     MDB_val *k)
 {
     if (req->klen == 0) {
@@ -112,7 +112,7 @@ static int read_token(struct lmdb_store *ls, MDB_txn *txn, MDB_val *k, uint64_t 
 }
 
 /* Serves one batch (owned) and completes it. Runs on the writer thread. */
-static void run_batch(struct lmdb_store *ls, struct pol_store_req *batch)
+static void run_batch(struct lmdb_store *ls, struct st_store_req *batch)
 {
     char kbuf[LMDB_KEY_KEEP + 1 + 33];
     MDB_txn *txn = NULL;
@@ -121,10 +121,10 @@ static void run_batch(struct lmdb_store *ls, struct pol_store_req *batch)
     int rc = 0;
     double t0 = now_s();
 
-    for (struct pol_store_req *r = batch; r != NULL; r = r->next)
-        if (r->kind == POL_REQ_ADVANCE)
+    for (struct st_store_req *r = batch; r != NULL; r = r->next)
+        if (r->kind == ST_REQ_ADVANCE)
             n_adv++;
-    if (pol_store_failed(ls->s)) {
+    if (st_store_failed(ls->s)) {
         rc = -1;
         goto done;
     }
@@ -132,7 +132,7 @@ static void run_batch(struct lmdb_store *ls, struct pol_store_req *batch)
     rc = mdb_txn_begin(ls->env, NULL, n_adv > 0 ? 0 : MDB_RDONLY, &txn);
     if (rc != 0)
         goto done;
-    for (struct pol_store_req *r = batch; r != NULL; r = r->next) {
+    for (struct st_store_req *r = batch; r != NULL; r = r->next) {
         MDB_val k;
         uint64_t cur;
         map_key(ls, r, kbuf, &k);
@@ -140,7 +140,7 @@ static void run_batch(struct lmdb_store *ls, struct pol_store_req *batch)
         rc = read_token(ls, txn, &k, &cur);
         if (rc != 0)
             goto done;
-        if (r->kind == POL_REQ_ADVANCE && r->token > cur) {
+        if (r->kind == ST_REQ_ADVANCE && r->token > cur) {
             unsigned char be[8];
             MDB_val v = {.mv_size = 8, .mv_data = be};
             put_be64(be, r->token);
@@ -165,21 +165,21 @@ done:
         mdb_txn_abort(txn);
     if (rc != 0) {
         if (rc != -1)
-            pol_store_fail(ls->s, "lmdb %s: %s", what, mdb_strerror(rc));
-        for (struct pol_store_req *r = batch; r != NULL; r = r->next) {
+            st_store_fail(ls->s, "lmdb %s: %s", what, mdb_strerror(rc));
+        for (struct st_store_req *r = batch; r != NULL; r = r->next) {
             r->rc = -1;
             r->highest = 0;
         }
     } else if (n_adv > 0) {
-        struct pol_store_req *rep = pol_store_req_commit(n_adv, now_s() - t0);
+        struct st_store_req *rep = st_store_req_commit(n_adv, now_s() - t0);
         if (rep != NULL) {
-            struct pol_store_req *last = batch;
+            struct st_store_req *last = batch;
             while (last->next != NULL)
                 last = last->next;
             last->next = rep;
         }
     }
-    pol_store_complete_list(ls->s, batch);
+    st_store_complete_list(ls->s, batch);
 }
 
 static void *writer_main(void *arg)
@@ -192,7 +192,7 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&ls->cv, &ls->mu);
         if (ls->head == NULL)
             break; /* stop requested and everything served */
-        struct pol_store_req *batch = ls->head;
+        struct st_store_req *batch = ls->head;
         ls->head = ls->tail = NULL;
         pthread_mutex_unlock(&ls->mu);
         run_batch(ls, batch);
@@ -202,9 +202,9 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-static void lmdb_submit(struct pol_store *s, struct pol_store_req *req)
+static void lmdb_submit(struct st_store *s, struct st_store_req *req)
 {
-    struct lmdb_store *ls = pol_store_impl(s);
+    struct lmdb_store *ls = st_store_impl(s);
     int was_empty;
 
     req->next = NULL;
@@ -230,7 +230,7 @@ static void lmdb_free(struct lmdb_store *ls)
     free(ls);
 }
 
-static int lmdb_open(struct pol_store *s, const struct pol_store_config *cfg, char *err,
+static int lmdb_open(struct st_store *s, const struct st_store_config *cfg, char *err,
                      size_t errlen)
 {
     struct lmdb_store *ls = NULL;
@@ -288,9 +288,9 @@ static int lmdb_open(struct pol_store *s, const struct pol_store_config *cfg, ch
     txn = NULL;
     if (rc != 0)
         goto lmdb_fail;
-    pol_store_set_impl(s, ls);
+    st_store_set_impl(s, ls);
     if (pthread_create(&ls->thread, NULL, writer_main, ls) != 0) {
-        pol_store_set_impl(s, NULL);
+        st_store_set_impl(s, NULL);
         snprintf(err, errlen, "file store: cannot start writer thread");
         goto fail;
     }
@@ -305,9 +305,9 @@ fail:
     return -1;
 }
 
-static int lmdb_close(struct pol_store *s)
+static int lmdb_close(struct st_store *s)
 {
-    struct lmdb_store *ls = pol_store_impl(s);
+    struct lmdb_store *ls = st_store_impl(s);
     struct timespec dl;
 
     if (ls == NULL)
@@ -326,11 +326,11 @@ static int lmdb_close(struct pol_store *s)
         return -1;
     }
     lmdb_free(ls);
-    pol_store_set_impl(s, NULL);
+    st_store_set_impl(s, NULL);
     return 0;
 }
 
-const struct pol_store_ops pol_store_lmdb_ops = {
+const struct st_store_ops st_store_lmdb_ops = {
     .name = "file",
     .open = lmdb_open,
     .submit = lmdb_submit,

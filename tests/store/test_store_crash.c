@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "pol_store.h"
+#include "st_store.h"
 
 #define NKEYS 16
 #define ROUNDS 100
@@ -152,24 +152,24 @@ static uint64_t crash_round(int round, uint64_t start, uint64_t *acked, long *na
 
 static void check_store(int round, const uint64_t *acked)
 {
-    struct pol_store_config cfg = {.backend = POL_STORE_FILE, .path = dbdir};
+    struct st_store_config cfg = {.backend = ST_STORE_FILE, .path = dbdir};
     char err[256];
-    struct pol_store *s = pol_store_open(&cfg, err, sizeof err);
+    struct st_store *s = st_store_open(&cfg, err, sizeof err);
     cr_assert_not_null(s, "round %d: reopen: %s", round, err);
     struct res r[NKEYS];
     memset(r, 0, sizeof r);
     for (int k = 0; k < NKEYS; k++) {
         char key[16];
         snprintf(key, sizeof key, "/k%d", k);
-        pol_store_get(s, key, strlen(key), on_get, &r[k]);
+        st_store_get(s, key, strlen(key), on_get, &r[k]);
     }
     int done = 0;
     double end = now() + 10;
     while (done < NKEYS) {
-        struct pollfd p = {.fd = pol_store_notify_fd(s), .events = POLLIN};
+        struct pollfd p = {.fd = st_store_notify_fd(s), .events = POLLIN};
         cr_assert_lt(now(), end);
         if (poll(&p, 1, 100) > 0)
-            pol_store_dispatch(s);
+            st_store_dispatch(s);
         done = 0;
         for (int k = 0; k < NKEYS; k++)
             done += r[k].calls;
@@ -180,7 +180,7 @@ static void check_store(int round, const uint64_t *acked)
                       round, k, (unsigned long long)r[k].highest,
                       (unsigned long long)acked[k]);
     }
-    pol_store_close(&s);
+    st_store_close(&s);
 }
 
 Test(store_crash, kill9_never_loses_an_acked_advance, .init = setup, .fini = teardown,

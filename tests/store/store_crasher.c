@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "pol_store.h"
+#include "st_store.h"
 
 #define NKEYS 16
 #define WINDOW 64
@@ -59,7 +59,7 @@ static void on_done(void *arg, int rc, uint64_t highest)
 
 int main(int argc, char **argv)
 {
-    struct pol_store_config cfg = {.backend = POL_STORE_FILE};
+    struct st_store_config cfg = {.backend = ST_STORE_FILE};
     char err[256];
     uint64_t next;
     time_t end = time(NULL) + 30;
@@ -71,7 +71,7 @@ int main(int argc, char **argv)
     cfg.path = argv[1];
     next = strtoull(argv[2], NULL, 10);
     srand((unsigned)strtoul(argv[3], NULL, 10));
-    struct pol_store *s = pol_store_open(&cfg, err, sizeof err);
+    struct st_store *s = st_store_open(&cfg, err, sizeof err);
     if (s == NULL) {
         fprintf(stderr, "store_crasher: %s\n", err);
         return 2;
@@ -87,12 +87,12 @@ int main(int argc, char **argv)
             ops[i].busy = 1;
             inflight++;
             snprintf(key, sizeof key, "/k%d", ops[i].key);
-            pol_store_advance(s, key, strlen(key), ops[i].token, on_done, &ops[i]);
+            st_store_advance(s, key, strlen(key), ops[i].token, on_done, &ops[i]);
         }
-        struct pollfd p = {.fd = pol_store_notify_fd(s), .events = POLLIN};
+        struct pollfd p = {.fd = st_store_notify_fd(s), .events = POLLIN};
         if (poll(&p, 1, 1000) > 0)
-            pol_store_dispatch(s);
+            st_store_dispatch(s);
     }
-    pol_store_close(&s);
+    st_store_close(&s);
     return 0;
 }

@@ -8,10 +8,10 @@
 #include <poll.h>
 #include <string.h>
 
-#include "pol_store.h"
+#include "st_store.h"
 #include "px_fence.h"
 
-static struct pol_store *store;
+static struct st_store *store;
 static struct px_fence *fence;
 
 struct req {
@@ -30,10 +30,10 @@ static void cb(struct px_fence_ticket *t, void *arg)
 
 static void setup(void)
 {
-    struct pol_store_config cfg = {.backend = POL_STORE_MEMORY};
+    struct st_store_config cfg = {.backend = ST_STORE_MEMORY};
     char err[256];
 
-    store = pol_store_open(&cfg, err, sizeof(err));
+    store = st_store_open(&cfg, err, sizeof(err));
     cr_assert_not_null(store, "%s", err);
     fence = px_fence_new(store);
     cr_assert_not_null(fence);
@@ -42,16 +42,16 @@ static void setup(void)
 static void teardown(void)
 {
     px_fence_free(fence);
-    pol_store_close(&store);
+    st_store_close(&store);
 }
 
 /* Runs the store's completions (bounded wait for the notify fd). */
 static void settle(void)
 {
-    struct pollfd p = {pol_store_notify_fd(store), POLLIN, 0};
+    struct pollfd p = {st_store_notify_fd(store), POLLIN, 0};
 
     for (int i = 0; i < 10 && poll(&p, 1, 50) > 0; i++)
-        pol_store_dispatch(store);
+        st_store_dispatch(store);
 }
 
 static enum px_fence_result admit(const char *key, uint64_t token, struct req *r)

@@ -1,0 +1,75 @@
+/* st_store_internal: the seam between the generic store (st_store.c) and
+ * its backends. st_store.c turns each public call into one request record
+ * and hands it to the backend's submit op; the backend answers by handing the
+ * record back through st_store_complete*(), from any thread. The generic part
+ * owns the completion queue and the notify fd, so a backend never calls a
+ * user callback itself. Only st_store*.c include this file. */
+#ifndef ST_STORE_INTERNAL_H
+#define ST_STORE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "st_store.h"
+
+enum st_req_kind {
+    ST_REQ_GET,
+    ST_REQ_ADVANCE,
+    ST_REQ_COMMIT  /* a commit report for the hook; no key, no cb */
+};
+
+/* One request, from submission to its callback. The backend owns it between
+ * submit and complete; the generic part owns it before and after. */
+struct st_store_req {
+    struct st_store_req *next;
+    enum st_req_kind kind;
+    st_store_cb cb;
+    void *arg;
+    int rc;            /* result: 0 or -1 */
+    uint64_t token;    /* ADVANCE: the requested token */
+    uint64_t highest;  /* result: the highest after the operation */
+    size_t batch;      /* COMMIT: advances in the commit */
+    double seconds;    /* COMMIT: write + fsync time */
+    size_t klen;
+    char key[];        /* klen bytes, then a NUL */
+};
+
+struct st_store_ops {
+    const char *name;
+    /* Sets up the backend (st_store_set_impl()). Returns 0, or -1 with a
+     * message in err. Called once, from st_store_open(). */
+    int (*open)(struct st_store *s, const struct st_store_config *cfg, char *err,
+                size_t errlen);
+    /* Takes ownership of req (GET or ADVANCE) and completes it later or at
+     * once through st_store_complete*(). Must not call back. Loop thread. */
+    void (*submit)(struct st_store *s, struct st_store_req *req);
+    /* Finishes submitted work (bounded), completes it, frees the backend.
+     * Returns 0, or -1 when work could not be finished in time: the backend
+     * then keeps its state alive (leaked) and the store must not be freed. */
+    int (*close)(struct st_store *s);
+};
+
+extern const struct st_store_ops st_store_memory_ops;
+extern const struct st_store_ops st_store_lmdb_ops;
+
+/* The backend's private state. */
+void st_store_set_impl(struct st_store *s, void *impl);
+void *st_store_impl(const struct st_store *s);
+
+/* Hands req (owned by the caller until now) to the completion queue; its
+ * callback runs from the next st_store_dispatch(). Any thread. */
+void st_store_complete(struct st_store *s, struct st_store_req *req);
+
+/* Same for a NULL-terminated list linked by next: one lock, one wakeup. */
+void st_store_complete_list(struct st_store *s, struct st_store_req *head);
+
+/* Marks the store failed for good; the first message is kept for
+ * st_store_error(). Any thread. */
+void st_store_fail(struct st_store *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* A commit report for the hook, or NULL when out of memory (the report is
+ * only statistics, so it may be dropped). Any thread. */
+struct st_store_req *st_store_req_commit(size_t batch, double seconds);
+
+#endif
