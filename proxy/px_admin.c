@@ -15,7 +15,7 @@
 #include "st_store.h"
 #include "px_fence.h"
 #include "px_log.h"
-#include "px_server.h"
+#include "px_ctx.h"
 #include "px_stats.h"
 
 struct px_admin {

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,7 +35,8 @@
 #include "px_http1.h"
 #include "px_log.h"
 #include "px_logw.h"
-#include "px_server.h"
+#include "px_clock.h"
+#include "px_ctx.h"
 #include "px_stats.h"
 #include "px_upstream.h"
 
@@ -105,6 +107,13 @@ struct px_conn {
     int upload_deadline; /* the client read deadline is armed */
 };
 
+TAILQ_HEAD(px_conn_list, px_conn);
+
+struct px_conn_set {
+    struct px_conn_list list;
+    size_t n;
+};
+
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -118,11 +127,6 @@ static void start_head(struct px_conn *c);
 static void process_head(struct px_conn *c);
 static void set_client_read_timeout(struct px_conn *c, int on);
 static void fence_decided(struct px_conn *c);
-
-static double ts_diff(const struct timespec *a, const struct timespec *b)
-{
-    return (double)(b->tv_sec - a->tv_sec) + (double)(b->tv_nsec - a->tv_nsec) / 1e9;
-}
 
 /* Arms the connection's timer for mode with tv (one of ctx->tv), or stops
  * it (T_OFF, tv NULL). */
@@ -175,14 +179,15 @@ static void conn_free(struct px_conn *c)
     struct px_ctx *ctx = c->ctx;
 
     req_free(c);
-    TAILQ_REMOVE(&ctx->conns, c, link);
-    ctx->n_conns--;
+    TAILQ_REMOVE(&ctx->conns->list, c, link);
+    ctx->conns->n--;
     px_stats_gauge_add(PX_G_CONNECTIONS, -1);
     bufferevent_free(c->bev);
     event_free(c->timer);
     event_free(c->kick);
     free(c);
-    px_server_conn_gone(ctx);
+    if (ctx->conns->n == 0 && ctx->conns_gone != NULL)
+        ctx->conns_gone(ctx);
 }
 
 static void flush_all(struct px_conn *c);
@@ -244,7 +249,7 @@ static void access_log(struct px_conn *c, struct px_req *r, int status, uint64_t
 {
     char line[1024];
     char ts[40];
-    uint64_t now = px_server_now_ms();
+    uint64_t now = px_clock_wall_ms();
     time_t secs = (time_t)(now / 1000);
     struct tm tm;
     int n;
@@ -323,7 +328,7 @@ static void audit(struct px_conn *c, struct px_req *r, const char *event)
     }
     ev.request_id = r->rid;
     ev.request_id_len = strlen(r->rid);
-    ev.ts_ms = px_server_now_ms();
+    ev.ts_ms = px_clock_wall_ms();
     if (px_audit_record(c->ctx->audit, &ev) < 0) {
         px_stats_inc(PX_ST_AUDIT_DROPPED);
         px_clog_error(c->id, c->peer, "audit record dropped (writer buffer full): %s %s", event,
@@ -696,7 +701,7 @@ static void response_done(struct px_conn *c)
     int close;
 
     clock_gettime(CLOCK_MONOTONIC, &now);
-    r->upstream_s = ts_diff(&r->t_fwd, &now);
+    r->upstream_s = px_clock_diff(&r->t_fwd, &now);
     px_stats_observe(PX_H_UPSTREAM_DURATION, r->upstream_s);
     px_stats_request(r->route_idx, PX_OUT_FORWARDED);
     px_stats_add(PX_ST_BYTES_OUT, r->bytes_out);
@@ -1495,7 +1500,7 @@ void px_conn_accept(struct px_ctx *ctx, int fd, const struct sockaddr *sa, sockl
     struct px_conn *c = NULL;
     int one = 1;
 
-    if (ctx->n_conns >= ctx->cfg->max_connections || ctx->shutting_down) {
+    if (ctx->conns->n >= ctx->cfg->max_connections || ctx->shutting_down) {
         px_stats_reject(PX_RSN_TOO_MANY_CONNECTIONS);
         if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
             px_log_debug("503 to a connection over the limit not sent: %s", strerror(errno));
@@ -1518,8 +1523,8 @@ void px_conn_accept(struct px_ctx *ctx, int fd, const struct sockaddr *sa, sockl
     bufferevent_setwatermark(c->bev, EV_READ, 0, PX_BUF_HIGH); /* bounds read-ahead */
     bufferevent_disable(c->bev, EV_WRITE);                     /* writes: out_flush() */
     set_client_read_timeout(c, 0);
-    TAILQ_INSERT_TAIL(&ctx->conns, c, link);
-    ctx->n_conns++;
+    TAILQ_INSERT_TAIL(&ctx->conns->list, c, link);
+    ctx->conns->n++;
     px_stats_gauge_add(PX_G_CONNECTIONS, 1);
     start_head(c);
     set_timer(c, T_HEAD, &ctx->tv.header); /* the deadline runs from accept */
@@ -1540,11 +1545,33 @@ fail:
     }
 }
 
+struct px_conn_set *px_conn_set_new(void)
+{
+    struct px_conn_set *set = calloc(1, sizeof(*set));
+
+    if (set != NULL)
+        TAILQ_INIT(&set->list);
+    return set;
+}
+
+void px_conn_set_free(struct px_conn_set **set)
+{
+    if (set == NULL || *set == NULL)
+        return;
+    free(*set);
+    *set = NULL;
+}
+
+size_t px_conn_count(const struct px_ctx *ctx)
+{
+    return ctx->conns->n;
+}
+
 void px_conn_drain_all(struct px_ctx *ctx)
 {
     struct px_conn *c;
 
-    TAILQ_FOREACH(c, &ctx->conns, link)
+    TAILQ_FOREACH(c, &ctx->conns->list, link)
     {
         if (c->dead)
             continue;
@@ -1559,7 +1586,7 @@ void px_conn_close_all(struct px_ctx *ctx)
 {
     struct px_conn *c, *next;
 
-    for (c = TAILQ_FIRST(&ctx->conns); c != NULL; c = next) {
+    for (c = TAILQ_FIRST(&ctx->conns->list); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
         if (!c->dead)
             conn_close(c);

@@ -6,7 +6,19 @@
 
 #include <sys/socket.h>
 
+#include <stddef.h>
+
 struct px_ctx;
+struct px_conn_set;
+
+/* The set of client connections of a context (ctx->conns). Free with
+ * px_conn_set_free() once every connection is gone (px_conn_close_all() and
+ * one loop iteration); it NULLs *set. */
+struct px_conn_set *px_conn_set_new(void);
+void px_conn_set_free(struct px_conn_set **set);
+
+/* Client connections open now (closing ones until reaped included). */
+size_t px_conn_count(const struct px_ctx *ctx);
 
 /* Serves a freshly accepted socket; takes ownership of fd (closed on every
  * path). Over max_connections it answers 503 and closes. */

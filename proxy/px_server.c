@@ -23,6 +23,7 @@
 #include "px_audit.h"
 #include "px_config.h"
 #include "px_conn.h"
+#include "px_ctx.h"
 #include "px_fence.h"
 #include "px_log.h"
 #include "px_logw.h"
@@ -31,14 +32,6 @@
 
 #define PX_LOG_BUFFER       (4u * 1024 * 1024) /* per log writer */
 #define PX_UPSTREAM_IDLE_MS 30000              /* below common upstream keep-alives */
-
-uint64_t px_server_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void tv_from_ms(struct timeval *tv, uint64_t ms)
 {
@@ -108,9 +101,10 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     event_add(ctx->listener_retry, &tv);
 }
 
-void px_server_conn_gone(struct px_ctx *ctx)
+/* px_conn's hook: the last connection is gone. */
+static void conns_gone(struct px_ctx *ctx)
 {
-    if (ctx->shutting_down && ctx->n_conns == 0)
+    if (ctx->shutting_down)
         event_base_loopexit(ctx->base, NULL);
 }
 
@@ -118,9 +112,9 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_ctx *ctx = arg;
 
-    px_log_warn("shutdown grace over: closing %zu connection(s)", ctx->n_conns);
+    px_log_warn("shutdown grace over: closing %zu connection(s)", px_conn_count(ctx));
     px_conn_close_all(ctx);
-    if (ctx->n_conns == 0)
+    if (px_conn_count(ctx) == 0)
         event_base_loopexit(ctx->base, NULL);
 }
 
@@ -132,7 +126,7 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
     if (ctx->shutting_down)
         return;
     px_log_info("signal %d: stopping; draining %zu connection(s) for up to %llu ms", (int)sig,
-                ctx->n_conns, (unsigned long long)ctx->cfg->shutdown_grace_ms);
+                px_conn_count(ctx), (unsigned long long)ctx->cfg->shutdown_grace_ms);
     ctx->shutting_down = 1;
     /* Close the socket rather than only stop accepting: the kernel would
      * keep completing handshakes into the backlog, and those clients would
@@ -144,7 +138,7 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
     px_conn_drain_all(ctx);
     tv_from_ms(&tv, ctx->cfg->shutdown_grace_ms);
     event_add(ctx->grace_timer, &tv);
-    if (ctx->n_conns == 0)
+    if (px_conn_count(ctx) == 0)
         event_base_loopexit(ctx->base, NULL);
 }
 
@@ -242,8 +236,13 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    TAILQ_INIT(&ctx->conns);
     ctx->cfg = cfg;
+    ctx->conns_gone = conns_gone;
+    ctx->conns = px_conn_set_new();
+    if (ctx->conns == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     ctx->lim.max_head = cfg->max_header_bytes;
     ctx->lim.max_line = 8192;
     ctx->lim.max_fields = 100;
@@ -340,6 +339,7 @@ void px_server_free(struct px_ctx *ctx)
         px_conn_close_all(ctx);
         event_base_loop(ctx->base, EVLOOP_NONBLOCK);
     }
+    px_conn_set_free(&ctx->conns);
     px_admin_free(ctx->admin);
     if (ctx->listener != NULL)
         evconnlistener_free(ctx->listener);

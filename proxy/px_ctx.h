@@ -1,0 +1,62 @@
+/* px_ctx: the proxy's shared context, one per process, passed explicitly to
+ * every module of the data path. It holds borrowed pointers to the parts
+ * that px_server builds and frees (event base, store, fence, pool, logs) and
+ * the few derived values the per-request path reads (limits, timeouts).
+ * Only types here: no function of this header exists. Loop thread only. */
+#ifndef PX_CTX_H
+#define PX_CTX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/time.h>
+
+#include "px_http1.h"
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct px_config;
+struct px_upool;
+struct px_fence;
+struct st_store;
+struct px_audit;
+struct px_logw;
+struct px_admin;
+struct px_conn_set;
+
+/* After a response that ends a connection with unread input, how long the
+ * proxy keeps discarding what the client still sends (lingering close). */
+#define PX_LINGER_MS 1000
+
+struct px_ctx {
+    const struct px_config *cfg;     /* borrowed; outlives the ctx */
+    struct event_base *base;
+    struct evconnlistener *listener;
+    struct event *listener_retry;    /* re-enables accept after EMFILE */
+    struct px_upool *upool;
+    struct st_store *store;
+    struct event *store_ev;
+    struct px_fence *fence;
+    struct px_audit *audit;          /* NULL when audit is off */
+    struct px_logw *access;          /* NULL when the access log is off */
+    struct px_admin *admin;          /* NULL when admin_listen = off */
+    struct event *sig_int, *sig_term, *sig_hup;
+    struct event *grace_timer;
+    struct px_conn_set *conns;       /* owned by px_conn (px_conn_set_new) */
+    /* Called by px_conn when its last connection is gone (a draining
+     * server stops then). Set by px_server. */
+    void (*conns_gone)(struct px_ctx *ctx);
+    uint64_t next_conn_id;
+    uint64_t rid_base;               /* random, for X-Request-Id */
+    uint64_t rid_counter;
+    int shutting_down;
+    struct px_h1_limits lim;
+    struct {                         /* libevent common timeouts: O(1) timers */
+        struct timeval header, idle, upstream, connect, linger;
+    } tv;
+    size_t token_header_len;
+    char upstream_origin[320];       /* "http://host:port", for Location */
+    size_t upstream_origin_len;
+};
+
+#endif
