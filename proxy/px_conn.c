@@ -1,24 +1,23 @@
-/* px_conn: see px_conn.h. A client connection serves one request at a time
- * (pipelined requests wait in its input buffer, so responses go out in
- * order). A request goes through: HEAD (reading the head under a deadline),
- * DECIDE (fencing: waiting for the store or the ordering gate), CONNECT
- * (borrowing an upstream connection), FORWARD (head sent, bodies streaming
- * both ways), and ends in a response; local responses (errors, rejections)
- * skip the upstream. Nothing reaches the upstream before the whole head has
- * been parsed and accepted (S4 in docs/safety.md). Objects are never freed
- * inside their own callbacks: a closing connection is reaped from its kick
- * event. */
+/* px_conn: see px_conn.h. This module is the client connection's state
+ * machine; the work of each phase lives in its own module: the head is
+ * parsed by px_http1, decided by policy/ and px_fence, rewritten by
+ * px_rewrite, the bodies move through px_body, the upstream exchange is a
+ * px_uclient, and px_report says what happened. Every socket call goes
+ * through px_transport.
+ *
+ * A connection serves one request at a time (pipelined requests wait in its
+ * input buffer, so responses go out in order). Nothing reaches the upstream
+ * before the whole head has been parsed and accepted (S4 in
+ * docs/safety.md). Objects are never freed inside their own callbacks: a
+ * closing connection becomes C_DEAD and is reaped from its kick event. */
 #include "px_conn.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/queue.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,31 +28,76 @@
 
 #include "pol_decide.h"
 #include "pol_route.h"
-#include "px_audit.h"
+#include "px_body.h"
+#include "px_clock.h"
 #include "px_config.h"
+#include "px_ctx.h"
 #include "px_fence.h"
 #include "px_http1.h"
 #include "px_log.h"
-#include "px_logw.h"
-#include "px_clock.h"
-#include "px_ctx.h"
+#include "px_report.h"
+#include "px_rewrite.h"
 #include "px_stats.h"
-#include "px_upstream.h"
+#include "px_transport.h"
+#include "px_uclient.h"
 
 /* Backpressure: stop reading a side while the other side's output holds
  * more than HIGH bytes; resume below LOW. Bounds memory per connection. */
 #define PX_BUF_HIGH (256 * 1024)
 #define PX_BUF_LOW  (64 * 1024)
-/* Most bytes decoded from one pulled-up run of a chunked body. */
-#define PX_CHUNK_RUN (64 * 1024)
 /* After a response that ends a connection with unread input, the proxy
- * discards what the client still sends for PX_LINGER_MS (px_server.h) or up
+ * discards what the client still sends for PX_LINGER_MS (px_ctx.h) or up
  * to this many bytes, so that the client's stack does not reset the
  * connection before it read our response. */
 #define PX_LINGER_BYTES (1024 * 1024)
 
-enum cstate { C_HEAD, C_DECIDE, C_CONNECT, C_FORWARD, C_CLOSING, C_LINGER };
-enum tmode { T_OFF, T_HEAD, T_IDLE, T_LINGER };
+/* The states (px_conn.h says what holds in each) and the legal changes:
+ * legal[from] is the set of states a connection may go to from `from`. */
+#define TO(s) (1u << (s))
+static const unsigned legal[C_COUNT] = {
+    [C_HEAD] = TO(C_HEAD) | TO(C_DECIDE) | TO(C_CLOSING) | TO(C_DEAD),
+    [C_DECIDE] = TO(C_HEAD) | TO(C_CONNECT) | TO(C_FORWARD) | TO(C_CLOSING) | TO(C_DEAD),
+    [C_CONNECT] = TO(C_FORWARD) | TO(C_CLOSING) | TO(C_DEAD),
+    [C_FORWARD] = TO(C_HEAD) | TO(C_CLOSING) | TO(C_DEAD),
+    [C_CLOSING] = TO(C_LINGER) | TO(C_DEAD),
+    [C_LINGER] = TO(C_DEAD),
+    [C_DEAD] = 0,
+};
+#undef TO
+
+static const char *const state_names[C_COUNT] = {"HEAD",    "DECIDE", "CONNECT", "FORWARD",
+                                                 "CLOSING", "LINGER", "DEAD"};
+
+int px_conn_state_legal(enum px_conn_state from, enum px_conn_state to)
+{
+    return (unsigned)from < C_COUNT && (unsigned)to < C_COUNT && (legal[from] & (1u << to)) != 0;
+}
+
+const char *px_conn_state_name(enum px_conn_state s)
+{
+    return (unsigned)s < C_COUNT ? state_names[s] : "?";
+}
+
+int px_conn_state_check(uint64_t id, const char *peer, enum px_conn_state from,
+                        enum px_conn_state to)
+{
+    if (px_conn_state_legal(from, to))
+        return 0;
+    px_clog_error(id, peer, "illegal state change %s -> %s", px_conn_state_name(from),
+                  px_conn_state_name(to));
+#ifndef NDEBUG
+    abort();
+#endif
+    return -1;
+}
+
+/* What the connection's one timer does when it fires. */
+enum tmode {
+    T_OFF,
+    T_IDLE, /* no byte of a head yet: close quietly */
+    T_HEAD, /* a head is arriving: 408 */
+    T_END   /* closing or lingering: close */
+};
 
 struct px_req {
     struct px_h1_head h; /* slices of buf */
@@ -62,24 +106,13 @@ struct px_req {
     size_t path_len;
     struct pol_decision dec;
     size_t route_idx; /* SIZE_MAX when no route */
-    int fenced;       /* ticket admitted */
+    int fenced;       /* holds a fence ticket (px_fence_done() owed) */
     struct px_fence_ticket ticket;
-    struct px_uconn *up; /* borrowed from the pool */
-    char rid[80];        /* X-Request-Id */
-    /* request body */
-    uint64_t body_left;
-    struct px_h1_chunked chunk;
-    int body_done;
-    /* response */
-    struct px_h1_parser rp;
-    int resp_started; /* head written to the client */
-    enum px_h1_body rbody;
-    uint64_t rbody_left;
-    struct px_h1_chunked rchunk;
-    int rchunked_out; /* re-chunk to the client */
-    int resp_keepalive;
+    struct px_uclient uc; /* the upstream exchange */
+    char rid[80];         /* X-Request-Id */
+    struct px_body body;  /* the request body, client to upstream */
     int status;
-    uint64_t bytes_out;
+    uint64_t bytes_out;      /* a local response's body bytes */
     struct timespec t_start; /* head parsed */
     struct timespec t_fwd;   /* forwarding started */
     double upstream_s;
@@ -92,16 +125,14 @@ struct px_conn {
     char peer[64]; /* ip:port */
     char peer_ip[48];
     TAILQ_ENTRY(px_conn) link;
-    enum cstate state;
+    enum px_conn_state state; /* changed by set_state() only */
     struct event *timer;
     enum tmode tmode;
-    struct event *kick; /* deferred work: next request, reaping */
+    struct event *kick; /* deferred work: next request, fence answer, reaping */
     struct px_h1_parser parser;
-    struct px_req *req;
-    int keep_alive;    /* the current request allows reuse */
-    int dead;          /* to be reaped by the kick event */
-    int paused_up;     /* upstream reading paused for us */
-    int paused_client; /* client reading paused for the upstream */
+    struct px_req *req;  /* NULL in C_HEAD, C_CLOSING, C_LINGER, C_DEAD */
+    int keep_alive;      /* the current request allows reuse */
+    int paused_client;   /* client reading paused for the upstream */
     size_t linger_bytes;
     int client_eof;      /* the client half-closed */
     int upload_deadline; /* the client read deadline is armed */
@@ -117,16 +148,21 @@ struct px_conn_set {
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_write_cb(struct bufferevent *bev, void *arg);
-static void up_read_run(struct bufferevent *bev, void *arg);
-static void respond_bad_body(struct px_conn *c);
-static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
+static void respond_bad_body(struct px_conn *c);
 static void start_head(struct px_conn *c);
 static void process_head(struct px_conn *c);
 static void set_client_read_timeout(struct px_conn *c, int on);
 static void fence_decided(struct px_conn *c);
+static void flush_all(struct px_conn *c);
+
+/* Performs every state change and checks it against the table: an illegal
+ * one is a bug (debug builds abort; release builds log it and go on). */
+static void set_state(struct px_conn *c, enum px_conn_state to)
+{
+    (void)px_conn_state_check(c->id, c->peer, c->state, to);
+    c->state = to;
+}
 
 /* Arms the connection's timer for mode with tv (one of ctx->tv), or stops
  * it (T_OFF, tv NULL). */
@@ -139,20 +175,26 @@ static void set_timer(struct px_conn *c, enum tmode mode, const struct timeval *
         event_add(c->timer, tv);
 }
 
+/* Lets the fence go: the S3 ticket ends once the upstream connection is
+ * idle or closed, so callers finish the uclient first. */
+static void release_fence(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+
+    if (r->fenced) {
+        px_fence_done(c->ctx->fence, &r->ticket);
+        r->fenced = 0;
+    }
+}
+
 static void req_free(struct px_conn *c)
 {
     struct px_req *r = c->req;
 
     if (r == NULL)
         return;
-    if (r->up != NULL) {
-        px_upool_close(r->up);
-        r->up = NULL;
-    }
-    if (r->fenced) {
-        px_fence_done(c->ctx->fence, &r->ticket);
-        r->fenced = 0;
-    }
+    px_uclient_finish(&r->uc, 0);
+    release_fence(c);
     free(r->buf);
     free(r->path);
     free(r);
@@ -160,14 +202,15 @@ static void req_free(struct px_conn *c)
 }
 
 /* Marks the connection dead and lets the kick event free it: safe from any
- * callback, including the connection's own. */
+ * callback, including the connection's own. A second call is a no-op. */
 static void conn_close(struct px_conn *c)
 {
-    if (c->dead)
+    if (c->state == C_DEAD)
         return;
-    c->dead = 1;
-    if (c->req != NULL && c->req->up != NULL && c->req->status == 0 && c->req->fenced)
+    if (c->req != NULL && px_uclient_active(&c->req->uc) && c->req->status == 0 &&
+        c->req->fenced)
         px_clog_debug(c->id, c->peer, "closing with a request in flight");
+    set_state(c, C_DEAD);
     req_free(c);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     set_timer(c, T_OFF, NULL);
@@ -190,152 +233,83 @@ static void conn_free(struct px_conn *c)
         ctx->conns_gone(ctx);
 }
 
-static void flush_all(struct px_conn *c);
-
 static void kick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_conn *c = arg;
 
-    if (c->dead) {
+    if (c->state == C_DEAD) {
         conn_free(c);
         return;
     }
     if (c->state == C_HEAD && c->req == NULL)
         process_head(c);
-    else if (c->state == C_DECIDE && c->req != NULL && c->req->ticket.result != PX_FENCE_WAIT)
+    else if (c->state == C_DECIDE && c->req->ticket.result != PX_FENCE_WAIT)
         fence_decided(c);
     flush_all(c);
 }
 
-/* After the output drains: close, or keep discarding input for a moment so
- * the client reads the response before the connection goes (lingering close). */
+/* After the output drains: shut the write side and keep discarding input
+ * for a moment so the client reads the response before the connection goes
+ * (lingering close). */
 static void finish_close(struct px_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
 
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
         return;
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    c->ctx->client_tr->ops->shutdown_write(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));
-    c->state = C_LINGER;
+    set_state(c, C_LINGER);
     c->linger_bytes = 0;
     bufferevent_enable(c->bev, EV_READ);
-    set_timer(c, T_LINGER, &c->ctx->tv.linger);
+    set_timer(c, T_END, &c->ctx->tv.linger);
 }
 
 /* Ends the connection once what is queued for the client has been written. */
 static void close_after_write(struct px_conn *c)
 {
-    c->state = C_CLOSING;
+    set_state(c, C_CLOSING);
     req_free(c);
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_enable(c->bev, EV_WRITE);
-    set_timer(c, T_LINGER, &c->ctx->tv.idle);
+    set_timer(c, T_END, &c->ctx->tv.idle);
     finish_close(c);
 }
 
-static void make_request_id(struct px_conn *c, struct px_req *r)
+/* The exchange as reporting sees it (r may be NULL). */
+static void report_of(const struct px_conn *c, const struct px_req *r, int status,
+                      uint64_t bytes, struct px_report *x)
 {
-    struct px_ctx *ctx = c->ctx;
-    uint64_t v = ctx->rid_base + (++ctx->rid_counter) * 0x9e3779b97f4a7c15ULL;
-
-    snprintf(r->rid, sizeof(r->rid), "%016" PRIx64 "%08" PRIx64, v, ctx->rid_counter & 0xffffffffu);
+    memset(x, 0, sizeof(*x));
+    x->conn_id = c->id;
+    x->peer = c->peer;
+    x->token_field = c->ctx->cfg->token_header;
+    x->request_id = "";
+    x->status = status;
+    x->bytes = bytes;
+    if (r != NULL) {
+        x->h = &r->h;
+        x->dec = &r->dec;
+        x->request_id = r->rid;
+        x->upstream_s = r->upstream_s;
+    }
 }
 
-/* One access log line. r is NULL for a request refused before its head
- * could be parsed: its request line is logged as "-". */
-static void access_log(struct px_conn *c, struct px_req *r, int status, uint64_t bytes)
+static void audit(struct px_conn *c, const char *event, uint64_t highest)
 {
-    char line[1024];
-    char ts[40];
-    uint64_t now = px_clock_wall_ms();
-    time_t secs = (time_t)(now / 1000);
-    struct tm tm;
-    int n;
+    struct px_report x;
 
-    if (c->ctx->access == NULL)
-        return;
-    gmtime_r(&secs, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    if (r != NULL)
-        n = snprintf(line, sizeof(line),
-                     "%s.%03uZ %s \"%.*s %.*s HTTP/1.%d\" %d %" PRIu64 " %.3f %s\n", ts,
-                     (unsigned)(now % 1000), c->peer, (int)r->h.method_len, r->h.method,
-                     (int)(r->h.target_len > 512 ? 512 : r->h.target_len), r->h.target, r->h.minor,
-                     status, bytes, r->upstream_s * 1000.0, r->rid);
-    else
-        n = snprintf(line, sizeof(line), "%s.%03uZ %s \"-\" %d %" PRIu64 " 0.000 -\n", ts,
-                     (unsigned)(now % 1000), c->peer, status, bytes);
-    if (n < 0)
-        return;
-    if ((size_t)n >= sizeof(line)) {
-        n = sizeof(line) - 1;
-        line[n - 1] = '\n';
-    }
-    if (px_logw_write(c->ctx->access, line, (size_t)n) < 0)
-        px_stats_inc(PX_ST_ACCESS_LOG_DROPPED);
+    report_of(c, c->req, 0, 0, &x);
+    px_report_audit(c->ctx->audit, &x, event, highest);
 }
 
-/* The first value of the header field named name, or NULL. */
-static const struct px_h1_field *find_field(const struct px_h1_head *h, const char *name)
+static void access_log(struct px_conn *c, int status, uint64_t bytes)
 {
-    size_t len = strlen(name);
+    struct px_report x;
 
-    for (unsigned i = 0; i < h->n_fields; i++)
-        if (h->fields[i].name_len == len && px_h1_name_is(&h->fields[i], name))
-            return &h->fields[i];
-    return NULL;
-}
-
-static void audit(struct px_conn *c, struct px_req *r, const char *event)
-{
-    struct px_audit_event ev;
-    const struct px_h1_field *xff;
-
-    if (c->ctx->audit == NULL || r == NULL)
-        return;
-    memset(&ev, 0, sizeof(ev));
-    ev.event = event;
-    ev.route = r->dec.route != NULL ? r->dec.route->name : "";
-    ev.resource = r->dec.resource;
-    ev.resource_len = r->dec.resource_len;
-    if (r->dec.verdict == POL_MALFORMED) {
-        const struct px_h1_field *tf = find_field(&r->h, c->ctx->cfg->token_header);
-        ev.token_present = tf != NULL;
-        if (tf != NULL) {
-            ev.token_raw = tf->value;
-            ev.token_raw_len = tf->value_len;
-        }
-    } else if (r->dec.verdict != POL_MISSING) {
-        ev.token_present = 1;
-        ev.token_is_number = 1;
-        ev.token = r->dec.token;
-    }
-    ev.highest = r->dec.highest;
-    if ((r->dec.verdict == POL_MISSING || r->dec.verdict == POL_MALFORMED) &&
-        px_fence_peek(c->ctx->fence, r->dec.resource, r->dec.resource_len, &ev.highest) < 0)
-        ev.highest = 0; /* not cached: never looked up for a request refused from its head */
-    ev.method = r->h.method;
-    ev.method_len = r->h.method_len;
-    ev.path = r->h.target;
-    ev.path_len = r->h.target_len;
-    ev.client = c->peer;
-    xff = find_field(&r->h, "X-Forwarded-For");
-    if (xff != NULL) {
-        ev.forwarded_for = xff->value;
-        ev.forwarded_for_len = xff->value_len;
-    }
-    ev.request_id = r->rid;
-    ev.request_id_len = strlen(r->rid);
-    ev.ts_ms = px_clock_wall_ms();
-    if (px_audit_record(c->ctx->audit, &ev) < 0) {
-        px_stats_inc(PX_ST_AUDIT_DROPPED);
-        px_clog_error(c->id, c->peer, "audit record dropped (writer buffer full): %s %s", event,
-                      r->rid);
-    } else {
-        px_stats_inc(PX_ST_AUDIT_RECORDS);
-    }
+    report_of(c, c->req, status, bytes, &x);
+    px_report_access(c->ctx->access, &x);
 }
 
 /* Writes a complete local response. close: the connection ends after it. */
@@ -360,7 +334,7 @@ static void respond_local(struct px_conn *c, int status, const char *ctype, cons
         r->status = status;
         r->bytes_out = blen;
     }
-    access_log(c, r, status, blen);
+    access_log(c, status, blen);
     px_stats_add(PX_ST_BYTES_OUT, blen);
     if (close) {
         close_after_write(c);
@@ -386,11 +360,15 @@ static int has_unread_body(const struct px_req *r)
                          r->h.body == PX_H1_BODY_CHUNKED);
 }
 
-/* A fencing rejection, decided from the head alone: answered without reading
- * the body; the connection closes when a body was declared. */
-static void respond_rejection(struct px_conn *c, const char *reason)
+/* A fencing rejection (MISSING, MALFORMED or STALE), decided from the head
+ * alone: answered without reading the body; the connection closes when a
+ * body was declared. */
+static void respond_rejection(struct px_conn *c)
 {
     struct px_req *r = c->req;
+    enum px_outcome o = px_report_verdict_outcome(r->dec.verdict);
+    const char *reason = px_stats_outcome_label(o);
+    uint64_t highest = r->dec.highest;
     struct pol_response resp;
     char extra[96] = "";
 
@@ -401,13 +379,12 @@ static void respond_rejection(struct px_conn *c, const char *reason)
     }
     if (resp.has_highest)
         snprintf(extra, sizeof(extra), "Fencing-Token-Highest: %" PRIu64 "\r\n", resp.highest);
-    audit(c, r, reason);
-    px_stats_request(r->route_idx, r->dec.verdict == POL_STALE     ? PX_OUT_STALE_TOKEN
-                                   : r->dec.verdict == POL_MISSING ? PX_OUT_MISSING_TOKEN
-                                                                   : PX_OUT_MALFORMED_TOKEN);
-    px_stats_reject(r->dec.verdict == POL_STALE     ? PX_RSN_STALE_TOKEN
-                    : r->dec.verdict == POL_MISSING ? PX_RSN_MISSING_TOKEN
-                                                    : PX_RSN_MALFORMED_TOKEN);
+    if ((r->dec.verdict == POL_MISSING || r->dec.verdict == POL_MALFORMED) &&
+        px_fence_peek(c->ctx->fence, r->dec.resource, r->dec.resource_len, &highest) < 0)
+        highest = 0; /* not cached: never looked up for a request refused from its head */
+    if (px_stats_outcome_audited(o))
+        audit(c, reason, highest);
+    px_report_outcome(r->route_idx, o);
     px_clog_info(c->id, c->peer, "%s %.*s %.*s resource=%.*s token=%" PRIu64 " highest=%" PRIu64,
                  reason, (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
                  (int)r->dec.resource_len, r->dec.resource, r->dec.token, r->dec.highest);
@@ -420,171 +397,16 @@ static void respond_rejection(struct px_conn *c, const char *reason)
 static void respond_bad(struct px_conn *c, int status, const char *why)
 {
     px_clog_info(c->id, c->peer, "refused %d: %s", status, why);
-    px_stats_reject(PX_RSN_BAD_REQUEST);
-    px_stats_request(c->req != NULL ? c->req->route_idx : SIZE_MAX, PX_OUT_BAD_REQUEST);
+    px_report_outcome(c->req != NULL ? c->req->route_idx : SIZE_MAX, PX_OUT_BAD_REQUEST);
     respond_text(c, status, px_h1_reason(status), 1);
 }
 
-/* ---- upstream side ---------------------------------------------------- */
-
-/* A head being written straight into reserved space of an output buffer:
- * one copy, no formatting, no per-field buffer calls. The caller reserves
- * an upper bound of what it will write. */
-struct head_out {
-    char *p;
-    size_t len;
-};
-
-static void ho_add(struct head_out *b, const char *s, size_t n)
-{
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-#define HO_LIT(b, lit) ho_add((b), (lit), sizeof(lit) - 1)
-
-static void ho_u64(struct head_out *b, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    while (n > 0)
-        b->p[b->len++] = tmp[--n];
-}
-
-static void ho_field(struct head_out *b, const char *name, size_t nlen, const char *value,
-                     size_t vlen)
-{
-    ho_add(b, name, nlen);
-    HO_LIT(b, ": ");
-    ho_add(b, value, vlen);
-    HO_LIT(b, "\r\n");
-}
-
-/* Reserves room for at most max bytes at the end of o. 0 or -1. */
-static int ho_begin(struct head_out *b, struct evbuffer *o, size_t max, struct evbuffer_iovec *v)
-{
-    if (evbuffer_reserve_space(o, (ev_ssize_t)max, v, 1) < 1 || v->iov_len < max)
-        return -1;
-    b->p = v->iov_base;
-    b->len = 0;
-    return 0;
-}
-
-static void ho_end(struct head_out *b, struct evbuffer *o, struct evbuffer_iovec *v)
-{
-    v->iov_len = b->len;
-    evbuffer_commit_space(o, v, 1);
-}
-
-/* Whether field f is named lit (a string literal), comparing lengths first. */
-#define NAME_IS(f, lit) ((f)->name_len == sizeof(lit) - 1 && px_h1_name_is((f), (lit)))
-
-/* Appends the request head as the upstream will see it: re-serialised from
- * the parsed fields, hop-by-hop and framing fields replaced by our own.
- * Everything copied comes from the parsed head (at most head_len bytes), the
- * rest is bounded, hence the reservation. Returns 0 or -1 (no memory). */
-static int write_request_head(struct px_conn *c, struct px_req *r, struct evbuffer *o)
-{
-    const struct px_h1_head *h = &r->h;
-    const struct px_config *cfg = c->ctx->cfg;
-    const struct px_h1_field *xff = NULL, *via = NULL;
-    int checked = r->dec.verdict == POL_ACCEPT || r->dec.verdict == POL_ADVANCE;
-    size_t tlen = c->ctx->token_header_len;
-    struct evbuffer_iovec v;
-    struct head_out b;
-
-    if (ho_begin(&b, o, h->head_len + tlen + sizeof(c->peer_ip) + sizeof(r->rid) + 256, &v) < 0)
-        return -1;
-    ho_add(&b, h->method, h->method_len);
-    HO_LIT(&b, " ");
-    ho_add(&b, h->target, h->target_len);
-    HO_LIT(&b, " HTTP/1.1\r\n");
-    for (unsigned i = 0; i < h->n_fields; i++) {
-        const struct px_h1_field *f = &h->fields[i];
-        if (f->flags & (PX_H1_F_HOP | PX_H1_F_FRAMING | PX_H1_F_EXPECT))
-            continue;
-        if (NAME_IS(f, "X-Forwarded-For")) {
-            if (xff == NULL)
-                xff = f;
-            continue;
-        }
-        if (NAME_IS(f, "Via")) {
-            if (via == NULL)
-                via = f;
-            continue;
-        }
-        if (NAME_IS(f, "X-Forwarded-Proto") || NAME_IS(f, "X-Request-Id"))
-            continue;
-        if (checked && f->name_len == tlen && px_h1_name_is(f, cfg->token_header))
-            continue; /* written below in canonical form */
-        ho_field(&b, f->name, f->name_len, f->value, f->value_len);
-    }
-    if (checked) {
-        ho_add(&b, cfg->token_header, tlen);
-        HO_LIT(&b, ": ");
-        ho_u64(&b, r->dec.token);
-        HO_LIT(&b, "\r\n");
-    }
-    HO_LIT(&b, "X-Forwarded-For: ");
-    if (xff != NULL) {
-        ho_add(&b, xff->value, xff->value_len);
-        HO_LIT(&b, ", ");
-    }
-    ho_add(&b, c->peer_ip, strlen(c->peer_ip));
-    HO_LIT(&b, "\r\nX-Forwarded-Proto: http\r\nVia: ");
-    if (via != NULL) {
-        ho_add(&b, via->value, via->value_len);
-        HO_LIT(&b, ", ");
-    }
-    ho_add(&b, h->minor == 1 ? "1.1" : "1.0", 3);
-    HO_LIT(&b, " fenceproxy\r\nX-Request-Id: ");
-    ho_add(&b, r->rid, strlen(r->rid));
-    HO_LIT(&b, "\r\n");
-    if (h->body == PX_H1_BODY_LENGTH) {
-        HO_LIT(&b, "Content-Length: ");
-        ho_u64(&b, h->content_length);
-        HO_LIT(&b, "\r\n");
-    } else if (h->body == PX_H1_BODY_CHUNKED) {
-        HO_LIT(&b, "Transfer-Encoding: chunked\r\n");
-    }
-    HO_LIT(&b, "\r\n");
-    ho_end(&b, o, &v);
-    return 0;
-}
-
-/* Pauses reading src while dst's output is above the high-water mark. */
-static void pause_if_full(struct bufferevent *src, struct bufferevent *dst, int *paused)
-{
-    if (!*paused && evbuffer_get_length(bufferevent_get_output(dst)) >= PX_BUF_HIGH) {
-        bufferevent_disable(src, EV_READ);
-        *paused = 1;
-    }
-}
-
-static void set_up_timeout(struct px_conn *c)
-{
-    bufferevent_set_timeouts(c->req->up->bev, &c->ctx->tv.upstream, NULL);
-}
-
-/* While the request body streams: no response deadline yet, but an upstream
- * that stops taking bytes for upstream_timeout fails the exchange (504);
- * otherwise a stalled upload would hold both connections forever, since the
- * paused client side has no timer running. */
-static void set_up_send_timeout(struct px_conn *c)
-{
-    bufferevent_set_timeouts(c->req->up->bev, NULL, &c->ctx->tv.upstream);
-}
+/* ---- the request body --------------------------------------------------- */
 
 static void request_body_done(struct px_conn *c)
 {
     struct px_req *r = c->req;
 
-    r->body_done = 1;
     if (c->paused_client) {
         c->paused_client = 0;
         bufferevent_enable(c->bev, EV_READ); /* pipelined bytes may follow */
@@ -593,106 +415,50 @@ static void request_body_done(struct px_conn *c)
         set_client_read_timeout(c, 0);
         c->upload_deadline = 0;
     }
-    if (r->up != NULL)
-        set_up_timeout(c);
-}
-
-/* Decodes up to PX_CHUNK_RUN bytes of a chunked body from in and appends
- * the data to out, as chunks again when rechunk is set (the framing the
- * other side sees is always our own). Sets *used to the bytes drained from in
- * and *data to the body bytes passed on. Returns the decoder's status: DONE
- * after the last chunk (the terminating chunk is written when rechunk), or
- * ERROR (nothing more may be relayed). */
-static enum px_h1_status relay_chunked(struct px_h1_chunked *dec, struct evbuffer *in,
-                                       struct evbuffer *out, int rechunk, size_t *used,
-                                       uint64_t *data)
-{
-    size_t avail = evbuffer_get_length(in);
-    size_t n = avail < PX_CHUNK_RUN ? avail : PX_CHUNK_RUN;
-    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)n);
-    size_t consumed, off, dlen;
-    enum px_h1_status st = PX_H1_NEED_MORE;
-
-    *used = 0;
-    *data = 0;
-    while (*used < n) {
-        st = px_h1_chunked_feed(dec, p + *used, n - *used, &consumed, &off, &dlen);
-        if (st == PX_H1_ERROR)
-            return st;
-        if (dlen > 0) {
-            if (rechunk)
-                evbuffer_add_printf(out, "%zx\r\n", dlen);
-            evbuffer_add(out, p + *used + off, dlen);
-            if (rechunk)
-                evbuffer_add(out, "\r\n", 2);
-            *data += dlen;
-        }
-        *used += consumed;
-        if (st == PX_H1_DONE)
-            break;
-    }
-    evbuffer_drain(in, *used);
-    if (st == PX_H1_DONE && rechunk)
-        evbuffer_add(out, "0\r\n\r\n", 5);
-    return st;
+    px_uclient_request_done(&r->uc);
 }
 
 /* Moves request body bytes from the client to the upstream until the input
- * is empty, the body is complete or the upstream's output is full. Each round
- * consumes at least one byte, so the loop is bounded by the input. Returns
- * -1 when the body is malformed (the caller answers 400 and closes). */
+ * is empty, the body is complete or the upstream's output is full (then the
+ * client is not read until it drains). Returns -1 when the body is
+ * malformed (the caller answers 400 and closes). */
 static int pump_request_body(struct px_conn *c)
 {
     struct px_req *r = c->req;
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    struct evbuffer *out = bufferevent_get_output(r->up->bev);
-    size_t avail;
+    struct evbuffer *out;
+    uint64_t before = r->body.wire;
+    enum px_body_status st;
 
-    while (!r->body_done && !c->paused_client && (avail = evbuffer_get_length(in)) > 0) {
-        if (r->h.body == PX_H1_BODY_LENGTH) {
-            size_t n = avail < r->body_left ? avail : (size_t)r->body_left;
-            evbuffer_remove_buffer(in, out, n);
-            r->body_left -= n;
-            px_stats_add(PX_ST_BYTES_IN, n);
-            if (r->body_left == 0)
-                request_body_done(c);
-        } else {
-            size_t used;
-            uint64_t data;
-            enum px_h1_status st = relay_chunked(&r->chunk, in, out, 1, &used, &data);
-            if (st == PX_H1_ERROR)
-                return -1;
-            px_stats_add(PX_ST_BYTES_IN, used);
-            if (st == PX_H1_DONE)
-                request_body_done(c);
-        }
-        if (!r->body_done)
-            pause_if_full(c->bev, r->up->bev, &c->paused_client);
+    if (r->body.done || c->paused_client || !px_uclient_active(&r->uc))
+        return 0;
+    out = px_uclient_output(&r->uc);
+    st = px_body_relay(&r->body, in, out, PX_BUF_HIGH);
+    px_stats_add(PX_ST_BYTES_IN, r->body.wire - before);
+    if (st == PX_BODY_ERROR)
+        return -1;
+    if (st == PX_BODY_DONE) {
+        request_body_done(c);
+    } else if (evbuffer_get_length(out) >= PX_BUF_HIGH) {
+        bufferevent_disable(c->bev, EV_READ);
+        c->paused_client = 1;
     }
     return 0;
 }
 
-/* The exchange is over from the upstream's point of view: return or close
- * the upstream connection, then release the fencing ticket (S3: the ticket
- * ends only once the upstream connection is idle or closed). */
-static void release_upstream(struct px_conn *c, int reusable)
+/* The client's chunked body turned out malformed after forwarding began: the
+ * upstream holds a partial request, so its connection is closed. */
+static void respond_bad_body(struct px_conn *c)
 {
-    struct px_req *r = c->req;
-
-    if (r->up != NULL) {
-        if (reusable && evbuffer_get_length(bufferevent_get_input(r->up->bev)) == 0 &&
-            evbuffer_get_length(bufferevent_get_output(r->up->bev)) == 0)
-            px_upool_put(r->up);
-        else
-            px_upool_close(r->up);
-        r->up = NULL;
-        px_stats_gauge_add(PX_G_INFLIGHT, -1);
-    }
-    if (r->fenced) {
-        px_fence_done(c->ctx->fence, &r->ticket);
-        r->fenced = 0;
-    }
+    px_uclient_finish(&c->req->uc, 0);
+    release_fence(c);
+    if (c->req->uc.started)
+        conn_close(c);
+    else
+        respond_bad(c, 400, "malformed chunked body");
 }
+
+/* ---- the upstream exchange's callbacks ----------------------------------- */
 
 static void response_done(struct px_conn *c)
 {
@@ -703,11 +469,13 @@ static void response_done(struct px_conn *c)
     clock_gettime(CLOCK_MONOTONIC, &now);
     r->upstream_s = px_clock_diff(&r->t_fwd, &now);
     px_stats_observe(PX_H_UPSTREAM_DURATION, r->upstream_s);
-    px_stats_request(r->route_idx, PX_OUT_FORWARDED);
-    px_stats_add(PX_ST_BYTES_OUT, r->bytes_out);
-    release_upstream(c, r->resp_keepalive && r->body_done);
-    access_log(c, r, r->status, r->bytes_out);
-    close = !c->keep_alive || !r->body_done || c->ctx->shutting_down || r->rbody == PX_H1_BODY_EOF;
+    px_report_outcome(r->route_idx, PX_OUT_FORWARDED);
+    px_stats_add(PX_ST_BYTES_OUT, r->uc.body.data);
+    px_uclient_finish(&r->uc, r->uc.reusable && r->body.done);
+    release_fence(c);
+    access_log(c, r->status, r->uc.body.data);
+    close = !c->keep_alive || !r->body.done || c->ctx->shutting_down ||
+            r->uc.body.framing == PX_H1_BODY_EOF;
     if (close) {
         close_after_write(c);
         return;
@@ -716,286 +484,97 @@ static void response_done(struct px_conn *c)
     start_head(c);
 }
 
-/* The upstream failed before or during the response. */
-static void upstream_failed(struct px_conn *c, int status, const char *why)
+static void uc_connected(void *arg)
 {
+    set_state(arg, C_FORWARD);
+}
+
+/* Writes the response head for the client; the body goes to the client's
+ * output, re-chunked when the client speaks HTTP/1.1. */
+static int uc_head(void *arg, const struct px_h1_head *h, struct evbuffer **sink, int *rechunk)
+{
+    struct px_conn *c = arg;
+    struct px_req *r = c->req;
+    struct evbuffer *o = bufferevent_get_output(c->bev);
+    struct px_rw_response rs;
+    struct evbuffer_iovec v;
+    size_t max;
+
+    r->status = h->status;
+    if (h->body == PX_H1_BODY_EOF || (h->body == PX_H1_BODY_CHUNKED && r->h.minor != 1))
+        c->keep_alive = 0; /* the end of the body is the end of the connection */
+    memset(&rs, 0, sizeof(rs));
+    rs.h = h;
+    rs.request_id = r->rid;
+    rs.upstream_origin = c->ctx->upstream_origin;
+    rs.upstream_origin_len = c->ctx->upstream_origin_len;
+    rs.chunked_out = h->body == PX_H1_BODY_CHUNKED && r->h.minor == 1;
+    rs.close = !c->keep_alive || c->ctx->shutting_down;
+    rs.client_11 = r->h.minor == 1;
+    max = px_rw_response_max(&rs);
+    if (evbuffer_reserve_space(o, (ev_ssize_t)max, &v, 1) < 1 || v.iov_len < max)
+        return -1;
+    v.iov_len = px_rw_response_head(&rs, v.iov_base);
+    evbuffer_commit_space(o, &v, 1);
+    *sink = o;
+    *rechunk = rs.chunked_out;
+    return 0;
+}
+
+static void uc_done(void *arg)
+{
+    response_done(arg);
+}
+
+/* The upstream failed before or during the response. */
+static void uc_failed(void *arg, int status, const char *why, int unknown)
+{
+    struct px_conn *c = arg;
     struct px_req *r = c->req;
 
     px_clog_warn(c->id, c->peer, "upstream: %s", why);
-    px_stats_request(r->route_idx, PX_OUT_UPSTREAM_ERROR);
-    if (c->state == C_FORWARD && r->fenced && r->up != NULL && !r->resp_started) {
+    px_report_outcome(r->route_idx, PX_OUT_UPSTREAM_ERROR);
+    if (unknown && r->fenced) {
         /* The request went out and no answer came (timeout, reset, close):
          * whether the upstream applied it is unknown (S3, S7). */
         px_stats_inc(PX_ST_INFLIGHT_TIMEOUTS);
-        audit(c, r, "inflight_timeout");
+        audit(c, "inflight_timeout", r->dec.highest);
     }
-    release_upstream(c, 0);
-    if (!r->resp_started)
+    release_fence(c);
+    if (!r->uc.started)
         respond_text(c, status, px_h1_reason(status), 1);
     else
         conn_close(c); /* a response is half sent: only closing tells */
 }
 
-/* Writes the response head for the client from the parsed upstream head. */
-/* A Location that points at the upstream itself ("http://host:port/...",
- * the configured upstream) would send clients around the proxy, past the
- * fencing check: it is rewritten to the path alone, which the client
- * resolves against the proxy (as nginx's "proxy_redirect default" does).
- * Other values pass unchanged. */
-static void write_location(struct px_conn *c, struct head_out *b, const struct px_h1_field *f)
-{
-    const char *o = c->ctx->upstream_origin;
-    size_t olen = c->ctx->upstream_origin_len;
-
-    if (f->value_len >= olen && strncasecmp(f->value, o, olen) == 0 &&
-        (f->value_len == olen || f->value[olen] == '/')) {
-        if (f->value_len == olen)
-            ho_field(b, f->name, f->name_len, "/", 1);
-        else
-            ho_field(b, f->name, f->name_len, f->value + olen, f->value_len - olen);
-        return;
-    }
-    ho_field(b, f->name, f->name_len, f->value, f->value_len);
-}
-
-static int write_response_head(struct px_conn *c, struct px_req *r, const struct px_h1_head *h)
-{
-    struct evbuffer *o = bufferevent_get_output(c->bev);
-    int client_11 = r->h.minor == 1;
-    struct evbuffer_iovec v;
-    struct head_out b;
-    char status[4];
-
-    r->rbody = h->body;
-    r->resp_keepalive = h->keep_alive;
-    r->status = h->status;
-    if (h->body == PX_H1_BODY_EOF || (h->body == PX_H1_BODY_CHUNKED && !client_11))
-        c->keep_alive = 0; /* the end of the body is the end of the connection */
-    r->rchunked_out = h->body == PX_H1_BODY_CHUNKED && client_11;
-    if (ho_begin(&b, o, h->head_len + sizeof(r->rid) + 256, &v) < 0)
-        return -1;
-    status[0] = (char)('0' + h->status / 100);
-    status[1] = (char)('0' + h->status / 10 % 10);
-    status[2] = (char)('0' + h->status % 10);
-    HO_LIT(&b, "HTTP/1.1 ");
-    ho_add(&b, status, 3);
-    HO_LIT(&b, " ");
-    ho_add(&b, h->reason, h->reason_len);
-    HO_LIT(&b, "\r\n");
-    for (unsigned i = 0; i < h->n_fields; i++) {
-        const struct px_h1_field *f = &h->fields[i];
-        if (f->flags & PX_H1_F_HOP)
-            continue;
-        /* A bodiless response keeps its Content-Length (HEAD, 304). */
-        if ((f->flags & PX_H1_F_FRAMING) &&
-            !(h->body == PX_H1_BODY_NONE && NAME_IS(f, "Content-Length")))
-            continue;
-        if (NAME_IS(f, "X-Request-Id"))
-            continue;
-        if (NAME_IS(f, "Location") || NAME_IS(f, "Content-Location")) {
-            write_location(c, &b, f);
-            continue;
-        }
-        ho_field(&b, f->name, f->name_len, f->value, f->value_len);
-    }
-    HO_LIT(&b, "X-Request-Id: ");
-    ho_add(&b, r->rid, strlen(r->rid));
-    HO_LIT(&b, "\r\n");
-    if (h->body == PX_H1_BODY_LENGTH) {
-        HO_LIT(&b, "Content-Length: ");
-        ho_u64(&b, h->content_length);
-        HO_LIT(&b, "\r\n");
-    } else if (r->rchunked_out) {
-        HO_LIT(&b, "Transfer-Encoding: chunked\r\n");
-    }
-    if (!c->keep_alive || c->ctx->shutting_down)
-        HO_LIT(&b, "Connection: close\r\n");
-    else if (!client_11)
-        HO_LIT(&b, "Connection: keep-alive\r\n");
-    HO_LIT(&b, "\r\n");
-    ho_end(&b, o, &v);
-    r->rbody_left = h->content_length;
-    px_h1_chunked_init(&r->rchunk);
-    r->resp_started = 1;
-    return 0;
-}
-
-/* Parses the response head. Returns 1 when the head was handled, 0 for
- * more input, -1 after the exchange was failed. */
-static int read_response_head(struct px_conn *c)
-{
-    struct px_req *r = c->req;
-    struct evbuffer *in = bufferevent_get_input(r->up->bev);
-    size_t len = evbuffer_get_length(in);
-    size_t want = len < c->ctx->lim.max_head + 1 ? len : c->ctx->lim.max_head + 1;
-    const char *p = (const char *)evbuffer_pullup(in, (ssize_t)want);
-    struct px_h1_head head, *h = &head;
-    enum px_h1_status st;
-    int rc = -1;
-
-    st = px_h1_parse_head(&r->rp, p, want, h);
-    if (st == PX_H1_NEED_MORE) {
-        rc = 0;
-        if (want > c->ctx->lim.max_head) {
-            upstream_failed(c, 502, "response head too large");
-            rc = -1;
-        }
-        goto out;
-    }
-    if (st == PX_H1_ERROR) {
-        upstream_failed(c, 502, h->error != NULL ? h->error : "malformed response");
-        goto out;
-    }
-    if (h->status >= 100 && h->status < 200) {
-        /* Interim responses (we answered Expect ourselves) are dropped; a
-         * switch of protocols is not something we can relay. */
-        evbuffer_drain(in, h->head_len);
-        px_h1_parser_init(&r->rp, 0, r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4),
-                          &c->ctx->lim);
-        if (h->status == 101) {
-            upstream_failed(c, 502, "upstream switched protocols");
-            goto out;
-        }
-        rc = 1;
-        goto out;
-    }
-    if (write_response_head(c, r, h) < 0) {
-        upstream_failed(c, 502, "out of memory");
-        goto out;
-    }
-    evbuffer_drain(in, h->head_len);
-    rc = 1;
-out:
-    return rc;
-}
-
-/* Moves response body bytes to the client until the input is empty, the
- * body is complete or the client's output is full. Returns 1 when the
- * response is complete, 0 when more is expected, -1 after a failure. */
-static int pump_response_body(struct px_conn *c)
-{
-    struct px_req *r = c->req;
-    struct evbuffer *in = bufferevent_get_input(r->up->bev);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    size_t avail;
-
-    if (r->rbody == PX_H1_BODY_NONE)
-        return 1;
-    if (r->rbody == PX_H1_BODY_LENGTH && r->rbody_left == 0)
-        return 1;
-    while (!c->paused_up && (avail = evbuffer_get_length(in)) > 0) {
-        if (r->rbody == PX_H1_BODY_LENGTH) {
-            size_t n = avail < r->rbody_left ? avail : (size_t)r->rbody_left;
-            evbuffer_remove_buffer(in, out, n);
-            r->rbody_left -= n;
-            r->bytes_out += n;
-            if (r->rbody_left == 0)
-                return 1;
-        } else if (r->rbody == PX_H1_BODY_EOF) {
-            r->bytes_out += avail;
-            evbuffer_remove_buffer(in, out, avail);
-        } else {
-            size_t used;
-            uint64_t data;
-            enum px_h1_status st =
-                relay_chunked(&r->rchunk, in, out, r->rchunked_out, &used, &data);
-            r->bytes_out += data;
-            if (st == PX_H1_ERROR) {
-                upstream_failed(c, 502, "malformed chunked response body");
-                return -1;
-            }
-            if (st == PX_H1_DONE)
-                return 1;
-        }
-        pause_if_full(r->up->bev, c->bev, &c->paused_up);
-    }
-    return 0;
-}
-
-static void up_read_run(struct bufferevent *bev, void *arg)
-{
-    struct px_conn *c = arg;
-    struct px_req *r = c->req;
-    unsigned rounds = 0;
-    int rc;
-
-    if (c->dead || r == NULL || r->up == NULL)
-        return;
-    while (!r->resp_started && rounds++ < 8) {
-        rc = read_response_head(c);
-        if (rc <= 0)
-            return;
-    }
-    if (!r->resp_started)
-        return;
-    rc = pump_response_body(c);
-    if (rc == 1)
-        response_done(c);
-}
-
-static void up_write_run(struct bufferevent *bev, void *arg)
+static void uc_writable(void *arg)
 {
     struct px_conn *c = arg;
 
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        bufferevent_disable(bev, EV_WRITE); /* see out_flush() */
-    if (c->dead || c->req == NULL || !c->paused_client)
+    if (!c->paused_client)
         return;
-    if (evbuffer_get_length(bufferevent_get_output(bev)) <= PX_BUF_LOW) {
-        c->paused_client = 0;
-        bufferevent_enable(c->bev, EV_READ);
-        /* Bytes already buffered raise no read event: move them now. */
-        if (c->req->up != NULL && pump_request_body(c) < 0)
-            respond_bad_body(c);
-    }
+    c->paused_client = 0;
+    bufferevent_enable(c->bev, EV_READ);
+    /* Bytes already buffered raise no read event: move them now. */
+    if (pump_request_body(c) < 0)
+        respond_bad_body(c);
 }
 
-static void up_event_run(struct bufferevent *bev, short what, void *arg)
+static void uc_after(void *arg)
 {
-    struct px_conn *c = arg;
-    struct px_req *r = c->req;
-
-    if (c->dead || r == NULL || r->up == NULL)
-        return;
-    if (what & BEV_EVENT_CONNECTED) {
-        c->state = C_FORWARD;
-        set_timer(c, T_OFF, NULL);
-        /* The connect deadline ends here: the response deadline starts once
-         * the request body is complete, as on a pooled connection. */
-        if (r->body_done)
-            set_up_timeout(c);
-        else
-            set_up_send_timeout(c);
-        return; /* forwarding was queued before the connect finished */
-    }
-    if (what & BEV_EVENT_TIMEOUT) {
-        upstream_failed(c, 504, c->state == C_CONNECT ? "connect timed out" : "response timed out");
-        return;
-    }
-    if ((what & BEV_EVENT_EOF) && r->resp_started && r->rbody == PX_H1_BODY_EOF) {
-        /* The body ends with the connection. */
-        up_read_run(bev, c);
-        if (c->req == r && !c->dead) {
-            r->resp_keepalive = 0;
-            response_done(c);
-        }
-        return;
-    }
-    upstream_failed(c, 502,
-                    (what & BEV_EVENT_EOF) ? "upstream closed the connection"
-                                           : "upstream connection failed");
+    flush_all(arg);
 }
 
-/* The client's chunked body turned out malformed after forwarding began: the
- * upstream holds a partial request, so its connection is closed. */
-static void respond_bad_body(struct px_conn *c)
-{
-    release_upstream(c, 0);
-    if (c->req->resp_started)
-        conn_close(c);
-    else
-        respond_bad(c, 400, "malformed chunked body");
-}
+static const struct px_uclient_cbs uc_cbs = {
+    .connected = uc_connected,
+    .head = uc_head,
+    .done = uc_done,
+    .failed = uc_failed,
+    .writable = uc_writable,
+    .after = uc_after,
+};
+
+/* ---- forwarding ------------------------------------------------------------ */
 
 /* The client's inactivity deadlines: idle_timeout for writing always (a
  * client that stops reading its response), and for reading while on is set
@@ -1005,63 +584,77 @@ static void set_client_read_timeout(struct px_conn *c, int on)
     bufferevent_set_timeouts(c->bev, on ? &c->ctx->tv.idle : NULL, &c->ctx->tv.idle);
 }
 
-/* Sends the accepted request upstream: borrows or opens a connection,
- * writes the head, and starts the body. */
+/* Queues the request head on the upstream output: rebuilt by px_rewrite.
+ * Returns 0 or -1 (no memory). */
+static int write_request_head(struct px_conn *c, struct px_req *r)
+{
+    struct evbuffer *o = px_uclient_output(&r->uc);
+    struct px_rw_request rq;
+    struct evbuffer_iovec v;
+    size_t max;
+
+    memset(&rq, 0, sizeof(rq));
+    rq.h = &r->h;
+    rq.token_field = c->ctx->cfg->token_header;
+    rq.token_field_len = c->ctx->token_header_len;
+    rq.token_checked = r->dec.verdict == POL_ACCEPT || r->dec.verdict == POL_ADVANCE;
+    rq.token = r->dec.token;
+    rq.peer_ip = c->peer_ip;
+    rq.request_id = r->rid;
+    max = px_rw_request_max(&rq);
+    if (evbuffer_reserve_space(o, (ev_ssize_t)max, &v, 1) < 1 || v.iov_len < max)
+        return -1;
+    v.iov_len = px_rw_request_head(&rq, v.iov_base);
+    evbuffer_commit_space(o, &v, 1);
+    return 0;
+}
+
+/* Sends the accepted request upstream: starts the exchange, writes the
+ * head, and starts the body. */
 static void forward(struct px_conn *c)
 {
+    struct px_ctx *ctx = c->ctx;
     struct px_req *r = c->req;
-    struct px_uconn *u = px_upool_take(c->ctx->upool);
-    const struct timeval *ctv = &c->ctx->tv.connect;
+    struct px_uclient_cfg ucfg;
 
-    c->state = C_FORWARD;
-    if (u == NULL) {
-        u = px_upool_connect(c->ctx->upool);
-        if (u == NULL) {
-            upstream_failed(c, 502, "cannot open a connection");
-            return;
-        }
-        c->state = C_CONNECT;
-        bufferevent_set_timeouts(u->bev, ctv, ctv);
-    }
-    r->up = u;
-    u->requests++;
-    px_stats_gauge_add(PX_G_INFLIGHT, 1);
-    clock_gettime(CLOCK_MONOTONIC, &r->t_fwd);
-    bufferevent_setcb(u->bev, up_read_cb, up_write_cb, up_event_cb, c);
-    bufferevent_setwatermark(u->bev, EV_WRITE, PX_BUF_LOW, 0);
-    bufferevent_enable(u->bev, EV_READ); /* writes: out_flush() */
-    px_h1_parser_init(&r->rp, 0, r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4),
-                      &c->ctx->lim);
-    if (write_request_head(c, r, bufferevent_get_output(u->bev)) < 0) {
-        upstream_failed(c, 502, "out of memory");
+    memset(&ucfg, 0, sizeof(ucfg));
+    ucfg.lim = &ctx->lim;
+    ucfg.connect_tv = &ctx->tv.connect;
+    ucfg.upstream_tv = &ctx->tv.upstream;
+    ucfg.high = PX_BUF_HIGH;
+    ucfg.low = PX_BUF_LOW;
+    ucfg.head_request = r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4);
+    if (px_uclient_start(&r->uc, ctx->upool, &ucfg, &uc_cbs, c) < 0) {
+        uc_failed(c, 502, "cannot open a connection", 0);
         return;
     }
-    if (r->h.body == PX_H1_BODY_NONE ||
-        (r->h.body == PX_H1_BODY_LENGTH && r->h.content_length == 0)) {
+    set_state(c, r->uc.connecting ? C_CONNECT : C_FORWARD);
+    clock_gettime(CLOCK_MONOTONIC, &r->t_fwd);
+    if (write_request_head(c, r) < 0) {
+        px_uclient_finish(&r->uc, 0);
+        uc_failed(c, 502, "out of memory", 0);
+        return;
+    }
+    px_body_init(&r->body, r->h.body, r->h.content_length, 1);
+    if (r->body.done) {
         request_body_done(c);
-        if (c->state == C_CONNECT) /* the connect timeout stays until connected */
-            bufferevent_set_timeouts(u->bev, ctv, ctv);
         return;
     }
     if (r->h.expect_continue && r->h.minor == 1)
         evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    r->body_left = r->h.content_length;
-    px_h1_chunked_init(&r->chunk);
     if (!c->client_eof)
         bufferevent_enable(c->bev, EV_READ);
     if (pump_request_body(c) < 0) {
         respond_bad_body(c);
-    } else if (c->client_eof && !r->body_done) {
+    } else if (c->client_eof && !r->body.done) {
         conn_close(c); /* the upstream never gets a complete request */
-    } else if (!r->body_done) {
-        /* The body is still coming: deadlines for a stalled client and for
-         * an upstream that stops taking bytes (a new connection gets its
-         * own once connected). A body that was already buffered, the
-         * common case for small requests, needs neither. */
+    } else if (!r->body.done) {
+        /* The body is still coming: a deadline for a stalled client (the
+         * uclient has one for an upstream that stops taking bytes). A body
+         * that was already buffered, the common case for small requests,
+         * needs none. */
         set_client_read_timeout(c, 1);
         c->upload_deadline = 1;
-        if (c->state == C_FORWARD)
-            set_up_send_timeout(c);
     }
 }
 
@@ -1090,19 +683,17 @@ static void fence_decided(struct px_conn *c)
     case PX_FENCE_STALE:
         r->fenced = 0;
         pol_decide_check(&r->dec, r->ticket.highest); /* STALE, with the highest */
-        respond_rejection(c, "stale_token");
+        respond_rejection(c);
         break;
     case PX_FENCE_FAILED:
         r->fenced = 0;
-        px_stats_reject(PX_RSN_STORE_FAILED);
-        px_stats_request(r->route_idx, PX_OUT_STORE_FAILED);
+        px_report_outcome(r->route_idx, PX_OUT_STORE_FAILED);
         px_clog_error(c->id, c->peer, "token store failed: refusing %.*s %.*s",
                       (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target);
         respond_text(c, 503, "token store unavailable", 1);
         break;
     case PX_FENCE_WAIT:
-        c->state = C_DECIDE;
-        break;
+        break; /* fence_cb kicks us */
     }
 }
 
@@ -1116,21 +707,32 @@ static size_t route_index(const struct pol_routes *rt, const struct pol_route *r
     return SIZE_MAX;
 }
 
+static void make_request_id(struct px_conn *c, struct px_req *r)
+{
+    struct px_ctx *ctx = c->ctx;
+    uint64_t v = ctx->rid_base + (++ctx->rid_counter) * 0x9e3779b97f4a7c15ULL;
+
+    snprintf(r->rid, sizeof(r->rid), "%016" PRIx64 "%08" PRIx64, v, ctx->rid_counter & 0xffffffffu);
+}
+
 /* Takes the client's X-Request-Id when it is short and plain, else makes one. */
 static void pick_request_id(struct px_conn *c, struct px_req *r)
 {
-    const struct px_h1_field *f = find_field(&r->h, "X-Request-Id");
-
-    if (f != NULL && f->value_len > 0 && f->value_len < sizeof(r->rid)) {
+    for (unsigned i = 0; i < r->h.n_fields; i++) {
+        const struct px_h1_field *f = &r->h.fields[i];
         int plain = 1;
-        for (size_t i = 0; i < f->value_len; i++)
-            if ((unsigned char)f->value[i] <= 0x20 || (unsigned char)f->value[i] >= 0x7f)
+        if (f->name_len != 12 || !px_h1_name_is(f, "X-Request-Id"))
+            continue;
+        if (f->value_len == 0 || f->value_len >= sizeof(r->rid))
+            break;
+        for (size_t j = 0; j < f->value_len; j++)
+            if ((unsigned char)f->value[j] <= 0x20 || (unsigned char)f->value[j] >= 0x7f)
                 plain = 0;
-        if (plain) {
-            memcpy(r->rid, f->value, f->value_len);
-            r->rid[f->value_len] = '\0';
-            return;
-        }
+        if (!plain)
+            break;
+        memcpy(r->rid, f->value, f->value_len);
+        r->rid[f->value_len] = '\0';
+        return;
     }
     make_request_id(c, r);
 }
@@ -1183,10 +785,8 @@ static void decide(struct px_conn *c)
         forward(c);
         return;
     case POL_MISSING:
-        respond_rejection(c, "missing_token");
-        return;
     case POL_MALFORMED:
-        respond_rejection(c, "malformed_token");
+        respond_rejection(c);
         return;
     default:
         break;
@@ -1213,7 +813,7 @@ static void head_rebase(struct px_h1_head *h, const char *old, char *base)
 #undef REBASE
 }
 
-/* Parses what the client sent so far as a request head. */
+/* Parses what the client sent so far as a request head. C_HEAD only. */
 static void process_head(struct px_conn *c)
 {
     struct px_ctx *ctx = c->ctx;
@@ -1224,7 +824,7 @@ static void process_head(struct px_conn *c)
     struct px_h1_head h;
     struct px_req *r;
 
-    if (len == 0 || c->dead)
+    if (len == 0)
         return;
     if (c->tmode == T_IDLE)
         set_timer(c, T_HEAD, &ctx->tv.header); /* the deadline starts */
@@ -1255,7 +855,7 @@ static void process_head(struct px_conn *c)
     evbuffer_drain(in, h.head_len);
     px_stats_add(PX_ST_BYTES_IN, h.head_len);
     c->req = r;
-    c->state = C_DECIDE;
+    set_state(c, C_DECIDE);
     set_timer(c, T_OFF, NULL);
     /* The client stays readable (no epoll change per request): what it sends
      * meanwhile, body or pipelined requests, waits in the input buffer, which
@@ -1268,9 +868,9 @@ static void start_head(struct px_conn *c)
 {
     struct px_ctx *ctx = c->ctx;
 
-    c->state = C_HEAD;
+    set_state(c, C_HEAD);
     c->keep_alive = 1;
-    c->paused_up = c->paused_client = 0;
+    c->paused_client = 0;
     px_h1_parser_init(&c->parser, 1, 0, &ctx->lim);
     if (ctx->shutting_down ||
         (c->client_eof && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)) {
@@ -1288,21 +888,17 @@ static void start_head(struct px_conn *c)
 
 /* ---- client callbacks --------------------------------------------------- */
 
-static void client_read_run(struct bufferevent *bev, void *arg)
+static void client_read_run(struct bufferevent *bev, struct px_conn *c)
 {
-    struct px_conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
 
-    if (c->dead)
-        return;
     switch (c->state) {
     case C_HEAD:
-        if (c->req == NULL)
-            process_head(c);
+        process_head(c);
         break;
     case C_CONNECT:
     case C_FORWARD:
-        if (c->req != NULL && !c->req->body_done && c->req->up != NULL && pump_request_body(c) < 0)
+        if (pump_request_body(c) < 0)
             respond_bad_body(c);
         break;
     case C_LINGER:
@@ -1311,39 +907,32 @@ static void client_read_run(struct bufferevent *bev, void *arg)
         if (c->linger_bytes > PX_LINGER_BYTES)
             conn_close(c);
         break;
-    default:
+    case C_DECIDE:
+    case C_CLOSING:
+    case C_DEAD:
+    case C_COUNT:
         break; /* pipelined bytes wait for their turn */
     }
 }
 
-static void client_write_run(struct bufferevent *bev, void *arg)
+static void client_write_run(struct bufferevent *bev, struct px_conn *c)
 {
-    struct px_conn *c = arg;
     struct px_req *r = c->req;
 
-    if (c->dead)
-        return;
     if (c->state == C_CLOSING) {
         finish_close(c);
         return;
     }
     if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        bufferevent_disable(bev, EV_WRITE); /* see out_flush() */
-    if (c->paused_up && r != NULL && r->up != NULL &&
-        evbuffer_get_length(bufferevent_get_output(bev)) <= PX_BUF_LOW) {
-        c->paused_up = 0;
-        bufferevent_enable(r->up->bev, EV_READ);
-        up_read_run(r->up->bev, c); /* bytes already buffered raise no read event */
-    }
+        bufferevent_disable(bev, EV_WRITE); /* see px_transport's flush */
+    if (r != NULL)
+        px_uclient_resume(&r->uc); /* the response may flow again */
 }
 
-static void client_event_run(struct bufferevent *bev, short what, void *arg)
+static void client_event_run(struct bufferevent *bev, short what, struct px_conn *c)
 {
-    struct px_conn *c = arg;
     struct px_req *r = c->req;
 
-    if (c->dead)
-        return;
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_LINGER &&
         c->state != C_CLOSING &&
         (r != NULL || evbuffer_get_length(bufferevent_get_input(bev)) > 0 ||
@@ -1352,15 +941,15 @@ static void client_event_run(struct bufferevent *bev, short what, void *arg)
          * Answer what it asked for, then close. libevent stops reading. */
         c->client_eof = 1;
         c->keep_alive = 0;
-        if (r != NULL && (c->state == C_CONNECT || c->state == C_FORWARD) && !r->body_done) {
-            if (r->up != NULL && pump_request_body(c) < 0) {
+        if (r != NULL && (c->state == C_CONNECT || c->state == C_FORWARD) && !r->body.done) {
+            if (pump_request_body(c) < 0) {
                 respond_bad_body(c);
                 return;
             }
-            if (!r->body_done)
+            if (!r->body.done)
                 goto abort; /* the body was cut short */
         }
-        if (r == NULL && c->state == C_HEAD) {
+        if (c->state == C_HEAD) {
             if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
                 process_head(c); /* a final request, or a cut one (closed) */
             else
@@ -1369,104 +958,77 @@ static void client_event_run(struct bufferevent *bev, short what, void *arg)
         return;
     }
 abort:
-    if (r != NULL && r->up != NULL)
+    if (r != NULL && px_uclient_active(&r->uc))
         px_clog_info(c->id, c->peer, "client went away during %.*s %.*s", (int)r->h.method_len,
                      r->h.method, (int)r->h.target_len, r->h.target);
     conn_close(c);
 }
 
-static void timer_run(evutil_socket_t fd, short what, void *arg)
+static void timer_run(struct px_conn *c)
 {
-    struct px_conn *c = arg;
-
-    if (c->dead)
-        return;
-    switch (c->tmode) {
-    case T_HEAD:
+    if (c->tmode == T_HEAD) {
         c->tmode = T_OFF;
-        px_stats_reject(PX_RSN_HEADER_TIMEOUT);
+        px_stats_reject(PX_OUT_HEADER_TIMEOUT);
         px_clog_info(c->id, c->peer, "request head deadline passed");
         respond_text(c, 408, "Request Timeout", 1);
-        break;
-    default:
-        conn_close(c);
-        break;
+        return;
     }
+    conn_close(c);
 }
 
 /* ---- writing ------------------------------------------------------------ */
 
-/* Writes what is queued on bev at once when nothing is pending, and asks the
- * loop for write readiness only for what the socket did not take. Write
- * interest is dropped again when the output drains (the write callbacks), so
- * a small exchange costs no epoll_ctl at all; libevent would otherwise add
- * and remove EPOLLOUT around every response. Errors are left for the
- * bufferevent to find on its next write. */
-static void out_flush(struct bufferevent *bev)
-{
-    struct evbuffer *out = bufferevent_get_output(bev);
-
-    if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(bev) & EV_WRITE))
-        return;
-    /* A socket bufferevent keeps the front of its output frozen against
-     * outside drains; its own write path thaws it the same way. */
-    evbuffer_unfreeze(out, 1);
-    (void)evbuffer_write(out, bufferevent_getfd(bev));
-    evbuffer_freeze(out, 1);
-    if (evbuffer_get_length(out) > 0)
-        bufferevent_enable(bev, EV_WRITE);
-}
-
-/* Every libevent callback of a connection ends here. */
+/* Every libevent callback of a connection ends here: what was queued is
+ * written at once when nothing is pending (px_transport's flush). */
 static void flush_all(struct px_conn *c)
 {
-    if (c->dead)
+    if (c->state == C_DEAD)
         return;
-    out_flush(c->bev);
-    if (c->req != NULL && c->req->up != NULL)
-        out_flush(c->req->up->bev);
+    c->ctx->client_tr->ops->flush(c->bev);
+    if (c->req != NULL)
+        px_uclient_flush(&c->req->uc);
 }
 
+/* A callback of a closed connection can still be queued in the loop
+ * iteration that closed it; nothing runs for it but the reaping. */
 static void client_read_cb(struct bufferevent *bev, void *arg)
 {
-    client_read_run(bev, arg);
-    flush_all(arg);
+    struct px_conn *c = arg;
+
+    if (c->state == C_DEAD)
+        return;
+    client_read_run(bev, c);
+    flush_all(c);
 }
 
 static void client_write_cb(struct bufferevent *bev, void *arg)
 {
-    client_write_run(bev, arg);
-    flush_all(arg);
+    struct px_conn *c = arg;
+
+    if (c->state == C_DEAD)
+        return;
+    client_write_run(bev, c);
+    flush_all(c);
 }
 
 static void client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
-    client_event_run(bev, what, arg);
-    flush_all(arg);
-}
+    struct px_conn *c = arg;
 
-static void up_read_cb(struct bufferevent *bev, void *arg)
-{
-    up_read_run(bev, arg);
-    flush_all(arg);
-}
-
-static void up_write_cb(struct bufferevent *bev, void *arg)
-{
-    up_write_run(bev, arg);
-    flush_all(arg);
-}
-
-static void up_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    up_event_run(bev, what, arg);
-    flush_all(arg);
+    if (c->state == C_DEAD)
+        return;
+    client_event_run(bev, what, c);
+    flush_all(c);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-    timer_run(fd, what, arg);
-    flush_all(arg);
+    struct px_conn *c = arg;
+
+    if (c->state == C_DEAD)
+        return;
+    timer_run(c);
+    flush_all(c);
 }
 
 /* ---- accepting and stopping ----------------------------------------------- */
@@ -1498,12 +1060,11 @@ void px_conn_accept(struct px_ctx *ctx, int fd, const struct sockaddr *sa, sockl
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
         "Content-Length: 20\r\nConnection: close\r\n\r\ntoo many connections";
     struct px_conn *c = NULL;
-    int one = 1;
 
     if (ctx->conns->n >= ctx->cfg->max_connections || ctx->shutting_down) {
-        px_stats_reject(PX_RSN_TOO_MANY_CONNECTIONS);
-        if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-            px_log_debug("503 to a connection over the limit not sent: %s", strerror(errno));
+        px_stats_reject(PX_OUT_TOO_MANY_CONNECTIONS);
+        if (ctx->client_tr->ops->refuse(fd, busy, sizeof(busy) - 1) < 0)
+            px_log_debug("503 to a connection over the limit not sent");
         goto fail;
     }
     c = calloc(1, sizeof(*c));
@@ -1514,14 +1075,16 @@ void px_conn_accept(struct px_ctx *ctx, int fd, const struct sockaddr *sa, sockl
     format_peer(c, sa);
     c->timer = evtimer_new(ctx->base, timer_cb, c);
     c->kick = event_new(ctx->base, -1, 0, kick_cb, c);
-    c->bev = bufferevent_socket_new(ctx->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (c->timer == NULL || c->kick == NULL || c->bev == NULL)
+    if (c->timer == NULL || c->kick == NULL)
         goto fail;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->bev = px_transport_accept(ctx->client_tr, ctx->base, fd);
+    fd = -1; /* the transport owns it now, closed on failure */
+    if (c->bev == NULL)
+        goto fail;
     bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, PX_BUF_LOW, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, PX_BUF_HIGH); /* bounds read-ahead */
-    bufferevent_disable(c->bev, EV_WRITE);                     /* writes: out_flush() */
+    bufferevent_disable(c->bev, EV_WRITE);                     /* writes: flush_all() */
     set_client_read_timeout(c, 0);
     TAILQ_INSERT_TAIL(&ctx->conns->list, c, link);
     ctx->conns->n++;
@@ -1530,18 +1093,14 @@ void px_conn_accept(struct px_ctx *ctx, int fd, const struct sockaddr *sa, sockl
     set_timer(c, T_HEAD, &ctx->tv.header); /* the deadline runs from accept */
     return;
 fail:
+    if (fd >= 0)
+        close(fd);
     if (c != NULL) {
-        if (c->bev != NULL)
-            bufferevent_free(c->bev); /* closes fd */
-        else
-            close(fd);
         if (c->timer != NULL)
             event_free(c->timer);
         if (c->kick != NULL)
             event_free(c->kick);
         free(c);
-    } else {
-        close(fd);
     }
 }
 
@@ -1573,11 +1132,10 @@ void px_conn_drain_all(struct px_ctx *ctx)
 
     TAILQ_FOREACH(c, &ctx->conns->list, link)
     {
-        if (c->dead)
+        if (c->state == C_DEAD)
             continue;
         c->keep_alive = 0;
-        if (c->state == C_HEAD && c->req == NULL &&
-            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        if (c->state == C_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
             conn_close(c);
     }
 }
@@ -1588,7 +1146,6 @@ void px_conn_close_all(struct px_ctx *ctx)
 
     for (c = TAILQ_FIRST(&ctx->conns->list); c != NULL; c = next) {
         next = TAILQ_NEXT(c, link);
-        if (!c->dead)
-            conn_close(c);
+        conn_close(c);
     }
 }

@@ -7,8 +7,43 @@
 #include <sys/socket.h>
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct px_ctx;
+
+/* A connection's states. What holds in each: */
+enum px_conn_state {
+    /* Reading a request head: no request. The timer runs the idle
+     * deadline until the first byte, then the head deadline. */
+    C_HEAD,
+    /* A parsed request waits for the fence (the store or the ordering
+     * gate); nothing of it has gone upstream, the client is not read. */
+    C_DECIDE,
+    /* Admitted; a new upstream connection is being opened under the
+     * connect deadline. The head is queued on it. */
+    C_CONNECT,
+    /* The exchange runs: the request body goes up, the response comes
+     * down. The upstream client owns the upstream deadlines. */
+    C_FORWARD,
+    /* The last response is being written; then the write side is shut. No
+     * request. */
+    C_CLOSING,
+    /* Write side shut; input is discarded for a moment (lingering close). */
+    C_LINGER,
+    /* Closed: nothing runs but the kick event, which frees it. */
+    C_DEAD,
+    C_COUNT
+};
+
+/* The transition table: 1 when a connection may go from `from` to `to`. */
+int px_conn_state_legal(enum px_conn_state from, enum px_conn_state to);
+const char *px_conn_state_name(enum px_conn_state s);
+
+/* Checks one transition as every state change does: 0 when legal; an
+ * illegal one is logged for connection id/peer and, in debug builds
+ * (no NDEBUG), aborts the process; release builds return -1. */
+int px_conn_state_check(uint64_t id, const char *peer, enum px_conn_state from,
+                        enum px_conn_state to);
 struct px_conn_set;
 
 /* The set of client connections of a context (ctx->conns). Free with

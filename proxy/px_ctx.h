@@ -23,6 +23,7 @@ struct px_audit;
 struct px_logw;
 struct px_admin;
 struct px_conn_set;
+struct px_transport;
 
 /* After a response that ends a connection with unread input, how long the
  * proxy keeps discarding what the client still sends (lingering close). */
@@ -32,6 +33,7 @@ struct px_ctx {
     const struct px_config *cfg;     /* borrowed; outlives the ctx */
     struct event_base *base;
     struct evconnlistener *listener;
+    const struct px_transport *client_tr; /* how accepted clients speak */
     struct event *listener_retry;    /* re-enables accept after EMFILE */
     struct px_upool *upool;
     struct st_store *store;

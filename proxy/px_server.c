@@ -28,6 +28,7 @@
 #include "px_log.h"
 #include "px_logw.h"
 #include "px_stats.h"
+#include "px_transport.h"
 #include "px_upstream.h"
 
 #define PX_LOG_BUFFER       (4u * 1024 * 1024) /* per log writer */
@@ -237,6 +238,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         goto fail;
     }
     ctx->cfg = cfg;
+    ctx->client_tr = &px_transport_tcp;
     ctx->conns_gone = conns_gone;
     ctx->conns = px_conn_set_new();
     if (ctx->conns == NULL) {
@@ -298,7 +300,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "cannot set up events");
         goto fail;
     }
-    ctx->upool = px_upool_new(ctx->base, cfg->upstream_host, cfg->upstream_port,
+    ctx->upool = px_upool_new(ctx->base, &px_transport_tcp, cfg->upstream_host, cfg->upstream_port,
                               PX_UPSTREAM_IDLE_MS, err, errlen);
     if (ctx->upool == NULL)
         goto fail;

@@ -35,10 +35,12 @@ static const struct hist_def hist_defs[] = {PX_STATS_TABLE(PX_STATS_NONE, PX_STA
 #undef C_DEF
 #undef H_DEF
 
-#define LABEL_DEF(e, v) v,
-static const char *const outcome_names[] = {PX_OUTCOMES(LABEL_DEF)};
-static const char *const reason_names[] = {PX_REASONS(LABEL_DEF)};
-#undef LABEL_DEF
+#define OUTCOME_DEF(e, label, req, rej, aud) {label, req, rej, aud},
+static const struct {
+    const char *label;
+    int request, rejection, audited;
+} outcomes[] = {PX_OUTCOMES(OUTCOME_DEF)};
+#undef OUTCOME_DEF
 
 struct hist {
     uint64_t counts[NB_MAX + 1]; /* the last one is +Inf */
@@ -51,7 +53,7 @@ static struct {
     uint64_t counters[PX_ST_COUNT];
     int64_t gauges[PX_G_COUNT];
     struct hist hists[PX_H_COUNT];
-    uint64_t rejections[PX_RSN_COUNT];
+    uint64_t rejections[PX_OUT_COUNT];
     char **routes; /* n_routes names */
     size_t n_routes;
     uint64_t (*requests)[PX_OUT_COUNT]; /* n_routes + 1 rows; the last is "-" */
@@ -153,13 +155,23 @@ void px_stats_request(size_t route_idx, enum px_outcome o)
 {
     uint64_t *row = request_row(route_idx);
 
-    if (row != NULL && (unsigned)o < PX_OUT_COUNT)
+    if (row != NULL && (unsigned)o < PX_OUT_COUNT && outcomes[o].request)
         row[o]++;
 }
 
-void px_stats_reject(enum px_reason r)
+const char *px_stats_outcome_label(enum px_outcome o)
 {
-    if ((unsigned)r < PX_RSN_COUNT)
+    return (unsigned)o < PX_OUT_COUNT ? outcomes[o].label : "?";
+}
+
+int px_stats_outcome_audited(enum px_outcome o)
+{
+    return (unsigned)o < PX_OUT_COUNT && outcomes[o].audited;
+}
+
+void px_stats_reject(enum px_outcome r)
+{
+    if ((unsigned)r < PX_OUT_COUNT && outcomes[r].rejection)
         st.rejections[r]++;
 }
 
@@ -197,9 +209,9 @@ uint64_t px_stats_request_get(size_t route_idx, enum px_outcome o)
     return row != NULL && (unsigned)o < PX_OUT_COUNT ? row[o] : 0;
 }
 
-uint64_t px_stats_reject_get(enum px_reason r)
+uint64_t px_stats_reject_get(enum px_outcome r)
 {
-    return (unsigned)r < PX_RSN_COUNT ? st.rejections[r] : 0;
+    return (unsigned)r < PX_OUT_COUNT ? st.rejections[r] : 0;
 }
 
 uint64_t px_stats_hist_count(enum px_hist h)
@@ -286,9 +298,11 @@ static void render_requests(struct sbuf *b)
             "counter");
     for (size_t r = 0; r <= st.n_routes; r++) {
         for (size_t o = 0; o < PX_OUT_COUNT; o++) {
+            if (!outcomes[o].request)
+                continue;
             sb_printf(b, "%s{route=\"", name);
             sb_label(b, r < st.n_routes ? st.routes[r] : "-");
-            sb_printf(b, "\",outcome=\"%s\"} %llu\n", outcome_names[o],
+            sb_printf(b, "\",outcome=\"%s\"} %llu\n", outcomes[o].label,
                       (unsigned long long)(st.requests ? st.requests[r][o] : 0));
         }
     }
@@ -299,9 +313,10 @@ static void render_rejections(struct sbuf *b)
     const char *name = "fence_rejections_total";
 
     sb_head(b, name, "Requests and connections refused, by reason.", "counter");
-    for (size_t i = 0; i < PX_RSN_COUNT; i++)
-        sb_printf(b, "%s{reason=\"%s\"} %llu\n", name, reason_names[i],
-                  (unsigned long long)st.rejections[i]);
+    for (size_t i = 0; i < PX_OUT_COUNT; i++)
+        if (outcomes[i].rejection)
+            sb_printf(b, "%s{reason=\"%s\"} %llu\n", name, outcomes[i].label,
+                      (unsigned long long)st.rejections[i]);
 }
 
 static void render_hist(struct sbuf *b, size_t h)

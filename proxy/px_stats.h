@@ -3,7 +3,7 @@
  * text; it generates the enums, the storage and the /metrics text. The two
  * labelled families, fence_requests_total{route,outcome} and
  * fence_rejections_total{reason}, take their label values from the
- * PX_OUTCOMES and PX_REASONS tables. The storage is one global object, used
+ * PX_OUTCOMES table. The storage is one global object, used
  * from the event loop's thread only (threads hand their numbers to the loop
  * first), so nothing here locks. */
 #ifndef PX_STATS_H
@@ -12,24 +12,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* X(enum suffix, label value) */
-#define PX_OUTCOMES(X)                     \
-    X(FORWARDED, "forwarded")              \
-    X(STALE_TOKEN, "stale_token")          \
-    X(MISSING_TOKEN, "missing_token")      \
-    X(MALFORMED_TOKEN, "malformed_token")  \
-    X(BAD_REQUEST, "bad_request")          \
-    X(UPSTREAM_ERROR, "upstream_error")    \
-    X(STORE_FAILED, "store_failed")
-
-#define PX_REASONS(X)                                \
-    X(STALE_TOKEN, "stale_token")                    \
-    X(MISSING_TOKEN, "missing_token")                \
-    X(MALFORMED_TOKEN, "malformed_token")            \
-    X(BAD_REQUEST, "bad_request")                    \
-    X(TOO_MANY_CONNECTIONS, "too_many_connections")  \
-    X(HEADER_TIMEOUT, "header_timeout")              \
-    X(STORE_FAILED, "store_failed")
+/* The outcome table: how a request (or a connection refused before it had
+ * one) ended. X(enum suffix, label, request, rejection, audited):
+ * label is the value of fence_requests_total{outcome} when request is 1 and
+ * of fence_rejections_total{reason} when rejection is 1, and the audit
+ * event (and log word) when audited is 1. px_report reports from it. */
+#define PX_OUTCOMES(X)                                        \
+    X(FORWARDED, "forwarded", 1, 0, 0)                        \
+    X(STALE_TOKEN, "stale_token", 1, 1, 1)                    \
+    X(MISSING_TOKEN, "missing_token", 1, 1, 1)                \
+    X(MALFORMED_TOKEN, "malformed_token", 1, 1, 1)            \
+    X(BAD_REQUEST, "bad_request", 1, 1, 0)                    \
+    X(UPSTREAM_ERROR, "upstream_error", 1, 0, 0)              \
+    X(STORE_FAILED, "store_failed", 1, 1, 0)                  \
+    X(TOO_MANY_CONNECTIONS, "too_many_connections", 0, 1, 0)  \
+    X(HEADER_TIMEOUT, "header_timeout", 0, 1, 0)
 
 /* The table. C(enum, name, help) a counter, G(enum, name, help) a gauge,
  * H(enum, name, help, buckets) a histogram whose bucket bounds are one of
@@ -82,9 +79,6 @@ enum px_hist { PX_STATS_TABLE(PX_STATS_NONE, PX_STATS_NONE, PX_STATS_ENUM) PX_H_
 #define PX_STATS_ENUM(e, ...) PX_OUT_##e,
 enum px_outcome { PX_OUTCOMES(PX_STATS_ENUM) PX_OUT_COUNT };
 #undef PX_STATS_ENUM
-#define PX_STATS_ENUM(e, ...) PX_RSN_##e,
-enum px_reason { PX_REASONS(PX_STATS_ENUM) PX_RSN_COUNT };
-#undef PX_STATS_ENUM
 
 /* Route index for requests that match no route (label route="-"). */
 #define PX_STATS_NO_ROUTE SIZE_MAX
@@ -102,9 +96,14 @@ void px_stats_gauge_add(enum px_gauge g, int64_t d);
 void px_stats_gauge_set(enum px_gauge g, int64_t v);
 
 /* Counts one finished request under route route_idx (or PX_STATS_NO_ROUTE)
- * and outcome o. An index out of range is ignored. */
+ * and outcome o (a row with request = 1). An index out of range is ignored. */
 void px_stats_request(size_t route_idx, enum px_outcome o);
-void px_stats_reject(enum px_reason r);
+/* Counts one refusal under reason o (a row with rejection = 1). */
+void px_stats_reject(enum px_outcome o);
+
+/* The outcome's label and flags (see PX_OUTCOMES). */
+const char *px_stats_outcome_label(enum px_outcome o);
+int px_stats_outcome_audited(enum px_outcome o);
 
 /* Records one observation (seconds, or a count for batch sizes). NaN and
  * negative values are ignored. */
@@ -114,7 +113,7 @@ void px_stats_observe(enum px_hist h, double v);
 uint64_t px_stats_get(enum px_stat s);
 int64_t px_stats_gauge_get(enum px_gauge g);
 uint64_t px_stats_request_get(size_t route_idx, enum px_outcome o);
-uint64_t px_stats_reject_get(enum px_reason r);
+uint64_t px_stats_reject_get(enum px_outcome o);
 uint64_t px_stats_hist_count(enum px_hist h);
 double px_stats_hist_sum(enum px_hist h);
 

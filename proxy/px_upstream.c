@@ -10,17 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "px_stats.h"
+#include "px_transport.h"
 
 struct px_upool {
     struct event_base *base;
+    const struct px_transport *tr;
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint64_t idle_ms;
@@ -29,8 +29,9 @@ struct px_upool {
     size_t n_idle;
 };
 
-struct px_upool *px_upool_new(struct event_base *base, const char *host, int port, uint64_t idle_ms,
-                              char *err, size_t errlen)
+struct px_upool *px_upool_new(struct event_base *base, const struct px_transport *tr,
+                              const char *host, int port, uint64_t idle_ms, char *err,
+                              size_t errlen)
 {
     struct px_upool *p = NULL;
     struct addrinfo hints, *res = NULL;
@@ -52,6 +53,7 @@ struct px_upool *px_upool_new(struct event_base *base, const char *host, int por
         goto out;
     }
     p->base = base;
+    p->tr = tr;
     p->idle_ms = idle_ms;
     memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
     p->addrlen = res->ai_addrlen;
@@ -109,17 +111,6 @@ static void idle_event_cb(struct bufferevent *bev, short what, void *arg)
     px_upool_close(arg);
 }
 
-/* Whether the socket has not seen EOF or an error that the loop has not
- * processed yet: a cheap guard against reusing a connection the upstream
- * closed a moment ago. */
-static int looks_alive(struct px_uconn *u)
-{
-    char c;
-    ssize_t n = recv(bufferevent_getfd(u->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT);
-
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-}
-
 struct px_uconn *px_upool_take(struct px_upool *p)
 {
     struct px_uconn *u;
@@ -130,8 +121,9 @@ struct px_uconn *px_upool_take(struct px_upool *p)
     while ((u = p->idle_head) != NULL) {
         idle_unlink(u);
         /* A connection idle for a moment is alive (upstreams close idle
-         * connections after seconds); only an older one is worth a syscall. */
-        if (now.tv_sec - u->idle_since <= 1 || looks_alive(u)) {
+         * connections after seconds); only an older one is worth a peek for
+         * a close the loop has not processed yet. */
+        if (now.tv_sec - u->idle_since <= 1 || p->tr->ops->alive(u->bev)) {
             bufferevent_set_timeouts(u->bev, NULL, NULL);
             px_stats_inc(PX_ST_UPSTREAM_REUSED);
             return u;
@@ -144,18 +136,15 @@ struct px_uconn *px_upool_take(struct px_upool *p)
 struct px_uconn *px_upool_connect(struct px_upool *p)
 {
     struct px_uconn *u = calloc(1, sizeof(*u));
-    int one = 1;
 
     if (u == NULL)
         goto fail;
     u->pool = p;
+    u->tr = p->tr;
     u->id = ++p->next_id;
-    u->bev = bufferevent_socket_new(p->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    u->bev = px_transport_connect(p->tr, p->base, (struct sockaddr *)&p->addr, p->addrlen);
     if (u->bev == NULL)
         goto fail;
-    if (bufferevent_socket_connect(u->bev, (struct sockaddr *)&p->addr, (int)p->addrlen) < 0)
-        goto fail;
-    setsockopt(bufferevent_getfd(u->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     px_stats_inc(PX_ST_UPSTREAM_OPENED);
     return u;
 fail:

@@ -13,12 +13,14 @@
 struct event_base;
 struct bufferevent;
 struct px_upool;
+struct px_transport;
 
 /* A connection to the upstream. The borrower may read and set bev's
  * callbacks and timeouts while it holds the connection. */
 struct px_uconn {
     struct bufferevent *bev;
     struct px_upool *pool;
+    const struct px_transport *tr; /* the pool's; borrowed */
     uint64_t id;
     unsigned requests;      /* requests sent on it so far */
     int idle;               /* internal: in the idle list */
@@ -27,11 +29,13 @@ struct px_uconn {
     struct px_uconn *prev;
 };
 
-/* Creates a pool for host:port (resolved now, blocking; call at startup).
- * idle_ms is how long an idle connection is kept. Returns NULL with a message
- * in err. Free with px_upool_free(). base is borrowed. */
-struct px_upool *px_upool_new(struct event_base *base, const char *host, int port,
-                              uint64_t idle_ms, char *err, size_t errlen);
+/* Creates a pool for host:port (resolved now, blocking; call at startup)
+ * whose connections speak through tr. idle_ms is how long an idle
+ * connection is kept. Returns NULL with a message in err. Free with
+ * px_upool_free(). base and tr are borrowed and outlive the pool. */
+struct px_upool *px_upool_new(struct event_base *base, const struct px_transport *tr,
+                              const char *host, int port, uint64_t idle_ms, char *err,
+                              size_t errlen);
 
 /* Closes every idle connection and frees the pool. Lent connections must
  * have been returned or closed first. Accepts NULL. */

@@ -1,6 +1,7 @@
 # proxy/ unit tests against the proxy's modules: the strict HTTP/1.1 parser
 # (tables, fed whole and byte by byte), config, logs, log writer, metrics,
-# audit log, the fencing gate on its own.
+# audit log, the fencing gate on its own, head rewriting and the connection
+# state table.
 fence_test(test_http1 SOURCES proxy/test_http1.c LIBS fenceproxycore)
 fence_test(test_config SOURCES proxy/test_config.c LIBS fenceproxycore)
 fence_test(test_log SOURCES proxy/test_log.c LIBS fenceproxycore)
@@ -8,6 +9,8 @@ fence_test(test_logw SOURCES proxy/test_logw.c LIBS fenceproxycore fencetestsupp
 fence_test(test_stats SOURCES proxy/test_stats.c LIBS fenceproxycore)
 fence_test(test_audit SOURCES proxy/test_audit.c LIBS fenceproxycore fencetestsupport)
 fence_test(test_fence_gate SOURCES proxy/test_fence_gate.c LIBS fenceproxycore)
+fence_test(test_rewrite SOURCES proxy/test_rewrite.c LIBS fenceproxycore)
+fence_test(test_conn_state SOURCES proxy/test_conn_state.c LIBS fenceproxycore)
 
 # Proxy integration tests: raw bytes over sockets against the real fenceproxy
 # binary of this build tree (found through FENCE_BUILD_DIR), with a recording

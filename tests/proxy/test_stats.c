@@ -46,9 +46,9 @@ Test(stats, counters_and_labels, .fini = fini)
     px_stats_request(1, PX_OUT_STALE_TOKEN);
     px_stats_request(PX_STATS_NO_ROUTE, PX_OUT_BAD_REQUEST);
     px_stats_request(7, PX_OUT_FORWARDED); /* out of range: ignored */
-    px_stats_reject(PX_RSN_STALE_TOKEN);
-    px_stats_reject(PX_RSN_TOO_MANY_CONNECTIONS);
-    px_stats_reject(PX_RSN_TOO_MANY_CONNECTIONS);
+    px_stats_reject(PX_OUT_STALE_TOKEN);
+    px_stats_reject(PX_OUT_TOO_MANY_CONNECTIONS);
+    px_stats_reject(PX_OUT_TOO_MANY_CONNECTIONS);
     px_stats_inc(PX_ST_AUDIT_DROPPED);
     px_stats_add(PX_ST_BYTES_IN, 1000);
     px_stats_add(PX_ST_BYTES_IN, 24);
@@ -59,7 +59,7 @@ Test(stats, counters_and_labels, .fini = fini)
     cr_expect_eq(px_stats_request_get(0, PX_OUT_FORWARDED), 2);
     cr_expect_eq(px_stats_request_get(1, PX_OUT_STALE_TOKEN), 1);
     cr_expect_eq(px_stats_request_get(PX_STATS_NO_ROUTE, PX_OUT_BAD_REQUEST), 1);
-    cr_expect_eq(px_stats_reject_get(PX_RSN_TOO_MANY_CONNECTIONS), 2);
+    cr_expect_eq(px_stats_reject_get(PX_OUT_TOO_MANY_CONNECTIONS), 2);
     cr_expect_eq(px_stats_get(PX_ST_BYTES_IN), 1024);
     cr_expect_eq(px_stats_gauge_get(PX_G_CONNECTIONS), 2);
 

@@ -1,0 +1,126 @@
+/* px_report: see px_report.h. */
+#include "px_report.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "pol_route.h"
+#include "px_audit.h"
+#include "px_clock.h"
+#include "px_http1.h"
+#include "px_log.h"
+#include "px_logw.h"
+
+enum px_outcome px_report_verdict_outcome(enum pol_verdict v)
+{
+    switch (v) {
+    case POL_STALE:
+        return PX_OUT_STALE_TOKEN;
+    case POL_MISSING:
+        return PX_OUT_MISSING_TOKEN;
+    default:
+        return PX_OUT_MALFORMED_TOKEN;
+    }
+}
+
+void px_report_outcome(size_t route_idx, enum px_outcome o)
+{
+    px_stats_request(route_idx, o);
+    px_stats_reject(o);
+}
+
+/* The first value of the header field named name, or NULL. */
+static const struct px_h1_field *find_field(const struct px_h1_head *h, const char *name)
+{
+    size_t len = strlen(name);
+
+    for (unsigned i = 0; i < h->n_fields; i++)
+        if (h->fields[i].name_len == len && px_h1_name_is(&h->fields[i], name))
+            return &h->fields[i];
+    return NULL;
+}
+
+void px_report_access(struct px_logw *access, const struct px_report *x)
+{
+    char line[1024];
+    char ts[40];
+    uint64_t now = px_clock_wall_ms();
+    time_t secs = (time_t)(now / 1000);
+    const struct px_h1_head *h = x->h;
+    struct tm tm;
+    int n;
+
+    if (access == NULL)
+        return;
+    gmtime_r(&secs, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (h != NULL)
+        n = snprintf(line, sizeof(line),
+                     "%s.%03uZ %s \"%.*s %.*s HTTP/1.%d\" %d %" PRIu64 " %.3f %s\n", ts,
+                     (unsigned)(now % 1000), x->peer, (int)h->method_len, h->method,
+                     (int)(h->target_len > 512 ? 512 : h->target_len), h->target, h->minor,
+                     x->status, x->bytes, x->upstream_s * 1000.0, x->request_id);
+    else
+        n = snprintf(line, sizeof(line), "%s.%03uZ %s \"-\" %d %" PRIu64 " 0.000 -\n", ts,
+                     (unsigned)(now % 1000), x->peer, x->status, x->bytes);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(line)) {
+        n = sizeof(line) - 1;
+        line[n - 1] = '\n';
+    }
+    if (px_logw_write(access, line, (size_t)n) < 0)
+        px_stats_inc(PX_ST_ACCESS_LOG_DROPPED);
+}
+
+void px_report_audit(struct px_audit *audit, const struct px_report *x, const char *event,
+                     uint64_t highest)
+{
+    const struct pol_decision *d = x->dec;
+    const struct px_h1_head *h = x->h;
+    struct px_audit_event ev;
+    const struct px_h1_field *xff;
+
+    if (audit == NULL || h == NULL || d == NULL)
+        return;
+    memset(&ev, 0, sizeof(ev));
+    ev.event = event;
+    ev.route = d->route != NULL ? d->route->name : "";
+    ev.resource = d->resource;
+    ev.resource_len = d->resource_len;
+    if (d->verdict == POL_MALFORMED) {
+        const struct px_h1_field *tf = find_field(h, x->token_field);
+        ev.token_present = tf != NULL;
+        if (tf != NULL) {
+            ev.token_raw = tf->value;
+            ev.token_raw_len = tf->value_len;
+        }
+    } else if (d->verdict != POL_MISSING) {
+        ev.token_present = 1;
+        ev.token_is_number = 1;
+        ev.token = d->token;
+    }
+    ev.highest = highest;
+    ev.method = h->method;
+    ev.method_len = h->method_len;
+    ev.path = h->target;
+    ev.path_len = h->target_len;
+    ev.client = x->peer;
+    xff = find_field(h, "X-Forwarded-For");
+    if (xff != NULL) {
+        ev.forwarded_for = xff->value;
+        ev.forwarded_for_len = xff->value_len;
+    }
+    ev.request_id = x->request_id;
+    ev.request_id_len = strlen(x->request_id);
+    ev.ts_ms = px_clock_wall_ms();
+    if (px_audit_record(audit, &ev) < 0) {
+        px_stats_inc(PX_ST_AUDIT_DROPPED);
+        px_clog_error(x->conn_id, x->peer, "audit record dropped (writer buffer full): %s %s",
+                      event, x->request_id);
+    } else {
+        px_stats_inc(PX_ST_AUDIT_RECORDS);
+    }
+}
