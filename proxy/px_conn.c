@@ -136,6 +136,7 @@ struct px_conn {
     size_t linger_bytes;
     int client_eof;      /* the client half-closed */
     int upload_deadline; /* the client read deadline is armed */
+    int output_full;     /* C_HEAD: the next request waits for the output to drain */
 };
 
 TAILQ_HEAD(px_conn_list, px_conn);
@@ -826,6 +827,26 @@ static void process_head(struct px_conn *c)
 
     if (len == 0)
         return;
+    /* A client that pipelines requests but does not read the responses:
+     * the next request waits until the output drains below the low mark,
+     * so memory per connection stays within the watermarks whatever the
+     * client sends. The write deadline (idle_timeout) ends a client that
+     * never reads; the head deadline does not run meanwhile. */
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) >= PX_BUF_HIGH) {
+        if (!c->output_full) {
+            c->output_full = 1;
+            bufferevent_disable(c->bev, EV_READ); /* nothing to do with more input */
+            set_timer(c, T_OFF, NULL);
+            px_stats_inc(PX_ST_PIPELINE_PAUSES);
+        }
+        return;
+    }
+    if (c->output_full) {
+        c->output_full = 0;
+        if (!c->client_eof)
+            bufferevent_enable(c->bev, EV_READ);
+        set_timer(c, T_HEAD, &ctx->tv.header);
+    }
     if (c->tmode == T_IDLE)
         set_timer(c, T_HEAD, &ctx->tv.header); /* the deadline starts */
     want = len < ctx->lim.max_head + 1 ? len : ctx->lim.max_head + 1;
@@ -913,6 +934,14 @@ static void client_read_run(struct bufferevent *bev, struct px_conn *c)
     case C_COUNT:
         break; /* pipelined bytes wait for their turn */
     }
+    /* Input at the read watermark that nothing consumes now (a request
+     * held at the fence or the upstream, with more pipelined behind it):
+     * libevent's watermark suspension leaves the socket in the poll set,
+     * where the loop would wake for it again and again, so reading is
+     * switched off here; a request that starts (start_head, forward)
+     * switches it on again. */
+    if (c->state != C_DEAD && evbuffer_get_length(in) >= PX_BUF_HIGH)
+        bufferevent_disable(bev, EV_READ);
 }
 
 static void client_write_run(struct bufferevent *bev, struct px_conn *c)
@@ -927,6 +956,9 @@ static void client_write_run(struct bufferevent *bev, struct px_conn *c)
         bufferevent_disable(bev, EV_WRITE); /* see px_transport's flush */
     if (r != NULL)
         px_uclient_resume(&r->uc); /* the response may flow again */
+    else if (c->state == C_HEAD && c->output_full &&
+             evbuffer_get_length(bufferevent_get_output(bev)) <= PX_BUF_LOW)
+        process_head(c); /* the next pipelined request may start */
 }
 
 static void client_event_run(struct bufferevent *bev, short what, struct px_conn *c)

@@ -58,6 +58,8 @@
     C(ACCESS_LOG_DROPPED, "fence_access_log_dropped_total",                           \
       "Access log lines dropped because the writer's buffer was full.")              \
     C(LOG_REOPENS, "fence_log_reopens_total", "Log reopen requests (SIGHUP).")        \
+    C(PIPELINE_PAUSES, "fence_pipeline_pauses_total",                                 \
+      "Times a pipelined request waited for the client to read earlier responses.")  \
     H(UPSTREAM_DURATION, "fence_upstream_duration_seconds",                           \
       "Time from forwarding a request to the end of the upstream response.",         \
       DURATION)                                                                       \

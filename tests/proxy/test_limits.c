@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -15,7 +16,20 @@
 #include "pxt.h"
 #include "ts_proc.h"
 
-TestSuite(limits, .fini = pxt_teardown, .timeout = 60);
+/* A real nginx as the upstream of the flood test (the recording upstream
+ * serves too slowly to flood anything); stopped in .fini. */
+static struct ts_proc nginx;
+static char *nginx_dir;
+
+static void limits_fini(void)
+{
+    ts_proc_stop(&nginx, SIGTERM, 3000);
+    if (nginx_dir != NULL)
+        ts_rmrf(nginx_dir);
+    pxt_teardown();
+}
+
+TestSuite(limits, .fini = limits_fini, .timeout = 60);
 
 /* The proxy's resident set in KiB, from /proc. */
 static long proxy_rss_kib(void)
@@ -32,6 +46,23 @@ static long proxy_rss_kib(void)
     return kib;
 }
 
+/* CPU seconds the proxy has used (user + system), from /proc. */
+static double proxy_cpu_s(void)
+{
+    char path[64], *stat, *p;
+    size_t len;
+    unsigned long ut = 0, st = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pxt.px.proc.pid);
+    stat = ts_read_file(path, &len);
+    cr_assert(stat != NULL);
+    p = strrchr(stat, ')'); /* the command name may hold spaces */
+    cr_assert(p != NULL && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                                  &st) == 2);
+    free(stat);
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 Test(limits, pipelining_behind_a_held_request_is_read_ahead_only_to_the_watermark)
 {
     static char chunk[64 * 1024];
@@ -40,6 +71,7 @@ Test(limits, pipelining_behind_a_held_request_is_read_ahead_only_to_the_watermar
     size_t pushed = 0, filled = 0;
     long rss_before, rss_after;
     long long deadline;
+    double cpu_before, cpu_idle;
     int fd;
 
     pxt_setup(NULL);
@@ -69,7 +101,15 @@ Test(limits, pipelining_behind_a_held_request_is_read_ahead_only_to_the_watermar
         }
     }
     rss_after = proxy_rss_kib();
-    cr_log_info("pushed %zu bytes; proxy RSS %ld -> %ld KiB", pushed, rss_before, rss_after);
+    /* Input at the watermark that nothing consumes must not keep the loop
+     * awake: 2 s more of the held request cost next to no CPU. */
+    cpu_before = proxy_cpu_s();
+    ts_sleep_ms(2000);
+    cpu_idle = proxy_cpu_s() - cpu_before;
+    cr_log_info("pushed %zu bytes; proxy RSS %ld -> %ld KiB; %.2f s CPU while held", pushed,
+                rss_before, rss_after, cpu_idle);
+    cr_assert_lt(cpu_idle, 0.3, "the proxy spun while the request was held: %.2f s CPU in 2 s",
+                 cpu_idle);
     cr_assert_lt(pushed, (size_t)64 * 1024 * 1024,
                  "the proxy kept reading: %zu bytes accepted", pushed);
     cr_assert_lt(rss_after - rss_before, 8 * 1024, "proxy RSS grew by %ld KiB",
@@ -77,5 +117,140 @@ Test(limits, pipelining_behind_a_held_request_is_read_ahead_only_to_the_watermar
     cr_assert_eq(ts_upstream_count(pxt.up), 1, "pipelined requests went upstream early");
     ts_upstream_release(pxt.up, "GET /held");
     close(fd);
+    pxt_pass();
+}
+
+/* One flooding client: pipelined GETs numbered by X-Request-Id, sent without
+ * blocking and never read, until stop. */
+struct flood {
+    int fd;
+    unsigned long next;  /* id of the next request to build */
+    char buf[256];
+    size_t len, off;     /* the request being sent */
+    size_t pushed;       /* bytes the kernel took */
+};
+
+static void flood_push(struct flood *f)
+{
+    for (int i = 0; i < 64; i++) {
+        ssize_t n;
+        if (f->off == f->len) {
+            f->len = (size_t)snprintf(f->buf, sizeof(f->buf),
+                                      "GET /obj HTTP/1.1\r\nHost: t\r\nX-Request-Id: r%lu\r\n\r\n",
+                                      f->next++);
+            f->off = 0;
+        }
+        n = send(f->fd, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n <= 0) {
+            cr_assert(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK), "send: %s",
+                      strerror(errno));
+            return;
+        }
+        f->off += (size_t)n;
+        f->pushed += (size_t)n;
+    }
+}
+
+/* The flood's response body: small, so that each response completes under
+ * the body's own backpressure bound and only the pipelining bound holds. */
+#define RESP_BODY 1024
+
+/* Reads responses from fd in order and checks the first n: status 200,
+ * the body, and the request id of request i. */
+static void expect_responses(int fd, unsigned long n)
+{
+    size_t cap = 4 * 1024 * 1024, have = 0, pos = 0;
+    char *buf = malloc(cap);
+    long long deadline = ts_now_ms() + 30000;
+
+    cr_assert(buf);
+    for (unsigned long i = 0; i < n; i++) {
+        char want[64];
+        char *end, *body;
+        for (;;) {
+            end = have > pos ? memmem(buf + pos, have - pos, "\r\n\r\n", 4) : NULL;
+            if (end != NULL && (size_t)(end + 4 - buf) + RESP_BODY <= have)
+                break;
+            if (pos > cap / 2) {
+                memmove(buf, buf + pos, have - pos);
+                have -= pos;
+                pos = 0;
+                continue;
+            }
+            struct pollfd pfd = {fd, POLLIN, 0};
+            cr_assert(ts_now_ms() < deadline, "response %lu did not come", i);
+            poll(&pfd, 1, 200);
+            ssize_t r = recv(fd, buf + have, cap - have, MSG_DONTWAIT);
+            cr_assert(r != 0, "the proxy closed the connection at response %lu", i);
+            if (r > 0)
+                have += (size_t)r;
+        }
+        cr_assert(strncmp(buf + pos, "HTTP/1.1 200 OK\r\n", 17) == 0, "response %lu: %.40s", i,
+                  buf + pos);
+        snprintf(want, sizeof(want), "\r\nX-Request-Id: r%lu\r\n", i);
+        cr_assert(memmem(buf + pos, (size_t)(end - (buf + pos)) + 2, want, strlen(want)) != NULL,
+                  "response %lu out of order: %.*s", i, (int)(end - (buf + pos)), buf + pos);
+        body = end + 4;
+        for (int k = 0; k < RESP_BODY; k++)
+            cr_assert_eq(body[k], 'x', "response %lu: body byte %d", i, k);
+        pos = (size_t)(body + RESP_BODY - buf);
+    }
+    free(buf);
+}
+
+/* A client that pipelines requests and never reads its responses must not
+ * grow the proxy: the next request waits while the client's output is over
+ * the high-water mark. 1 and 4 such connections for 20 s against nginx
+ * (without the bound the proxy queues hundreds of MiB); the proxy's RSS
+ * must stay within a fixed bound (8 MiB over its start, about 16 times the
+ * two 256 KiB watermarks of each connection), and the responses must be
+ * right, in order, when the client finally reads. */
+Test(limits, pipelined_flood_of_a_client_that_never_reads_stays_bounded, .timeout = 120)
+{
+    static char body[RESP_BODY];
+    char path[512];
+    struct flood f[5];
+    long rss_before, rss_after, rss_max = 0;
+    long long deadline, next_sample;
+    int port = ts_free_port();
+    FILE *fp;
+
+    nginx_dir = ts_tempdir("flood");
+    cr_assert(nginx_dir != NULL && port > 0);
+    cr_assert_eq(ts_nginx_start(&nginx, nginx_dir, port), 0, "nginx did not start");
+    snprintf(path, sizeof(path), "%s/data/obj", nginx_dir);
+    memset(body, 'x', sizeof(body));
+    fp = fopen(path, "w");
+    cr_assert(fp != NULL && fwrite(body, 1, sizeof(body), fp) == sizeof(body) && fclose(fp) == 0);
+    pxt_setup_port(port, NULL);
+    rss_before = proxy_rss_kib();
+    cr_assert_gt(rss_before, 0);
+    memset(f, 0, sizeof(f));
+    for (int i = 0; i < 5; i++) /* f[0] alone, then f[1..4] together */
+        f[i].fd = pxt_connect();
+    deadline = ts_now_ms() + 20000;
+    next_sample = 0;
+    while (ts_now_ms() < deadline) {
+        for (int i = 0; i < 5; i++)
+            flood_push(&f[i]);
+        if (ts_now_ms() >= next_sample) {
+            long rss = proxy_rss_kib();
+            if (rss > rss_max)
+                rss_max = rss;
+            next_sample = ts_now_ms() + 500;
+        }
+        poll(NULL, 0, 5);
+    }
+    rss_after = proxy_rss_kib();
+    cr_log_info("pushed %zu + %zu + %zu + %zu + %zu bytes; proxy RSS %ld -> %ld KiB (max %ld)",
+                f[0].pushed, f[1].pushed, f[2].pushed, f[3].pushed, f[4].pushed, rss_before,
+                rss_after, rss_max);
+    cr_assert_gt(f[0].next, 1000, "the flood was too small to prove anything");
+    cr_assert_lt(rss_max - rss_before, 8 * 1024, "proxy RSS grew by %ld KiB under the flood",
+                 rss_max - rss_before);
+    expect_responses(f[0].fd, 1000);
+    expect_responses(f[4].fd, 1000);
+    for (int i = 0; i < 5; i++)
+        close(f[i].fd);
     pxt_pass();
 }
