@@ -10,3 +10,7 @@ fence_test(test_lock_cli
   TIMEOUT 180)
 # The CLI tests run the real binary from the build tree.
 add_dependencies(test_lock_cli fencelock)
+fence_test(test_etcd_client
+  SOURCES lockclient/test_etcd_client.c
+  LIBS fencetestsupport fenceetcd
+  TIMEOUT 120)
