@@ -14,3 +14,8 @@ fence_test(test_etcd_client
   SOURCES lockclient/test_etcd_client.c
   LIBS fencetestsupport fenceetcd
   TIMEOUT 120)
+fence_test(test_lock_etcd
+  SOURCES lockclient/test_lock_etcd.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_etcd fencelock)

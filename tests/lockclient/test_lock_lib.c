@@ -63,7 +63,12 @@ static const struct ucase urls[] = {
     {"redis://nocolon@h:1", 0, NULL},
     {"redis://:@h:1", 0, NULL},
     {"http://h:1", 0, NULL},
-    {"etcd://h:2379", 0, NULL},
+    {"etcd://h:2379", 1, "h:2379"},
+    {"etcd://h:1,g:2", 1, "h:1,g:2"},
+    {"etcd://", 0, NULL},
+    {"etcd://h", 0, NULL},
+    {"etcd://h:1/x", 0, NULL},
+    {"zk://h:2181", 0, NULL},
     {"127.0.0.1:6379", 0, NULL},
     {"", 0, NULL},
 };
