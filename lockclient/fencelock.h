@@ -1,5 +1,7 @@
 /* fencelock.h: the public API of libfencelock. A client talks to one lock
- * backend given by URL (today redis://[user:password@|:password@]host[:port][/db]),
+ * backend given by URL
+ * (redis://[user:password@|:password@]host[:port][/db] or
+ * etcd://host:port[,host:port...]),
  * takes named locks as leases, each with a fencing token that strictly
  * increases per lock name, renews them (by hand or with a watchdog thread)
  * and releases them. Storage servers compare those tokens (see fenceproxy) so
@@ -44,12 +46,20 @@ struct fl_lease {
     int64_t expiry_ms;            /* CLOCK_MONOTONIC ms */
 };
 
+#define FL_STATUS_WAITERS 16 /* waiters listed by fl_status (the first ones) */
+
 /* What fl_status reports about a lock name. */
 struct fl_lock_status {
     int held;                     /* 1 if some owner holds it */
     char owner[FL_OWNER_MAX + 1]; /* holder if held, else "" */
-    int64_t ttl_ms;               /* remaining TTL if held (-1: no expiry) */
-    uint64_t token;               /* last token issued for this name, 0 if none */
+    int64_t ttl_ms;               /* remaining TTL if held (-1: no expiry or unknown) */
+    uint64_t token;               /* Redis: last token issued for this name, 0 if none;
+                                   * queue backends: the holder's token, 0 if free */
+    size_t waiters;               /* queue backends: how many wait, in order below */
+    struct {
+        char owner[FL_OWNER_MAX + 1];
+        uint64_t token; /* the token the waiter will hold */
+    } waiter[FL_STATUS_WAITERS];  /* the first min(waiters, FL_STATUS_WAITERS) */
 };
 
 struct fl_client;
@@ -80,16 +90,19 @@ const char *fl_client_error(const struct fl_client *c);
 /* "host:port" of the backend, borrowed for the life of c. */
 const char *fl_client_address(const struct fl_client *c);
 
-/* Takes lock name for ttl_ms (> 0) with a fresh random owner id and a new
- * token. If the lock is held, retries with exponential backoff and jitter
- * until wait_ms has passed (0: one try). A backend error is returned at once
- * (no retry). On FL_OK *out is a new lease the caller owns (fl_lease_free).
- * name is borrowed. */
+/* Takes lock name for ttl_ms (> 0) with a new token. The owner id is a fresh
+ * random id (Redis) or the client's session id (etcd: its lease in hex). If
+ * the lock is held, waits inside the backend until wait_ms has passed (0: one
+ * try): Redis waiters are woken by the release, etcd waiters queue in order
+ * of arrival. A backend error is returned at once (after one retry on a
+ * fresh connection). On FL_OK *out is a new lease the caller owns
+ * (fl_lease_free). name is borrowed. */
 int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
                struct fl_lease **out);
 
-/* Extends lease to ttl_ms from now (0: the lease's ttl_ms) if its owner still
- * holds it; updates lease->expiry_ms and ttl_ms. FL_ERR_NOT_OWNER if the lock
+/* Extends lease to ttl_ms from now (0: the lease's ttl_ms; etcd keeps its
+ * lease's TTL) if its owner still holds it; updates lease->expiry_ms and
+ * ttl_ms. FL_ERR_NOT_OWNER if the lock
  * expired or has another owner. lease is borrowed. */
 int fl_renew(struct fl_client *c, struct fl_lease *lease, uint64_t ttl_ms);
 
@@ -104,6 +117,11 @@ int fl_release_owner(struct fl_client *c, const char *name, const char *owner);
 
 /* Reads the state of lock name into *st (one round trip). */
 int fl_status(struct fl_client *c, const char *name, struct fl_lock_status *st);
+
+/* Whether token is the token of the current holder of name: FL_OK with
+ * *current = 1 (held, and by that token) or 0 (free, or held with another
+ * token). One round trip. name is borrowed. */
+int fl_verify(struct fl_client *c, const char *name, uint64_t token, int *current);
 
 /* Frees a lease and sets *lease to NULL. Accepts NULL. Does not release it. */
 void fl_lease_free(struct fl_lease **lease);

@@ -430,6 +430,12 @@ int main(int argc, char **argv)
                    st.token);
         else if (rc == FL_OK)
             printf("free token=%" PRIu64 "\n", st.token);
+        /* Queue backends: the waiters in the order they will hold the lock. */
+        for (size_t k = 0; rc == FL_OK && k < st.waiters && k < FL_STATUS_WAITERS; k++)
+            printf("waiting owner=%s token=%" PRIu64 "\n", st.waiter[k].owner,
+                   st.waiter[k].token);
+        if (rc == FL_OK && st.waiters > FL_STATUS_WAITERS)
+            printf("waiting more=%zu\n", st.waiters - FL_STATUS_WAITERS);
         ex = rc == FL_OK ? EX_OK : fail(c, rc);
     } else {
         fflush(stdout);

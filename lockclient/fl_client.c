@@ -1,8 +1,10 @@
 /* fl_client: the backend-independent half of libfencelock. Picks the backend
- * ops table from the URL scheme, makes owner ids (OpenSSL RAND_bytes), retries
- * a held lock with exponential backoff and jitter bounded by the caller's
- * wait, keeps lease expiries on CLOCK_MONOTONIC, and runs the watchdog thread
- * that renews a lease and reports its loss. Knows no backend commands. */
+ * ops table from the URL scheme, makes owner ids (OpenSSL RAND_bytes),
+ * validates arguments, retries a call once on a fresh connection, turns the
+ * caller's wait into a deadline for the backend, keeps lease expiries on
+ * CLOCK_MONOTONIC, and runs the watchdog thread that renews a lease and
+ * reports its loss. Knows no backend commands and has no code per backend
+ * (see fl_backend.h). */
 #include "fencelock.h"
 
 #include <errno.h>
@@ -25,7 +27,8 @@ struct fl_client {
     char err[512];
 };
 
-static const struct fl_backend_ops *const backends[] = {&fl_redis_ops};
+static const struct fl_backend_ops *const backends[] = {&fl_redis_ops, &fl_etcd_ops};
+#define SCHEMES "redis://, etcd://"
 
 int64_t fl_now_ms(void)
 {
@@ -33,18 +36,6 @@ int64_t fl_now_ms(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int64_t ms)
-{
-    struct timespec req, rem;
-
-    if (ms <= 0)
-        return;
-    req.tv_sec = (time_t)(ms / 1000);
-    req.tv_nsec = (long)(ms % 1000) * 1000000L;
-    while (nanosleep(&req, &rem) == -1 && errno == EINTR)
-        req = rem;
 }
 
 const char *fl_strerror(int result)
@@ -92,7 +83,8 @@ struct fl_client *fl_client_new(const char *url, char *err, size_t errlen)
             c->ops = backends[i];
     }
     if (c->ops == NULL) {
-        snprintf(err, errlen, "unsupported backend scheme in '%s' (supported: redis://)", url);
+        snprintf(err, errlen, "unsupported backend scheme in '%s' (supported: " SCHEMES ")",
+                 url);
         goto fail;
     }
     c->b = c->ops->open(url, err, errlen);
@@ -179,28 +171,16 @@ static int make_owner(char out[FL_OWNER_HEX_LEN + 1])
     return 0;
 }
 
-/* Uniform in [0, n) from OpenSSL's generator; jitter need not be secret, but
- * this avoids a second random source and rand()'s shared state. */
-static uint64_t rand_below(uint64_t n)
-{
-    uint64_t r = 0;
-
-    if (n == 0)
-        return 0;
-    if (RAND_bytes((unsigned char *)&r, (int)sizeof r) != 1)
-        r = (uint64_t)fl_now_ms() * 2654435761u;
-    return r % n;
-}
-
 int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
                struct fl_lease **out)
 {
     struct fl_lease *l = NULL;
-    int64_t deadline, t0;
-    uint64_t token = 0, backoff = 5;
+    struct fl_grant g;
+    int64_t deadline;
     int rc = FL_ERR_INVALID;
 
     *out = NULL;
+    memset(&g, 0, sizeof g);
     if (!valid_name(c, name) || !valid_ttl(c, ttl_ms))
         goto out;
     rc = FL_ERR_INTERNAL;
@@ -214,42 +194,29 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
         goto out;
     }
     deadline = fl_now_ms() + (int64_t)(wait_ms > (UINT64_C(1) << 40) ? UINT64_C(1) << 40 : wait_ms);
-    for (unsigned attempt = 0;; attempt++) {
-        int64_t now, left;
-        uint64_t delay;
-
-        for (int tries = 0; tries < 2; tries++) {
-            if ((rc = connected(c)) != FL_OK)
-                goto out;
-            t0 = fl_now_ms();
-            rc = c->ops->acquire(c->b, name, l->owner, ttl_ms, &token, c->err, sizeof c->err);
-            if (rc != FL_ERR_BACKEND)
-                break; /* else: see RETRY_ONCE */
-        }
-        if (rc != FL_ERR_NOT_ACQUIRED)
+    /* The wait happens inside the backend (a queue waits on a watch, Redis
+     * on its release notification); see RETRY_ONCE for the second try. */
+    for (int tries = 0; tries < 2; tries++) {
+        if ((rc = connected(c)) != FL_OK)
             break;
-        now = fl_now_ms();
-        left = deadline - now;
-        if (left <= 0) {
-            snprintf(c->err, sizeof c->err, "lock '%s' is held; not acquired within %llu ms", name,
-                     (unsigned long long)wait_ms);
-            goto out;
-        }
-        /* Equal jitter: half the backoff fixed, half random, so waiters spread
-         * out but still retry soon after a short hold. */
-        delay = backoff / 2 + rand_below(backoff / 2 + 1);
-        if ((int64_t)delay > left)
-            delay = (uint64_t)left;
-        sleep_ms((int64_t)delay);
-        if (backoff < 1000)
-            backoff *= 2;
-        (void)attempt;
+        rc = c->ops->acquire(c->b, name, l->owner, ttl_ms, deadline, &g, c->err, sizeof c->err);
+        if (rc != FL_ERR_BACKEND)
+            break;
     }
+    if (rc == FL_ERR_BACKEND) {
+        /* Leave no queued entry behind if the backend is still reachable. */
+        char ignored[64];
+
+        c->ops->cancel(c->b, name, l->owner, ignored, sizeof ignored);
+    }
+    if (rc == FL_ERR_NOT_ACQUIRED)
+        snprintf(c->err, sizeof c->err, "lock '%s' is held; not acquired within %llu ms", name,
+                 (unsigned long long)wait_ms);
     if (rc != FL_OK)
         goto out;
-    l->token = token;
-    l->ttl_ms = ttl_ms;
-    l->expiry_ms = t0 + (int64_t)ttl_ms;
+    l->token = g.token;
+    l->ttl_ms = g.ttl_ms;
+    l->expiry_ms = g.expiry_ms;
     *out = l;
     l = NULL;
 out:
@@ -261,7 +228,8 @@ out:
  * more on a fresh connection. A connection left idle across a server restart
  * fails on first use although the server is back; the second try (reconnect
  * included) tells a restart from an outage. Operations are safe to repeat:
- * acquire recognises its own owner, renew is idempotent; a repeated release
+ * acquire recognises its own owner, renew is idempotent, status and verify
+ * only read; a repeated release
  * can only answer NOT_OWNER if the server died after deleting the key and
  * before replying. */
 #define RETRY_ONCE(c, call)                                                                        \
@@ -275,14 +243,25 @@ out:
         }                                                                                          \
     } while (0)
 
-int fl_renew_owner(struct fl_client *c, const char *name, const char *owner, uint64_t ttl_ms)
+/* Renews and reports what was granted (NULL: not wanted). */
+static int renew_grant(struct fl_client *c, const char *name, const char *owner, uint64_t ttl_ms,
+                       struct fl_grant *g)
 {
+    struct fl_grant dummy;
     int rc;
 
+    if (g == NULL)
+        g = &dummy;
+    memset(g, 0, sizeof *g);
     if (!valid_name(c, name) || !valid_owner(c, owner) || !valid_ttl(c, ttl_ms))
         return FL_ERR_INVALID;
-    RETRY_ONCE(c, c->ops->renew(c->b, name, owner, ttl_ms, c->err, sizeof c->err));
+    RETRY_ONCE(c, c->ops->renew(c->b, name, owner, ttl_ms, g, c->err, sizeof c->err));
     return rc;
+}
+
+int fl_renew_owner(struct fl_client *c, const char *name, const char *owner, uint64_t ttl_ms)
+{
+    return renew_grant(c, name, owner, ttl_ms, NULL);
 }
 
 int fl_release_owner(struct fl_client *c, const char *name, const char *owner)
@@ -297,15 +276,15 @@ int fl_release_owner(struct fl_client *c, const char *name, const char *owner)
 
 int fl_renew(struct fl_client *c, struct fl_lease *lease, uint64_t ttl_ms)
 {
-    int64_t t0 = fl_now_ms();
+    struct fl_grant g;
     int rc;
 
     if (ttl_ms == 0)
         ttl_ms = lease->ttl_ms;
-    rc = fl_renew_owner(c, lease->name, lease->owner, ttl_ms);
+    rc = renew_grant(c, lease->name, lease->owner, ttl_ms, &g);
     if (rc == FL_OK) {
-        lease->ttl_ms = ttl_ms;
-        lease->expiry_ms = t0 + (int64_t)ttl_ms;
+        lease->ttl_ms = g.ttl_ms;
+        lease->expiry_ms = g.expiry_ms;
     }
     return rc;
 }
@@ -323,6 +302,17 @@ int fl_status(struct fl_client *c, const char *name, struct fl_lock_status *st)
     if (!valid_name(c, name))
         return FL_ERR_INVALID;
     RETRY_ONCE(c, c->ops->status(c->b, name, st, c->err, sizeof c->err));
+    return rc;
+}
+
+int fl_verify(struct fl_client *c, const char *name, uint64_t token, int *current)
+{
+    int rc;
+
+    *current = 0;
+    if (!valid_name(c, name))
+        return FL_ERR_INVALID;
+    RETRY_ONCE(c, c->ops->verify(c->b, name, token, current, c->err, sizeof c->err));
     return rc;
 }
 
@@ -373,7 +363,8 @@ static void *wd_main(void *arg)
     pthread_mutex_lock(&w->mu);
     next = w->expiry_ms - (int64_t)w->ttl_ms + (int64_t)third;
     while (!w->stop) {
-        int64_t now = fl_now_ms(), t0, wake;
+        int64_t now = fl_now_ms(), wake;
+        struct fl_grant g;
         int rc;
 
         /* Checked first, before any renewal: after SIGSTOP/SIGCONT past the
@@ -394,12 +385,14 @@ static void *wd_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&w->mu);
-        t0 = fl_now_ms();
-        rc = fl_renew_owner(w->c, w->name, w->owner, w->ttl_ms);
+        rc = renew_grant(w->c, w->name, w->owner, w->ttl_ms, &g);
         pthread_mutex_lock(&w->mu);
         if (rc == FL_OK) {
-            w->expiry_ms = t0 + (int64_t)w->ttl_ms;
-            next = t0 + (int64_t)third;
+            /* The grant's expiry was taken before the request was sent. */
+            w->expiry_ms = g.expiry_ms;
+            w->ttl_ms = g.ttl_ms;
+            third = g.ttl_ms / 3;
+            next = g.expiry_ms - (int64_t)g.ttl_ms + (int64_t)third;
         } else if (rc == FL_ERR_NOT_OWNER || rc == FL_ERR_INVALID) {
             pthread_mutex_unlock(&w->mu);
             wd_lost(w, FL_LOST_NOT_OWNER);

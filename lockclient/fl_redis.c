@@ -2,10 +2,13 @@
  * knows Redis commands. Each operation is one Lua script run by EVALSHA (the
  * SHA1 is computed here, so no SCRIPT LOAD round trip), falling back to EVAL
  * when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH). Keys are
- * fence:{NAME}:lock (value: owner id, with a PX expiry) and fence:{NAME}:token
- * (the counter, no expiry); the {NAME} hash tag keeps both in one cluster slot
- * so a script may touch both. Owns one hiredis context, dropped after any I/O
- * error and reopened by the next call. */
+ * fence:{NAME}:lock (value: owner id, with a PX expiry), fence:{NAME}:token
+ * (the counter, no expiry) and fence:{NAME}:wake (a list that release pushes
+ * one element to, so a waiter blocked in BLPOP wakes at once); the {NAME}
+ * hash tag keeps all three in one cluster slot so a script may touch them.
+ * The session of a hold is its owner id, kept alive per lock by PEXPIRE.
+ * Owns one hiredis context, dropped after any I/O error and reopened by the
+ * next call. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -19,19 +22,24 @@
 
 /* SET NX PX then INCR, only on success: the token is issued atomically with
  * the lock, so tokens strictly increase per name across owners. Returns the
- * token, or 0 if the lock is held by another owner. If this very owner
- * already holds it (a retry after the reply to the first try was lost; owner
- * ids are unique per acquisition) it returns the token already issued, so
- * the client may resend an acquire safely. */
+ * token (> 0), or -1 - PTTL if the lock is held by another owner (so a
+ * waiter knows how long to block at most). If this very owner already holds
+ * it (a retry after the reply to the first try was lost; owner ids are unique
+ * per acquisition) it returns the token already issued, so the client may
+ * resend an acquire safely. A winner clears the wake list: a wake-up pushed
+ * for an earlier release is not for the waiters behind it. */
 static const char script_acquire[] =
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
+    "  redis.call('DEL', KEYS[3])\n"
     "  return redis.call('INCR', KEYS[2])\n"
     "end\n"
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
     "  return tonumber(redis.call('GET', KEYS[2]) or '0')\n"
     "end\n"
-    "return 0\n";
+    "local p = redis.call('PTTL', KEYS[1])\n"
+    "if p < 0 then p = 0 end\n"
+    "return -1 - p\n";
 
 /* Compare-and-act: only the current owner may extend or delete. */
 static const char script_renew[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -39,10 +47,22 @@ static const char script_renew[] = "if redis.call('GET', KEYS[1]) == ARGV[1] the
                                    "end\n"
                                    "return 0\n";
 
+/* Release wakes one waiter: BLPOP serves the longest-blocked client first.
+ * At most one wake-up is pending (LTRIM), and it expires if nobody waits. */
 static const char script_release[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-                                     "  return redis.call('DEL', KEYS[1])\n"
+                                     "  redis.call('DEL', KEYS[1])\n"
+                                     "  redis.call('LPUSH', KEYS[3], '1')\n"
+                                     "  redis.call('LTRIM', KEYS[3], 0, 0)\n"
+                                     "  redis.call('PEXPIRE', KEYS[3], 60000)\n"
+                                     "  return 1\n"
                                      "end\n"
                                      "return 0\n";
+
+/* The holder's token is the counter while the lock key exists: acquire
+ * increments only when it sets the key. */
+static const char script_verify[] = "if not redis.call('GET', KEYS[1]) then return 0 end\n"
+                                    "if redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end\n"
+                                    "return 0\n";
 
 /* One consistent snapshot: {owner or '', pttl, last token or '0'}. */
 static const char script_status[] = "local o = redis.call('GET', KEYS[1])\n"
@@ -52,10 +72,10 @@ static const char script_status[] = "local o = redis.call('GET', KEYS[1])\n"
                                     "if not t then t = '0' end\n"
                                     "return {o, p, t}\n";
 
-enum { SCRIPT_ACQUIRE, SCRIPT_RENEW, SCRIPT_RELEASE, SCRIPT_STATUS, SCRIPT_COUNT };
+enum { SCRIPT_ACQUIRE, SCRIPT_RENEW, SCRIPT_RELEASE, SCRIPT_STATUS, SCRIPT_VERIFY, SCRIPT_COUNT };
 
 static const char *const scripts[SCRIPT_COUNT] = {script_acquire, script_renew, script_release,
-                                                  script_status};
+                                                  script_status, script_verify};
 
 struct fl_backend {
     redisContext *ctx; /* NULL when not connected */
@@ -284,8 +304,8 @@ out:
 static int run_script(struct fl_backend *b, int idx, const char *name, int nargs,
                       const char *const *args, redisReply **out, char *err, size_t errlen)
 {
-    const char *argv[8];
-    char *lock = NULL, *tok = NULL;
+    const char *argv[10];
+    char *lock = NULL, *tok = NULL, *wake = NULL;
     redisReply *r = NULL;
     int rc = FL_ERR_INTERNAL, argc = 0;
 
@@ -300,12 +320,17 @@ static int run_script(struct fl_backend *b, int idx, const char *name, int nargs
         tok = NULL;
         goto out;
     }
+    if (asprintf(&wake, "fence:{%s}:wake", name) < 0) {
+        wake = NULL;
+        goto out;
+    }
     argv[argc++] = "EVALSHA";
     argv[argc++] = b->sha[idx];
-    argv[argc++] = "2";
+    argv[argc++] = "3";
     argv[argc++] = lock;
     argv[argc++] = tok;
-    for (int i = 0; i < nargs && argc < 8; i++)
+    argv[argc++] = wake;
+    for (int i = 0; i < nargs && argc < 10; i++)
         argv[argc++] = args[i];
     rc = FL_ERR_BACKEND;
     if ((r = command(b, argc, argv, NULL, err, errlen)) == NULL)
@@ -330,6 +355,7 @@ out:
         freeReplyObject(r);
     free(lock);
     free(tok);
+    free(wake);
     return rc;
 }
 
@@ -342,28 +368,106 @@ static int want_integer(struct fl_backend *b, redisReply *r, char *err, size_t e
     return 0;
 }
 
-static int redis_acquire(struct fl_backend *b, const char *name, const char *owner, uint64_t ttl_ms,
-                         uint64_t *token, char *err, size_t errlen)
+/* Blocks in BLPOP on name's wake list for up to wait_ms (> 0): returns when
+ * a release pushes, at the timeout, or FL_ERR_BACKEND. The socket timeout is
+ * raised for the call so the client does not give up before the server. */
+static int wait_wake(struct fl_backend *b, const char *name, int64_t wait_ms, char *err,
+                     size_t errlen)
+{
+    char secs[32];
+    const char *argv[3] = {"BLPOP", NULL, secs};
+    struct timeval tv;
+    uint64_t total = (uint64_t)wait_ms + b->timeout_ms;
+    redisReply *r = NULL;
+    char *wake = NULL;
+    int rc = FL_ERR_INTERNAL;
+
+    if (asprintf(&wake, "fence:{%s}:wake", name) < 0) {
+        wake = NULL;
+        goto out;
+    }
+    argv[1] = wake;
+    snprintf(secs, sizeof secs, "%" PRId64 ".%03d", wait_ms / 1000, (int)(wait_ms % 1000));
+    rc = FL_ERR_BACKEND;
+    tv.tv_sec = (time_t)(total / 1000);
+    tv.tv_usec = (suseconds_t)(total % 1000) * 1000;
+    if (redisSetTimeout(b->ctx, tv) != REDIS_OK) {
+        snprintf(err, errlen, "redis at %s: cannot set timeout", b->address);
+        drop(b);
+        goto out;
+    }
+    if ((r = command(b, 3, argv, NULL, err, errlen)) == NULL)
+        goto out;
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "redis at %s answered: %s", b->address, r->str);
+        goto out;
+    }
+    tv.tv_sec = (time_t)(b->timeout_ms / 1000);
+    tv.tv_usec = (suseconds_t)(b->timeout_ms % 1000) * 1000;
+    if (redisSetTimeout(b->ctx, tv) != REDIS_OK) {
+        drop(b);
+        goto out;
+    }
+    rc = FL_OK;
+out:
+    if (r)
+        freeReplyObject(r);
+    free(wake);
+    return rc;
+}
+
+/* The acquire script, then (while held and before deadline_ms) a BLPOP on
+ * the wake list bounded by the holder's PTTL, so a waiter retries at once
+ * after a release and right when an abandoned lock expires. */
+static int redis_acquire(struct fl_backend *b, const char *name, char owner[FL_OWNER_MAX + 1],
+                         uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
+                         size_t errlen)
 {
     char ttl[24];
     const char *args[2] = {owner, ttl};
-    redisReply *r = NULL;
     int rc;
 
     snprintf(ttl, sizeof ttl, "%" PRIu64, ttl_ms);
-    rc = run_script(b, SCRIPT_ACQUIRE, name, 2, args, &r, err, errlen);
-    if (rc != FL_OK)
-        return rc;
-    if (want_integer(b, r, err, errlen) < 0) {
-        rc = FL_ERR_BACKEND;
-    } else if (r->integer <= 0) {
-        snprintf(err, errlen, "lock '%s' is held by another owner", name);
-        rc = FL_ERR_NOT_ACQUIRED;
-    } else {
-        *token = (uint64_t)r->integer;
+    for (;;) {
+        redisReply *r = NULL;
+        int64_t t0 = fl_now_ms(), left, wait;
+        long long v;
+
+        rc = run_script(b, SCRIPT_ACQUIRE, name, 2, args, &r, err, errlen);
+        if (rc != FL_OK)
+            return rc;
+        if (want_integer(b, r, err, errlen) < 0) {
+            freeReplyObject(r);
+            return FL_ERR_BACKEND;
+        }
+        v = r->integer;
+        freeReplyObject(r);
+        if (v > 0) {
+            g->token = (uint64_t)v;
+            g->ttl_ms = ttl_ms;
+            g->expiry_ms = t0 + (int64_t)ttl_ms;
+            return FL_OK;
+        }
+        left = deadline_ms - fl_now_ms();
+        if (left <= 0) {
+            snprintf(err, errlen, "lock '%s' is held by another owner", name);
+            return FL_ERR_NOT_ACQUIRED;
+        }
+        /* -1 - PTTL: wake one ms after the holder's key expires at the
+         * latest; a key without expiry (PTTL 0 here) is polled every 50 ms. */
+        wait = v == -1 ? 50 : -1 - v + 1;
+        if (wait > left)
+            wait = left;
+        if ((rc = wait_wake(b, name, wait, err, errlen)) != FL_OK)
+            return rc;
     }
-    freeReplyObject(r);
-    return rc;
+}
+
+/* Nothing is queued on Redis: a waiter only blocks on the wake list. */
+static int redis_cancel(struct fl_backend *b, const char *name, const char *owner, char *err,
+                        size_t errlen)
+{
+    return FL_OK;
 }
 
 static int compare_and_act(struct fl_backend *b, int idx, const char *name, const char *owner,
@@ -387,12 +491,19 @@ static int compare_and_act(struct fl_backend *b, int idx, const char *name, cons
 }
 
 static int redis_renew(struct fl_backend *b, const char *name, const char *owner, uint64_t ttl_ms,
-                       char *err, size_t errlen)
+                       struct fl_grant *g, char *err, size_t errlen)
 {
+    int64_t t0 = fl_now_ms();
     char ttl[24];
+    int rc;
 
     snprintf(ttl, sizeof ttl, "%" PRIu64, ttl_ms);
-    return compare_and_act(b, SCRIPT_RENEW, name, owner, ttl, err, errlen);
+    rc = compare_and_act(b, SCRIPT_RENEW, name, owner, ttl, err, errlen);
+    if (rc == FL_OK) {
+        g->ttl_ms = ttl_ms;
+        g->expiry_ms = t0 + (int64_t)ttl_ms;
+    }
+    return rc;
 }
 
 static int redis_release(struct fl_backend *b, const char *name, const char *owner, char *err,
@@ -439,6 +550,26 @@ out:
     return rc;
 }
 
+static int redis_verify(struct fl_backend *b, const char *name, uint64_t token, int *current,
+                        char *err, size_t errlen)
+{
+    char tok[24];
+    const char *args[1] = {tok};
+    redisReply *r = NULL;
+    int rc;
+
+    snprintf(tok, sizeof tok, "%" PRIu64, token);
+    rc = run_script(b, SCRIPT_VERIFY, name, 1, args, &r, err, errlen);
+    if (rc != FL_OK)
+        return rc;
+    if (want_integer(b, r, err, errlen) < 0)
+        rc = FL_ERR_BACKEND;
+    else
+        *current = r->integer == 1;
+    freeReplyObject(r);
+    return rc;
+}
+
 static const char *redis_address(const struct fl_backend *b)
 {
     return b->address;
@@ -449,9 +580,11 @@ const struct fl_backend_ops fl_redis_ops = {
     .open = redis_open,
     .connect = redis_connect,
     .acquire = redis_acquire,
+    .cancel = redis_cancel,
     .renew = redis_renew,
     .release = redis_release,
     .status = redis_status,
+    .verify = redis_verify,
     .address = redis_address,
     .free = redis_free,
 };

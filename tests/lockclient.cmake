@@ -10,3 +10,12 @@ fence_test(test_lock_cli
   TIMEOUT 180)
 # The CLI tests run the real binary from the build tree.
 add_dependencies(test_lock_cli fencelock)
+fence_test(test_etcd_client
+  SOURCES lockclient/test_etcd_client.c
+  LIBS fencetestsupport fenceetcd
+  TIMEOUT 120)
+fence_test(test_lock_etcd
+  SOURCES lockclient/test_lock_etcd.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_etcd fencelock)

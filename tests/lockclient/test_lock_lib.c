@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,7 +63,12 @@ static const struct ucase urls[] = {
     {"redis://nocolon@h:1", 0, NULL},
     {"redis://:@h:1", 0, NULL},
     {"http://h:1", 0, NULL},
-    {"etcd://h:2379", 0, NULL},
+    {"etcd://h:2379", 1, "h:2379"},
+    {"etcd://h:1,g:2", 1, "h:1,g:2"},
+    {"etcd://", 0, NULL},
+    {"etcd://h", 0, NULL},
+    {"etcd://h:1/x", 0, NULL},
+    {"zk://h:2181", 0, NULL},
     {"127.0.0.1:6379", 0, NULL},
     {"", 0, NULL},
 };
@@ -456,6 +462,85 @@ Test(locklib, invalid_arguments)
     cr_expect_eq(fl_acquire(c, "x", 0, 0, &l), FL_ERR_INVALID);
     cr_expect_eq(fl_renew_owner(c, "x", "", 1000), FL_ERR_INVALID);
     cr_expect_null(l);
+    fl_client_free(&c);
+}
+
+Test(locklib, verify_names_only_the_current_holders_token)
+{
+    struct fl_client *c = client();
+    struct fl_lease *a = NULL, *b = NULL;
+    int cur = -1;
+
+    cr_assert_eq(fl_verify(c, "V", 1, &cur), FL_OK, "%s", fl_client_error(c));
+    cr_expect_eq(cur, 0, "a never-taken lock has no holder");
+    cr_assert_eq(fl_acquire(c, "V", 5000, 0, &a), FL_OK);
+    cr_assert_eq(fl_verify(c, "V", a->token, &cur), FL_OK);
+    cr_expect_eq(cur, 1, "holder's token");
+    cr_assert_eq(fl_verify(c, "V", a->token + 1, &cur), FL_OK);
+    cr_expect_eq(cur, 0, "unknown token");
+    cr_assert_eq(fl_release(c, a), FL_OK);
+    cr_assert_eq(fl_verify(c, "V", a->token, &cur), FL_OK);
+    cr_expect_eq(cur, 0, "released token");
+    cr_assert_eq(fl_acquire(c, "V", 5000, 0, &b), FL_OK);
+    cr_assert_eq(fl_verify(c, "V", a->token, &cur), FL_OK);
+    cr_expect_eq(cur, 0, "the previous holder's token");
+    cr_assert_eq(fl_verify(c, "V", b->token, &cur), FL_OK);
+    cr_expect_eq(cur, 1);
+    cr_assert_eq(fl_verify(c, "other", b->token, &cur), FL_OK);
+    cr_expect_eq(cur, 0, "another name");
+    fl_release(c, b);
+    fl_lease_free(&a);
+    fl_lease_free(&b);
+    fl_client_free(&c);
+}
+
+struct waiter_arg {
+    const char *url;
+    int64_t got_ms; /* CLOCK_MONOTONIC when the lock was acquired */
+    int rc;
+};
+
+static void *waiter_main(void *arg)
+{
+    struct waiter_arg *w = arg;
+    struct fl_client *c = fl_client_new(w->url, NULL, 0);
+    struct fl_lease *l = NULL;
+
+    w->rc = c ? fl_acquire(c, "H", 10000, 5000, &l) : FL_ERR_INTERNAL;
+    w->got_ms = fl_now_ms();
+    if (w->rc == FL_OK)
+        fl_release(c, l);
+    fl_lease_free(&l);
+    fl_client_free(&c);
+    return NULL;
+}
+
+/* A waiter blocked behind a 10 s lease gets the lock about one round trip
+ * after the release, not after a backoff (which had grown to ~1 s after a
+ * 700 ms wait) and not at the holder's expiry. */
+Test(locklib, waiter_is_woken_by_release)
+{
+    struct fl_client *c = client();
+    int64_t worst = 0;
+
+    for (int round = 0; round < 3; round++) {
+        struct fl_lease *l = NULL;
+        struct waiter_arg w = {.url = F.url, .rc = -100};
+        pthread_t t;
+        int64_t released;
+
+        cr_assert_eq(fl_acquire(c, "H", 10000, 2000, &l), FL_OK, "%s", fl_client_error(c));
+        cr_assert_eq(pthread_create(&t, NULL, waiter_main, &w), 0);
+        ts_sleep_ms(700);
+        released = fl_now_ms();
+        cr_assert_eq(fl_release(c, l), FL_OK);
+        pthread_join(t, NULL);
+        cr_assert_eq(w.rc, FL_OK, "waiter: %s", fl_strerror(w.rc));
+        if (w.got_ms - released > worst)
+            worst = w.got_ms - released;
+        fl_lease_free(&l);
+    }
+    cr_expect_lt(worst, 100, "hand-over took %" PRId64 " ms", worst);
     fl_client_free(&c);
 }
 

@@ -1,0 +1,576 @@
+/* fl_etcd: the etcd lock backend (etcd://host:port[,host:port...]), a queue
+ * lock after etcd's own concurrency.Mutex, spoken through fenceetcd
+ * (etcd/ec_client.h; this file knows the recipe, not HTTP or JSON).
+ *
+ * Keys: PREFIX/NAME/<lease id in hex>, with PREFIX "fence/lock" and NAME
+ * escaped ('%' and '/' as %25 and %2F) so one name's keys are never under
+ * another name's prefix. A client has one lease (its session, granted on the
+ * first acquire, TTL = the acquire's TTL rounded up to seconds); the owner id
+ * of every hold is that lease in hex. A key is created with the lease if
+ * absent (txn on create revision 0) and its create revision is the fencing
+ * token (the value `etcdctl lock` exports as ETCD_LOCK_REV); the holder is
+ * the key with the lowest create revision under PREFIX/NAME/; a waiter
+ * watches the deletion of the key just before its own. Tokens are
+ * linearizable (Raft) and increase with every write to the cluster.
+ *
+ * etcd 3.4 (Debian 12) still has etcd-io/etcd#11456: a waiter whose lease
+ * expired while it waited is told it holds the lock. So after every acquire
+ * this backend checks that its own key still exists with its revision and
+ * lease, and that the lease is alive, and treats anything else as not
+ * acquired (see confirm()). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ec_client.h"
+#include "fl_backend.h"
+
+#define PREFIX "fence/lock/"
+
+struct fl_backend {
+    struct ec_client *ec;
+    char address[300]; /* the endpoint list, for messages */
+    uint64_t timeout_ms;
+    int64_t lease;      /* this client's session, 0 if none */
+    int64_t lease_ttl;  /* seconds, as granted */
+    int64_t lease_t0;   /* CLOCK_MONOTONIC before the last grant/keepalive */
+    int holds;          /* acquisitions not yet released through this state */
+};
+
+static int64_t rt_deadline(const struct fl_backend *b)
+{
+    return fl_now_ms() + (int64_t)b->timeout_ms;
+}
+
+/* etcd://h:p[,h:p...] */
+static struct fl_backend *etcd_open(const char *url, char *err, size_t errlen)
+{
+    static const char scheme[] = "etcd://";
+    struct fl_backend *b = NULL;
+    const char *eps;
+
+    if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
+        snprintf(err, errlen, "not an etcd:// URL: %s", url);
+        goto fail;
+    }
+    eps = url + sizeof scheme - 1;
+    if (strchr(eps, '/') || strchr(eps, '@') || strchr(eps, '?')) {
+        snprintf(err, errlen, "etcd URL takes host:port[,host:port...] only: %s", url);
+        goto fail;
+    }
+    b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    b->timeout_ms = 2000;
+    if ((b->ec = ec_client_new(eps, err, errlen)) == NULL)
+        goto fail;
+    snprintf(b->address, sizeof b->address, "%s", eps);
+    return b;
+fail:
+    if (b) {
+        ec_client_free(&b->ec);
+        free(b);
+    }
+    return NULL;
+}
+
+static int etcd_connect(struct fl_backend *b, uint64_t timeout_ms, char *err, size_t errlen)
+{
+    b->timeout_ms = timeout_ms; /* connections are opened by each call */
+    return FL_OK;
+}
+
+/* Maps an ec_client failure to a result with a message naming the members. */
+static int fail_ec(struct fl_backend *b, int ecrc, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "etcd at %s: %s", b->address, ec_client_error(b->ec));
+    return ecrc == EC_ERR_INTERNAL ? FL_ERR_INTERNAL : FL_ERR_BACKEND;
+}
+
+/* "fence/lock/" + escaped name + "/" into a malloc'd string, or NULL. */
+static char *name_prefix(const char *name)
+{
+    size_t n = strlen(name);
+    char *p = malloc(sizeof PREFIX + 3 * n + 2), *o;
+
+    if (p == NULL)
+        return NULL;
+    o = p + snprintf(p, sizeof PREFIX, "%s", PREFIX);
+    for (size_t i = 0; i < n; i++) {
+        if (name[i] == '%' || name[i] == '/')
+            o += sprintf(o, "%%%02X", (unsigned char)name[i]);
+        else
+            *o++ = name[i];
+    }
+    *o++ = '/';
+    *o = '\0';
+    return p;
+}
+
+static char *own_key(const char *pfx, const char *owner)
+{
+    char *k = NULL;
+
+    if (asprintf(&k, "%s%s", pfx, owner) < 0)
+        return NULL;
+    return k;
+}
+
+/* Owner ids are lease ids in hex (16 digits). 0 / -1. */
+static int parse_owner(const char *owner, int64_t *lease)
+{
+    char *end;
+    unsigned long long v;
+
+    if (strlen(owner) != 16 || strspn(owner, "0123456789abcdef") != 16)
+        return -1;
+    v = strtoull(owner, &end, 16);
+    if (*end != '\0' || v == 0)
+        return -1;
+    *lease = (int64_t)v;
+    return 0;
+}
+
+static void fill_grant(struct fl_backend *b, struct fl_grant *g)
+{
+    g->ttl_ms = (uint64_t)b->lease_ttl * 1000;
+    g->expiry_ms = b->lease_t0 + b->lease_ttl * 1000;
+}
+
+/* Makes sure this client has a live lease: grants one (TTL ttl_ms rounded up
+ * to seconds) or refreshes the current one with a keepalive, which also
+ * gives a fresh expiry. A lease found gone is replaced. */
+static int ensure_lease(struct fl_backend *b, uint64_t ttl_ms, char *err, size_t errlen)
+{
+    int64_t t0 = fl_now_ms(), ttl = 0;
+    int rc;
+
+    if (b->lease) {
+        rc = ec_lease_keepalive(b->ec, b->lease, rt_deadline(b), &ttl);
+        if (rc != EC_OK)
+            return fail_ec(b, rc, err, errlen);
+        if (ttl > 0) {
+            b->lease_t0 = t0;
+            b->lease_ttl = ttl;
+            return FL_OK;
+        }
+        b->lease = 0; /* expired: its keys are gone, start a new session */
+        b->holds = 0;
+    }
+    t0 = fl_now_ms();
+    rc = ec_lease_grant(b->ec, (int64_t)((ttl_ms + 999) / 1000), rt_deadline(b), &b->lease, &ttl);
+    if (rc != EC_OK) {
+        b->lease = 0;
+        return fail_ec(b, rc, err, errlen);
+    }
+    b->lease_t0 = t0;
+    b->lease_ttl = ttl;
+    return FL_OK;
+}
+
+/* The key just before create revision rev under pfx: *found, its key (copy,
+ * caller frees) and the header revision *hdr. */
+static int predecessor(struct fl_backend *b, const char *pfx, int64_t rev, int *found,
+                       char **key, int64_t *hdr, char *err, size_t errlen)
+{
+    struct ec_range_req q = {.key = pfx,
+                             .prefix = 1,
+                             .limit = 1,
+                             .sort_create = -1,
+                             .max_create_revision = rev - 1,
+                             .keys_only = 1};
+    struct ec_kvs r;
+    int rc;
+
+    *found = 0;
+    *key = NULL;
+    rc = ec_range(b->ec, &q, rt_deadline(b), &r, hdr);
+    if (rc != EC_OK) {
+        ec_kvs_free(&r);
+        return fail_ec(b, rc, err, errlen);
+    }
+    if (r.n > 0) {
+        *found = 1;
+        *key = strdup(r.kv[0].key);
+    }
+    ec_kvs_free(&r);
+    if (*found && *key == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return FL_ERR_INTERNAL;
+    }
+    return FL_OK;
+}
+
+/* etcd-io/etcd#11456 (etcd 3.4): no key before ours is not proof that we
+ * hold the lock; our own key may have gone with an expired lease. Holds only
+ * if our key exists with our revision and lease, and the lease is alive
+ * (the keepalive also refreshes the expiry reported to the caller). */
+static int confirm(struct fl_backend *b, const char *key, int64_t rev, char *err, size_t errlen)
+{
+    struct ec_range_req q = {.key = key};
+    struct ec_kvs r;
+    int64_t t0 = fl_now_ms(), ttl = 0;
+    int rc, ok;
+
+    rc = ec_lease_keepalive(b->ec, b->lease, rt_deadline(b), &ttl);
+    if (rc != EC_OK)
+        return fail_ec(b, rc, err, errlen);
+    if (ttl > 0) {
+        b->lease_t0 = t0;
+        b->lease_ttl = ttl;
+    }
+    rc = ec_range(b->ec, &q, rt_deadline(b), &r, NULL);
+    if (rc != EC_OK) {
+        ec_kvs_free(&r);
+        return fail_ec(b, rc, err, errlen);
+    }
+    ok = ttl > 0 && r.n == 1 && r.kv[0].create_revision == rev && r.kv[0].lease == b->lease;
+    ec_kvs_free(&r);
+    if (!ok) {
+        snprintf(err, errlen,
+                 "etcd at %s: our waiter key %s (revision %" PRId64 ") or its lease expired "
+                 "while waiting; not acquired",
+                 b->address, key, rev);
+        b->lease = 0;
+        b->holds = 0;
+        return FL_ERR_NOT_ACQUIRED;
+    }
+    return FL_OK;
+}
+
+static void withdraw(struct fl_backend *b, const char *key)
+{
+    struct ec_range_req q = {.key = key};
+
+    ec_delete(b->ec, &q, rt_deadline(b), NULL);
+}
+
+static int etcd_acquire(struct fl_backend *b, const char *name, char owner[FL_OWNER_MAX + 1],
+                        uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
+                        size_t errlen)
+{
+    char *pfx = name_prefix(name), *key = NULL, *pred = NULL;
+    struct ec_txn_result t;
+    int64_t rev = 0;
+    int rc = FL_ERR_INTERNAL, created = 0;
+
+    memset(&t, 0, sizeof t);
+    if (pfx == NULL)
+        goto nomem;
+    if ((rc = ensure_lease(b, ttl_ms, err, errlen)) != FL_OK)
+        goto out;
+    snprintf(owner, FL_OWNER_MAX + 1, "%016" PRIx64, (uint64_t)b->lease);
+    if ((key = own_key(pfx, owner)) == NULL)
+        goto nomem;
+    {
+        /* Enqueue: put our key with the lease if absent, else read it (a
+         * resend, or this client already holds name: then the same token). */
+        struct ec_cmp cmp = {.key = key, .target = EC_TARGET_CREATE, .op = EC_EQUAL, .n = 0};
+        struct ec_op put = {.type = EC_OP_PUT, .range = {.key = key}, .lease = b->lease};
+        struct ec_op get = {.type = EC_OP_RANGE, .range = {.key = key}};
+        int erc = ec_txn(b->ec, &cmp, 1, &put, 1, &get, 1, rt_deadline(b), &t);
+
+        if (erc != EC_OK) {
+            rc = fail_ec(b, erc, err, errlen);
+            goto out;
+        }
+        created = t.succeeded;
+        if (t.succeeded)
+            rev = t.revision;
+        else if (t.n == 1 && t.res[0].kvs.n == 1)
+            rev = t.res[0].kvs.kv[0].create_revision;
+        if (rev <= 0) {
+            snprintf(err, errlen, "etcd at %s: no revision for %s", b->address, key);
+            rc = FL_ERR_BACKEND;
+            goto out;
+        }
+    }
+    /* Wait in line: watch the deletion of the key just before ours, in
+     * slices of a third of the TTL with a keepalive between, since a waiter's
+     * lease must outlive its wait. Bounded by deadline_ms. */
+    for (;;) {
+        int found = 0, fired = 0, erc;
+        int64_t hdr = 0, slice, now;
+
+        free(pred);
+        pred = NULL;
+        if ((rc = predecessor(b, pfx, rev, &found, &pred, &hdr, err, errlen)) != FL_OK)
+            goto out;
+        if (!found) {
+            rc = confirm(b, key, rev, err, errlen);
+            goto out;
+        }
+        now = fl_now_ms();
+        if (now >= deadline_ms) {
+            snprintf(err, errlen, "lock '%s' is held (waiting behind %s)", name, pred);
+            rc = FL_ERR_NOT_ACQUIRED;
+            goto out;
+        }
+        slice = now + b->lease_ttl * 1000 / 3;
+        if (slice > deadline_ms)
+            slice = deadline_ms;
+        erc = ec_watch(b->ec, pred, hdr + 1, EC_WATCH_DELETE, slice, &fired);
+        if (erc != EC_OK) {
+            rc = fail_ec(b, erc, err, errlen);
+            goto out;
+        }
+        if (!fired && fl_now_ms() < deadline_ms) {
+            int64_t t0 = fl_now_ms(), ttl = 0;
+
+            erc = ec_lease_keepalive(b->ec, b->lease, rt_deadline(b), &ttl);
+            if (erc != EC_OK) {
+                rc = fail_ec(b, erc, err, errlen);
+                goto out;
+            }
+            if (ttl > 0) {
+                b->lease_t0 = t0;
+                b->lease_ttl = ttl;
+            }
+        }
+    }
+nomem:
+    snprintf(err, errlen, "out of memory");
+    rc = FL_ERR_INTERNAL;
+out:
+    if (rc == FL_OK) {
+        b->holds++;
+        g->token = (uint64_t)rev;
+        fill_grant(b, g);
+    } else if (created && rc == FL_ERR_NOT_ACQUIRED) {
+        withdraw(b, key); /* try-lock and timeouts leave no waiter key */
+    }
+    ec_txn_result_free(&t);
+    free(pred);
+    free(key);
+    free(pfx);
+    return rc;
+}
+
+static int etcd_cancel(struct fl_backend *b, const char *name, const char *owner, char *err,
+                       size_t errlen)
+{
+    char *pfx = name_prefix(name), *key = pfx ? own_key(pfx, owner) : NULL;
+    int64_t lease;
+    int rc = FL_OK;
+
+    if (key && parse_owner(owner, &lease) == 0) {
+        struct ec_range_req q = {.key = key};
+        int erc = ec_delete(b->ec, &q, rt_deadline(b), NULL);
+
+        if (erc != EC_OK)
+            rc = fail_ec(b, erc, err, errlen);
+    }
+    free(key);
+    free(pfx);
+    return rc;
+}
+
+/* One keepalive for the session (owner = lease), then a read of the key: a
+ * lease without TTL or a missing key is a loss. */
+static int etcd_renew(struct fl_backend *b, const char *name, const char *owner, uint64_t ttl_ms,
+                      struct fl_grant *g, char *err, size_t errlen)
+{
+    char *pfx = NULL, *key = NULL;
+    struct ec_range_req q;
+    struct ec_kvs r;
+    int64_t lease, t0 = fl_now_ms(), ttl = 0;
+    int rc, erc;
+
+    memset(&r, 0, sizeof r);
+    if (parse_owner(owner, &lease) < 0) {
+        snprintf(err, errlen, "'%s' is not an etcd lease id (16 hex digits)", owner);
+        return FL_ERR_NOT_OWNER;
+    }
+    erc = ec_lease_keepalive(b->ec, lease, rt_deadline(b), &ttl);
+    if (erc != EC_OK)
+        return fail_ec(b, erc, err, errlen);
+    if (ttl <= 0) {
+        snprintf(err, errlen, "etcd lease %s of lock '%s' expired", owner, name);
+        return FL_ERR_NOT_OWNER;
+    }
+    rc = FL_ERR_INTERNAL;
+    if ((pfx = name_prefix(name)) == NULL || (key = own_key(pfx, owner)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    memset(&q, 0, sizeof q);
+    q.key = key;
+    q.count_only = 1;
+    erc = ec_range(b->ec, &q, rt_deadline(b), &r, NULL);
+    if (erc != EC_OK) {
+        rc = fail_ec(b, erc, err, errlen);
+        goto out;
+    }
+    if (r.count != 1) {
+        snprintf(err, errlen, "lock '%s' has no key for owner %s", name, owner);
+        rc = FL_ERR_NOT_OWNER;
+        goto out;
+    }
+    if (lease == b->lease) {
+        b->lease_t0 = t0;
+        b->lease_ttl = ttl;
+    }
+    g->ttl_ms = (uint64_t)ttl * 1000;
+    g->expiry_ms = t0 + ttl * 1000;
+    rc = FL_OK;
+out:
+    ec_kvs_free(&r);
+    free(key);
+    free(pfx);
+    return rc;
+}
+
+static int etcd_release(struct fl_backend *b, const char *name, const char *owner, char *err,
+                        size_t errlen)
+{
+    char *pfx = name_prefix(name), *key = pfx ? own_key(pfx, owner) : NULL;
+    struct ec_range_req q = {.key = key};
+    int64_t deleted = 0;
+    int rc = FL_ERR_INTERNAL, erc;
+
+    if (key == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    erc = ec_delete(b->ec, &q, rt_deadline(b), &deleted);
+    if (erc != EC_OK) {
+        rc = fail_ec(b, erc, err, errlen);
+        goto out;
+    }
+    if (deleted != 1) {
+        snprintf(err, errlen, "owner %s does not hold lock '%s'", owner, name);
+        rc = FL_ERR_NOT_OWNER;
+        goto out;
+    }
+    if (b->holds > 0)
+        b->holds--;
+    rc = FL_OK;
+out:
+    free(key);
+    free(pfx);
+    return rc;
+}
+
+/* The suffix of key after pfx (the owner id). */
+static const char *suffix(const char *key, const char *pfx)
+{
+    size_t n = strlen(pfx);
+
+    return strncmp(key, pfx, n) == 0 ? key + n : key;
+}
+
+static int etcd_status(struct fl_backend *b, const char *name, struct fl_lock_status *st,
+                       char *err, size_t errlen)
+{
+    char *pfx = name_prefix(name);
+    struct ec_range_req q;
+    struct ec_kvs r;
+    int rc = FL_ERR_INTERNAL, erc;
+
+    memset(st, 0, sizeof *st);
+    memset(&r, 0, sizeof r);
+    if (pfx == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    memset(&q, 0, sizeof q);
+    q.key = pfx;
+    q.prefix = 1;
+    q.sort_create = 1;
+    q.limit = 1 + FL_STATUS_WAITERS;
+    q.keys_only = 1;
+    erc = ec_range(b->ec, &q, rt_deadline(b), &r, NULL);
+    if (erc != EC_OK) {
+        rc = fail_ec(b, erc, err, errlen);
+        goto out;
+    }
+    if (r.n > 0) {
+        int64_t ttl = -1;
+
+        st->held = 1;
+        snprintf(st->owner, sizeof st->owner, "%s", suffix(r.kv[0].key, pfx));
+        st->token = (uint64_t)r.kv[0].create_revision;
+        st->ttl_ms = -1;
+        if (ec_lease_timetolive(b->ec, r.kv[0].lease, rt_deadline(b), &ttl) == EC_OK && ttl >= 0)
+            st->ttl_ms = ttl * 1000;
+        st->waiters = r.count > 0 ? (size_t)r.count - 1 : 0;
+        for (size_t i = 1; i < r.n && i - 1 < FL_STATUS_WAITERS; i++) {
+            snprintf(st->waiter[i - 1].owner, sizeof st->waiter[i - 1].owner, "%s",
+                     suffix(r.kv[i].key, pfx));
+            st->waiter[i - 1].token = (uint64_t)r.kv[i].create_revision;
+        }
+    }
+    rc = FL_OK;
+out:
+    ec_kvs_free(&r);
+    free(pfx);
+    return rc;
+}
+
+/* The holder is the lowest create revision under the name's prefix. */
+static int etcd_verify(struct fl_backend *b, const char *name, uint64_t token, int *current,
+                       char *err, size_t errlen)
+{
+    char *pfx = name_prefix(name);
+    struct ec_range_req q;
+    struct ec_kvs r;
+    int rc = FL_ERR_INTERNAL, erc;
+
+    *current = 0;
+    memset(&r, 0, sizeof r);
+    if (pfx == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    memset(&q, 0, sizeof q);
+    q.key = pfx;
+    q.prefix = 1;
+    q.sort_create = 1;
+    q.limit = 1;
+    q.keys_only = 1;
+    erc = ec_range(b->ec, &q, rt_deadline(b), &r, NULL);
+    if (erc != EC_OK) {
+        rc = fail_ec(b, erc, err, errlen);
+        goto out;
+    }
+    *current = r.n == 1 && (uint64_t)r.kv[0].create_revision == token;
+    rc = FL_OK;
+out:
+    ec_kvs_free(&r);
+    free(pfx);
+    return rc;
+}
+
+static const char *etcd_address(const struct fl_backend *b)
+{
+    return b->address;
+}
+
+/* A session that holds nothing is ended (its lease revoked, best effort);
+ * one that still holds a lock (`fencelock acquire`) lives until its TTL. */
+static void etcd_free(struct fl_backend *b)
+{
+    if (b == NULL)
+        return;
+    if (b->lease && b->holds == 0)
+        ec_lease_revoke(b->ec, b->lease, fl_now_ms() + 500);
+    ec_client_free(&b->ec);
+    free(b);
+}
+
+const struct fl_backend_ops fl_etcd_ops = {
+    .scheme = "etcd",
+    .open = etcd_open,
+    .connect = etcd_connect,
+    .acquire = etcd_acquire,
+    .cancel = etcd_cancel,
+    .renew = etcd_renew,
+    .release = etcd_release,
+    .status = etcd_status,
+    .verify = etcd_verify,
+    .address = etcd_address,
+    .free = etcd_free,
+};
