@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pol_chars.h"
 #include "pol_route.h"
 #include "pol_token.h"
 
@@ -107,7 +108,7 @@ size_t pol_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp_out)
 
 int pol_json_append_escaped(char **buf, size_t *blen, size_t *bcap, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
+    const char *hex = pol_chars_hex_lower;
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
 

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pol_chars.h"
+
 struct pol_routes {
     struct pol_route *v;  /* each v[i].prefix is owned */
     size_t n, cap;
@@ -74,14 +76,6 @@ int pol_route_parse_mode(struct pol_route *r, const char *text)
     return 0;
 }
 
-/* RFC 9110 tchar. */
-static int is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 int pol_route_parse_methods(struct pol_route *r, const char *text)
 {
     char methods[POL_ROUTE_METHODS_MAX][POL_METHOD_MAX];
@@ -98,7 +92,7 @@ int pol_route_parse_methods(struct pol_route *r, const char *text)
             break;
         const char *b = p;
         while (*p != '\0' && *p != ' ' && *p != '\t') {
-            if (!is_tchar((unsigned char)*p))
+            if (!pol_chars_is_tchar((unsigned char)*p))
                 return -1;
             p++;
         }
@@ -282,17 +276,6 @@ void pol_route_resource(const struct pol_route *r, const char *path, size_t len,
     *keylen = len;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Whether the escape of c is decoded. Every printable ASCII byte is, except
  * the ones whose escaped and raw forms mean different things to any URI
  * parser ('%', '?', '#'; '/' and '\\' are refused before this). Decoding more
@@ -320,7 +303,7 @@ static int segment_ok(const char *out, size_t seg, size_t end, int last)
 
 long pol_path_normalize(const char *target, size_t len, char *out, size_t outcap)
 {
-    static const char hex[] = "0123456789ABCDEF";
+    const char *hex = pol_chars_hex_upper;
     size_t plen, o = 0, seg = 1;
 
     if (target == NULL || out == NULL || outcap == 0 || len == 0 || target[0] != '/')
@@ -349,8 +332,8 @@ long pol_path_normalize(const char *target, size_t len, char *out, size_t outcap
             int h, l;
             if (i + 2 >= plen)
                 return -1;
-            h = hexval((unsigned char)target[i + 1]);
-            l = hexval((unsigned char)target[i + 2]);
+            h = pol_chars_hex((unsigned char)target[i + 1]);
+            l = pol_chars_hex((unsigned char)target[i + 2]);
             if (h < 0 || l < 0)
                 return -1;
             c = (unsigned char)(h * 16 + l);

@@ -20,6 +20,7 @@
 #include <strings.h>
 
 #include "fc_duration.h"
+#include "pol_chars.h"
 #include "pol_route.h"
 
 #define ERR_MAX 512
@@ -158,12 +159,6 @@ static void fail(struct load *ld, unsigned line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(ld->err, sizeof ld->err, fmt, ap);
     va_end(ap);
-}
-
-static int is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
 static int parse_port(const char *s, int *port)
@@ -359,7 +354,7 @@ static int apply(const struct key *k, void *base, struct px_config *cfg, const c
         break;
     case K_TOKEN:
         for (const char *p = v; *p != '\0'; p++) {
-            if (!is_tchar((unsigned char)*p)) {
+            if (!pol_chars_is_tchar((unsigned char)*p)) {
                 snprintf(msg, cap, "'%s' is not a valid header name", v);
                 goto out;
             }

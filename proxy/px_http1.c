@@ -10,51 +10,16 @@
 
 #include <string.h>
 
+#include "pol_chars.h"
+
 #define PX_H1_EXT_MAX     4096u  /* chunk extension bytes per size line */
 #define PX_H1_TRAILER_MAX 16384u /* whole trailer section */
 
 /* ---- character classes (ASCII only, never the C locale) ---- */
 
-static int is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    switch (c) { /* RFC 9110 tchar; a switch, not strchr: it runs per byte */
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 static int is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
-}
-
-static int hex_val(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* field-vchar, SP or HTAB: what a field value may hold. obs-text is allowed
@@ -134,7 +99,7 @@ static const char *parse_request_line(const char *s, size_t n, struct px_h1_head
 {
     size_t i = 0, t;
 
-    while (i < n && is_tchar((unsigned char)s[i]))
+    while (i < n && pol_chars_is_tchar((unsigned char)s[i]))
         i++;
     if (i == 0 || i == n || s[i] != ' ')
         return "malformed method";
@@ -182,7 +147,7 @@ static const char *parse_field_line(const char *s, size_t n, struct px_h1_field 
 
     if (s[0] == ' ' || s[0] == '\t')
         return "obs-fold or leading whitespace in field line";
-    while (i < n && is_tchar((unsigned char)s[i]))
+    while (i < n && pol_chars_is_tchar((unsigned char)s[i]))
         i++;
     if (i == n)
         return "field line without colon";
@@ -239,7 +204,7 @@ static int is_token(const char *s, size_t n)
     if (n == 0)
         return 0;
     for (i = 0; i < n; i++)
-        if (!is_tchar((unsigned char)s[i]))
+        if (!pol_chars_is_tchar((unsigned char)s[i]))
             return 0;
     return 1;
 }
@@ -277,7 +242,7 @@ static int valid_host(const char *s, size_t n)
         return 0;
     if (s[0] == '[') {
         for (i = 1; i < n && s[i] != ']'; i++)
-            if (hex_val((unsigned char)s[i]) < 0 && s[i] != ':' && s[i] != '.')
+            if (pol_chars_hex((unsigned char)s[i]) < 0 && s[i] != ':' && s[i] != '.')
                 return 0;
         if (i == n || i == 1)
             return 0;
@@ -286,8 +251,8 @@ static int valid_host(const char *s, size_t n)
         for (; i < n && s[i] != ':'; i++) {
             unsigned char c = (unsigned char)s[i];
             if (c == '%') {
-                if (i + 2 >= n || hex_val((unsigned char)s[i + 1]) < 0 ||
-                    hex_val((unsigned char)s[i + 2]) < 0)
+                if (i + 2 >= n || pol_chars_hex((unsigned char)s[i + 1]) < 0 ||
+                    pol_chars_hex((unsigned char)s[i + 2]) < 0)
                     return 0;
                 i += 2;
             } else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) ||
@@ -346,7 +311,7 @@ static int check_te(const struct px_h1_head *h, const char **why)
 
             if (el_len == 0)
                 continue; /* empty list elements are ignored (RFC 9110 5.6.1) */
-            for (t = 0; t < el_len && is_tchar((unsigned char)el[t]); t++)
+            for (t = 0; t < el_len && pol_chars_is_tchar((unsigned char)el[t]); t++)
                 ;
             params = 0;
             if (t < el_len) {
@@ -640,7 +605,7 @@ enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in, si
 
         switch (c->state) {
         case CK_SIZE: {
-            int v = hex_val(b);
+            int v = pol_chars_hex(b);
             if (v >= 0) {
                 /* 16 hex digits fill 64 bits exactly, so no overflow check. */
                 if (++c->digits > 16)
@@ -691,7 +656,7 @@ enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in, si
         case CK_TR_START:
             if (b == '\r')
                 c->state = CK_END_LF;
-            else if (is_tchar(b))
+            else if (pol_chars_is_tchar(b))
                 c->state = CK_TR_NAME;
             else
                 return ck_fail(c, "malformed trailer field");
@@ -699,7 +664,7 @@ enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in, si
         case CK_TR_NAME:
             if (b == ':')
                 c->state = CK_TR_VALUE;
-            else if (!is_tchar(b))
+            else if (!pol_chars_is_tchar(b))
                 return ck_fail(c, "malformed trailer field");
             break;
         case CK_TR_VALUE:
