@@ -9,14 +9,48 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pol_chars.h"
 #include "pol_route.h"
 #include "pol_token.h"
 
 void pol_decide_classify(const struct pol_routes *rt, const struct pol_facts *f,
                          struct pol_decision *d)
 {
+    pol_decide_classify_route(pol_routes_match(rt, f->path, f->path_len), f, d);
+}
+
+int pol_decide_target(const struct pol_routes *rt, const char *target, size_t len, char *buf,
+                      size_t cap, const struct pol_facts *f, struct pol_decision *d)
+{
+    const struct pol_route *route;
+    struct pol_facts g = *f;
+    size_t n;
+
     memset(d, 0, sizeof *d);
-    d->route = pol_routes_match(rt, f->path, f->path_len);
+    switch (pol_routes_route_target(rt, target, len, buf, cap, &n, &route)) {
+    case POL_TARGET_OK:
+        g.path = buf;
+        g.path_len = n;
+        pol_decide_classify_route(route, &g, d);
+        return 0;
+    case POL_TARGET_AMBIGUOUS:
+        d->verdict = POL_BAD_TARGET;
+        d->route = route;
+        d->resource = route->prefix;
+        d->resource_len = strlen(route->prefix);
+        return 0;
+    case POL_TARGET_MALFORMED:
+        break;
+    }
+    d->verdict = POL_PASS;
+    return -1;
+}
+
+void pol_decide_classify_route(const struct pol_route *route, const struct pol_facts *f,
+                               struct pol_decision *d)
+{
+    memset(d, 0, sizeof *d);
+    d->route = route;
     if (d->route == NULL) {
         /* Unrouted traffic is not ours to judge: the token is not even parsed. */
         d->verdict = POL_PASS;
@@ -107,7 +141,7 @@ size_t pol_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp_out)
 
 int pol_json_append_escaped(char **buf, size_t *blen, size_t *bcap, const char *s, size_t len)
 {
-    static const char hex[] = "0123456789abcdef";
+    const char *hex = pol_chars_hex_lower;
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
 
@@ -160,42 +194,152 @@ int pol_json_append_escaped(char **buf, size_t *blen, size_t *bcap, const char *
     return 0;
 }
 
-int pol_decide_response(const struct pol_decision *d, struct pol_response *r)
+/* Appends s as XML character data: the five predefined entities, and %XX for
+ * every byte XML 1.0 cannot carry (controls, DEL, invalid UTF-8) - the
+ * resource is a URI path, where %XX is its own spelling of the byte. */
+static int xml_append_escaped(char **buf, size_t *blen, size_t *bcap, const char *s, size_t len)
 {
-    char *buf = NULL;
-    size_t blen = 0, bcap = 0;
-    const char *err;
-    char num[96];
-    int rc = -1;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
 
-    memset(r, 0, sizeof *r);
-    switch (d->verdict) {
-    case POL_STALE:
-        r->status = 409; r->reason = "Conflict"; err = "stale_token";
-        r->has_highest = 1; r->highest = d->highest;
-        break;
-    case POL_MISSING:
-        r->status = 428; r->reason = "Precondition Required"; err = "missing_token";
-        break;
-    case POL_MALFORMED:
-        r->status = 400; r->reason = "Bad Request"; err = "malformed_token";
-        break;
-    default:
-        goto out;
+    if (buf_reserve(buf, blen, bcap, 0) != 0)
+        return -1;
+    (*buf)[*blen] = '\0';
+    while (i < len) {
+        unsigned char c = p[i];
+        const char *out = NULL;
+        char esc[4];
+        size_t olen = 1;
+
+        switch (c) {
+        case '&': out = "&amp;"; olen = 5; break;
+        case '<': out = "&lt;"; olen = 4; break;
+        case '>': out = "&gt;"; olen = 4; break;
+        case '"': out = "&quot;"; olen = 6; break;
+        case '\'': out = "&apos;"; olen = 6; break;
+        default:
+            if (c >= 0x20 && c < 0x7F) {
+                out = s + i;
+            } else if (c >= 0x80 && (olen = pol_utf8_decode(p + i, len - i, NULL)) > 0) {
+                out = s + i;
+            } else {
+                esc[0] = '%';
+                esc[1] = pol_chars_hex_upper[c >> 4];
+                esc[2] = pol_chars_hex_upper[c & 15];
+                out = esc;
+                olen = 3;
+            }
+            break;
+        }
+        if (buf_append(buf, blen, bcap, out, olen) != 0)
+            return -1;
+        i += (out == s + i) ? olen : 1;
     }
-    if (buf_append(&buf, &blen, &bcap, "{\"error\":\"", 10) != 0 ||
-        buf_append(&buf, &blen, &bcap, err, strlen(err)) != 0 ||
-        buf_append(&buf, &blen, &bcap, "\",\"resource\":\"", 14) != 0 ||
-        pol_json_append_escaped(&buf, &blen, &bcap, d->resource ? d->resource : "",
+    return 0;
+}
+
+/* One rejection per verdict: HTTP status, JSON error id, S3 code, message. */
+struct reject_kind {
+    int status;
+    const char *reason, *json, *s3, *message;
+};
+
+static const struct reject_kind *reject_kind(enum pol_verdict v)
+{
+    static const struct reject_kind stale = {
+        409, "Conflict", "stale_token", "StaleFencingToken",
+        "The fencing token is lower than the highest token already admitted for this resource"};
+    static const struct reject_kind missing = {
+        428, "Precondition Required", "missing_token", "MissingFencingToken",
+        "This request must carry a fencing token"};
+    static const struct reject_kind malformed = {
+        400, "Bad Request", "malformed_token", "InvalidFencingToken",
+        "The fencing token is not one decimal number from 0 to 18446744073709551615"};
+    static const struct reject_kind bad_target = {
+        400, "Bad Request", "ambiguous_path", "InvalidURI",
+        "The path could name more than one object on this route (dot or empty segment, "
+        "escaped slash, backslash or control byte)"};
+
+    switch (v) {
+    case POL_STALE: return &stale;
+    case POL_MISSING: return &missing;
+    case POL_MALFORMED: return &malformed;
+    case POL_BAD_TARGET: return &bad_target;
+    default: return NULL;
+    }
+}
+
+static int json_body(const struct pol_decision *d, const struct reject_kind *k, char **buf,
+                     size_t *blen, size_t *bcap)
+{
+    char num[96];
+
+    if (buf_append(buf, blen, bcap, "{\"error\":\"", 10) != 0 ||
+        buf_append(buf, blen, bcap, k->json, strlen(k->json)) != 0 ||
+        buf_append(buf, blen, bcap, "\",\"resource\":\"", 14) != 0 ||
+        pol_json_append_escaped(buf, blen, bcap, d->resource ? d->resource : "",
                                 d->resource ? d->resource_len : 0) != 0)
-        goto out;
+        return -1;
     if (d->verdict == POL_STALE) {
         int n = snprintf(num, sizeof num, "\",\"token\":%" PRIu64 ",\"highest\":%" PRIu64 "}",
                          d->token, d->highest);
-        if (buf_append(&buf, &blen, &bcap, num, (size_t)n) != 0)
-            goto out;
-    } else if (buf_append(&buf, &blen, &bcap, "\"}", 2) != 0) {
+        return buf_append(buf, blen, bcap, num, (size_t)n);
+    }
+    return buf_append(buf, blen, bcap, "\"}", 2);
+}
+
+#define APPEND_LIT(lit) buf_append(buf, blen, bcap, lit, sizeof(lit) - 1)
+
+static int s3_body(const struct pol_decision *d, const struct reject_kind *k, const char *rid,
+                   size_t rid_len, char **buf, size_t *blen, size_t *bcap)
+{
+    char num[128];
+
+    if (APPEND_LIT("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>") != 0 ||
+        buf_append(buf, blen, bcap, k->s3, strlen(k->s3)) != 0 ||
+        APPEND_LIT("</Code><Message>") != 0 ||
+        buf_append(buf, blen, bcap, k->message, strlen(k->message)) != 0 ||
+        APPEND_LIT("</Message><Resource>") != 0 ||
+        xml_append_escaped(buf, blen, bcap, d->resource ? d->resource : "",
+                           d->resource ? d->resource_len : 0) != 0 ||
+        APPEND_LIT("</Resource>") != 0)
+        return -1;
+    if (d->verdict == POL_STALE) {
+        int n = snprintf(num, sizeof num,
+                         "<FencingToken>%" PRIu64 "</FencingToken><HighestToken>%" PRIu64
+                         "</HighestToken>",
+                         d->token, d->highest);
+        if (buf_append(buf, blen, bcap, num, (size_t)n) != 0)
+            return -1;
+    }
+    if (rid != NULL && (APPEND_LIT("<RequestId>") != 0 ||
+                        xml_append_escaped(buf, blen, bcap, rid, rid_len) != 0 ||
+                        APPEND_LIT("</RequestId>") != 0))
+        return -1;
+    return APPEND_LIT("</Error>");
+}
+
+int pol_decide_response_for(const struct pol_decision *d, const char *request_id,
+                            size_t request_id_len, struct pol_response *r)
+{
+    const struct reject_kind *k = reject_kind(d->verdict);
+    int s3 = d->route != NULL && d->route->error_format == POL_ERRFMT_S3;
+    char *buf = NULL;
+    size_t blen = 0, bcap = 0;
+    int rc = -1;
+
+    memset(r, 0, sizeof *r);
+    if (k == NULL)
         goto out;
+    if (s3 ? s3_body(d, k, request_id, request_id_len, &buf, &blen, &bcap) != 0
+           : json_body(d, k, &buf, &blen, &bcap) != 0)
+        goto out;
+    r->status = k->status;
+    r->reason = k->reason;
+    r->content_type = s3 ? "application/xml" : "application/json";
+    if (d->verdict == POL_STALE) {
+        r->has_highest = 1;
+        r->highest = d->highest;
     }
     r->body = buf;
     r->body_len = blen;
@@ -206,6 +350,11 @@ out:
     if (rc != 0)
         memset(r, 0, sizeof *r);
     return rc;
+}
+
+int pol_decide_response(const struct pol_decision *d, struct pol_response *r)
+{
+    return pol_decide_response_for(d, NULL, 0, r);
 }
 
 void pol_response_clear(struct pol_response *r)

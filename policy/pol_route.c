@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pol_chars.h"
+
 struct pol_routes {
     struct pol_route *v;  /* each v[i].prefix is owned */
     size_t n, cap;
@@ -37,7 +39,9 @@ void pol_route_defaults(struct pol_route *r)
     r->mode = POL_RES_PREFIX;
     r->segments = 0;
     r->missing_allow = 0;
-    (void)pol_route_parse_methods(r, "PUT POST PATCH DELETE");
+    r->semantics = POL_PATH_NORMALIZED;
+    r->error_format = POL_ERRFMT_JSON;
+    (void)pol_route_parse_methods(r, POL_ROUTE_DEFAULT_METHODS);
 }
 
 int pol_route_parse_mode(struct pol_route *r, const char *text)
@@ -74,14 +78,6 @@ int pol_route_parse_mode(struct pol_route *r, const char *text)
     return 0;
 }
 
-/* RFC 9110 tchar. */
-static int is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
 int pol_route_parse_methods(struct pol_route *r, const char *text)
 {
     char methods[POL_ROUTE_METHODS_MAX][POL_METHOD_MAX];
@@ -98,7 +94,7 @@ int pol_route_parse_methods(struct pol_route *r, const char *text)
             break;
         const char *b = p;
         while (*p != '\0' && *p != ' ' && *p != '\t') {
-            if (!is_tchar((unsigned char)*p))
+            if (!pol_chars_is_tchar((unsigned char)*p))
                 return -1;
             p++;
         }
@@ -135,6 +131,14 @@ static int route_valid(const struct pol_route *r, char *err, size_t errlen)
     }
     if (r->mode != POL_RES_PREFIX && r->mode != POL_RES_PATH && r->mode != POL_RES_SEGMENTS) {
         snprintf(err, errlen, "route %s: bad resource mode", r->name);
+        return -1;
+    }
+    if (r->semantics != POL_PATH_NORMALIZED && r->semantics != POL_PATH_OPAQUE) {
+        snprintf(err, errlen, "route %s: bad path semantics", r->name);
+        return -1;
+    }
+    if (r->error_format != POL_ERRFMT_JSON && r->error_format != POL_ERRFMT_S3) {
+        snprintf(err, errlen, "route %s: bad error format", r->name);
         return -1;
     }
     if (r->mode == POL_RES_SEGMENTS && r->segments < 1) {
@@ -282,17 +286,6 @@ void pol_route_resource(const struct pol_route *r, const char *path, size_t len,
     *keylen = len;
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Whether the escape of c is decoded. Every printable ASCII byte is, except
  * the ones whose escaped and raw forms mean different things to any URI
  * parser ('%', '?', '#'; '/' and '\\' are refused before this). Decoding more
@@ -320,7 +313,7 @@ static int segment_ok(const char *out, size_t seg, size_t end, int last)
 
 long pol_path_normalize(const char *target, size_t len, char *out, size_t outcap)
 {
-    static const char hex[] = "0123456789ABCDEF";
+    const char *hex = pol_chars_hex_upper;
     size_t plen, o = 0, seg = 1;
 
     if (target == NULL || out == NULL || outcap == 0 || len == 0 || target[0] != '/')
@@ -349,8 +342,8 @@ long pol_path_normalize(const char *target, size_t len, char *out, size_t outcap
             int h, l;
             if (i + 2 >= plen)
                 return -1;
-            h = hexval((unsigned char)target[i + 1]);
-            l = hexval((unsigned char)target[i + 2]);
+            h = pol_chars_hex((unsigned char)target[i + 1]);
+            l = pol_chars_hex((unsigned char)target[i + 2]);
             if (h < 0 || l < 0)
                 return -1;
             c = (unsigned char)(h * 16 + l);
@@ -383,4 +376,179 @@ long pol_path_normalize(const char *target, size_t len, char *out, size_t outcap
         return -1;
     out[o] = '\0';
     return (long)o;
+}
+
+/* ---- routing raw targets (S5) ---- */
+
+/* How resolve() reads a path: the ways a store may resolve one. */
+#define RV_SLASH     0x01u /* %2F separates segments */
+#define RV_BACKSLASH 0x02u /* '\\' and %5C separate segments */
+#define RV_NUL       0x04u /* the path ends at a decoded NUL (C strings) */
+#define RV_COLLAPSE  0x08u /* empty segments are merged before dot segments go */
+#define RV_RESOLVE   0x10u /* file-system resolution: dot segments removed
+                              (".." never above the root), then empty
+                              segments merged, as the kernel would */
+#define RV_READINGS  0x10u /* RV_RESOLVE with every subset of the four above */
+
+/* Appends byte c as it appears in a key path: printable ASCII raw except the
+ * bytes whose raw form means something else ('%', '?', '#', '/'), the rest
+ * as upper-case %XX. The same spelling as pol_path_normalize()'s output. */
+static int put_byte(char *out, size_t *o, size_t cap, unsigned char c)
+{
+    if (c > 0x20 && c < 0x7F && c != '%' && c != '?' && c != '#' && c != '/') {
+        if (*o + 1 >= cap)
+            return -1;
+        out[(*o)++] = (char)c;
+        return 0;
+    }
+    if (*o + 3 >= cap)
+        return -1;
+    out[(*o)++] = '%';
+    out[(*o)++] = pol_chars_hex_upper[c >> 4];
+    out[(*o)++] = pol_chars_hex_upper[c & 15];
+    return 0;
+}
+
+/* Ends the segment out[*seg..*o) at a separator (last = 0) or at the end of
+ * the path (last = 1), resolving dot and empty segments per how. */
+static int end_segment(char *out, size_t *o, size_t *seg, size_t cap, unsigned how, int last)
+{
+    size_t n = *o - *seg;
+
+    if (how & RV_RESOLVE) {
+        if (n == 1 && out[*seg] == '.') {
+            *o = *seg; /* "." goes; its separator stays */
+            return 0;
+        }
+        if (n == 2 && out[*seg] == '.' && out[*seg + 1] == '.') {
+            /* ".." takes the previous segment with it; the root stays. */
+            *o = *seg;
+            if (*seg > 1) {
+                *o = *seg - 1;
+                while (*o > 0 && out[*o - 1] != '/')
+                    (*o)--;
+            }
+            *seg = *o;
+            return 0;
+        }
+        if (n == 0 && (how & RV_COLLAPSE))
+            return 0;
+    }
+    if (last)
+        return 0;
+    if (*o + 1 >= cap)
+        return -1;
+    out[(*o)++] = '/';
+    *seg = *o;
+    return 0;
+}
+
+/* Reads the path t[0..plen) (t[0] == '/', no query) the way how says into
+ * out. Returns the length, or -1 for a bad escape or no room. */
+static long resolve(const char *t, size_t plen, unsigned how, char *out, size_t cap)
+{
+    size_t o = 1, seg = 1;
+
+    if (cap < 2)
+        return -1;
+    out[0] = '/';
+    for (size_t i = 1; i < plen; i++) {
+        unsigned char c = (unsigned char)t[i];
+        int sep;
+
+        if (c == '%') {
+            int h, l;
+            if (i + 2 >= plen)
+                return -1;
+            h = pol_chars_hex((unsigned char)t[i + 1]);
+            l = pol_chars_hex((unsigned char)t[i + 2]);
+            if (h < 0 || l < 0)
+                return -1;
+            c = (unsigned char)(h * 16 + l);
+            i += 2;
+            if (c == 0 && (how & RV_NUL))
+                break;
+            sep = (c == '/' && (how & RV_SLASH)) || (c == '\\' && (how & RV_BACKSLASH));
+        } else {
+            sep = c == '/' || (c == '\\' && (how & RV_BACKSLASH));
+        }
+        if (sep ? end_segment(out, &o, &seg, cap, how, 0) != 0 : put_byte(out, &o, cap, c) != 0)
+            return -1;
+    }
+    if (end_segment(out, &o, &seg, cap, how, 1) != 0)
+        return -1;
+    if (how & RV_RESOLVE) {
+        /* What is left of empty segments merges, as in the kernel. */
+        size_t w = 1;
+        for (size_t r = 1; r < o; r++)
+            if (!(out[r] == '/' && out[w - 1] == '/'))
+                out[w++] = out[r];
+        o = w;
+    }
+    out[o] = '\0';
+    return (long)o;
+}
+
+static size_t path_len(const char *target, size_t len)
+{
+    size_t plen;
+
+    for (plen = 0; plen < len && target[plen] != '?'; plen++)
+        ;
+    return plen;
+}
+
+long pol_path_opaque(const char *target, size_t len, char *out, size_t outcap)
+{
+    if (target == NULL || out == NULL || len == 0 || target[0] != '/' ||
+        memchr(target, '#', len) != NULL)
+        return -1;
+    return resolve(target, path_len(target, len), RV_SLASH, out, outcap);
+}
+
+enum pol_target_result pol_routes_route_target(const struct pol_routes *rt, const char *target,
+                                               size_t len, char *out, size_t outcap,
+                                               size_t *out_len, const struct pol_route **route)
+{
+    const struct pol_route *r;
+    size_t plen;
+    long n;
+
+    *route = NULL;
+    *out_len = 0;
+    if (target == NULL || out == NULL || len == 0 || target[0] != '/' ||
+        memchr(target, '#', len) != NULL)
+        return POL_TARGET_MALFORMED;
+    plen = path_len(target, len);
+    /* S5, both modes: a path with one spelling is matched as it is. */
+    n = pol_path_normalize(target, len, out, outcap);
+    if (n >= 0) {
+        *route = pol_routes_match(rt, out, (size_t)n);
+        *out_len = (size_t)n;
+        return POL_TARGET_OK;
+    }
+    /* S5, normalized routes: a spelling a file-system store could resolve
+     * into one of them is refused there, in whichever way it resolves. */
+    for (unsigned how = 0; how < RV_READINGS; how++) {
+        n = resolve(target, plen, how | RV_RESOLVE, out, outcap);
+        if (n < 0)
+            return POL_TARGET_MALFORMED;
+        r = pol_routes_match(rt, out, (size_t)n);
+        if (r != NULL && r->semantics == POL_PATH_NORMALIZED) {
+            *route = r;
+            return POL_TARGET_AMBIGUOUS;
+        }
+    }
+    /* S5, opaque routes: the store resolves nothing but %-escapes. */
+    n = pol_path_opaque(target, len, out, outcap);
+    if (n < 0)
+        return POL_TARGET_MALFORMED;
+    r = pol_routes_match(rt, out, (size_t)n);
+    if (r != NULL && r->semantics == POL_PATH_NORMALIZED) {
+        *route = r;
+        return POL_TARGET_AMBIGUOUS;
+    }
+    *route = r;
+    *out_len = (size_t)n;
+    return POL_TARGET_OK;
 }

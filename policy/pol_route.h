@@ -1,7 +1,9 @@
 /* pol_route: the route table. A route maps a path prefix to a way of naming
- * the fenced resource, the methods that must carry a token and what to do when
- * none is given. Also owns request-path normalisation, so that the resource
- * key the proxy checks is the object the upstream will write. Pure: no I/O. */
+ * the fenced resource, the methods that must carry a token, what to do when
+ * none is given, how the store resolves paths (normalized or opaque) and the
+ * format of rejection bodies. Also owns request-path normalisation and the
+ * routing of raw targets (pol_routes_route_target), so that the resource key
+ * the proxy checks is the object the upstream will write (S5). Pure: no I/O. */
 #ifndef POL_ROUTE_H
 #define POL_ROUTE_H
 
@@ -17,6 +19,25 @@ enum pol_resource_mode {
     POL_RES_SEGMENTS  /* the key is the first N path segments */
 };
 
+/* How the store behind a route resolves a path (config: path_semantics). */
+enum pol_path_semantics {
+    POL_PATH_NORMALIZED, /* a file-system store (WebDAV, nginx): it removes dot
+                            segments, merges slashes, may read '\' or %2F as
+                            separators; spellings that could resolve two ways
+                            are refused (pol_path_normalize) */
+    POL_PATH_OPAQUE      /* an object store (S3): the decoded path is the key,
+                            byte for byte; nothing is resolved or refused */
+};
+
+/* The format of the rejection bodies of a route (config: error_format). */
+enum pol_error_format {
+    POL_ERRFMT_JSON, /* application/json, {"error":...} */
+    POL_ERRFMT_S3    /* application/xml, <Error><Code>... as S3 SDKs parse */
+};
+
+/* The fenced_methods default: every method that writes, WebDAV's included. */
+#define POL_ROUTE_DEFAULT_METHODS "PUT POST PATCH DELETE MKCOL COPY MOVE PROPPATCH LOCK UNLOCK"
+
 /* One route as configured. Plain data: pol_routes_add() copies it. */
 struct pol_route {
     char name[POL_ROUTE_NAME_MAX];
@@ -26,6 +47,8 @@ struct pol_route {
     unsigned n_methods;
     char methods[POL_ROUTE_METHODS_MAX][POL_METHOD_MAX]; /* fenced methods */
     int missing_allow;            /* 1: missing_token = allow */
+    enum pol_path_semantics semantics; /* normalized (default) or opaque */
+    enum pol_error_format error_format; /* json (default) or s3 */
 };
 
 struct pol_routes; /* opaque table */
@@ -37,8 +60,9 @@ struct pol_routes *pol_routes_new(void);
 /* Frees the table and every route in it. Accepts NULL. */
 void pol_routes_free(struct pol_routes *rt);
 
-/* Sets r (borrowed) to defaults: mode prefix, methods PUT POST PATCH DELETE,
- * missing_token reject; name and prefix empty. */
+/* Sets r (borrowed) to defaults: mode prefix, methods
+ * POL_ROUTE_DEFAULT_METHODS, missing_token reject, normalized paths, JSON
+ * errors; name and prefix empty. */
 void pol_route_defaults(struct pol_route *r);
 
 /* Parses "prefix" | "path" | "segments:N" into r. Returns 0 or -1. */
@@ -87,5 +111,48 @@ void pol_route_resource(const struct pol_route *r, const char *path, size_t len,
  * decoding), an escaped '/', '\\', NUL or control byte (raw or escaped), a
  * bad escape, a '#' anywhere, or no room in out. */
 long pol_path_normalize(const char *target, size_t len, char *out, size_t outcap);
+
+/* The key path of target (up to '?' or len) on an opaque route: every
+ * %-escape decoded once, %2F to '/', nothing else resolved; printable ASCII
+ * but '%', '?', '#' and '/' written raw, every other byte as upper-case %XX
+ * (so "%5C" and "\\" meet, as they do in the store). For a target that
+ * pol_path_normalize() accepts, the same string. Returns the length, or -1
+ * (no leading '/', a bad escape, a '#', no room: len + 1 is enough for
+ * printable ASCII). */
+long pol_path_opaque(const char *target, size_t len, char *out, size_t outcap);
+
+enum pol_target_result {
+    POL_TARGET_OK,        /* *route is the route (NULL: unrouted, pass) and
+                             out[0..*out_len) the path its key comes from */
+    POL_TARGET_MALFORMED, /* not an origin-form path (no leading '/', a bad
+                             %-escape, a '#', out too small): 400 whatever
+                             the routes say; *route is NULL */
+    POL_TARGET_AMBIGUOUS  /* a spelling that normalized route *route refuses
+                             (dot or empty segment, %2F, '\', %5C, control
+                             byte) and that could resolve into it: 400 */
+};
+
+/* Routes the raw origin-form target (path and query, len bytes, as sent:
+ * px_h1's origin slice or a Destination's path) and writes the path the
+ * resource key is taken from to out (outcap bytes, NUL-terminated; len + 1 is
+ * enough for a target of printable ASCII, 3 * len + 1 for any bytes). The
+ * query never takes part. The rule (S5, docs/safety.md):
+ *  - A target that pol_path_normalize() accepts is matched on its normalised
+ *    form, longest prefix over all routes, whatever their semantics: for such
+ *    a path the normalised and the opaque spelling are the same string.
+ *  - Any other target is tried in every way a file-system store could
+ *    resolve it (%2F a separator or not, '\' and %5C separators or not, the
+ *    path cut at a decoded NUL or not, empty segments merged before or after
+ *    dot segments are removed, and also not resolved at all): if one of those
+ *    readings falls under a normalized route (longest prefix), the target is
+ *    AMBIGUOUS for that route. Otherwise it is matched in its opaque form
+ *    (%-escapes decoded, %2F as '/', nothing else changed; printable bytes but
+ *    '%', '?', '#' and '/' written raw, the rest as upper-case %XX): an opaque
+ *    route keeps it as the key path, and a path under no route passes, never
+ *    refused for a rule that only a route has.
+ * Returns the result; *out_len is set for OK. */
+enum pol_target_result pol_routes_route_target(const struct pol_routes *rt, const char *target,
+                                               size_t len, char *out, size_t outcap,
+                                               size_t *out_len, const struct pol_route **route);
 
 #endif

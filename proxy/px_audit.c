@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pol_chars.h"
 #include "pol_decide.h"
 #include "px_logw.h"
 
@@ -34,7 +35,7 @@ struct px_audit {
 
 void px_audit_sha256_hex(const char *data, size_t len, char out[65])
 {
-    static const char hex[] = "0123456789abcdef";
+    const char *hex = pol_chars_hex_lower;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
 

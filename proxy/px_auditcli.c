@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pol_chars.h"
 #include "pol_decide.h"
 #include "px_audit.h"
 
@@ -40,17 +41,6 @@ static void skip_ws(struct jp *p)
 static int is_digit(int c)
 {
     return c >= '0' && c <= '9';
-}
-
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* Length of the valid UTF-8 sequence at s (n bytes available), ASCII
@@ -90,7 +80,7 @@ static int parse_string(struct jp *p, const char **raw, size_t *len)
                 if (p->i + 6 > p->n)
                     return -1;
                 for (size_t k = 2; k < 6; k++)
-                    if (hexval(p->s[p->i + k]) < 0)
+                    if (pol_chars_hex((unsigned char)p->s[p->i + k]) < 0)
                         return -1;
                 p->i += 6;
             } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' ||
@@ -280,7 +270,7 @@ static unsigned long hex4(const char *s)
     unsigned long v = 0;
 
     for (int k = 0; k < 4; k++)
-        v = (v << 4) | (unsigned long)hexval((unsigned char)s[k]);
+        v = (v << 4) | (unsigned long)pol_chars_hex((unsigned char)s[k]);
     return v;
 }
 

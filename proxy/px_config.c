@@ -20,6 +20,7 @@
 #include <strings.h>
 
 #include "fc_duration.h"
+#include "pol_chars.h"
 #include "pol_route.h"
 
 #define ERR_MAX 512
@@ -69,8 +70,14 @@ static const struct choice backend_choices[] = {
 static const struct choice level_choices[] = {
     {"error", 0}, {"warn", 0}, {"info", 0}, {"debug", 0}, {NULL, 0}};
 static const struct choice missing_choices[] = {{"reject", 0}, {"allow", 1}, {NULL, 0}};
+static const struct choice semantics_choices[] = {
+    {"normalized", POL_PATH_NORMALIZED}, {"opaque", POL_PATH_OPAQUE}, {NULL, 0}};
+static const struct choice errfmt_choices[] = {
+    {"json", POL_ERRFMT_JSON}, {"s3", POL_ERRFMT_S3}, {NULL, 0}};
 
 _Static_assert(sizeof(enum st_store_backend) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum pol_path_semantics) == sizeof(int), "enum stored as int");
+_Static_assert(sizeof(enum pol_error_format) == sizeof(int), "enum stored as int");
 
 #define PC(f) offsetof(struct px_config, f)
 #define RT(f) offsetof(struct pol_route, f)
@@ -112,10 +119,14 @@ static const struct key keys[] = {
      "path prefix the route covers; the longest match wins"},
     {S_ROUTE, "resource", K_ROUTE_MODE, 0, "prefix", 0, 0, NULL, KF_RELOAD,
      "resource key: prefix, path or segments:N"},
-    {S_ROUTE, "fenced_methods", K_ROUTE_METHODS, 0, "PUT POST PATCH DELETE", 0, 0, NULL,
+    {S_ROUTE, "fenced_methods", K_ROUTE_METHODS, 0, POL_ROUTE_DEFAULT_METHODS, 0, 0, NULL,
      KF_RELOAD, "methods that must carry a token (space separated)"},
     {S_ROUTE, "missing_token", K_ENUM, RT(missing_allow), "reject", 0, 0, missing_choices,
      KF_RELOAD, "a fenced method without a token: reject (428) or allow"},
+    {S_ROUTE, "path_semantics", K_ENUM, RT(semantics), "normalized", 0, 0, semantics_choices,
+     KF_RELOAD, "how the store resolves paths: normalized (file system) or opaque (S3 keys)"},
+    {S_ROUTE, "error_format", K_ENUM, RT(error_format), "json", 0, 0, errfmt_choices,
+     KF_RELOAD, "rejection bodies: json or s3 (XML <Error> as S3 clients parse)"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -158,12 +169,6 @@ static void fail(struct load *ld, unsigned line, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(ld->err, sizeof ld->err, fmt, ap);
     va_end(ap);
-}
-
-static int is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
 static int parse_port(const char *s, int *port)
@@ -359,7 +364,7 @@ static int apply(const struct key *k, void *base, struct px_config *cfg, const c
         break;
     case K_TOKEN:
         for (const char *p = v; *p != '\0'; p++) {
-            if (!is_tchar((unsigned char)*p)) {
+            if (!pol_chars_is_tchar((unsigned char)*p)) {
                 snprintf(msg, cap, "'%s' is not a valid header name", v);
                 goto out;
             }

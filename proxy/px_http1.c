@@ -10,51 +10,16 @@
 
 #include <string.h>
 
+#include "pol_chars.h"
+
 #define PX_H1_EXT_MAX     4096u  /* chunk extension bytes per size line */
 #define PX_H1_TRAILER_MAX 16384u /* whole trailer section */
 
 /* ---- character classes (ASCII only, never the C locale) ---- */
 
-static int is_tchar(unsigned char c)
-{
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
-    switch (c) { /* RFC 9110 tchar; a switch, not strchr: it runs per byte */
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 static int is_digit(unsigned char c)
 {
     return c >= '0' && c <= '9';
-}
-
-static int hex_val(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* field-vchar, SP or HTAB: what a field value may hold. obs-text is allowed
@@ -109,12 +74,15 @@ static enum px_h1_status fail(struct px_h1_parser *p, struct px_h1_head *h, int 
 void px_h1_parser_init(struct px_h1_parser *p, int is_request, int head_request,
                        const struct px_h1_limits *lim)
 {
-    static const struct px_h1_limits def = {16384, 8192, 100};
+    static const struct px_h1_limits req_def = {PX_H1_DEFAULT_MAX_HEAD, PX_H1_DEFAULT_MAX_LINE,
+                                                PX_H1_DEFAULT_MAX_FIELDS};
+    static const struct px_h1_limits resp_def = {PX_H1_DEFAULT_MAX_RESPONSE_HEAD,
+                                                 PX_H1_DEFAULT_MAX_LINE, PX_H1_DEFAULT_MAX_FIELDS};
 
     memset(p, 0, sizeof *p);
     p->is_request = is_request;
     p->head_request = head_request;
-    p->lim = lim ? *lim : def;
+    p->lim = lim ? *lim : is_request ? req_def : resp_def;
     if (p->lim.max_fields > PX_H1_MAX_FIELDS_CAP)
         p->lim.max_fields = PX_H1_MAX_FIELDS_CAP;
 }
@@ -129,12 +97,63 @@ static int parse_version(const char *s, size_t n, int *minor)
     return 0;
 }
 
+static int valid_host(const char *s, size_t n);
+
+/* The request-target forms of RFC 9112 3.2 that a server accepts: origin-form
+ * ("/path?query"), absolute-form ("http://authority/path?query", the scheme
+ * http or https in any case, an authority that is a valid Host value and a
+ * path that is not empty) and asterisk-form ("*", with OPTIONS only).
+ * authority-form (CONNECT) and anything else is refused. Sets h->target_form,
+ * h->authority and h->origin. */
+static const char *parse_target(struct px_h1_head *h)
+{
+    const char *t = h->target;
+    size_t n = h->target_len, a, e;
+
+    h->authority = h->origin = NULL;
+    h->authority_len = h->origin_len = 0;
+    if (t[0] == '/') {
+        h->target_form = PX_H1_TARGET_ORIGIN;
+        h->origin = t;
+        h->origin_len = n;
+        return NULL;
+    }
+    if (n == 1 && t[0] == '*') {
+        /* RFC 9112 3.2.4: only OPTIONS applies to the server as a whole. */
+        if (h->method_len != 7 || memcmp(h->method, "OPTIONS", 7) != 0)
+            return "asterisk-form target without OPTIONS";
+        h->target_form = PX_H1_TARGET_ASTERISK;
+        return NULL;
+    }
+    if (n > 7 && IEQ_LIT(t, 7, "http://"))
+        a = 7;
+    else if (n > 8 && IEQ_LIT(t, 8, "https://"))
+        a = 8;
+    else
+        return "unsupported request-target form";
+    for (e = a; e < n && t[e] != '/' && t[e] != '?' && t[e] != '#'; e++)
+        ;
+    /* No userinfo (RFC 9110 4.2.4: "@" is not a Host byte) and a real path:
+     * "http://a?q" would need a "/" that is not in the buffer. */
+    if (!valid_host(t + a, e - a))
+        return "invalid authority in absolute-form target";
+    if (e == n || t[e] != '/')
+        return "absolute-form target without a path";
+    h->target_form = PX_H1_TARGET_ABSOLUTE;
+    h->authority = t + a;
+    h->authority_len = e - a;
+    h->origin = t + e;
+    h->origin_len = n - e;
+    return NULL;
+}
+
 /* method SP request-target SP HTTP-version, nothing more, nothing less. */
 static const char *parse_request_line(const char *s, size_t n, struct px_h1_head *h)
 {
+    const char *why;
     size_t i = 0, t;
 
-    while (i < n && is_tchar((unsigned char)s[i]))
+    while (i < n && pol_chars_is_tchar((unsigned char)s[i]))
         i++;
     if (i == 0 || i == n || s[i] != ' ')
         return "malformed method";
@@ -151,7 +170,8 @@ static const char *parse_request_line(const char *s, size_t n, struct px_h1_head
     i++;
     if (parse_version(s + i, n - i, &h->minor) != 0)
         return "unsupported HTTP version";
-    return NULL;
+    why = parse_target(h);
+    return why;
 }
 
 /* HTTP-version SP 3DIGIT SP reason-phrase; the second SP is required even
@@ -182,7 +202,7 @@ static const char *parse_field_line(const char *s, size_t n, struct px_h1_field 
 
     if (s[0] == ' ' || s[0] == '\t')
         return "obs-fold or leading whitespace in field line";
-    while (i < n && is_tchar((unsigned char)s[i]))
+    while (i < n && pol_chars_is_tchar((unsigned char)s[i]))
         i++;
     if (i == n)
         return "field line without colon";
@@ -239,7 +259,7 @@ static int is_token(const char *s, size_t n)
     if (n == 0)
         return 0;
     for (i = 0; i < n; i++)
-        if (!is_tchar((unsigned char)s[i]))
+        if (!pol_chars_is_tchar((unsigned char)s[i]))
             return 0;
     return 1;
 }
@@ -277,7 +297,7 @@ static int valid_host(const char *s, size_t n)
         return 0;
     if (s[0] == '[') {
         for (i = 1; i < n && s[i] != ']'; i++)
-            if (hex_val((unsigned char)s[i]) < 0 && s[i] != ':' && s[i] != '.')
+            if (pol_chars_hex((unsigned char)s[i]) < 0 && s[i] != ':' && s[i] != '.')
                 return 0;
         if (i == n || i == 1)
             return 0;
@@ -286,8 +306,8 @@ static int valid_host(const char *s, size_t n)
         for (; i < n && s[i] != ':'; i++) {
             unsigned char c = (unsigned char)s[i];
             if (c == '%') {
-                if (i + 2 >= n || hex_val((unsigned char)s[i + 1]) < 0 ||
-                    hex_val((unsigned char)s[i + 2]) < 0)
+                if (i + 2 >= n || pol_chars_hex((unsigned char)s[i + 1]) < 0 ||
+                    pol_chars_hex((unsigned char)s[i + 2]) < 0)
                     return 0;
                 i += 2;
             } else if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) ||
@@ -346,7 +366,7 @@ static int check_te(const struct px_h1_head *h, const char **why)
 
             if (el_len == 0)
                 continue; /* empty list elements are ignored (RFC 9110 5.6.1) */
-            for (t = 0; t < el_len && is_tchar((unsigned char)el[t]); t++)
+            for (t = 0; t < el_len && pol_chars_is_tchar((unsigned char)el[t]); t++)
                 ;
             params = 0;
             if (t < el_len) {
@@ -413,12 +433,12 @@ static enum px_h1_status finish_head(struct px_h1_parser *p, const char *buf, si
 
     memset(h, 0, sizeof *h);
     h->head_len = head_len;
-    why = p->is_request ? parse_request_line(buf, p->first_line_len, h)
-                        : parse_status_line(buf, p->first_line_len, h);
+    why = p->is_request ? parse_request_line(buf + p->first_line_start, p->first_line_len, h)
+                        : parse_status_line(buf + p->first_line_start, p->first_line_len, h);
     if (why)
         return fail(p, h, 400, why); /* cannot happen: checked when it ended */
 
-    for (pos = p->first_line_len + 2; pos < end;) {
+    for (pos = p->first_line_start + p->first_line_len + 2; pos < end;) {
         const char *eol = memchr(buf + pos, '\r', end - pos);
         size_t n = (size_t)(eol - (buf + pos));
         struct px_h1_field *f = &h->fields[h->n_fields++];
@@ -527,7 +547,7 @@ enum px_h1_status px_h1_parse_head(struct px_h1_parser *p, const char *buf, size
         const char *why;
 
         /* Limits first, byte by byte, so an endless line is cut short. */
-        if (p->first_line_len == 0 && c != '\r' && i >= p->lim.max_line)
+        if (p->first_line_len == 0 && c != '\r' && i - p->line_start >= p->lim.max_line)
             return fail(p, h, 414, "request line too long");
         if (i >= p->lim.max_head)
             return fail(p, h, 431, "head too large");
@@ -544,16 +564,21 @@ enum px_h1_status px_h1_parse_head(struct px_h1_parser *p, const char *buf, size
         if (i + 1 >= p->lim.max_head)
             return fail(p, h, 431, "head too large");
 
-        if (p->first_line_len == 0) {
-            struct px_h1_head tmp_h;
-            if (i == 0)
+        if (p->first_line_len == 0 && i == p->line_start) {
+            /* RFC 9112 2.2: one empty line before a request line is
+             * ignored (a client's stray CRLF after a body); a second one, or
+             * one before a status line, is refused. */
+            if (!p->is_request || i != 0)
                 return fail(p, h, 400, "empty start line");
+            p->first_line_start = i + 2;
+        } else if (p->first_line_len == 0) {
+            struct px_h1_head tmp_h;
             /* tmp_h: the caller's h is only written on DONE or ERROR. */
-            why = p->is_request ? parse_request_line(buf, i, &tmp_h)
-                                : parse_status_line(buf, i, &tmp_h);
+            why = p->is_request ? parse_request_line(buf + p->line_start, i - p->line_start, &tmp_h)
+                                : parse_status_line(buf + p->line_start, i - p->line_start, &tmp_h);
             if (why)
                 return fail(p, h, 400, why);
-            p->first_line_len = i;
+            p->first_line_len = i - p->line_start;
         } else if (i == p->line_start) {
             p->scanned = i + 2;
             return finish_head(p, buf, i + 2, h);
@@ -607,11 +632,33 @@ static enum px_h1_status ck_fail(struct px_h1_chunked *c, const char *why)
 enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in, size_t len,
                                      size_t *consumed, size_t *data_off, size_t *data_len)
 {
-    size_t i = 0;
+    struct px_h1_chunk_run run;
+    enum px_h1_status st = px_h1_chunked_step(c, in, len, &run);
 
-    *consumed = 0;
-    *data_off = 0;
-    *data_len = 0;
+    *consumed = run.consumed;
+    *data_off = run.data_off;
+    *data_len = run.data_len;
+    return st;
+}
+
+/* Ends a step: the trailer bytes seen in this call are in[tr_first..tr_end). */
+static enum px_h1_status ck_end(struct px_h1_chunk_run *run, size_t consumed, size_t tr_first,
+                                size_t tr_end, enum px_h1_status st)
+{
+    run->consumed = consumed;
+    if (tr_end > tr_first) {
+        run->trailer_off = tr_first;
+        run->trailer_len = tr_end - tr_first;
+    }
+    return st;
+}
+
+enum px_h1_status px_h1_chunked_step(struct px_h1_chunked *c, const char *in, size_t len,
+                                     struct px_h1_chunk_run *run)
+{
+    size_t i = 0, tr_first = 0, tr_end = 0;
+
+    memset(run, 0, sizeof *run);
     if (c->state == CK_DONE)
         return PX_H1_DONE;
     if (c->state == CK_ERROR)
@@ -624,23 +671,32 @@ enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in, si
             size_t n = len - i;
             if ((uint64_t)n > c->remaining)
                 n = (size_t)c->remaining;
-            *data_off = i;
-            *data_len = n;
+            run->data_off = i;
+            run->data_len = n;
             c->remaining -= n;
             if (c->remaining == 0)
                 c->state = CK_DATA_CR;
             /* One data run per call, and data only with NEED_MORE: the
              * caller never has to both forward data and act on an end. */
-            *consumed = i + n;
+            run->consumed = i + n;
             return PX_H1_NEED_MORE;
         }
         if (c->state >= CK_TR_START && c->state <= CK_END_LF &&
             ++c->trailer_len > PX_H1_TRAILER_MAX)
             return ck_fail(c, "trailer section too large");
+        /* Trailer bytes are every byte of the section but the final CRLF;
+         * they are contiguous in one call (nothing follows them but that
+         * CRLF), so one run describes them. */
+        if ((c->state == CK_TR_START && b != '\r') ||
+            (c->state >= CK_TR_NAME && c->state <= CK_TR_LF)) {
+            if (tr_end == tr_first)
+                tr_first = i;
+            tr_end = i + 1;
+        }
 
         switch (c->state) {
         case CK_SIZE: {
-            int v = hex_val(b);
+            int v = pol_chars_hex(b);
             if (v >= 0) {
                 /* 16 hex digits fill 64 bits exactly, so no overflow check. */
                 if (++c->digits > 16)
@@ -691,7 +747,7 @@ enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in, si
         case CK_TR_START:
             if (b == '\r')
                 c->state = CK_END_LF;
-            else if (is_tchar(b))
+            else if (pol_chars_is_tchar(b))
                 c->state = CK_TR_NAME;
             else
                 return ck_fail(c, "malformed trailer field");
@@ -699,7 +755,7 @@ enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in, si
         case CK_TR_NAME:
             if (b == ':')
                 c->state = CK_TR_VALUE;
-            else if (!is_tchar(b))
+            else if (!pol_chars_is_tchar(b))
                 return ck_fail(c, "malformed trailer field");
             break;
         case CK_TR_VALUE:
@@ -717,8 +773,7 @@ enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in, si
             if (b != '\n')
                 return ck_fail(c, "bare CR in trailer");
             c->state = CK_DONE;
-            *consumed = i + 1;
-            return PX_H1_DONE;
+            return ck_end(run, i + 1, tr_first, tr_end, PX_H1_DONE);
         default:
             return ck_fail(c, "decoder state corrupt");
         }
@@ -728,8 +783,25 @@ enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in, si
         }
         i++;
     }
-    *consumed = i;
-    return PX_H1_NEED_MORE;
+    return ck_end(run, i, tr_first, tr_end, PX_H1_NEED_MORE);
+}
+
+int px_h1_trailer_next(const char *sec, size_t len, size_t *pos, struct px_h1_field *f)
+{
+    const char *eol;
+    size_t n;
+
+    if (*pos >= len)
+        return 0;
+    eol = memchr(sec + *pos, '\r', len - *pos);
+    if (eol == NULL || eol == sec + *pos || (size_t)(eol - sec) + 1 >= len || eol[1] != '\n')
+        return -1;
+    n = (size_t)(eol - (sec + *pos));
+    if (parse_field_line(sec + *pos, n, f) != NULL)
+        return -1;
+    f->flags = field_flags(f);
+    *pos += n + 2;
+    return 1;
 }
 
 const char *px_h1_reason(int status)

@@ -39,10 +39,28 @@ enum px_h1_body {
     PX_H1_BODY_EOF       /* response only: until the upstream closes */
 };
 
+/* Limits of one parser. Requests and responses have their own: the caller
+ * keeps one px_h1_limits per side (a response head is typically allowed to
+ * be larger: max_response_header_bytes). Over any limit a request gets the
+ * status below, a response 502. */
 struct px_h1_limits {
-    size_t max_head;      /* whole head incl. request line; over: 431 */
-    size_t max_line;      /* request line; over: 414 (responses: 502) */
+    size_t max_head;      /* whole head incl. start line; over: 431 */
+    size_t max_line;      /* start line; over: 414 */
     unsigned max_fields;  /* header fields; over: 431 (<= PX_H1_MAX_FIELDS_CAP) */
+};
+
+/* The limits px_h1_parser_init() uses for lim == NULL. */
+#define PX_H1_DEFAULT_MAX_HEAD          16384u /* request heads */
+#define PX_H1_DEFAULT_MAX_RESPONSE_HEAD 65536u /* response heads */
+#define PX_H1_DEFAULT_MAX_LINE          8192u
+#define PX_H1_DEFAULT_MAX_FIELDS        100u
+
+/* The form of a request target (RFC 9112 3.2). */
+enum px_h1_target_form {
+    PX_H1_TARGET_ORIGIN,   /* "/path?query": origin == target */
+    PX_H1_TARGET_ABSOLUTE, /* "http://authority/path?query": authority and
+                              origin ("/path?query") are slices of target */
+    PX_H1_TARGET_ASTERISK  /* "*", method OPTIONS: origin is NULL */
 };
 
 /* A parsed head. Every pointer is a slice of the buffer given to
@@ -50,7 +68,13 @@ struct px_h1_limits {
 struct px_h1_head {
     /* request line */
     const char *method; size_t method_len;
-    const char *target; size_t target_len;
+    const char *target; size_t target_len;   /* as sent */
+    enum px_h1_target_form target_form;
+    const char *authority; size_t authority_len; /* absolute-form: host[:port]
+                                                    of the target, else NULL */
+    const char *origin; size_t origin_len;   /* the target as origin-form:
+                                                "/path?query", starting with
+                                                '/'; NULL for asterisk-form */
     /* status line */
     int status;
     const char *reason; size_t reason_len;
@@ -77,6 +101,7 @@ struct px_h1_parser {
     struct px_h1_limits lim;
     size_t scanned;           /* bytes already scanned for line ends */
     size_t line_start;        /* offset where the current line starts */
+    size_t first_line_start;  /* 2 after an ignored leading CRLF, else 0 */
     size_t first_line_len;    /* 0 until the start line is complete */
     unsigned lines;           /* field lines seen so far */
     int final;                /* DONE or ERROR once decided, else 0: a later
@@ -87,8 +112,10 @@ struct px_h1_parser {
 
 /* Prepares p to parse a request head (is_request = 1) or a response head
  * (is_request = 0; head_request = 1 when it answers a HEAD request). lim is
- * copied; NULL means the defaults (16384, 8192, 100). max_fields is capped at
- * PX_H1_MAX_FIELDS_CAP. */
+ * copied; NULL means the defaults (PX_H1_DEFAULT_*: 16384 or, for a response,
+ * 65536 head bytes; 8192 for the start line; 100 fields). max_fields is
+ * capped at PX_H1_MAX_FIELDS_CAP. A caller that reads at most max_head + 1
+ * bytes before parsing takes max_head from p->lim (plain data). */
 void px_h1_parser_init(struct px_h1_parser *p, int is_request, int head_request,
                        const struct px_h1_limits *lim);
 
@@ -111,7 +138,12 @@ void px_h1_parser_init(struct px_h1_parser *p, int is_request, int head_request,
  * anywhere in the list is 501 first; a known one other than chunked (gzip,
  * deflate, compress, identity) is 501 once the list is otherwise valid. An
  * Expect other than "100-continue" is 417 (100-continue in an HTTP/1.0
- * request is ignored, RFC 9110 10.1.1). Leading empty lines are refused.
+ * request is ignored, RFC 9110 10.1.1). One empty line (CRLF) before a
+ * request line is ignored (RFC 9112 2.2: it is then part of head_len and the
+ * slices start after it); a second one, or one before a status line, is
+ * refused. The target must be origin-form, absolute-form (scheme http or
+ * https, a valid Host as authority, no userinfo, a non-empty path) or "*"
+ * with OPTIONS (see enum px_h1_target_form); anything else is 400.
  * Responses get the same framing rules and must use chunked alone when they
  * use Transfer-Encoding; any error is 502. 1xx, 204, 304 and responses to
  * HEAD have no body; a response without framing is read until EOF (and is
@@ -152,10 +184,40 @@ void px_h1_chunked_init(struct px_h1_chunked *c);
  * sign, "0x", leading whitespace, junk, more than 16 hex digits, bare LF or
  * bare CR; a chunk extension with control bytes or over 4 KiB; missing CRLF
  * after data; a malformed trailer field or a trailer section over 16 KiB.
- * Trailer fields are validated and dropped. */
+ * Trailer fields are validated like header fields (name a token, ':' right
+ * after it, no obs-fold, no controls in the value) and not returned: use
+ * px_h1_chunked_step() to get them. */
 enum px_h1_status px_h1_chunked_feed(struct px_h1_chunked *c, const char *in,
                                      size_t len, size_t *consumed,
                                      size_t *data_off, size_t *data_len);
+
+/* What one px_h1_chunked_step() call found in its input. Offsets are into
+ * the in buffer of that call and lie within its consumed bytes. */
+struct px_h1_chunk_run {
+    size_t consumed;                 /* bytes of in used */
+    size_t data_off, data_len;       /* a run of body data (data_len may be 0) */
+    size_t trailer_off, trailer_len; /* a run of trailer-section bytes */
+};
+
+/* px_h1_chunked_feed() that also hands back the trailer section. Trailer
+ * bytes are the field lines after the last chunk, each with its CRLF, in
+ * order, without the final empty line; runs of successive calls concatenate
+ * to the whole section (at most 16 KiB), which is complete and validated
+ * only when the call that ends it returns DONE: hold the bytes until then
+ * (copy them: in is the caller's buffer) and re-emit them after "0\r\n", or
+ * walk them with px_h1_trailer_next(). A call returns trailer bytes with
+ * NEED_MORE or DONE, never data and trailer bytes together. Otherwise as
+ * px_h1_chunked_feed(); run is overwritten. */
+enum px_h1_status px_h1_chunked_step(struct px_h1_chunked *c, const char *in,
+                                     size_t len, struct px_h1_chunk_run *run);
+
+/* Walks the field lines of a trailer section that px_h1_chunked_step()
+ * returned (sec, len bytes; borrowed), from *pos (start at 0). Returns 1 and
+ * fills f (slices of sec; flags as for header fields: PX_H1_F_FRAMING for
+ * Content-Length / Transfer-Encoding, PX_H1_F_HOP for hop-by-hop names, which
+ * a relay should not re-emit), 0 at the end, or -1 when sec is not a valid
+ * section (not possible for bytes the decoder accepted). */
+int px_h1_trailer_next(const char *sec, size_t len, size_t *pos, struct px_h1_field *f);
 
 /* The standard reason phrase of a status code ("OK", "Bad Request", ...), or
  * "Unknown". Static. */

@@ -211,13 +211,29 @@ Test(route, defaults)
     cr_expect_eq(r.missing_allow, 0);
     cr_expect_eq(r.prefix, NULL);
     cr_expect_str_eq(r.name, "");
-    cr_assert_eq(r.n_methods, 4);
-    cr_expect_str_eq(r.methods[0], "PUT");
-    cr_expect_str_eq(r.methods[1], "POST");
-    cr_expect_str_eq(r.methods[2], "PATCH");
-    cr_expect_str_eq(r.methods[3], "DELETE");
-    cr_expect(pol_route_is_fenced(&r, "PUT", 3));
-    cr_expect(pol_route_is_fenced(&r, "DELETE", 6));
+    cr_expect_eq(r.semantics, POL_PATH_NORMALIZED);
+    cr_expect_eq(r.error_format, POL_ERRFMT_JSON);
+    /* Every method that writes, WebDAV's included (COPY and MOVE write their
+     * Destination, LOCK/UNLOCK change what later writes may do), and none
+     * that only reads. */
+    static const char *const fenced[] = {"PUT", "POST", "PATCH", "DELETE", "MKCOL",
+                                         "COPY", "MOVE", "PROPPATCH", "LOCK", "UNLOCK"};
+    static const char *const unfenced[] = {"GET", "HEAD", "OPTIONS", "PROPFIND", "TRACE",
+                                           "SEARCH", "REPORT", "copy", "Move"};
+    cr_assert_eq(r.n_methods, 10);
+    for (size_t i = 0; i < 10; i++) {
+        cr_expect_str_eq(r.methods[i], fenced[i]);
+        cr_expect(pol_route_is_fenced(&r, fenced[i], strlen(fenced[i])), "%s", fenced[i]);
+    }
+    for (size_t i = 0; i < sizeof unfenced / sizeof unfenced[0]; i++)
+        cr_expect(!pol_route_is_fenced(&r, unfenced[i], strlen(unfenced[i])), "%s", unfenced[i]);
+    {
+        /* The macro is the list, in the config's syntax. */
+        struct pol_route q;
+        memset(&q, 0, sizeof q);
+        cr_assert_eq(pol_route_parse_methods(&q, POL_ROUTE_DEFAULT_METHODS), 0);
+        cr_expect_eq(memcmp(q.methods, r.methods, sizeof q.methods), 0);
+    }
     cr_expect(!pol_route_is_fenced(&r, "GET", 3));
     cr_expect(!pol_route_is_fenced(&r, "put", 3));
     cr_expect(!pol_route_is_fenced(&r, "PU", 2));
@@ -260,7 +276,7 @@ Test(route, parse_methods)
             if (c->last != NULL)
                 cr_expect_str_eq(r.methods[r.n_methods - 1], c->last);
         } else {
-            cr_expect_eq(r.n_methods, 4, "'%s': failed parse changed the route", c->in);
+            cr_expect_eq(r.n_methods, 10, "'%s': failed parse changed the route", c->in);
         }
     }
 }

@@ -94,7 +94,8 @@ Test(config, every_key)
         "[audit]\npath = /tmp/audit.log\n"
         "[route a]\nprefix = /a/\n"
         "[route b.2-x_]\nprefix = /b\nresource = segments:3\n"
-        "fenced_methods = PUT  MKCOL\nmissing_token = allow\n",
+        "fenced_methods = PUT  MKCOL\nmissing_token = allow\n"
+        "path_semantics = opaque\nerror_format = s3\n",
         NULL, err, sizeof err);
 
     cr_assert_not_null(cfg, "%s", err);
@@ -122,9 +123,13 @@ Test(config, every_key)
     cr_expect_str_eq(a->name, "a");
     cr_expect_str_eq(a->prefix, "/a/");
     cr_expect_eq(a->mode, POL_RES_PREFIX);
-    cr_expect_eq(a->n_methods, 4);
+    cr_expect_eq(a->n_methods, 10);
     cr_expect_eq(a->missing_allow, 0);
+    cr_expect_eq(a->semantics, POL_PATH_NORMALIZED);
+    cr_expect_eq(a->error_format, POL_ERRFMT_JSON);
     cr_expect(pol_route_is_fenced(a, "DELETE", 6));
+    cr_expect(pol_route_is_fenced(a, "MOVE", 4));
+    cr_expect(pol_route_is_fenced(a, "UNLOCK", 6));
     cr_expect(!pol_route_is_fenced(a, "GET", 3));
     cr_expect_str_eq(b->name, "b.2-x_");
     cr_expect_str_eq(b->prefix, "/b");
@@ -134,6 +139,8 @@ Test(config, every_key)
     cr_expect(pol_route_is_fenced(b, "MKCOL", 5));
     cr_expect(!pol_route_is_fenced(b, "DELETE", 6));
     cr_expect_eq(b->missing_allow, 1);
+    cr_expect_eq(b->semantics, POL_PATH_OPAQUE);
+    cr_expect_eq(b->error_format, POL_ERRFMT_S3);
     px_config_free(&cfg);
 }
 
@@ -210,6 +217,18 @@ static const struct ecase ecases[] = {
      "5: resource: 'segments:0' is not prefix, path or segments:N (N >= 1)"},
     {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\nmissing_token = maybe\n",
      "5: missing_token: 'maybe' is not one of: reject, allow"},
+    {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\npath_semantics = raw\n",
+     "5: path_semantics: 'raw' is not one of: normalized, opaque"},
+    {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\npath_semantics =\n",
+     "5: path_semantics: empty value"},
+    {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\nerror_format = xml\n",
+     "5: error_format: 'xml' is not one of: json, s3"},
+    {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\nerror_format = S3\n",
+     "5: error_format: 'S3' is not one of: json, s3"},
+    {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\nerror_format = s3\n"
+     "error_format = json\n", "6: duplicate key 'error_format'"},
+    {"[proxy]\nupstream = http://h:1\npath_semantics = opaque\n",
+     "3: unknown key 'path_semantics' in [proxy]"},
     {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\nlisten = 1.2.3.4:5\n",
      "5: unknown key 'listen' in [route r]"},
     {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\nprefix = /b\n",

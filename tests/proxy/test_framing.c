@@ -88,7 +88,9 @@ Test(framing, header_syntax_rejections)
         {"name with 8-bit byte", "GET / HTTP/1.1\r\n" H "X\xc3\xa9: 1\r\n\r\n", 400, 0},
         {"empty name", "GET / HTTP/1.1\r\n" H ": 1\r\n\r\n", 400, 0},
         {"no colon", "GET / HTTP/1.1\r\n" H "X-A 1\r\n\r\n", 400, 0},
-        {"leading empty line", "\r\nGET / HTTP/1.1\r\n" H "\r\n", 400, 0},
+        /* RFC 9112 2.2: one is ignored (accepted_edge_cases), two are not. */
+        {"two leading empty lines", "\r\n\r\nGET / HTTP/1.1\r\n" H "\r\n", 400, 0},
+        {"leading bare LF", "\nGET / HTTP/1.1\r\n" H "\r\n", 400, 0},
     };
 
     pxt_setup(NULL);
@@ -341,6 +343,9 @@ Test(framing, accepted_edge_cases)
              "PUT /h HTTP/1.1\r\n" H "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
              "000A\r\n0123456789\r\n0\r\n\r\n",
              "chunked", "0123456789");
+    accepted("one leading empty line",
+             "\r\nPUT /l HTTP/1.1\r\n" H "Content-Length: 2\r\nConnection: close\r\n\r\nok", "2",
+             "ok");
     accepted("trailer fields dropped",
              "PUT /t HTTP/1.1\r\n" H "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
              "2\r\nhi\r\n0\r\nX-Trailer: 1\r\n\r\n",

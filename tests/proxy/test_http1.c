@@ -69,6 +69,15 @@ static void expect_same(const char *name, const struct run *a, const struct run 
     if (a->st != PX_H1_DONE)
         return;
     cr_expect_eq(a->h.head_len, b->h.head_len, "%s", name);
+    cr_expect_eq(a->h.target_form, b->h.target_form, "%s", name);
+    cr_expect_eq(a->h.target ? a->h.target - a->buf : -1, b->h.target ? b->h.target - b->buf : -1,
+                 "%s", name);
+    cr_expect_eq(a->h.authority ? a->h.authority - a->buf : -1,
+                 b->h.authority ? b->h.authority - b->buf : -1, "%s", name);
+    cr_expect_eq(a->h.authority_len, b->h.authority_len, "%s", name);
+    cr_expect_eq(a->h.origin ? a->h.origin - a->buf : -1, b->h.origin ? b->h.origin - b->buf : -1,
+                 "%s", name);
+    cr_expect_eq(a->h.origin_len, b->h.origin_len, "%s", name);
     cr_expect_eq(a->h.body, b->h.body, "%s", name);
     cr_expect_eq(a->h.content_length, b->h.content_length, "%s", name);
     cr_expect_eq(a->h.keep_alive, b->h.keep_alive, "%s", name);
@@ -181,6 +190,9 @@ static const struct rq reqs[] = {
      PX_H1_BODY_NONE, 0, 1, 0, "a", {{0}}},
     {"body bytes follow", S(GET11 H "\r\nGET / HTTP/1.1\r\n"), 0, "GET", "/", 1, PX_H1_BODY_NONE, 0,
      1, 0, "a", {{0}}},
+    /* RFC 9112 2.2: one empty line before the request line is ignored. */
+    {"one empty line first", S("\r\nPUT /o HTTP/1.1\r\n" H "Content-Length: 2\r\n\r\nok"), 0,
+     "PUT", "/o", 1, PX_H1_BODY_LENGTH, 2, 1, 0, "a", {{"content-length", PX_H1_F_FRAMING}}},
 
     /* line endings */
     BAD("bare LF in request line", "GET / HTTP/1.1\n" H "\r\n", 400),
@@ -190,7 +202,12 @@ static const struct rq reqs[] = {
     BAD("bare CR in value", GET11 "Host: a\rb\r\n\r\n", 400),
     BAD("bare CR final line", GET11 H "\rX", 400),
     BAD("LF CR", GET11 H "\n\r", 400),
-    BAD("empty line first", "\r\nGET / HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("two empty lines first", "\r\n\r\nGET / HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("three empty lines first", "\r\n\r\n\r\nGET / HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("bare LF first", "\nGET / HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("CRLF then bare LF first", "\r\n\nGET / HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("CRLF then space first", "\r\n GET / HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("empty line only", "\r\n\r\n", 400),
     /* field lines */
     BAD("obs-fold SP", GET11 H "X: a\r\n b\r\n\r\n", 400),
     BAD("obs-fold HTAB", GET11 H "X: a\r\n\tb\r\n\r\n", 400),
@@ -225,6 +242,22 @@ static const struct rq reqs[] = {
     BAD("empty method", " / HTTP/1.1\r\n" H "\r\n", 400),
     BAD("non-token method", "G(T / HTTP/1.1\r\n" H "\r\n", 400),
     BAD("only method", "GET\r\n\r\n", 400),
+    /* request-target forms (RFC 9112 3.2; more in target_form_table) */
+    BAD("asterisk with GET", "GET * HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("asterisk lowercase options", "options * HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("asterisk plus path", "OPTIONS */x HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("authority-form", "CONNECT a:443 HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("relative target", "GET a/b HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("other scheme", "GET ftp://a/b HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("scheme without slashes", "GET http:a/b HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("absolute empty path", "GET http://a HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("absolute query no path", "GET http://a?x HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("absolute empty authority", "GET http:///x HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("absolute userinfo", "GET http://u@a/x HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("absolute userinfo pass", "GET http://u:p@a/x HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("absolute bad port", "GET http://a:x/ HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("absolute fragment", "GET http://a#f HTTP/1.1\r\n" H "\r\n", 400),
+    BAD("absolute only scheme", "GET http:// HTTP/1.1\r\n" H "\r\n", 400),
     /* Host */
     BAD("missing host", GET11 "\r\n", 400),
     BAD("duplicate host", GET11 H H "\r\n", 400),
@@ -352,6 +385,81 @@ Test(http1, request_fields_trimmed)
     free(w.buf);
 }
 
+/* The three accepted target forms and the slices the caller classifies:
+ * the authority of an absolute-form target, and its origin-form part. */
+struct tf {
+    const char *name;
+    const char *in; size_t len;
+    enum px_h1_target_form form;
+    const char *authority, *origin;
+};
+
+static const struct tf tforms[] = {
+    {"origin", S("GET /a/b?c HTTP/1.1\r\n" H "\r\n"), PX_H1_TARGET_ORIGIN, NULL, "/a/b?c"},
+    {"origin root", S(GET11 H "\r\n"), PX_H1_TARGET_ORIGIN, NULL, "/"},
+    {"absolute", S("GET http://a/b?c HTTP/1.1\r\n" H "\r\n"), PX_H1_TARGET_ABSOLUTE, "a",
+     "/b?c"},
+    {"absolute root", S("PUT http://a/ HTTP/1.1\r\n" H "\r\n"), PX_H1_TARGET_ABSOLUTE, "a", "/"},
+    {"absolute port any case", S("GET HtTp://Proxy.Example:8080/o/k HTTP/1.1\r\n" H "\r\n"),
+     PX_H1_TARGET_ABSOLUTE, "Proxy.Example:8080", "/o/k"},
+    {"absolute https", S("GET https://a:443/x HTTP/1.1\r\n" H "\r\n"), PX_H1_TARGET_ABSOLUTE,
+     "a:443", "/x"},
+    {"absolute ipv6", S("GET http://[::1]:8080/x HTTP/1.1\r\n" H "\r\n"), PX_H1_TARGET_ABSOLUTE,
+     "[::1]:8080", "/x"},
+    {"absolute double slash path", S("GET http://a//x HTTP/1.1\r\n" H "\r\n"),
+     PX_H1_TARGET_ABSOLUTE, "a", "//x"},
+    {"absolute OPTIONS", S("OPTIONS http://a/ HTTP/1.1\r\n" H "\r\n"), PX_H1_TARGET_ABSOLUTE, "a",
+     "/"},
+    {"absolute after empty line", S("\r\nGET http://a/x HTTP/1.1\r\n" H "\r\n"),
+     PX_H1_TARGET_ABSOLUTE, "a", "/x"},
+    {"asterisk", S("OPTIONS * HTTP/1.1\r\n" H "\r\n"), PX_H1_TARGET_ASTERISK, NULL, NULL},
+    {"asterisk 1.0", S("OPTIONS * HTTP/1.0\r\n\r\n"), PX_H1_TARGET_ASTERISK, NULL, NULL},
+};
+
+Test(http1, target_form_table)
+{
+    for (size_t i = 0; i < sizeof tforms / sizeof tforms[0]; i++) {
+        const struct tf *t = &tforms[i];
+        struct run w, b;
+
+        run_whole(&w, 1, 0, &lim_default, t->in, t->len);
+        run_bytes(&b, 1, 0, &lim_default, t->in, t->len);
+        expect_same(t->name, &w, &b);
+        cr_expect_eq(w.st, PX_H1_DONE, "%s: %d (%s)", t->name, w.st, w.h.error ? w.h.error : "");
+        if (w.st == PX_H1_DONE) {
+            cr_expect_eq(w.h.target_form, t->form, "%s: form %d", t->name, w.h.target_form);
+            cr_expect(slice_is(w.h.authority, w.h.authority_len, t->authority), "%s: authority",
+                      t->name);
+            cr_expect(slice_is(w.h.origin, w.h.origin_len, t->origin), "%s: origin %.*s", t->name,
+                      (int)w.h.origin_len, w.h.origin ? w.h.origin : "");
+            /* Every slice lies inside the target. */
+            if (w.h.origin)
+                cr_expect(w.h.origin >= w.h.target &&
+                              w.h.origin + w.h.origin_len == w.h.target + w.h.target_len,
+                          "%s", t->name);
+        }
+        free(w.buf);
+        free(b.buf);
+    }
+}
+
+/* The ignored empty line is part of the head: head_len counts it, the slices
+ * point past it, and the next request on the connection starts after it. */
+Test(http1, leading_empty_line_is_in_head_len)
+{
+    static const char in[] = "\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    struct run w;
+
+    run_whole(&w, 1, 0, NULL, in, sizeof in - 1);
+    cr_assert_eq(w.st, PX_H1_DONE);
+    cr_expect_eq(w.h.head_len, sizeof in - 1);
+    cr_expect_eq(w.h.method, w.buf + 2);
+    cr_expect(slice_is(w.h.target, w.h.target_len, "/x"));
+    cr_expect_eq(w.h.n_fields, 1);
+    cr_expect(slice_is(w.h.host, w.h.host_len, "a"));
+    free(w.buf);
+}
+
 /* Errors are reported at the byte that decides them, not at the end. */
 struct early { const char *name; const char *in; size_t len; size_t at; int status; };
 
@@ -361,6 +469,8 @@ static const struct early earlies[] = {
     {"bare CR in field", S(GET11 "Ho\rst: a\r\n\r\n"), 16 + 4, 400},
     {"bad request line", S("GET  / HTTP/1.1\r\nHost: a\r\n\r\n"), 17, 400},
     {"bad field line", S(GET11 "Host : a\r\nX: y\r\n\r\n"), 16 + 10, 400},
+    {"second empty line", S("\r\n\r\nGET / HTTP/1.1\r\n"), 4, 400},
+    {"asterisk without OPTIONS", S("GET * HTTP/1.1\r\nHost: a\r\n\r\n"), 16, 400},
 };
 
 Test(http1, errors_are_early)
@@ -427,6 +537,21 @@ Test(http1, request_line_limit)
     cr_expect_eq(b.err_at, 8193);
     free(w.buf), free(b.buf);
 
+    free(s);
+
+    /* The ignored empty line does not count towards the line limit. */
+    s = long_line(8192, &len);
+    {
+        char *s2 = malloc(len + 2);
+        cr_assert(s2);
+        memcpy(s2, "\r\n", 2);
+        memcpy(s2 + 2, s, len);
+        run_whole(&w, 1, 0, &lim_default, s2, len + 2);
+        run_bytes(&b, 1, 0, &lim_default, s2, len + 2);
+        cr_expect_eq(w.st, PX_H1_DONE);
+        expect_same("8192 after CRLF", &w, &b);
+        free(w.buf), free(b.buf), free(s2);
+    }
     free(s);
 
     /* A longer line in a buffer that stops before its end. */
@@ -649,6 +774,90 @@ Test(http1, status_line_limit_is_502)
     free(w.buf);
 }
 
+/* A response head of exactly total bytes: 1000-byte X-Pad fields and one
+ * shorter last field, so no single line comes near the line limit. */
+static char *sized_response(size_t total, size_t *len)
+{
+    static const char pre[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n";
+    char *s = malloc(total + 1);
+    size_t o = sizeof pre - 1;
+
+    cr_assert(s);
+    memcpy(s, pre, o);
+    while (total - o - 2 > 1000 + 12) {
+        memcpy(s + o, "X-Pad: ", 7);
+        memset(s + o + 7, 'p', 1000 - 9);
+        memcpy(s + o + 998, "\r\n", 2);
+        o += 1000;
+    }
+    memcpy(s + o, "X-End: ", 7);
+    memset(s + o + 7, 'e', total - o - 2 - 7 - 2);
+    o = total - 4;
+    memcpy(s + o, "\r\n\r\n", 5);
+    *len = total;
+    return s;
+}
+
+/* Response heads have their own limit: 64 KiB by default, so a 40 KiB head
+ * of an upstream passes while the same head as a request is 431. */
+Test(http1, response_head_limit)
+{
+    struct px_h1_limits small = {16384, 8192, 100}, big = {65536, 8192, 100};
+    size_t len;
+    struct run w, b;
+    char *s = sized_response(40 * 1024, &len);
+
+    run_whole(&w, 0, 0, NULL, s, len);
+    run_bytes(&b, 0, 0, NULL, s, len);
+    cr_expect_eq(w.st, PX_H1_DONE, "40 KiB: %d (%s)", w.st, w.h.error ? w.h.error : "");
+    cr_expect_eq(w.h.head_len, 40 * 1024);
+    expect_same("40 KiB", &w, &b);
+    free(w.buf), free(b.buf);
+    /* The request limit applied to it would refuse it. */
+    run_whole(&w, 0, 0, &small, s, len);
+    cr_expect_eq(w.st, PX_H1_ERROR);
+    cr_expect_eq(w.h.error_status, 502);
+    free(w.buf), free(s);
+
+    s = sized_response(65536, &len);
+    run_whole(&w, 0, 0, NULL, s, len);
+    cr_expect_eq(w.st, PX_H1_DONE, "64 KiB: %s", w.h.error ? w.h.error : "");
+    free(w.buf);
+    run_whole(&w, 0, 0, &big, s, len);
+    cr_expect_eq(w.st, PX_H1_DONE);
+    free(w.buf), free(s);
+
+    s = sized_response(65537, &len);
+    run_whole(&w, 0, 0, NULL, s, len);
+    run_bytes(&b, 0, 0, NULL, s, len);
+    cr_expect_eq(w.st, PX_H1_ERROR);
+    cr_expect_eq(w.h.error_status, 502);
+    expect_same("64 KiB + 1", &w, &b);
+    cr_expect_eq(b.err_at, 65537);
+    free(w.buf), free(b.buf), free(s);
+
+    /* Requests keep 16 KiB by default. */
+    s = sized_head(16385, &len);
+    run_whole(&w, 1, 0, NULL, s, len);
+    cr_expect_eq(w.st, PX_H1_ERROR);
+    cr_expect_eq(w.h.error_status, 431);
+    free(w.buf), free(s);
+}
+
+/* A leading empty line is a request-only leniency. */
+Test(http1, response_leading_empty_line_is_502)
+{
+    static const char in[] = "\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    struct run w, b;
+
+    run_whole(&w, 0, 0, NULL, in, sizeof in - 1);
+    run_bytes(&b, 0, 0, NULL, in, sizeof in - 1);
+    cr_expect_eq(w.st, PX_H1_ERROR);
+    cr_expect_eq(w.h.error_status, 502);
+    expect_same("leading CRLF", &w, &b);
+    free(w.buf), free(b.buf);
+}
+
 /* ---- chunked bodies ---- */
 
 struct ck {
@@ -657,10 +866,12 @@ struct ck {
     enum px_h1_status st;
     const char *data; size_t data_len;
     size_t consumed; /* bytes of the body (the rest is left); 0: all */
+    const char *trailer; /* the trailer section handed back; NULL: none */
+    unsigned n_trailers;  /* fields px_h1_trailer_next() walks in it */
 };
 
-#define CK_OK(n, s, d, c) {n, S(s), PX_H1_DONE, S(d), c}
-#define CK_BAD(n, s) {n, S(s), PX_H1_ERROR, S(""), 0}
+#define CK_OK(n, s, d, c) {n, S(s), PX_H1_DONE, S(d), c, NULL, 0}
+#define CK_BAD(n, s) {n, S(s), PX_H1_ERROR, S(""), 0, NULL, 0}
 
 static const struct ck cks[] = {
     CK_OK("one chunk", "5\r\nhello\r\n0\r\n\r\n", "hello", 0),
@@ -673,13 +884,22 @@ static const struct ck cks[] = {
     CK_OK("extensions", "5;a=b\r\nhello\r\n0;last\r\n\r\n", "hello", 0),
     CK_OK("ext quoted", "5;a=\"x y\";b\r\nhello\r\n0\r\n\r\n", "hello", 0),
     CK_OK("ext BWS", "5 \t; a = b\r\nhello\r\n0\r\n\r\n", "hello", 0),
-    CK_OK("trailers", "5\r\nhello\r\n0\r\nX-Sum: 1\r\nY:\t2 \xff\r\n\r\n", "hello", 0),
+    {"trailers", S("5\r\nhello\r\n0\r\nX-Sum: 1\r\nY:\t2 \xff\r\n\r\n"), PX_H1_DONE, S("hello"), 0,
+     "X-Sum: 1\r\nY:\t2 \xff\r\n", 2},
+    {"one trailer", S("0\r\nx-checksum-crc32: AAAAAA==\r\n\r\n"), PX_H1_DONE, S(""), 0,
+     "x-checksum-crc32: AAAAAA==\r\n", 1},
+    {"trailer empty value", S("1\r\na\r\n0;e=1\r\nX:\r\n\r\n"), PX_H1_DONE, S("a"), 0, "X:\r\n",
+     1},
+    {"trailer then next message", S("0\r\nT: v\r\n\r\nGET / HTTP/1.1\r\n"), PX_H1_DONE, S(""), 11,
+     "T: v\r\n", 1},
+    {"framing trailer flagged", S("0\r\nContent-Length: 5\r\nTE: x\r\n\r\n"), PX_H1_DONE, S(""),
+     0, "Content-Length: 5\r\nTE: x\r\n", 2},
     CK_OK("data with CRLF inside", "4\r\n\r\n\r\n\r\n0\r\n\r\n", "\r\n\r\n", 0),
     CK_OK("next message left", "0\r\n\r\nGET / HTTP/1.1\r\n", "", 5),
     CK_OK("binary data", "3\r\n\0\n\r\r\n0\r\n\r\n", "\0\n\r", 0),
-    {"incomplete data", S("5\r\nhel"), PX_H1_NEED_MORE, S("hel"), 0},
-    {"incomplete trailer", S("0\r\nX: 1\r\n"), PX_H1_NEED_MORE, S(""), 0},
-    {"huge size waits", S("FFFFFFFFFFFFFFFF\r\nab"), PX_H1_NEED_MORE, S("ab"), 0},
+    {"incomplete data", S("5\r\nhel"), PX_H1_NEED_MORE, S("hel"), 0, NULL, 0},
+    {"incomplete trailer", S("0\r\nX: 1\r\n"), PX_H1_NEED_MORE, S(""), 0, "X: 1\r\n", 0},
+    {"huge size waits", S("FFFFFFFFFFFFFFFF\r\nab"), PX_H1_NEED_MORE, S("ab"), 0, NULL, 0},
 
     CK_BAD("plus", "+5\r\nhello\r\n0\r\n\r\n"),
     CK_BAD("minus", "-5\r\nhello\r\n0\r\n\r\n"),
@@ -718,17 +938,38 @@ struct ck_out {
     enum px_h1_status st;
     char data[64];
     size_t data_len;
+    char trailer[128];
+    size_t trailer_len;
     size_t consumed;
     int calls;
 };
 
 /* Feeds in[0..avail) starting at *pos until it is used up or the decoder
- * stops; checks every returned run lies within the consumed bytes. */
-static void ck_step(struct px_h1_chunked *c, const char *in, size_t avail, struct ck_out *o)
+ * stops; checks every returned run lies within the consumed bytes. With
+ * use_feed, through px_h1_chunked_feed() (no trailers), else through
+ * px_h1_chunked_step(). */
+static void ck_step(struct px_h1_chunked *c, const char *in, size_t avail, int use_feed,
+                    struct ck_out *o)
 {
     while (o->st == PX_H1_NEED_MORE && o->consumed < avail) {
         size_t used = 99, off = 99, dl = 99;
-        o->st = px_h1_chunked_feed(c, in + o->consumed, avail - o->consumed, &used, &off, &dl);
+        if (use_feed) {
+            o->st = px_h1_chunked_feed(c, in + o->consumed, avail - o->consumed, &used, &off, &dl);
+        } else {
+            struct px_h1_chunk_run run;
+            memset(&run, 0x5a, sizeof run);
+            o->st = px_h1_chunked_step(c, in + o->consumed, avail - o->consumed, &run);
+            used = run.consumed, off = run.data_off, dl = run.data_len;
+            if (run.trailer_len) {
+                cr_assert_eq(dl, 0, "data and trailer bytes in one call");
+                cr_assert(o->st != PX_H1_ERROR);
+                cr_assert(run.trailer_off + run.trailer_len <= used);
+                cr_assert(o->trailer_len + run.trailer_len <= sizeof o->trailer);
+                memcpy(o->trailer + o->trailer_len, in + o->consumed + run.trailer_off,
+                       run.trailer_len);
+                o->trailer_len += run.trailer_len;
+            }
+        }
         o->calls++;
         cr_assert(used <= avail - o->consumed);
         if (dl) {
@@ -747,7 +988,7 @@ static void ck_step(struct px_h1_chunked *c, const char *in, size_t avail, struc
     }
 }
 
-static void ck_run(const struct ck *t, int bytewise, struct ck_out *o)
+static void ck_run(const struct ck *t, int bytewise, int use_feed, struct ck_out *o)
 {
     struct px_h1_chunked c;
     char *buf = malloc(t->len + 1);
@@ -758,10 +999,10 @@ static void ck_run(const struct ck *t, int bytewise, struct ck_out *o)
     o->st = PX_H1_NEED_MORE;
     px_h1_chunked_init(&c);
     if (!bytewise) {
-        ck_step(&c, buf, t->len, o);
+        ck_step(&c, buf, t->len, use_feed, o);
     } else {
         for (size_t k = 1; k <= t->len && o->st == PX_H1_NEED_MORE; k++)
-            ck_step(&c, buf, k, o);
+            ck_step(&c, buf, k, use_feed, o);
     }
     free(buf);
 }
@@ -770,15 +1011,41 @@ Test(http1, chunked_table)
 {
     for (size_t i = 0; i < sizeof cks / sizeof cks[0]; i++) {
         const struct ck *t = &cks[i];
-        struct ck_out w, b;
-        size_t want;
+        struct ck_out w, b, f;
+        const char *tr = t->trailer ? t->trailer : "";
+        size_t want, tl = strlen(tr);
 
-        ck_run(t, 0, &w);
-        ck_run(t, 1, &b);
+        ck_run(t, 0, 0, &w);
+        ck_run(t, 1, 0, &b);
+        ck_run(t, 1, 1, &f);
         cr_expect_eq(w.st, t->st, "%s: whole %d, want %d", t->name, w.st, t->st);
         cr_expect_eq(b.st, t->st, "%s: bytewise %d, want %d", t->name, b.st, t->st);
+        cr_expect_eq(f.st, t->st, "%s: feed %d, want %d", t->name, f.st, t->st);
         if (t->st == PX_H1_ERROR)
             continue;
+        cr_expect_eq(f.consumed, b.consumed, "%s", t->name);
+        cr_expect_eq(f.data_len, b.data_len, "%s", t->name);
+        cr_expect_eq(f.trailer_len, 0, "%s", t->name);
+        cr_expect(w.trailer_len == tl && memcmp(w.trailer, tr, tl) == 0,
+                  "%s: trailer '%.*s'", t->name, (int)w.trailer_len, w.trailer);
+        cr_expect(b.trailer_len == tl && memcmp(b.trailer, tr, tl) == 0,
+                  "%s: bytewise trailer '%.*s'", t->name, (int)b.trailer_len, b.trailer);
+        if (t->st == PX_H1_DONE) {
+            struct px_h1_field fld;
+            size_t pos = 0;
+            unsigned n = 0;
+            int r;
+            while ((r = px_h1_trailer_next(w.trailer, w.trailer_len, &pos, &fld)) == 1) {
+                cr_expect(fld.name_len > 0 && fld.name + fld.name_len < w.trailer + w.trailer_len);
+                if (px_h1_name_is(&fld, "content-length"))
+                    cr_expect_eq(fld.flags, PX_H1_F_FRAMING, "%s", t->name);
+                if (px_h1_name_is(&fld, "te"))
+                    cr_expect_eq(fld.flags, PX_H1_F_HOP, "%s", t->name);
+                n++;
+            }
+            cr_expect_eq(r, 0, "%s", t->name);
+            cr_expect_eq(n, t->n_trailers, "%s: %u trailer fields", t->name, n);
+        }
         want = t->consumed ? t->consumed : t->len;
         cr_expect_eq(w.consumed, want, "%s: consumed %zu", t->name, w.consumed);
         cr_expect_eq(b.consumed, want, "%s: consumed %zu", t->name, b.consumed);
@@ -793,7 +1060,7 @@ Test(http1, chunked_table)
 
 Test(http1, chunked_limits)
 {
-    struct ck t = {"ext", NULL, 0, PX_H1_DONE, S("hello"), 0};
+    struct ck t = {"ext", NULL, 0, PX_H1_DONE, S("hello"), 0, NULL, 0};
     struct ck_out o;
     char *s = malloc(40000);
     size_t n;
@@ -805,9 +1072,9 @@ Test(http1, chunked_limits)
     n += 4095;
     n += (size_t)sprintf(s + n, "\r\nhello\r\n0\r\n\r\n");
     t.in = s, t.len = n, t.consumed = n;
-    ck_run(&t, 0, &o);
+    ck_run(&t, 0, 0, &o);
     cr_expect_eq(o.st, PX_H1_DONE);
-    ck_run(&t, 1, &o);
+    ck_run(&t, 1, 0, &o);
     cr_expect_eq(o.st, PX_H1_DONE);
     /* One more byte does not. */
     n = (size_t)sprintf(s, "5;");
@@ -815,9 +1082,9 @@ Test(http1, chunked_limits)
     n += 4096;
     n += (size_t)sprintf(s + n, "\r\nhello\r\n0\r\n\r\n");
     t.len = n;
-    ck_run(&t, 0, &o);
+    ck_run(&t, 0, 0, &o);
     cr_expect_eq(o.st, PX_H1_ERROR);
-    ck_run(&t, 1, &o);
+    ck_run(&t, 1, 0, &o);
     cr_expect_eq(o.st, PX_H1_ERROR);
 
     /* A trailer section over 16 KiB. */
@@ -826,7 +1093,7 @@ Test(http1, chunked_limits)
         n += (size_t)sprintf(s + n, "X-%04d: v\r\n", i);
     n += (size_t)sprintf(s + n, "\r\n");
     t.len = n;
-    ck_run(&t, 0, &o);
+    ck_run(&t, 0, 1, &o);
     cr_expect_eq(o.st, PX_H1_ERROR);
     free(s);
 }
