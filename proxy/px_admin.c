@@ -13,6 +13,8 @@
 
 #include "pol_decide.h"
 #include "st_store.h"
+#include "px_audit.h"
+#include "px_config.h"
 #include "px_fence.h"
 #include "px_log.h"
 #include "px_ctx.h"
@@ -21,7 +23,23 @@
 struct px_admin {
     struct px_ctx *ctx;
     struct evhttp *http;
+    uint64_t audit_lost_seen; /* px_audit_lost() already in the metrics */
 };
+
+/* Records lost on the audit writer's thread join fence_audit_dropped_total
+ * here (the stats belong to the loop's thread). */
+static void sync_audit_stats(struct px_admin *a)
+{
+    uint64_t lost;
+
+    if (a->ctx->audit == NULL)
+        return;
+    lost = px_audit_lost(a->ctx->audit);
+    if (lost > a->audit_lost_seen) {
+        px_stats_add(PX_ST_AUDIT_DROPPED, lost - a->audit_lost_seen);
+        a->audit_lost_seen = lost;
+    }
+}
 
 /* A /tokens request waiting for the store. evhttp keeps req alive until we
  * reply (if the client left, the reply frees it). */
@@ -123,10 +141,15 @@ static void admin_cb(struct evhttp_request *req, void *arg)
             reply(req, 503, "text/plain", "store failed\n", 13);
         else if (a->ctx->shutting_down)
             reply(req, 503, "text/plain", "shutting down\n", 14);
+        else if (a->ctx->audit != NULL && !px_audit_writable(a->ctx->audit))
+            /* S7: degraded; unavailable when fenced requests are refused. */
+            reply(req, a->ctx->cfg->audit_required ? 503 : 200, "text/plain",
+                  "degraded: audit records cannot be written\n", 42);
         else
             reply(req, 200, "text/plain", "ok\n", 3);
     } else if (strcmp(uri, "/metrics") == 0) {
         px_stats_gauge_set(PX_G_STORE_UP, st_store_failed(a->ctx->store) ? 0 : 1);
+        sync_audit_stats(a);
         text = px_stats_render(&len);
         if (text == NULL) {
             evhttp_send_error(req, 500, NULL);

@@ -69,6 +69,7 @@ static const struct choice backend_choices[] = {
 static const struct choice level_choices[] = {
     {"error", 0}, {"warn", 0}, {"info", 0}, {"debug", 0}, {NULL, 0}};
 static const struct choice missing_choices[] = {{"reject", 0}, {"allow", 1}, {NULL, 0}};
+static const struct choice on_off_choices[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
 
 _Static_assert(sizeof(enum st_store_backend) == sizeof(int), "enum stored as int");
 
@@ -108,6 +109,8 @@ static const struct key keys[] = {
      "directory of the file store"},
     {S_AUDIT, "path", K_PATH_OFF, PC(audit_path), "off", 0, 0, NULL, 0,
      "audit log file (JSON lines, hash-chained), or off"},
+    {S_AUDIT, "required", K_ENUM, PC(audit_required), "off", 0, 0, on_off_choices, 0,
+     "on: fenced requests get 503 while audit records cannot be written"},
     {S_ROUTE, "prefix", K_STRING, RT(prefix), NULL, 0, 0, NULL, KF_REQUIRED | KF_RELOAD,
      "path prefix the route covers; the longest match wins"},
     {S_ROUTE, "resource", K_ROUTE_MODE, 0, "prefix", 0, 0, NULL, KF_RELOAD,

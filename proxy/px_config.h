@@ -35,6 +35,7 @@ struct px_config {
     char *store_path;             /* "/var/lib/fence" */
     /* [audit] */
     char *audit_path;             /* NULL: audit off */
+    int audit_required;           /* on: 503 to fenced requests while records cannot be written */
     /* [route NAME] ... */
     struct pol_routes *routes;    /* owned */
 };

@@ -1177,6 +1177,12 @@ static void decide(struct px_conn *c)
     }
     pol_decide_classify(cfg->routes, &facts, &r->dec);
     r->route_idx = route_index(cfg->routes, r->dec.route);
+    /* S7 ([audit] required = on): no fenced request while its record could not be written. */
+    if (r->dec.verdict != POL_PASS && r->dec.verdict != POL_UNFENCED && ctx->audit != NULL &&
+        cfg->audit_required && !px_audit_writable(ctx->audit)) {
+        respond_text(c, 503, "audit log unavailable", 1);
+        return;
+    }
     switch (r->dec.verdict) {
     case POL_PASS:
     case POL_UNFENCED:

@@ -57,7 +57,7 @@
     C(AUDIT_RECORDS, "fence_audit_records_total",                                     \
       "Records queued to the audit log.")                                             \
     C(AUDIT_DROPPED, "fence_audit_dropped_total",                                     \
-      "Audit records dropped because the audit writer's buffer was full.")           \
+      "Audit records not written (buffer full, write error, file removed).")         \
     C(ACCESS_LOG_DROPPED, "fence_access_log_dropped_total",                           \
       "Access log lines dropped because the writer's buffer was full.")              \
     C(LOG_REOPENS, "fence_log_reopens_total", "Log reopen requests (SIGHUP).")        \
