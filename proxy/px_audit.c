@@ -435,7 +435,8 @@ static int audit_sink(void *arg, int fd, char *batch, size_t n)
     if (kept != n) {
         /* The chain goes back to the last line in the file: the prev of
          * the first line that did not make it. */
-        char *slot = prev_slot(batch + kept, n - kept);
+        char *first = batch + kept, *nl = memchr(first, '\n', n - kept);
+        char *slot = nl != NULL ? prev_slot(first, (size_t)(nl + 1 - first)) : NULL;
         if (slot != NULL) {
             memcpy(a->prev, slot, 64);
             a->prev[64] = '\0';
