@@ -62,12 +62,29 @@ int main(int argc, char **argv)
         goto out;
     }
     if (test_only) {
+        if (cfg->warnings != NULL)
+            fputs(cfg->warnings, stderr);
+        if (px_config_resolve(cfg, conf, err, sizeof(err)) != 0 ||
+            px_server_fit_fds(cfg, 1, err, sizeof(err)) != 0) {
+            fprintf(stderr, "%s\n", err);
+            goto out;
+        }
+        if (err[0] != '\0')
+            fprintf(stderr, "%s: warning: %s\n", conf, err);
         printf("%s: configuration ok\n", conf);
         rc = 0;
         goto out;
     }
     if (px_log_level_parse(cfg->log_level, &level) == 0)
         px_log_init(level);
+    for (const char *w = cfg->warnings; w != NULL && *w != '\0'; w += strcspn(w, "\n") + 1)
+        px_log_warn("%.*s", (int)strcspn(w, "\n"), w);
+    if (px_server_fit_fds(cfg, 0, err, sizeof(err)) != 0) {
+        px_log_error("%s", err);
+        goto out;
+    }
+    if (err[0] != '\0')
+        px_log_warn("%s", err);
     signal(SIGPIPE, SIG_IGN);
     ctx = px_server_new(cfg, err, sizeof(err));
     if (ctx == NULL) {

@@ -1,181 +1,416 @@
-/* px_admin: see px_admin.h. /tokens answers from the fence's cache when the
- * resource is cached (the highest the proxy enforces), else from the store. */
+/* px_admin: see px_admin.h. A small HTTP/1.1 server of its own on
+ * bufferevents, under the same discipline as the data listener: at most
+ * PX_ADMIN_MAX_CONNS connections (the next one gets 503 and is closed), a
+ * deadline of PX_ADMIN_HEAD_MS from accept for the whole head (bytes
+ * trickled one at a time do not extend it) and as much again to write the
+ * answer, one request per connection (Connection: close), heads parsed by
+ * the data path's strict parser (px_http1), no bodies. accept() errors
+ * (EMFILE) pause the listener for PX_ADMIN_ACCEPT_PAUSE_MS instead of
+ * spinning; their log line is rate-limited by px_log. px_server reserves
+ * PX_ADMIN_MAX_CONNS descriptors for it (px_server_fit_fds), so a full data
+ * plane never locks the operator out. /tokens answers from the fence's
+ * cache when the resource is cached (the highest the proxy enforces), else
+ * from the store; a /tokens query that outlives its connection (the client
+ * left, or the admin was freed) is orphaned and freed by its callback. */
 #include "px_admin.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
-#include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
+#include <event2/util.h>
 
 #include "pol_decide.h"
 #include "st_store.h"
-#include "px_fence.h"
-#include "px_log.h"
+#include "px_audit.h"
+#include "px_config.h"
 #include "px_ctx.h"
+#include "px_fence.h"
+#include "px_http1.h"
+#include "px_log.h"
 #include "px_stats.h"
+
+#define ADMIN_MAX_HEAD 8192
+
+struct admin_conn;
+
+/* A /tokens request waiting for the store. c is NULL once orphaned. */
+struct token_query {
+    struct admin_conn *c;
+    char *key;
+    size_t klen;
+    int head_only;
+};
+
+struct admin_conn {
+    struct px_admin *a;
+    struct bufferevent *bev;
+    struct event *timer;
+    struct token_query *q; /* pending /tokens, or NULL */
+    int replied;           /* the answer is queued: close once written */
+    TAILQ_ENTRY(admin_conn) link;
+};
 
 struct px_admin {
     struct px_ctx *ctx;
-    struct evhttp *http;
+    struct evconnlistener *listener;
+    struct event *retry;
+    TAILQ_HEAD(, admin_conn) conns;
+    size_t n_conns;
+    uint64_t audit_lost_seen; /* px_audit_lost() already in the metrics */
 };
 
-/* A /tokens request waiting for the store. evhttp keeps req alive until we
- * reply (if the client left, the reply frees it). */
-struct token_query {
-    struct evhttp_request *req;
-    char *key;
-    size_t klen;
-};
-
-static void reply(struct evhttp_request *req, int code, const char *ctype, const char *body,
-                  size_t len)
+static void conn_free(struct admin_conn *c)
 {
-    struct evbuffer *b = evbuffer_new();
-
-    if (b == NULL) {
-        evhttp_send_error(req, 500, NULL);
-        return;
-    }
-    evbuffer_add(b, body, len);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
-    evhttp_send_reply(req, code, code == 200 ? "OK" : "Error", b);
-    evbuffer_free(b);
+    TAILQ_REMOVE(&c->a->conns, c, link);
+    c->a->n_conns--;
+    if (c->q != NULL)
+        c->q->c = NULL; /* its callback frees it */
+    if (c->bev != NULL)
+        bufferevent_free(c->bev);
+    if (c->timer != NULL)
+        event_free(c->timer);
+    free(c);
 }
 
-static void reply_token(struct evhttp_request *req, const char *key, size_t klen, uint64_t highest)
+/* Queues a complete response and closes once it is written. */
+static void reply(struct admin_conn *c, int code, int head_only, const char *ctype,
+                  const char *body, size_t len)
 {
-    char *esc = NULL;
-    size_t elen = 0, ecap = 0;
-    struct evbuffer *b = evbuffer_new();
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct timeval tv = {PX_ADMIN_HEAD_MS / 1000, (PX_ADMIN_HEAD_MS % 1000) * 1000};
 
-    if (b == NULL || pol_json_append_escaped(&esc, &elen, &ecap, key, klen) < 0) {
-        evhttp_send_error(req, 500, NULL);
+    evbuffer_add_printf(out,
+                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                        "Connection: close\r\n\r\n",
+                        code, px_h1_reason(code), ctype, len);
+    if (!head_only)
+        evbuffer_add(out, body, len);
+    c->replied = 1;
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_enable(c->bev, EV_WRITE);
+    evtimer_add(c->timer, &tv); /* a fresh deadline to write the answer */
+}
+
+static void reply_text(struct admin_conn *c, int code, int head_only, const char *text)
+{
+    reply(c, code, head_only, "text/plain", text, strlen(text));
+}
+
+static void reply_token(struct admin_conn *c, int head_only, const char *key, size_t klen,
+                        uint64_t highest)
+{
+    char *esc = NULL, *body = NULL;
+    size_t elen = 0, ecap = 0;
+    int n;
+
+    if (pol_json_append_escaped(&esc, &elen, &ecap, key, klen) < 0 ||
+        (n = asprintf(&body, "{\"resource\":\"%.*s\",\"highest\":%" PRIu64 "}\n", (int)elen,
+                      esc != NULL ? esc : "", highest)) < 0) {
+        body = NULL;
+        reply_text(c, 500, head_only, "out of memory\n");
         goto out;
     }
-    evbuffer_add_printf(b, "{\"resource\":\"%.*s\",\"highest\":%" PRIu64 "}\n", (int)elen,
-                        esc != NULL ? esc : "", highest);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evhttp_send_reply(req, 200, "OK", b);
+    reply(c, 200, head_only, "application/json", body, (size_t)n);
 out:
-    if (b != NULL)
-        evbuffer_free(b);
     free(esc);
+    free(body);
 }
 
 static void token_loaded(void *arg, int rc, uint64_t highest)
 {
     struct token_query *q = arg;
 
-    if (rc != 0)
-        reply(q->req, 503, "text/plain", "token store failed\n", 19);
-    else
-        reply_token(q->req, q->key, q->klen, highest);
+    if (q->c != NULL) {
+        q->c->q = NULL;
+        if (rc != 0)
+            reply_text(q->c, 503, q->head_only, "token store failed\n");
+        else
+            reply_token(q->c, q->head_only, q->key, q->klen, highest);
+    }
     free(q->key);
     free(q);
 }
 
-static void handle_tokens(struct px_admin *a, struct evhttp_request *req, const char *rest)
+static void handle_tokens(struct admin_conn *c, int head_only, const char *rest)
 {
+    struct px_ctx *ctx = c->a->ctx;
     size_t klen = 0;
     char *key = evhttp_uridecode(rest, 0, &klen);
     uint64_t highest;
     struct token_query *q = NULL;
 
     if (key == NULL || klen == 0) {
-        reply(req, 400, "text/plain", "resource missing\n", 17);
+        reply_text(c, 400, head_only, "resource missing\n");
         goto out;
     }
-    if (px_fence_peek(a->ctx->fence, key, klen, &highest) == 0) {
-        reply_token(req, key, klen, highest);
+    if (px_fence_peek(ctx->fence, key, klen, &highest) == 0) {
+        reply_token(c, head_only, key, klen, highest);
         goto out;
     }
     q = calloc(1, sizeof(*q));
     if (q == NULL) {
-        evhttp_send_error(req, 500, NULL);
+        reply_text(c, 500, head_only, "out of memory\n");
         goto out;
     }
-    q->req = req;
+    q->c = c;
     q->key = key;
     q->klen = klen;
+    q->head_only = head_only;
     key = NULL;
-    st_store_get(a->ctx->store, q->key, q->klen, token_loaded, q);
+    c->q = q;
+    st_store_get(ctx->store, q->key, q->klen, token_loaded, q);
 out:
     free(key);
 }
 
-static void admin_cb(struct evhttp_request *req, void *arg)
+/* Records lost on the audit writer's thread join fence_audit_dropped_total
+ * here (the stats belong to the loop's thread). */
+static void sync_audit_stats(struct px_admin *a)
 {
-    struct px_admin *a = arg;
-    const char *uri = evhttp_request_get_uri(req);
+    uint64_t lost;
+
+    if (a->ctx->audit == NULL)
+        return;
+    lost = px_audit_lost(a->ctx->audit);
+    if (lost > a->audit_lost_seen) {
+        px_stats_add(PX_ST_AUDIT_DROPPED, lost - a->audit_lost_seen);
+        a->audit_lost_seen = lost;
+    }
+}
+
+static void dispatch(struct admin_conn *c, const struct px_h1_head *h)
+{
+    struct px_ctx *ctx = c->a->ctx;
+    char uri[ADMIN_MAX_HEAD + 1];
+    int head_only = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
     char *text;
     size_t len;
 
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
-        reply(req, 405, "text/plain", "only GET\n", 9);
+    if (!head_only && !(h->method_len == 3 && memcmp(h->method, "GET", 3) == 0)) {
+        reply_text(c, 405, 0, "only GET\n");
         return;
     }
+    if (h->body != PX_H1_BODY_NONE && !(h->body == PX_H1_BODY_LENGTH && h->content_length == 0)) {
+        reply_text(c, 400, head_only, "no bodies here\n");
+        return;
+    }
+    memcpy(uri, h->target, h->target_len);
+    uri[h->target_len] = '\0';
     if (strcmp(uri, "/healthz") == 0) {
-        if (st_store_failed(a->ctx->store))
-            reply(req, 503, "text/plain", "store failed\n", 13);
-        else if (a->ctx->shutting_down)
-            reply(req, 503, "text/plain", "shutting down\n", 14);
+        if (st_store_failed(ctx->store))
+            reply_text(c, 503, head_only, "store failed\n");
+        else if (ctx->shutting_down)
+            reply_text(c, 503, head_only, "shutting down\n");
+        else if (ctx->audit != NULL && !px_audit_writable(ctx->audit))
+            /* S7: degraded; unavailable when fenced requests are refused. */
+            reply_text(c, ctx->cfg->audit_required ? 503 : 200, head_only,
+                       "degraded: audit records cannot be written\n");
         else
-            reply(req, 200, "text/plain", "ok\n", 3);
+            reply_text(c, 200, head_only, "ok\n");
     } else if (strcmp(uri, "/metrics") == 0) {
-        px_stats_gauge_set(PX_G_STORE_UP, st_store_failed(a->ctx->store) ? 0 : 1);
+        px_stats_gauge_set(PX_G_STORE_UP, st_store_failed(ctx->store) ? 0 : 1);
+        sync_audit_stats(c->a);
         text = px_stats_render(&len);
         if (text == NULL) {
-            evhttp_send_error(req, 500, NULL);
+            reply_text(c, 500, head_only, "out of memory\n");
             return;
         }
-        reply(req, 200, "text/plain; version=0.0.4", text, len);
+        reply(c, 200, head_only, "text/plain; version=0.0.4", text, len);
         free(text);
     } else if (strncmp(uri, "/tokens/", 8) == 0) {
-        handle_tokens(a, req, uri + 8);
+        handle_tokens(c, head_only, uri + 8);
     } else {
-        reply(req, 404, "text/plain", "not found\n", 10);
+        reply_text(c, 404, head_only, "not found\n");
     }
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct admin_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct px_h1_limits lim = {ADMIN_MAX_HEAD, ADMIN_MAX_HEAD, 64};
+    struct px_h1_parser p;
+    struct px_h1_head h;
+    size_t n = evbuffer_get_length(in);
+    const char *buf;
+
+    if (c->replied || c->q != NULL)
+        return;
+    if (n > ADMIN_MAX_HEAD)
+        n = ADMIN_MAX_HEAD;
+    buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)n);
+    px_h1_parser_init(&p, 1, 0, &lim);
+    switch (px_h1_parse_head(&p, buf, n, &h)) {
+    case PX_H1_DONE:
+        dispatch(c, &h);
+        break;
+    case PX_H1_ERROR:
+        reply_text(c, h.error_status, 0, "bad request\n");
+        break;
+    default:
+        if (n >= ADMIN_MAX_HEAD)
+            reply_text(c, 431, 0, "head too large\n");
+        break;
+    }
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    struct admin_conn *c = arg;
+
+    if (c->replied && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        conn_free(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what;
+    conn_free(arg); /* EOF or error: nothing more to say */
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_free(arg); /* the head deadline (or the write deadline) passed */
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                               "Content-Length: 26\r\nConnection: close\r\n\r\n"
+                               "too many admin connections";
+    struct px_admin *a = arg;
+    struct admin_conn *c = NULL;
+    struct timeval tv = {PX_ADMIN_HEAD_MS / 1000, (PX_ADMIN_HEAD_MS % 1000) * 1000};
+
+    (void)l;
+    (void)sa;
+    (void)salen;
+    if (a->n_conns >= PX_ADMIN_MAX_CONNS) {
+        if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+            px_log_debug("admin: 503 over the limit not sent: %s", strerror(errno));
+        px_log_warn("admin: %d connections open; refusing more", PX_ADMIN_MAX_CONNS);
+        close(fd);
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    c->a = a;
+    TAILQ_INSERT_TAIL(&a->conns, c, link);
+    a->n_conns++;
+    c->bev = bufferevent_socket_new(a->ctx->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->timer = evtimer_new(a->ctx->base, timer_cb, c);
+    if (c->bev == NULL || c->timer == NULL) {
+        if (c->bev == NULL)
+            close(fd);
+        conn_free(c);
+        return;
+    }
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, ADMIN_MAX_HEAD + 1);
+    bufferevent_enable(c->bev, EV_READ);
+    evtimer_add(c->timer, &tv); /* from accept: a deadline, not an inactivity timer */
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_admin *a = arg;
+
+    (void)fd;
+    (void)what;
+    if (a->listener != NULL)
+        evconnlistener_enable(a->listener);
+}
+
+/* accept() failed (EMFILE, ENFILE, ENOBUFS...): pause instead of spinning. */
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    struct px_admin *a = arg;
+    struct timeval tv = {0, PX_ADMIN_ACCEPT_PAUSE_MS * 1000};
+    int err = EVUTIL_SOCKET_ERROR();
+
+    px_log_warn("admin accept: %s; pausing admin accepts for %d ms",
+                evutil_socket_error_to_string(err), PX_ADMIN_ACCEPT_PAUSE_MS);
+    evconnlistener_disable(l);
+    event_add(a->retry, &tv);
 }
 
 struct px_admin *px_admin_new(struct px_ctx *ctx, const char *host, int port, char *err,
                               size_t errlen)
 {
     struct px_admin *a = calloc(1, sizeof(*a));
+    struct addrinfo hints, *res = NULL;
+    char portstr[16];
+    int gai;
 
     if (a == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
     a->ctx = ctx;
-    a->http = evhttp_new(ctx->base);
-    if (a->http == NULL) {
-        snprintf(err, errlen, "admin: cannot create the HTTP server");
+    TAILQ_INIT(&a->conns);
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    gai = getaddrinfo(host, portstr, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "admin_listen %s:%d: %s", host, port, gai_strerror(gai));
         goto fail;
     }
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-    evhttp_set_max_headers_size(a->http, 8192);
-    evhttp_set_max_body_size(a->http, 0);
-    evhttp_set_timeout(a->http, 10);
-    evhttp_set_gencb(a->http, admin_cb, a);
-    if (evhttp_bind_socket(a->http, host, (ev_uint16_t)port) != 0) {
-        snprintf(err, errlen, "admin_listen %s:%d: cannot listen", host, port);
+    a->retry = evtimer_new(ctx->base, retry_cb, a);
+    a->listener =
+        evconnlistener_new_bind(ctx->base, accept_cb, a,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+                                128, res->ai_addr, (int)res->ai_addrlen);
+    if (a->retry == NULL || a->listener == NULL) {
+        snprintf(err, errlen, "admin_listen %s:%d: cannot listen: %s", host, port,
+                 strerror(errno));
         goto fail;
     }
+    evconnlistener_set_error_cb(a->listener, accept_error_cb);
+    freeaddrinfo(res);
     return a;
 fail:
+    if (res != NULL)
+        freeaddrinfo(res);
     px_admin_free(a);
     return NULL;
+}
+
+size_t px_admin_conn_count(const struct px_admin *a)
+{
+    return a != NULL ? a->n_conns : 0;
 }
 
 void px_admin_free(struct px_admin *a)
 {
     if (a == NULL)
         return;
-    if (a->http != NULL)
-        evhttp_free(a->http);
+    while (!TAILQ_EMPTY(&a->conns))
+        conn_free(TAILQ_FIRST(&a->conns));
+    if (a->listener != NULL)
+        evconnlistener_free(a->listener);
+    if (a->retry != NULL)
+        event_free(a->retry);
     free(a);
 }

@@ -1,15 +1,28 @@
 /* px_audit: builds the audit records, keeps the hash chain and hands the
- * lines to a px_logw writer. It owns the writer, the chain head (prev) and a
- * line buffer reused across records. It is the only proxy file that uses
- * OpenSSL's digests. The chain head advances only when the writer accepted
- * the line, so a dropped record leaves no gap in the chain: the next line
- * written chains to the last line written. */
+ * lines to a px_logw writer. It owns the writer, the chain head (prev), the
+ * account of records lost and not yet told (the pending gap) and a line
+ * buffer reused across records. It is the only proxy file that uses
+ * OpenSSL's digests.
+ *
+ * S7, nothing lost silently: the chain is computed on the writer thread, as
+ * lines reach the file (the loop queues each record with a placeholder
+ * prev, which the sink fills in), so the chain always runs through what is
+ * on disk. A record that cannot be written (the writer's buffer full, a
+ * write error such as ENOSPC, the file removed and not creatable) is counted
+ * and its time kept; a partly written batch is truncated back to its last
+ * whole line. Before the next line reaches the file the sink writes a `gap`
+ * record (how many, from when to when, why), chained like any other, so
+ * `audit verify` reports the loss and still catches an edit. Locking: the
+ * chain head is the writer's; the pending gap and the writable flag are
+ * shared with the loop under mu, which is never held across a write. */
 #include "px_audit.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,18 +32,36 @@
 
 #include "pol_chars.h"
 #include "pol_decide.h"
+#include "px_log.h"
 #include "px_logw.h"
 
 #define AUDIT_DEFAULT_BUFFER (1u << 20)
 /* A last line longer than this is not ours: refuse to start on the file. */
 #define AUDIT_MAX_LINE (16u << 20)
 
+#define TS_LEN 24 /* 2024-01-02T03:04:05.678Z */
+static const char zero_prev[65] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+/* Records lost and not yet told by a gap record. */
+struct loss {
+    uint64_t n;
+    char from[TS_LEN + 1], to[TS_LEN + 1]; /* times of the first and last */
+    const char *reason;                    /* static text of the first cause */
+};
+
 struct px_audit {
     struct px_logw *w;
-    char prev[65];
-    char *buf; /* reused line buffer */
+    char prev[65]; /* writer thread: hash of the last line in the file */
+    char *buf;     /* loop: reused line buffer */
     size_t cap;
-    uint64_t dropped;
+    uint64_t dropped; /* loop: records that could not be queued */
+
+    pthread_mutex_t mu;
+    struct loss loss; /* under mu */
+    atomic_int writable;
+    atomic_uint_fast64_t lost; /* queued, then not written */
+    atomic_uint_fast64_t gaps; /* gap records written */
 };
 
 void px_audit_sha256_hex(const char *data, size_t len, char out[65])
@@ -86,6 +117,22 @@ static int put_field(char **b, size_t *len, size_t *cap, const char *key, const 
 static size_t cstrlen(const char *s)
 {
     return s ? strlen(s) : 0;
+}
+
+/* ms since the epoch as the records' time text (TS_LEN chars). */
+static void fmt_ts(uint64_t ms, char out[TS_LEN + 1])
+{
+    struct tm tm;
+    time_t sec = (time_t)(ms / 1000);
+    char tmp[96];
+
+    if (gmtime_r(&sec, &tm) == NULL)
+        memset(&tm, 0, sizeof tm);
+    snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (unsigned)(ms % 1000));
+    memcpy(out, tmp, TS_LEN);
+    out[TS_LEN] = '\0';
 }
 
 /* The record for ev chained to prev, into *b (*len bytes, no newline). */
@@ -231,6 +278,182 @@ out:
     return rc;
 }
 
+/* Adds n records, timed from..to, to the pending gap; they count as lost
+ * (queued, then not written) when queued is set. Any thread. */
+static void add_loss(struct px_audit *a, uint64_t n, const char *from, const char *to,
+                     const char *reason, int queued)
+{
+    uint64_t pending;
+
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&a->mu);
+    if (a->loss.n == 0 || strcmp(from, a->loss.from) < 0)
+        memcpy(a->loss.from, from, TS_LEN + 1);
+    if (a->loss.n == 0 || strcmp(to, a->loss.to) > 0)
+        memcpy(a->loss.to, to, TS_LEN + 1);
+    if (a->loss.n == 0)
+        a->loss.reason = reason;
+    a->loss.n += n;
+    pending = a->loss.n;
+    atomic_store(&a->writable, 0);
+    pthread_mutex_unlock(&a->mu);
+    if (queued)
+        atomic_fetch_add(&a->lost, n);
+    px_log_error("audit: %" PRIu64 " record(s) could not be written (%s); %" PRIu64
+                 " pending in the next gap record",
+                 n, reason, pending);
+}
+
+/* The time text of a line we wrote, or "?" padded when it has none. */
+static void line_ts(const char *line, size_t len, char out[TS_LEN + 1])
+{
+    if (len >= 7 + TS_LEN && memcmp(line, "{\"ts\":\"", 7) == 0)
+        memcpy(out, line + 7, TS_LEN);
+    else
+        memset(out, '?', TS_LEN);
+    out[TS_LEN] = '\0';
+}
+
+/* Counts the lines of p (n bytes of whole lines) as lost. Writer thread. */
+static void lose_lines(struct px_audit *a, const char *p, size_t n, const char *reason)
+{
+    char from[TS_LEN + 1], to[TS_LEN + 1];
+    const char *last = p;
+    uint64_t cnt = 0;
+
+    if (n == 0)
+        return;
+    line_ts(p, n, from);
+    for (const char *q = p; q < p + n;) {
+        const char *nl = memchr(q, '\n', (size_t)(p + n - q));
+        const char *end = nl != NULL ? nl + 1 : p + n;
+        last = q;
+        cnt++;
+        q = end;
+    }
+    line_ts(last, (size_t)(p + n - last), to);
+    add_loss(a, cnt, from, to, reason, 1);
+}
+
+/* The position of the placeholder prev in a line we formatted (len bytes
+ * with its '\n'), or NULL. */
+static char *prev_slot(char *line, size_t len)
+{
+    if (len < 64 + 12 || memcmp(line + len - 3, "\"}\n", 3) != 0 ||
+        memcmp(line + len - 3 - 64 - 9, ",\"prev\":\"", 9) != 0)
+        return NULL;
+    return line + len - 3 - 64;
+}
+
+/* Writes p (n bytes of whole lines) at the end of fd. On a short write the
+ * file is cut back to the last whole line; returns the bytes kept. */
+static size_t write_lines(int fd, const char *p, size_t n, int *err)
+{
+    off_t start = lseek(fd, 0, SEEK_END);
+    size_t done = px_logw_write_fd(fd, p, n), keep = done;
+
+    *err = 0;
+    if (done == n)
+        return n;
+    *err = errno;
+    while (keep > 0 && p[keep - 1] != '\n')
+        keep--;
+    /* A torn line would read as tampering: cut it off (ftruncate frees
+     * space, so it works on a full disk). */
+    if (keep != done && start >= 0 && ftruncate(fd, start + (off_t)keep) != 0)
+        px_log_error("audit: cannot cut a partial line off the file: %s", strerror(errno));
+    return keep;
+}
+
+static const char *io_reason(int err)
+{
+    switch (err) {
+    case ENOSPC:
+        return "no space left on the device";
+    case EDQUOT:
+        return "disk quota exceeded";
+    case EIO:
+        return "I/O error";
+    case EFBIG:
+        return "file too large";
+    default:
+        return "write error";
+    }
+}
+
+/* The px_logw sink, on the writer thread: the pending gap record first, then
+ * the batch with each line's prev filled in. See the file comment. */
+static int audit_sink(void *arg, int fd, char *batch, size_t n)
+{
+    struct px_audit *a = arg;
+    struct loss snap;
+    char gap[512], now[TS_LEN + 1];
+    struct timespec ts;
+    size_t kept;
+    int err, glen, rc = -1;
+
+    if (fd < 0) {
+        atomic_store(&a->writable, 0);
+        lose_lines(a, batch, n, "the audit file was removed and cannot be created");
+        return -1;
+    }
+    pthread_mutex_lock(&a->mu);
+    snap = a->loss;
+    memset(&a->loss, 0, sizeof a->loss);
+    pthread_mutex_unlock(&a->mu);
+    if (snap.n > 0) {
+        clock_gettime(CLOCK_REALTIME, &ts);
+        fmt_ts((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, now);
+        glen = snprintf(gap, sizeof gap,
+                        "{\"ts\":\"%s\",\"event\":\"gap\",\"lost\":%" PRIu64
+                        ",\"from\":\"%s\",\"to\":\"%s\",\"reason\":\"%s\",\"prev\":\"%s\"}\n",
+                        now, snap.n, snap.from, snap.to, snap.reason ? snap.reason : "?",
+                        a->prev);
+        kept = write_lines(fd, gap, (size_t)glen, &err);
+        if (kept != (size_t)glen) {
+            add_loss(a, snap.n, snap.from, snap.to, snap.reason, 0);
+            lose_lines(a, batch, n, io_reason(err));
+            return -1;
+        }
+        px_audit_sha256_hex(gap, (size_t)glen - 1, a->prev);
+        atomic_fetch_add(&a->gaps, 1);
+        px_log_warn("audit: writing again; gap record for %" PRIu64
+                    " lost record(s) from %s to %s (%s)",
+                    snap.n, snap.from, snap.to, snap.reason ? snap.reason : "?");
+    }
+    for (char *q = batch; q < batch + n;) {
+        char *nl = memchr(q, '\n', (size_t)(batch + n - q));
+        size_t len = nl != NULL ? (size_t)(nl + 1 - q) : (size_t)(batch + n - q);
+        char *slot = prev_slot(q, len);
+        if (slot != NULL) {
+            memcpy(slot, a->prev, 64);
+            px_audit_sha256_hex(q, len - 1, a->prev);
+        }
+        q += len;
+    }
+    kept = n > 0 ? write_lines(fd, batch, n, &err) : 0;
+    if (kept != n) {
+        /* The chain goes back to the last line in the file: the prev of
+         * the first line that did not make it. */
+        char *first = batch + kept, *nl = memchr(first, '\n', n - kept);
+        char *slot = nl != NULL ? prev_slot(first, (size_t)(nl + 1 - first)) : NULL;
+        if (slot != NULL) {
+            memcpy(a->prev, slot, 64);
+            a->prev[64] = '\0';
+        }
+        lose_lines(a, batch + kept, n - kept, io_reason(err));
+        goto out;
+    }
+    pthread_mutex_lock(&a->mu);
+    if (a->loss.n == 0)
+        atomic_store(&a->writable, 1);
+    rc = a->loss.n == 0 ? 0 : -1;
+    pthread_mutex_unlock(&a->mu);
+out:
+    return rc;
+}
+
 struct px_audit *px_audit_open_sized(const char *path, size_t max_buffered_bytes, char *err,
                                      size_t errlen)
 {
@@ -242,13 +465,24 @@ struct px_audit *px_audit_open_sized(const char *path, size_t max_buffered_bytes
         snprintf(err, errlen, "audit: out of memory");
         goto fail;
     }
+    if (pthread_mutex_init(&a->mu, NULL) != 0) {
+        free(a);
+        a = NULL;
+        snprintf(err, errlen, "audit: out of memory");
+        goto fail;
+    }
+    atomic_init(&a->writable, 1);
+    atomic_init(&a->lost, 0);
+    atomic_init(&a->gaps, 0);
     if (seed_chain(a, path, err, errlen) != 0)
         goto fail;
-    a->w = px_logw_open(path, max_buffered_bytes, err, errlen);
+    a->w = px_logw_open_sink(path, max_buffered_bytes, audit_sink, a, err, errlen);
     if (a->w == NULL)
         goto fail;
     return a;
 fail:
+    if (a != NULL)
+        pthread_mutex_destroy(&a->mu);
     free(a);
     return NULL;
 }
@@ -260,18 +494,23 @@ struct px_audit *px_audit_open(const char *path, char *err, size_t errlen)
 
 int px_audit_record(struct px_audit *a, const struct px_audit_event *ev)
 {
+    char ts[TS_LEN + 1];
     size_t len = 0;
+    const char *why = "out of memory";
 
-    if (format_into(ev, a->prev, &a->buf, &len, &a->cap) != 0 ||
+    /* The writer fills in prev as the line reaches the file. */
+    if (format_into(ev, zero_prev, &a->buf, &len, &a->cap) != 0 ||
         put(&a->buf, &len, &a->cap, "\n", 1) != 0)
         goto drop;
+    why = "the audit writer's buffer is full";
     if (px_logw_write(a->w, a->buf, len) != 0)
         goto drop;
-    /* Queued: the next record chains to this one (newline excluded). */
-    px_audit_sha256_hex(a->buf, len - 1, a->prev);
     return 0;
 drop:
     a->dropped++;
+    fmt_ts(ev->ts_ms, ts);
+    add_loss(a, 1, ts, ts, why, 0);
+    px_logw_kick(a->w); /* the gap record does not wait for the next record */
     return -1;
 }
 
@@ -290,14 +529,31 @@ uint64_t px_audit_dropped(const struct px_audit *a)
     return a->dropped;
 }
 
+uint64_t px_audit_lost(const struct px_audit *a)
+{
+    return atomic_load(&((struct px_audit *)a)->lost);
+}
+
+uint64_t px_audit_gaps(const struct px_audit *a)
+{
+    return atomic_load(&((struct px_audit *)a)->gaps);
+}
+
+int px_audit_writable(const struct px_audit *a)
+{
+    return atomic_load(&((struct px_audit *)a)->writable);
+}
+
 uint64_t px_audit_errors(const struct px_audit *a)
 {
     return px_logw_errors(a->w);
 }
 
-const char *px_audit_prev(const struct px_audit *a)
+void px_audit_prev(struct px_audit *a, char out[65])
 {
-    return a->prev;
+    /* The writer owns prev; a flush waits until it is idle. */
+    px_audit_flush(a, 1000);
+    memcpy(out, a->prev, 65);
 }
 
 void px_audit_close(struct px_audit **ap)
@@ -305,6 +561,7 @@ void px_audit_close(struct px_audit **ap)
     if (ap == NULL || *ap == NULL)
         return;
     px_logw_close(&(*ap)->w);
+    pthread_mutex_destroy(&(*ap)->mu);
     free((*ap)->buf);
     free(*ap);
     *ap = NULL;

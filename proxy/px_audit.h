@@ -4,7 +4,11 @@
  * the previous line's bytes without the newline (of the empty string for the
  * very first line), so an edit, deletion, insertion or reordering breaks the
  * chain; `fenceproxy audit verify` (px_auditcli) checks it. Lines go through
- * px_logw, so recording never waits on the disk. */
+ * px_logw, so recording never waits on the disk. S7: a record that cannot be
+ * written is never lost silently: it is counted, logged (rate-limited), and
+ * before the next line reaches the file a `gap` record says how many records
+ * were lost, from when to when and why, chained like any other:
+ *   {"ts":T,"event":"gap","lost":N,"from":T1,"to":T2,"reason":"...","prev":H} */
 #ifndef PX_AUDIT_H
 #define PX_AUDIT_H
 
@@ -52,10 +56,11 @@ struct px_audit *px_audit_open(const char *path, char *err, size_t errlen);
 struct px_audit *px_audit_open_sized(const char *path, size_t max_buffered_bytes, char *err,
                                      size_t errlen);
 
-/* Formats ev as one line, chains it and queues it. Returns 0, or -1 when the
- * line was dropped (writer buffer full, or no memory): the chain then stays
- * at the last queued line and the drop is counted in px_audit_dropped(); the
- * caller counts fence_audit_dropped_total and logs. Loop thread only. */
+/* Formats ev as one line and queues it; the writer chains it as it reaches
+ * the file. Returns 0, or -1 when the line was dropped (writer buffer full,
+ * or no memory): the drop is counted in px_audit_dropped() and goes into the
+ * next gap record; the caller counts fence_audit_dropped_total and logs.
+ * Loop thread only. */
 int px_audit_record(struct px_audit *a, const struct px_audit_event *ev);
 
 /* Builds the line for ev chained to prev (64 hex chars) into *out (malloc'd,
@@ -70,14 +75,30 @@ void px_audit_reopen(struct px_audit *a);
 /* Waits up to timeout_ms for the queued lines to reach the file. 0 or -1. */
 int px_audit_flush(struct px_audit *a, int timeout_ms);
 
-/* Records dropped since open (buffer full or no memory). */
+/* Records dropped since open before they were queued (buffer full or no
+ * memory). Loop thread. */
 uint64_t px_audit_dropped(const struct px_audit *a);
 
-/* Failed writes in the writer thread (see px_logw_errors()). */
+/* Records queued and then not written (write error such as ENOSPC, the file
+ * removed and not creatable). They are not in px_audit_dropped(); the
+ * metrics add them to fence_audit_dropped_total. Any thread. */
+uint64_t px_audit_lost(const struct px_audit *a);
+
+/* Gap records written since open. Any thread. */
+uint64_t px_audit_gaps(const struct px_audit *a);
+
+/* 1 while records reach the file; 0 from the first record that could not be
+ * written (or the file found unwritable) until a later write, its gap
+ * record first, succeeded. The writer probes every PX_LOGW_RETRY_MS while
+ * it is 0, so it recovers without new records. Any thread; cheap. */
+int px_audit_writable(const struct px_audit *a);
+
+/* Failed sink calls in the writer thread (see px_logw_errors()). */
 uint64_t px_audit_errors(const struct px_audit *a);
 
-/* The current chain head: the hash the next record's prev will carry. */
-const char *px_audit_prev(const struct px_audit *a);
+/* The current chain head (the hash of the last line in the file) into out,
+ * after waiting (1 s at most) for the queued lines. For tests. */
+void px_audit_prev(struct px_audit *a, char out[65]);
 
 /* Flushes (bounded), closes and frees *a; sets *a = NULL. Accepts NULL. */
 void px_audit_close(struct px_audit **a);

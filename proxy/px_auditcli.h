@@ -10,21 +10,35 @@
 #include <stdint.h>
 
 /* Runs `fenceproxy audit ...`; argv[0] is "audit". Output goes to stdout,
- * diagnostics to stderr. Returns the exit status: 0 ok, 1 chain broken,
- * 2 usage error or unreadable file. */
+ * diagnostics to stderr. Returns the exit status: 0 ok (gap records
+ * included: they are reported, one line each, before the summary), 1 chain
+ * broken, 2 usage error or unreadable file. */
 int px_auditcli_main(int argc, char **argv);
 
 /* The outcome of px_auditcli_verify(). */
 struct px_auditcli_verdict {
-    uint64_t records;  /* lines checked and good */
+    uint64_t records;  /* lines checked and good (gap records included) */
+    uint64_t gaps;     /* good gap records: the proxy's account of a loss */
+    uint64_t lost;     /* records those gap records say were lost */
     size_t bad_file;   /* index of the file with the break or the read error */
     uint64_t bad_line; /* 1-based line of the first bad line (rc 1) */
 };
 
-/* Verifies the chain through files[0..n) in order. Returns 0 (all good),
- * 1 (broken at v->bad_file:v->bad_line) or 2 (files[v->bad_file] could not
- * be read; errno is set). Prints nothing. */
+/* Called for each good gap record (file index, 1-based line, the record's
+ * bytes without the newline). */
+typedef void (*px_auditcli_gap_fn)(void *arg, size_t file, uint64_t line, const char *rec,
+                                   size_t len);
+
+/* Verifies the chain through files[0..n) in order. A gap record (written by
+ * the proxy when records could not be written) is chained like any other
+ * line: it is accepted and counted, and an edit anywhere still breaks the
+ * chain. Returns 0 (all good), 1 (broken at v->bad_file:v->bad_line) or 2
+ * (files[v->bad_file] could not be read; errno is set). Prints nothing. */
 int px_auditcli_verify(const char *const *files, size_t n, struct px_auditcli_verdict *v);
+
+/* The same, calling gap (may be NULL) for each gap record. */
+int px_auditcli_verify_gaps(const char *const *files, size_t n, struct px_auditcli_verdict *v,
+                            px_auditcli_gap_fn gap, void *arg);
 
 enum px_jtype { PX_J_STRING, PX_J_NUMBER, PX_J_NULL, PX_J_BOOL };
 

@@ -2,17 +2,25 @@
  * keys (keys[] below) gives each key's section, type, place in the struct
  * (or in a struct pol_route for [route NAME] keys), default, reloadability
  * and help; defaults, parsing, duplicate detection, required keys and
- * freeing are all driven by it. inih (r55, handler without line numbers)
- * tokenises the file; it reads through our own line reader, which counts
- * lines so that every message can say FILE:LINE, sees section headers
- * (inih only reports name=value pairs, so an unknown empty section would go
- * unnoticed otherwise), strips leading whitespace so that inih's multi-line
- * continuation never silently glues an indented line onto the previous value,
- * and stops the parse at the first error. */
+ * freeing are all driven by it. The file is read by our own line parser
+ * with inih's syntax (name = value or name : value, ';' and '#' comment
+ * lines, an inline comment after whitespace and ';'), because Debian's inih
+ * (r55) is built with INI_MAX_LINE 200 and a stack buffer: a line of more
+ * than 199 bytes (a long route prefix) cannot reach a handler, and neither
+ * ini_parse_stream nor ini_parse_string can be given a larger buffer. Lines
+ * of up to CONFIG_MAX_LINE bytes are accepted. The parser counts lines so
+ * that every message says FILE:LINE, refuses indented continuation lines
+ * (inih would glue them onto the previous value) and stops at the first
+ * error. Messages escape every byte that is not printable ASCII as \xNN, so
+ * a binary file cannot drive the operator's terminal. Checks that need the
+ * network (host names that do not resolve) are in px_config_resolve(), for
+ * `-t` and start. Warnings (a non-loopback admin address) go to
+ * cfg->warnings as "FILE:LINE: warning: ..." lines. */
 #include "px_config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
-#include <ini.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +32,7 @@
 #include "pol_route.h"
 
 #define ERR_MAX 512
+#define CONFIG_MAX_LINE 65536 /* bytes per line, newline excluded */
 #define DAY_MS (24ULL * 3600 * 1000)
 
 enum key_type {
@@ -74,6 +83,7 @@ static const struct choice semantics_choices[] = {
     {"normalized", POL_PATH_NORMALIZED}, {"opaque", POL_PATH_OPAQUE}, {NULL, 0}};
 static const struct choice errfmt_choices[] = {
     {"json", POL_ERRFMT_JSON}, {"s3", POL_ERRFMT_S3}, {NULL, 0}};
+static const struct choice on_off_choices[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
 
 _Static_assert(sizeof(enum st_store_backend) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum pol_path_semantics) == sizeof(int), "enum stored as int");
@@ -115,6 +125,8 @@ static const struct key keys[] = {
      "directory of the file store"},
     {S_AUDIT, "path", K_PATH_OFF, PC(audit_path), "off", 0, 0, NULL, 0,
      "audit log file (JSON lines, hash-chained), or off"},
+    {S_AUDIT, "required", K_ENUM, PC(audit_required), "off", 0, 0, on_off_choices, 0,
+     "on: fenced requests get 503 while audit records cannot be written"},
     {S_ROUTE, "prefix", K_STRING, RT(prefix), NULL, 0, 0, NULL, KF_REQUIRED | KF_RELOAD,
      "path prefix the route covers; the longest match wins"},
     {S_ROUTE, "resource", K_ROUTE_MODE, 0, "prefix", 0, 0, NULL, KF_RELOAD,
@@ -158,8 +170,25 @@ static void fail(struct load *ld, unsigned line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Records the first error only: later ones are usually its consequences. */
+/* Copies s into out (cap bytes) with every byte outside printable ASCII as
+ * \xNN: config values reach the terminal in messages. */
+static void escape_into(const char *s, char *out, size_t cap)
+{
+    size_t k = 0;
+
+    for (; *s != '\0' && k + 5 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c < 0x7f)
+            out[k++] = (char)c;
+        else
+            k += (size_t)snprintf(out + k, cap - k, "\\x%02x", c);
+    }
+    out[k] = '\0';
+}
+
 static void fail(struct load *ld, unsigned line, const char *fmt, ...)
 {
+    char raw[ERR_MAX];
     va_list ap;
 
     if (ld->failed)
@@ -167,8 +196,30 @@ static void fail(struct load *ld, unsigned line, const char *fmt, ...)
     ld->failed = 1;
     ld->err_line = line;
     va_start(ap, fmt);
-    vsnprintf(ld->err, sizeof ld->err, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    escape_into(raw, ld->err, sizeof ld->err);
+}
+
+/* Adds "PATH:LINE: warning: message" to cfg->warnings. */
+static void warn(struct load *ld, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void warn(struct load *ld, unsigned line, const char *fmt, ...)
+{
+    char raw[ERR_MAX], msg[ERR_MAX], path[256], *w = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    va_end(ap);
+    escape_into(raw, msg, sizeof msg);
+    escape_into(ld->path, path, sizeof path);
+    if (asprintf(&w, "%s%s:%u: warning: %s\n", ld->cfg->warnings ? ld->cfg->warnings : "", path,
+                 line, msg) < 0)
+        return;
+    free(ld->cfg->warnings);
+    ld->cfg->warnings = w;
 }
 
 static int parse_port(const char *s, int *port)
@@ -230,6 +281,51 @@ out:
     return rc;
 }
 
+/* Is host (from px_config_split_hostport) a valid IPv4 address, IPv6
+ * address or DNS name? A dotted quad must be one (256.1.1.1 is refused, not
+ * resolved as a name). msg says why not. */
+static int check_host(const char *host, char *msg, size_t cap)
+{
+    unsigned char a[16];
+    size_t len = strlen(host), label = 0;
+    int numeric = 1;
+
+    if (strchr(host, ':') != NULL) {
+        if (inet_pton(AF_INET6, host, a) != 1) {
+            snprintf(msg, cap, "'%s' is not an IPv6 address", host);
+            return -1;
+        }
+        return 0;
+    }
+    for (const char *c = host; *c != '\0'; c++)
+        if (!((*c >= '0' && *c <= '9') || *c == '.'))
+            numeric = 0;
+    if (numeric) {
+        if (inet_pton(AF_INET, host, a) != 1) {
+            snprintf(msg, cap, "'%s' is not an IPv4 address", host);
+            return -1;
+        }
+        return 0;
+    }
+    if (len > 253)
+        goto bad;
+    for (size_t i = 0; i <= len; i++) {
+        if (host[i] == '.' || host[i] == '\0') {
+            if (label == 0 || label > 63 || host[i - 1] == '-')
+                goto bad;
+            label = 0;
+        } else {
+            if (label == 0 && host[i] == '-')
+                goto bad;
+            label++;
+        }
+    }
+    return 0;
+bad:
+    snprintf(msg, cap, "'%s' is not a valid host name", host);
+    return -1;
+}
+
 /* Parses an upstream URL into host and port. msg says why not. */
 static int parse_url(const char *v, char **host, int *port, char *msg, size_t cap)
 {
@@ -260,6 +356,11 @@ static int parse_url(const char *v, char **host, int *port, char *msg, size_t ca
     }
     if (px_config_split_hostport(hp, host, port) != 0) {
         snprintf(msg, cap, "must be http://host:port with a port 1..65535");
+        goto out;
+    }
+    if (check_host(*host, msg, cap) != 0) {
+        free(*host);
+        *host = NULL;
         goto out;
     }
     rc = 0;
@@ -318,6 +419,43 @@ static int set_string(void *base, size_t off, const char *v, char *msg, size_t c
     return 0;
 }
 
+/* Method names are case-sensitive (RFC 9110 9.1) and matched exactly, so
+ * "put" is not PUT: a route with it would leave PUT unfenced. A name that
+ * is a standard method in the wrong case is therefore refused, not warned
+ * about. msg says which. */
+static int check_methods(const char *v, char *msg, size_t cap)
+{
+    static const char *const std[] = {"GET",     "HEAD",     "POST",      "PUT",   "DELETE",
+                                      "CONNECT", "OPTIONS",  "TRACE",     "PATCH", "PROPFIND",
+                                      "PROPPATCH", "MKCOL",  "COPY",      "MOVE",  "LOCK",
+                                      "UNLOCK",  "SEARCH",   NULL};
+
+    for (const char *p = v; *p != '\0';) {
+        size_t n;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        n = strcspn(p, " \t");
+        if (n == 0)
+            break;
+        for (size_t i = 0; i < n; i++)
+            if (!pol_chars_is_tchar((unsigned char)p[i])) {
+                snprintf(msg, cap, "'%.*s' is not a method name (an HTTP token)", (int)n, p);
+                return -1;
+            }
+        for (size_t k = 0; std[k] != NULL; k++)
+            if (strlen(std[k]) == n && strncasecmp(std[k], p, n) == 0 &&
+                strncmp(std[k], p, n) != 0) {
+                snprintf(msg, cap,
+                         "'%.*s' is not %s: method names are case-sensitive and matched "
+                         "exactly, so this would leave %s unfenced",
+                         (int)n, p, std[k], std[k]);
+                return -1;
+            }
+        p += n;
+    }
+    return 0;
+}
+
 /* Applies value v of key k to base (cfg or the open route). Returns 0, or
  * -1 with the reason in msg. Used for defaults and for the file alike. */
 static int apply(const struct key *k, void *base, struct px_config *cfg, const char *v,
@@ -349,6 +487,8 @@ static int apply(const struct key *k, void *base, struct px_config *cfg, const c
             snprintf(msg, cap, "'%s' is not host:port (port 1..65535; [addr]:port for IPv6)", v);
             break;
         }
+        if (check_host(host, msg, cap) != 0)
+            break;
         rc = set_string(base, k->off, v, msg, cap);
         break;
     case K_URL:
@@ -408,6 +548,8 @@ static int apply(const struct key *k, void *base, struct px_config *cfg, const c
             snprintf(msg, cap, "'%s' is not prefix, path or segments:N (N >= 1)", v);
         break;
     case K_ROUTE_METHODS:
+        if (check_methods(v, msg, cap) != 0)
+            break;
         rc = pol_route_parse_methods(base, v);
         if (rc != 0)
             snprintf(msg, cap, "'%s' is not a list of at most %d method names", v,
@@ -550,63 +692,90 @@ static void section_header(struct load *ld, const char *p)
     fail(ld, ld->lineno, "unknown section [%s]", name);
 }
 
-/* inih's reader: hands over one line at a time (fgets contract). Returns
- * NULL at EOF or once an error is recorded, which ends the parse. */
-static char *reader(char *str, int num, void *stream)
+static int is_space(char c)
 {
-    struct load *ld = stream;
-    ssize_t n;
-    char *p;
-
-    if (ld->failed)
-        return NULL;
-    errno = 0;
-    n = getline(&ld->buf, &ld->bufcap, ld->fp);
-    if (n < 0) {
-        if (ferror(ld->fp))
-            fail(ld, 0, "read error: %s", strerror(errno));
-        return NULL;
-    }
-    ld->lineno++;
-    p = ld->buf;
-    if (strlen(p) != (size_t)n) {
-        fail(ld, ld->lineno, "NUL byte in line");
-        return NULL;
-    }
-    if (ld->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
-        p += 3; /* UTF-8 byte order mark */
-    const char *start = p;
-    while (*p == ' ' || *p == '\t')
-        p++;
-    if (strlen(p) + 1 > (size_t)num) {
-        fail(ld, ld->lineno, "line too long (at most %d bytes)", num - 1);
-        return NULL;
-    }
-    if (p != start && *p != '\0' && *p != '\r' && *p != '\n' && *p != ';' && *p != '#' &&
-        *p != '[' && strpbrk(p, "=:") == NULL) {
-        /* inih would append this to the previous value. */
-        fail(ld, ld->lineno, "continuation lines are not supported");
-        return NULL;
-    }
-    if (*p == '[') {
-        section_header(ld, p);
-        if (ld->failed)
-            return NULL;
-    }
-    memcpy(str, p, strlen(p) + 1);
-    return str;
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
-/* inih's handler: one name=value pair of the line ld->lineno. */
-static int handler(void *user, const char *section, const char *name, const char *value)
+static int handler(struct load *ld, const char *name, const char *value);
+
+/* Reads the file line by line (inih's syntax, see the file comment) and
+ * hands each name = value pair to handler(). Stops at the first error. */
+static void parse_file(struct load *ld)
 {
-    struct load *ld = user;
+    ssize_t n;
+
+    while (!ld->failed) {
+        char *p, *sep, *end, *value;
+
+        errno = 0;
+        n = getline(&ld->buf, &ld->bufcap, ld->fp);
+        if (n < 0) {
+            if (ferror(ld->fp))
+                fail(ld, 0, "read error: %s", strerror(errno));
+            return;
+        }
+        ld->lineno++;
+        p = ld->buf;
+        if (strlen(p) != (size_t)n) {
+            fail(ld, ld->lineno, "NUL byte in line");
+            return;
+        }
+        if ((size_t)n > CONFIG_MAX_LINE + 1 ||
+            ((size_t)n == CONFIG_MAX_LINE + 1 && p[n - 1] != '\n')) {
+            fail(ld, ld->lineno, "line too long (at most %d bytes)", CONFIG_MAX_LINE);
+            return;
+        }
+        if (ld->lineno == 1 && strncmp(p, "\xEF\xBB\xBF", 3) == 0)
+            p += 3; /* UTF-8 byte order mark */
+        const char *start = p;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        for (end = p + strlen(p); end > p && is_space(end[-1]);)
+            *--end = '\0';
+        if (*p == '\0' || *p == ';' || *p == '#')
+            continue;
+        if (*p == '[') {
+            section_header(ld, p);
+            continue;
+        }
+        sep = strpbrk(p, "=:");
+        if (p != start && sep == NULL) {
+            /* inih would append this to the previous value. */
+            fail(ld, ld->lineno, "continuation lines are not supported");
+            return;
+        }
+        if (sep == NULL || sep == p) {
+            fail(ld, ld->lineno, "syntax error (expected [section] or name = value)");
+            return;
+        }
+        for (end = sep; end > p && is_space(end[-1]);)
+            end--;
+        *end = '\0';
+        value = sep + 1;
+        while (is_space(*value))
+            value++;
+        /* An inline comment: ';' after whitespace, as inih has it. */
+        for (char *q = value; *q != '\0'; q++)
+            if (*q == ';' && q > value && is_space(q[-1])) {
+                *q = '\0';
+                break;
+            }
+        for (end = value + strlen(value); end > value && is_space(end[-1]);)
+            *--end = '\0';
+        handler(ld, p, value);
+    }
+}
+
+/* One name=value pair of the line ld->lineno. Returns 1, or 0 after an
+ * error. */
+static int handler(struct load *ld, const char *name, const char *value)
+{
     char msg[256];
     int i;
     uint64_t *seen;
     void *base;
 
-    (void)section; /* ours is ld->sect: inih truncates long section names */
     if (ld->failed)
         return 0;
     if (ld->sect == S_NONE) {
@@ -639,6 +808,21 @@ static int handler(void *user, const char *section, const char *name, const char
     return 1;
 }
 
+static int is_loopback(const char *h)
+{
+    unsigned char a[16];
+
+    if (strcmp(h, "localhost") == 0)
+        return 1;
+    if (inet_pton(AF_INET, h, a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, h, a) == 1) {
+        static const unsigned char one[16] = {[15] = 1};
+        return memcmp(a, one, 16) == 0;
+    }
+    return 0;
+}
+
 static int is_wildcard(const char *h)
 {
     return strcmp(h, "0.0.0.0") == 0 || strcmp(h, "::") == 0 || strcmp(h, "*") == 0;
@@ -664,6 +848,13 @@ static void check_whole(struct load *ld)
         fail(ld, 0, "out of memory");
         goto out;
     }
+    if (!is_loopback(ah)) {
+        int i = key_index(S_PROXY, "admin_listen");
+        warn(ld, ld->key_line[i],
+             "admin_listen %s is not a loopback address: /metrics and /tokens answer "
+             "anyone who can reach it (the admin API has no authentication)",
+             cfg->admin_listen);
+    }
     /* Same port on the same or a wildcard address would collide at bind. */
     if (lp == ap && (strcmp(lh, ah) == 0 || is_wildcard(lh) || is_wildcard(ah))) {
         int i = key_index(S_PROXY, "admin_listen"), j = key_index(S_PROXY, "listen");
@@ -679,7 +870,6 @@ struct px_config *px_config_load(const char *path, char *err, size_t errlen)
 {
     struct load ld;
     struct px_config *cfg = NULL;
-    int rc;
 
     memset(&ld, 0, sizeof ld);
     ld.path = path;
@@ -699,16 +889,8 @@ struct px_config *px_config_load(const char *path, char *err, size_t errlen)
         fail(&ld, 0, "cannot open: %s", strerror(errno));
         goto out;
     }
-    rc = ini_parse_stream(reader, &ld, handler, &ld);
+    parse_file(&ld);
     route_close(&ld);
-    if (rc == -2) {
-        ld.failed = 0;
-        fail(&ld, 0, "out of memory");
-    } else if (rc > 0 && (!ld.failed || (unsigned)rc < ld.err_line)) {
-        /* A line inih could not read, before any error of ours. */
-        ld.failed = 0;
-        fail(&ld, (unsigned)rc, "syntax error (expected [section] or name = value)");
-    }
     if (!ld.failed)
         check_whole(&ld);
 out:
@@ -743,9 +925,56 @@ void px_config_free(struct px_config **cfgp)
             free(*(char **)((char *)cfg + keys[i].off));
     }
     free(cfg->upstream_host);
+    free(cfg->warnings);
     pol_routes_free(cfg->routes);
     free(cfg);
     *cfgp = NULL;
+}
+
+/* Resolves host of the key named key (text "host:port"); a failure goes
+ * into err as "PATH: key NAME: host 'H' does not resolve: ...". */
+static int resolve_one(const char *path, const char *key, const char *host, int port, char *err,
+                       size_t errlen)
+{
+    struct addrinfo hints, *res = NULL;
+    char portstr[16], h[300];
+    int gai;
+
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(portstr, sizeof portstr, "%d", port);
+    gai = getaddrinfo(host, portstr, &hints, &res);
+    if (res != NULL)
+        freeaddrinfo(res);
+    if (gai == 0)
+        return 0;
+    escape_into(host, h, sizeof h);
+    snprintf(err, errlen, "%s: %s: host '%s' does not resolve: %s", path, key, h,
+             gai_strerror(gai));
+    return -1;
+}
+
+int px_config_resolve(const struct px_config *cfg, const char *path, char *err, size_t errlen)
+{
+    char *host = NULL;
+    int port, rc = -1;
+
+    if (px_config_split_hostport(cfg->listen, &host, &port) != 0 ||
+        resolve_one(path, "listen", host, port, err, errlen) != 0)
+        goto out;
+    free(host);
+    host = NULL;
+    if (strcmp(cfg->admin_listen, "off") != 0 &&
+        (px_config_split_hostport(cfg->admin_listen, &host, &port) != 0 ||
+         resolve_one(path, "admin_listen", host, port, err, errlen) != 0))
+        goto out;
+    if (resolve_one(path, "upstream", cfg->upstream_host, cfg->upstream_port, err, errlen) != 0)
+        goto out;
+    rc = 0;
+out:
+    free(host);
+    return rc;
 }
 
 size_t px_config_key_count(void)

@@ -35,14 +35,22 @@ struct px_config {
     char *store_path;             /* "/var/lib/fence" */
     /* [audit] */
     char *audit_path;             /* NULL: audit off */
+    int audit_required;           /* on: 503 to fenced requests while records cannot be written */
     /* [route NAME] ... */
     struct pol_routes *routes;    /* owned */
+    /* "FILE:LINE: warning: ...\n" lines (escaped), or NULL; owned. */
+    char *warnings;
 };
 
 /* Loads and validates path. Returns a new snapshot, or NULL with
  * "PATH:LINE: message" (or "PATH: message") in err. Free with
  * px_config_free(). */
 struct px_config *px_config_load(const char *path, char *err, size_t errlen);
+
+/* Resolves every host name of cfg (listen, admin_listen, upstream). Returns
+ * 0, or -1 with "PATH: KEY: host 'NAME' does not resolve: ..." in err.
+ * Blocking (getaddrinfo): for `-t` and start only. */
+int px_config_resolve(const struct px_config *cfg, const char *path, char *err, size_t errlen);
 
 /* Frees the snapshot and NULLs *cfg. Accepts NULL and *cfg == NULL. */
 void px_config_free(struct px_config **cfg);

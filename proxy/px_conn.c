@@ -28,6 +28,7 @@
 
 #include "pol_decide.h"
 #include "pol_route.h"
+#include "px_audit.h"
 #include "px_body.h"
 #include "px_clock.h"
 #include "px_config.h"
@@ -780,6 +781,13 @@ static void decide(struct px_conn *c)
     }
     pol_decide_classify(cfg->routes, &facts, &r->dec);
     r->route_idx = route_index(cfg->routes, r->dec.route);
+    /* S7 ([audit] required = on): no fenced request while its record could not be written. */
+    if (r->dec.verdict != POL_PASS && r->dec.verdict != POL_UNFENCED && ctx->audit != NULL &&
+        cfg->audit_required && !px_audit_writable(ctx->audit)) {
+        px_report_outcome(r->route_idx, PX_OUT_AUDIT_UNAVAILABLE);
+        respond_text(c, 503, "audit log unavailable", 1);
+        return;
+    }
     switch (r->dec.verdict) {
     case POL_PASS:
     case POL_UNFENCED:

@@ -3,7 +3,12 @@
  * RFC 3339 UTC with milliseconds. The macros check the level before their
  * arguments are evaluated or formatted, so a disabled debug line costs one
  * load. Each line goes out in one write(2), so lines from several threads do
- * not interleave. Owns only the level threshold and the target fd. */
+ * not interleave. Warnings and errors are rate-limited per call site (file
+ * and line): at most PX_LOG_BURST lines per PX_LOG_WINDOW_MS window each; the
+ * first line after a suppressed stretch says how many were suppressed, so a
+ * condition that repeats at line rate (accept failing, a full disk) cannot
+ * flood the log. Owns the level threshold, the target fd and the limiter's
+ * small table (under its own mutex). */
 #ifndef PX_LOG_H
 #define PX_LOG_H
 
@@ -11,6 +16,10 @@
 #include <stdint.h>
 
 enum px_log_level { PX_LOG_ERROR, PX_LOG_WARN, PX_LOG_INFO, PX_LOG_DEBUG };
+
+/* The limiter for warn and error lines, per call site. */
+#define PX_LOG_BURST     10
+#define PX_LOG_WINDOW_MS 5000
 
 /* Messages at levels above this are dropped. Read through px_log_on();
  * written by px_log_init(). */
@@ -33,6 +42,9 @@ static inline int px_log_on(enum px_log_level level)
 {
     return (int)level <= atomic_load_explicit(&px_log_threshold, memory_order_relaxed);
 }
+
+/* Lines suppressed by the limiter since start (any thread). */
+uint64_t px_log_suppressed(void);
 
 /* Formats and writes one line. conn_id/peer: when peer is non-NULL the
  * line carries "[c<conn_id> <peer>]". Use the macros below instead. */

@@ -6,7 +6,11 @@
  * dropped and counted) but never stalls the event loop. A reopen request
  * remembers the front buffer's length at the time of the call, so the writer
  * splits that batch: the bytes before go to the old file, the rest to the
- * newly opened path. */
+ * newly opened path. Before each batch the writer checks that the file still
+ * has a name (st_nlink > 0): writing to a removed file would lose the lines
+ * without an error, so it is reopened first. With a sink (px_logw_open_sink)
+ * the writer hands each batch to it instead of write(2), and keeps calling it
+ * with empty probes while it reports failure. */
 #include "px_logw.h"
 
 #include <errno.h>
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +31,9 @@ struct px_logw {
     char *path;
     int fd;            /* writer thread only after open */
     int reopen_failed; /* writer: retry the reopen before the next batch */
+    px_logw_sink_fn sink; /* NULL: plain write(2) */
+    void *sink_arg;
+    int sink_failing; /* writer: the sink asked to be probed again */
 
     pthread_mutex_t mu;
     pthread_cond_t cv_work; /* writer waits for lines, reopen or stop */
@@ -38,7 +46,7 @@ struct px_logw {
     size_t len, cap;
     int reopen;       /* a reopen is pending ... */
     size_t reopen_at; /* ... after this many bytes of front */
-    int stop, discard, busy;
+    int stop, discard, busy, kick;
     uint64_t bytes_queued, bytes_done; /* totals, to tell when a flush is done */
     uint64_t reopens_asked, reopens_done;
 
@@ -56,21 +64,43 @@ static int open_path(const char *path)
     return fd;
 }
 
-/* Writes n bytes or counts one error and gives the rest up: a log that cannot
- * be written must not stop the proxy. */
-static void write_all(struct px_logw *w, const char *p, size_t n)
+size_t px_logw_write_fd(int fd, const char *p, size_t n)
 {
-    while (n > 0) {
-        ssize_t r = write(w->fd, p, n);
+    size_t done = 0;
+
+    while (done < n) {
+        ssize_t r = write(fd, p + done, n - done);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
-            atomic_fetch_add(&w->errors, 1);
-            return;
+            if (r == 0)
+                errno = EIO;
+            break;
         }
-        p += r;
-        n -= (size_t)r;
+        done += (size_t)r;
     }
+    return done;
+}
+
+/* Writes n bytes, or counts one error and gives the rest up (a log that
+ * cannot be written must not stop the proxy); a sink decides for itself. */
+static void write_all(struct px_logw *w, char *p, size_t n)
+{
+    if (w->sink != NULL) {
+        int fd = w->fd;
+        struct stat sb;
+        if (fd >= 0 && fstat(fd, &sb) == 0 && sb.st_nlink == 0)
+            fd = -1; /* removed, and could not be created again */
+        if (w->sink(w->sink_arg, fd, p, n) != 0) {
+            atomic_fetch_add(&w->errors, 1);
+            w->sink_failing = 1;
+        } else {
+            w->sink_failing = 0;
+        }
+        return;
+    }
+    if (n > 0 && px_logw_write_fd(w->fd, p, n) != n)
+        atomic_fetch_add(&w->errors, 1);
 }
 
 /* Opens the path anew and only then closes the old descriptor: if the open
@@ -90,15 +120,44 @@ static void do_reopen(struct px_logw *w)
     w->reopen_failed = 0;
 }
 
+/* A file removed while open (its directory deleted, say) is reopened before
+ * the next batch, and again before each batch while that fails. */
+static void check_removed(struct px_logw *w)
+{
+    struct stat sb;
+
+    if (!w->reopen_failed && fstat(w->fd, &sb) == 0 && sb.st_nlink == 0)
+        do_reopen(w);
+}
+
+/* Waits for work; with a failing sink, for PX_LOGW_RETRY_MS at most. */
+static void wait_work(struct px_logw *w)
+{
+    struct timespec dl;
+
+    if (!w->sink_failing) {
+        pthread_cond_wait(&w->cv_work, &w->mu);
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_nsec += PX_LOGW_RETRY_MS * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    if (pthread_cond_timedwait(&w->cv_work, &w->mu, &dl) == ETIMEDOUT)
+        w->kick = 1;
+}
+
 static void *writer_main(void *arg)
 {
     struct px_logw *w = arg;
 
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (w->len == 0 && !w->reopen && !w->stop)
-            pthread_cond_wait(&w->cv_work, &w->mu);
-        if (w->len == 0 && !w->reopen)
+        while (w->len == 0 && !w->reopen && !w->stop && !w->kick)
+            wait_work(w);
+        if (w->len == 0 && !w->reopen && !w->kick)
             break; /* stop, and nothing left */
 
         char *batch = w->front;
@@ -110,16 +169,20 @@ static void *writer_main(void *arg)
         w->back = batch;
         w->len = 0;
         w->reopen = 0;
+        w->kick = 0;
         w->busy = 1;
         pthread_mutex_unlock(&w->mu);
 
         if (!discard) {
             if (w->reopen_failed)
                 do_reopen(w);
-            write_all(w, batch, cut);
-            if (reopen)
+            check_removed(w);
+            if (cut > 0 || !reopen)
+                write_all(w, batch, cut);
+            if (reopen) {
                 do_reopen(w);
-            write_all(w, batch + cut, n - cut);
+                write_all(w, batch + cut, n - cut); /* n == cut: a sink's probe */
+            }
         }
 
         pthread_mutex_lock(&w->mu);
@@ -129,10 +192,18 @@ static void *writer_main(void *arg)
         pthread_cond_broadcast(&w->cv_done);
     }
     pthread_mutex_unlock(&w->mu);
+    if (w->sink != NULL && !w->discard) {
+        /* A last probe: a pending gap record gets its chance. */
+        if (w->reopen_failed)
+            do_reopen(w);
+        check_removed(w);
+        write_all(w, NULL, 0);
+    }
     return NULL;
 }
 
-struct px_logw *px_logw_open(const char *path, size_t max_buffered_bytes, char *err, size_t errlen)
+struct px_logw *px_logw_open_sink(const char *path, size_t max_buffered_bytes,
+                                  px_logw_sink_fn sink, void *arg, char *err, size_t errlen)
 {
     struct px_logw *w = NULL;
     pthread_condattr_t ca;
@@ -149,6 +220,8 @@ struct px_logw *px_logw_open(const char *path, size_t max_buffered_bytes, char *
     if (w == NULL)
         goto nomem;
     w->fd = -1;
+    w->sink = sink;
+    w->sink_arg = arg;
     w->cap = max_buffered_bytes;
     w->path = strdup(path);
     w->front = malloc(max_buffered_bytes);
@@ -166,14 +239,14 @@ struct px_logw *px_logw_open(const char *path, size_t max_buffered_bytes, char *
     if (pthread_mutex_init(&w->mu, NULL) != 0)
         goto nomem;
     have_mu = 1;
-    if (pthread_cond_init(&w->cv_work, NULL) != 0)
-        goto nomem;
-    have_work = 1;
     if (pthread_condattr_init(&ca) != 0)
         goto nomem;
     have_ca = 1;
     if (pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 ||
-        pthread_cond_init(&w->cv_done, &ca) != 0)
+        pthread_cond_init(&w->cv_work, &ca) != 0)
+        goto nomem;
+    have_work = 1;
+    if (pthread_cond_init(&w->cv_done, &ca) != 0)
         goto nomem;
     have_done = 1;
 
@@ -209,6 +282,19 @@ fail:
         free(w);
     }
     return NULL;
+}
+
+struct px_logw *px_logw_open(const char *path, size_t max_buffered_bytes, char *err, size_t errlen)
+{
+    return px_logw_open_sink(path, max_buffered_bytes, NULL, NULL, err, errlen);
+}
+
+void px_logw_kick(struct px_logw *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->kick = 1;
+    pthread_cond_signal(&w->cv_work);
+    pthread_mutex_unlock(&w->mu);
 }
 
 int px_logw_write(struct px_logw *w, const char *line, size_t len)

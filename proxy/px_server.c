@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include <event2/event.h>
@@ -90,7 +91,8 @@ static void listener_retry_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* accept() failed: out of descriptors (or similar). Pause accepting for a
- * moment instead of spinning or exiting; established connections go on. */
+ * moment instead of spinning or exiting; established connections go on.
+ * The log line is rate-limited (px_log, per call site). */
 static void accept_error_cb(struct evconnlistener *l, void *arg)
 {
     struct px_ctx *ctx = arg;
@@ -225,6 +227,47 @@ static int init_stats(const struct px_config *cfg)
     rc = px_stats_init(names, n);
     free(names);
     return rc;
+}
+
+int px_server_fit_fds(struct px_config *cfg, int dry_run, char *msg, size_t cap)
+{
+    struct rlimit rl;
+    unsigned long long need, fit, have;
+
+    msg[0] = '\0';
+    need = 2ULL * cfg->max_connections + PX_ADMIN_MAX_CONNS + PX_FD_RESERVE;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        snprintf(msg, cap, "getrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+        return -1;
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        struct rlimit nl = rl;
+        nl.rlim_cur = rl.rlim_max;
+        if (!dry_run && setrlimit(RLIMIT_NOFILE, &nl) == 0)
+            rl = nl;
+        else if (dry_run)
+            rl = nl; /* what the start would do */
+    }
+    have = rl.rlim_cur == RLIM_INFINITY ? need : (unsigned long long)rl.rlim_cur;
+    if (have >= need)
+        return 0;
+    if (have < 2ULL + PX_ADMIN_MAX_CONNS + PX_FD_RESERVE) {
+        snprintf(msg, cap,
+                 "RLIMIT_NOFILE %llu leaves no descriptor for a client (%d admin + %d reserved "
+                 "needed first); raise it (ulimit -n, LimitNOFILE=)",
+                 have, PX_ADMIN_MAX_CONNS, PX_FD_RESERVE);
+        return -1;
+    }
+    fit = (have - PX_ADMIN_MAX_CONNS - PX_FD_RESERVE) / 2;
+    snprintf(msg, cap,
+             "max_connections %llu needs %llu descriptors (2 per client + %d admin + %d "
+             "reserved) but RLIMIT_NOFILE is %llu (hard limit): max_connections lowered to %llu; "
+             "raise the limit (ulimit -n, LimitNOFILE=) or lower max_connections",
+             (unsigned long long)cfg->max_connections, need, PX_ADMIN_MAX_CONNS, PX_FD_RESERVE,
+             have, fit);
+    if (!dry_run)
+        cfg->max_connections = fit;
+    return 0;
 }
 
 struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errlen)

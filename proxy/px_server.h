@@ -11,6 +11,23 @@
 struct px_config;
 struct px_ctx;
 
+/* Descriptors the proxy keeps besides two per client connection (the
+ * client's and its upstream connection): the admin listener's share
+ * (PX_ADMIN_MAX_CONNS) and this reserve for listeners, the event loop, the
+ * store, the logs and stdio. */
+#define PX_FD_RESERVE 64
+
+/* Descriptor arithmetic, before px_server_new(): 2 * max_connections +
+ * PX_ADMIN_MAX_CONNS + PX_FD_RESERVE against RLIMIT_NOFILE. When the soft
+ * limit is too low and the hard limit is enough, the soft limit is raised to
+ * the hard limit. When even the hard limit is too low, max_connections is
+ * lowered to what fits (clamped, so client N+1 gets the documented 503
+ * rather than a hang) and a warning is put into msg; when not even one
+ * client fits, returns -1 with the reason in msg. dry_run (for -t): nothing
+ * is changed, the same message is produced. msg gets "" when all is well.
+ * Returns 0 or -1. */
+int px_server_fit_fds(struct px_config *cfg, int dry_run, char *msg, size_t cap);
+
 /* Builds the context from cfg (borrowed), opening listeners, store, logs and
  * the upstream pool. Returns NULL with a message in err. */
 struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errlen);

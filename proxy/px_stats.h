@@ -25,6 +25,7 @@
     X(BAD_REQUEST, "bad_request", 1, 1, 0)                    \
     X(UPSTREAM_ERROR, "upstream_error", 1, 0, 0)              \
     X(STORE_FAILED, "store_failed", 1, 1, 0)                  \
+    X(AUDIT_UNAVAILABLE, "audit_unavailable", 1, 1, 0)        \
     X(TOO_MANY_CONNECTIONS, "too_many_connections", 0, 1, 0)  \
     X(HEADER_TIMEOUT, "header_timeout", 0, 1, 0)
 
@@ -54,7 +55,7 @@
     C(AUDIT_RECORDS, "fence_audit_records_total",                                     \
       "Records queued to the audit log.")                                             \
     C(AUDIT_DROPPED, "fence_audit_dropped_total",                                     \
-      "Audit records dropped because the audit writer's buffer was full.")           \
+      "Audit records not written (buffer full, write error, file removed).")         \
     C(ACCESS_LOG_DROPPED, "fence_access_log_dropped_total",                           \
       "Access log lines dropped because the writer's buffer was full.")              \
     C(LOG_REOPENS, "fence_log_reopens_total", "Log reopen requests (SIGHUP).")        \

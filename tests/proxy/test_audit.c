@@ -529,7 +529,9 @@ Test(audit_chain, restart_continues_the_chain, .init = setup, .fini = teardown)
 
     struct px_audit *a = px_audit_open(path, err, sizeof err);
     cr_assert_not_null(a, "%s", err);
-    cr_expect_str_eq(px_audit_prev(a), want);
+    char got[65];
+    px_audit_prev(a, got);
+    cr_expect_str_eq(got, want);
     px_audit_close(&a);
 
     write_records(path, 4, 3);
@@ -552,7 +554,9 @@ Test(audit_chain, torn_last_line_is_closed_and_reported, .init = setup, .fini = 
     cr_assert_not_null(a, "%s", err);
     char h[65];
     px_audit_sha256_hex("{\"ts\":\"2026", 11, h);
-    cr_expect_str_eq(px_audit_prev(a), h);
+    char got[65];
+    px_audit_prev(a, got);
+    cr_expect_str_eq(got, h);
     struct px_audit_event ev = simple_event();
     cr_assert_eq(px_audit_record(a, &ev), 0);
     px_audit_close(&a);
@@ -562,9 +566,9 @@ Test(audit_chain, torn_last_line_is_closed_and_reported, .init = setup, .fini = 
     cr_expect_str_eq(out, want);
 }
 
-Test(audit_chain, a_dropped_record_leaves_no_gap, .init = setup, .fini = teardown)
+Test(audit_chain, a_dropped_record_becomes_a_gap_record, .init = setup, .fini = teardown)
 {
-    char path[128], out[512], err[256];
+    char path[128], out[2048], err[256];
     static char huge[8192];
 
     in_dir(path, sizeof path, "audit.log");
@@ -572,23 +576,42 @@ Test(audit_chain, a_dropped_record_leaves_no_gap, .init = setup, .fini = teardow
     cr_assert_not_null(a, "%s", err);
     struct px_audit_event ev = simple_event();
     cr_assert_eq(px_audit_record(a, &ev), 0);
-    char before[65];
-    strcpy(before, px_audit_prev(a));
+    cr_assert_eq(px_audit_flush(a, 5000), 0);
+    cr_expect_eq(px_audit_writable(a), 1);
 
     /* A record larger than the whole buffer is always dropped. */
     memset(huge, 'x', sizeof huge);
     struct px_audit_event big = simple_event();
     big.path = huge;
     big.path_len = sizeof huge;
+    big.ts_ms += 7;
     cr_expect_eq(px_audit_record(a, &big), -1);
     cr_expect_eq(px_audit_dropped(a), 1);
-    cr_expect_str_eq(px_audit_prev(a), before);
 
-    cr_assert_eq(px_audit_flush(a, 5000), 0);
+    /* The writer tells the loss at once (no need for a next record). */
+    for (int i = 0; i < 200 && px_audit_gaps(a) == 0; i++)
+        usleep(10 * 1000);
+    cr_expect_eq(px_audit_gaps(a), 1);
+    cr_expect_eq(px_audit_writable(a), 1);
     cr_assert_eq(px_audit_record(a, &ev), 0);
     px_audit_close(&a);
+
+    char *text = slurp(path, NULL), *lines[8];
+    size_t n = split_lines(text, lines, 8);
+    cr_assert_eq(n, 3);
+    size_t len;
+    char *v = decoded(lines[1], "event", &len);
+    cr_expect_str_eq(v, "gap");
+    free(v);
+    v = decoded(lines[1], "from", &len);
+    cr_expect_str_eq(v, "2026-11-27T01:02:03.463Z", "the lost record's own time");
+    free(v);
+    cr_expect(strstr(lines[1], "\"lost\":1,") != NULL, "%s", lines[1]);
+    free(text);
     cr_expect_eq(verify(out, sizeof out, path, NULL), 0);
-    cr_expect_str_eq(out, "ok 2 records\n");
+    cr_expect(strstr(out, ":2: gap: 1 record(s) lost from 2026-11-27T01:02:03.463Z") != NULL,
+              "%s", out);
+    cr_expect(strstr(out, "ok 3 records; 1 gap record(s): 1 record(s) lost") != NULL, "%s", out);
 }
 
 /* ---- cli ---------------------------------------------------------------- */

@@ -239,6 +239,31 @@ static const struct ecase ecases[] = {
      "3: syntax error (expected [section] or name = value)"},
     {"[proxy]\nupstream = http://h:1\n[store\n", "3: unterminated section header"},
     {"[proxy]\nupstream = http://h:1\n[store] x\n", "3: unexpected text after section header"},
+    /* config that cannot silently weaken protection */
+    {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\nfenced_methods = put\n",
+     "5: fenced_methods: 'put' is not PUT: method names are case-sensitive and matched exactly, "
+     "so this would leave PUT unfenced"},
+    {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\nfenced_methods = PUT Delete\n",
+     "5: fenced_methods: 'Delete' is not DELETE: method names are case-sensitive and matched "
+     "exactly, so this would leave DELETE unfenced"},
+    {"[proxy]\nupstream = http://h:1\n[route r]\nprefix = /a\nfenced_methods = PUT P(ST\n",
+     "5: fenced_methods: 'P(ST' is not a method name (an HTTP token)"},
+    {"[proxy]\nupstream = http://256.1.1.1:1\n",
+     "2: upstream: '256.1.1.1' is not an IPv4 address"},
+    {"[proxy]\nupstream = http://h:1\nlisten = 256.1.1.1:80\n",
+     "3: listen: '256.1.1.1' is not an IPv4 address"},
+    {"[proxy]\nupstream = http://h:1\nadmin_listen = 1.2.3:80\n",
+     "3: admin_listen: '1.2.3' is not an IPv4 address"},
+    {"[proxy]\nupstream = http://h:1\nlisten = [::g]:80\n",
+     "3: listen: '[::g]:80' is not host:port (port 1..65535; [addr]:port for IPv6)"},
+    {"[proxy]\nupstream = http://h:1\nlisten = [1::2::3]:80\n",
+     "3: listen: '1::2::3' is not an IPv6 address"},
+    {"[proxy]\nupstream = http://-h:1\n", "2: upstream: '-h' is not a valid host name"},
+    {"[proxy]\nupstream = http://a..b:1\n", "2: upstream: 'a..b' is not a valid host name"},
+    /* non-printable bytes are escaped in messages */
+    {"[proxy]\nupstream = http://h:1\nlog_level = \x1b[2J\x7f\n",
+     "3: log_level: '\\x1b[2J\\x7f' is not one of: error, warn, info, debug"},
+    {"[proxy]\nupstream = http://h:1\n\xff\xfe = 1\n", "3: unknown key '\\xff\\xfe' in [proxy]"},
 };
 
 Test(config, errors)
@@ -267,19 +292,85 @@ Test(config, missing_file)
     cr_expect_str_eq(err, "/nonexistent/fence.conf: cannot open: No such file or directory");
 }
 
-Test(config, long_line_is_an_error_not_a_split)
+Test(config, long_lines_up_to_64k_and_then_an_error_not_a_split)
 {
-    char text[2048], err[512], *path = NULL;
+    static char text[80000];
+    char err[512], *path = NULL;
     struct px_config *cfg;
 
-    /* inih reads fixed-size chunks; a long line must not become two keys. */
+    /* Debian's inih stops at 199 bytes; a real route prefix can be longer. */
+    memset(text, 0, sizeof text);
+    strcpy(text, MIN "[route long]\nprefix = /");
+    memset(text + strlen(text), 'p', 5000);
+    strcat(text, "/\nfenced_methods = PUT\n");
+    cfg = load_text(text, &path, err, sizeof err);
+    cr_assert_not_null(cfg, "%s", err);
+    const struct pol_route *r = pol_routes_get(cfg->routes, 0);
+    cr_expect_eq(strlen(r->prefix), 5002);
+    px_config_free(&cfg);
+    free(path);
+
+    /* beyond the limit: an error at the line, never two keys */
     memset(text, 0, sizeof text);
     strcpy(text, MIN "access_log = /");
-    memset(text + strlen(text), 'a', 1500);
+    memset(text + strlen(text), 'a', 70000);
     strcat(text, "\n");
     cfg = load_text(text, &path, err, sizeof err);
     cr_expect_null(cfg);
-    cr_expect(strncmp(err + strlen(path), ":3: line too long", 17) == 0, "%s", err);
+    cr_expect(strncmp(err + strlen(path), ":3: line too long (at most 65536 bytes)", 39) == 0,
+              "%s", err);
+    free(path);
+}
+
+Test(config, inline_comments_and_colons_as_inih_has_them)
+{
+    char err[512];
+    struct px_config *cfg = load_text("[proxy]\nupstream : http://h:2 ; the store\n"
+                                      "access_log = /var/log/a;b\n",
+                                      NULL, err, sizeof err);
+
+    cr_assert_not_null(cfg, "%s", err);
+    cr_expect_str_eq(cfg->upstream, "http://h:2");
+    cr_expect_str_eq(cfg->access_log, "/var/log/a;b", "';' without a space before is a value byte");
+    px_config_free(&cfg);
+}
+
+Test(config, a_non_loopback_admin_address_is_a_warning_with_its_line)
+{
+    char err[512], want[700], *path = NULL;
+    struct px_config *cfg =
+        load_text(MIN "listen = 127.0.0.1:80\nadmin_listen = 0.0.0.0:81\n", &path, err, sizeof err);
+
+    cr_assert_not_null(cfg, "%s", err);
+    cr_assert_not_null(cfg->warnings);
+    snprintf(want, sizeof want,
+             "%s:4: warning: admin_listen 0.0.0.0:81 is not a loopback address: /metrics and "
+             "/tokens answer anyone who can reach it (the admin API has no authentication)\n",
+             path);
+    cr_expect_str_eq(cfg->warnings, want);
+    px_config_free(&cfg);
+    free(path);
+    cfg = load_text(MIN "admin_listen = [::1]:81\n", NULL, err, sizeof err);
+    cr_assert_not_null(cfg, "%s", err);
+    cr_expect_null(cfg->warnings, "loopback: no warning");
+    px_config_free(&cfg);
+}
+
+Test(config, unresolvable_hosts_are_named_by_resolve)
+{
+    char err[512], want[700], *path = NULL;
+    struct px_config *cfg = load_text("[proxy]\nupstream = http://no-such-host.invalid:80\n",
+                                      &path, err, sizeof err);
+
+    cr_assert_not_null(cfg, "%s", err);
+    cr_expect_eq(px_config_resolve(cfg, path, err, sizeof err), -1);
+    snprintf(want, sizeof want, "%s: upstream: host 'no-such-host.invalid' does not resolve", path);
+    cr_expect(strncmp(err, want, strlen(want)) == 0, "%s", err);
+    px_config_free(&cfg);
+    cfg = load_text("[proxy]\nupstream = http://localhost:80\n", NULL, err, sizeof err);
+    cr_assert_not_null(cfg, "%s", err);
+    cr_expect_eq(px_config_resolve(cfg, "x", err, sizeof err), 0, "%s", err);
+    px_config_free(&cfg);
     free(path);
 }
 
