@@ -40,6 +40,7 @@
 #include "px_http1.h"
 #include "px_log.h"
 #include "px_stats.h"
+#include "px_transport.h"
 
 #define ADMIN_MAX_HEAD 8192
 
@@ -302,7 +303,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)sa;
     (void)salen;
     if (a->n_conns >= PX_ADMIN_MAX_CONNS) {
-        if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        if (a->ctx->client_tr->ops->refuse(fd, busy, sizeof(busy) - 1) < 0)
             px_log_debug("admin: 503 over the limit not sent: %s", strerror(errno));
         px_log_warn("admin: %d connections open; refusing more", PX_ADMIN_MAX_CONNS);
         close(fd);
@@ -316,11 +317,9 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->a = a;
     TAILQ_INSERT_TAIL(&a->conns, c, link);
     a->n_conns++;
-    c->bev = bufferevent_socket_new(a->ctx->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    c->bev = px_transport_accept(a->ctx->client_tr, a->ctx->base, fd); /* owns fd now */
     c->timer = evtimer_new(a->ctx->base, timer_cb, c);
     if (c->bev == NULL || c->timer == NULL) {
-        if (c->bev == NULL)
-            close(fd);
         conn_free(c);
         return;
     }

@@ -78,9 +78,19 @@ static int tcp_alive(struct bufferevent *bev)
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+/* After the answer, the write side is shut and what the client already
+ * sent is drained: a close with unread input makes the kernel send a reset,
+ * which can destroy the answer in the client's receive queue before the
+ * client reads it. Bounded: a few non-blocking reads. */
 static int tcp_refuse(int fd, const char *msg, size_t len)
 {
-    return send(fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ? -1 : 0;
+    char sink[4096];
+    int rc = send(fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ? -1 : 0;
+
+    (void)shutdown(fd, SHUT_WR);
+    for (int i = 0; i < 16 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+        ;
+    return rc;
 }
 
 static const struct px_transport_ops tcp_ops = {
