@@ -29,7 +29,7 @@ static void limits_fini(void)
     pxt_teardown();
 }
 
-TestSuite(limits, .fini = limits_fini, .timeout = 60);
+TestSuite(limits, .fini = limits_fini, .timeout = 120);
 
 /* The proxy's resident set in KiB, from /proc. */
 static long proxy_rss_kib(void)
@@ -206,7 +206,7 @@ static void expect_responses(int fd, unsigned long n)
  * two 256 KiB watermarks is 2.5 MiB, the rest is allocator and, in the
  * ASan tree, sanitizer slack), and the responses must be right, in order,
  * when the client finally reads. */
-Test(limits, pipelined_flood_of_a_client_that_never_reads_stays_bounded, .timeout = 120)
+Test(limits, pipelined_flood_of_a_client_that_never_reads_stays_bounded)
 {
     static char body[RESP_BODY];
     char path[512];
