@@ -107,6 +107,8 @@ static const struct key keys[] = {
      KF_RELOAD, "client connections at once; beyond it 503 and close"},
     {S_PROXY, "max_header_bytes", K_UINT, PC(max_header_bytes), "16384", 1024, 1048576, NULL,
      KF_RELOAD, "largest request head in bytes; beyond it 431"},
+    {S_PROXY, "max_response_header_bytes", K_UINT, PC(max_response_header_bytes), "65536", 1024,
+     1048576, NULL, KF_RELOAD, "largest response head in bytes; beyond it 502"},
     {S_PROXY, "header_timeout", K_DURATION, PC(header_timeout_ms), "10s", 1, DAY_MS, NULL,
      KF_RELOAD, "deadline for a whole request head; then 408 and close"},
     {S_PROXY, "idle_timeout", K_DURATION, PC(idle_timeout_ms), "60s", 1, DAY_MS, NULL,

@@ -24,6 +24,7 @@ struct px_config {
     char *token_header;           /* "Fencing-Token" */
     uint64_t max_connections;     /* 10000 */
     uint64_t max_header_bytes;    /* 16384 */
+    uint64_t max_response_header_bytes; /* 65536 */
     uint64_t header_timeout_ms;   /* 10 s: deadline for a whole head */
     uint64_t idle_timeout_ms;     /* 60 s: client keep-alive idle */
     uint64_t upstream_connect_timeout_ms; /* 5 s */

@@ -52,7 +52,8 @@ struct px_ctx {
     uint64_t rid_base;               /* random, for X-Request-Id */
     uint64_t rid_counter;
     int shutting_down;
-    struct px_h1_limits lim;
+    struct px_h1_limits lim;         /* request heads */
+    struct px_h1_limits rlim;        /* response heads */
     struct {                         /* libevent common timeouts: O(1) timers */
         struct timeval header, idle, upstream, connect, linger;
     } tv;

@@ -70,7 +70,10 @@ size_t px_rw_request_head(const struct px_rw_request *rq, char *o)
 
     add(&b, h->method, h->method_len);
     LIT(&b, " ");
-    add(&b, h->target, h->target_len);
+    if (h->origin != NULL) /* absolute-form goes on as origin-form */
+        add(&b, h->origin, h->origin_len);
+    else
+        add(&b, h->target, h->target_len); /* "*" */
     LIT(&b, " HTTP/1.1\r\n");
     for (unsigned i = 0; i < h->n_fields; i++) {
         const struct px_h1_field *f = &h->fields[i];

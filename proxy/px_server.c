@@ -291,6 +291,8 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     ctx->lim.max_head = cfg->max_header_bytes;
     ctx->lim.max_line = 8192;
     ctx->lim.max_fields = 100;
+    ctx->rlim = ctx->lim;
+    ctx->rlim.max_head = cfg->max_response_header_bytes;
     ctx->token_header_len = strlen(cfg->token_header);
     snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "http://%s:%d", cfg->upstream_host,
              cfg->upstream_port);
