@@ -33,6 +33,9 @@ struct px_config {
     /* [store] */
     enum st_store_backend store_backend; /* file */
     char *store_path;             /* "/var/lib/fence" */
+    uint64_t store_max_size;      /* 64 GiB: the file store's map grows up to it */
+    uint64_t store_floor;         /* 0: none; else every highest is at least this */
+    char *store_marker;           /* "<config file>.store-id" (set by the loader) */
     /* [audit] */
     char *audit_path;             /* NULL: audit off */
     /* [route NAME] ... */

@@ -256,9 +256,15 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
             next = TAILQ_NEXT(t, link);
             if (t->token > r->durable) {
                 TAILQ_REMOVE(&r->waiting, t, link);
+                t->full = rc == ST_STORE_EFULL;
                 ticket_finish(t, PX_FENCE_FAILED);
             }
         }
+        /* A full store refused a new resource's advance and has not failed:
+         * nothing above the durable highest went through, so the next
+         * request may try again (S1 holds against the durable highest). */
+        if (rc == ST_STORE_EFULL && r->pending == 0)
+            r->highest = r->durable;
         res_touch(r);
         return;
     }

@@ -20,7 +20,8 @@
     X(MALFORMED_TOKEN, "malformed_token")  \
     X(BAD_REQUEST, "bad_request")          \
     X(UPSTREAM_ERROR, "upstream_error")    \
-    X(STORE_FAILED, "store_failed")
+    X(STORE_FAILED, "store_failed")        \
+    X(STORE_FULL, "store_full")
 
 #define PX_REASONS(X)                                \
     X(STALE_TOKEN, "stale_token")                    \
@@ -29,7 +30,8 @@
     X(BAD_REQUEST, "bad_request")                    \
     X(TOO_MANY_CONNECTIONS, "too_many_connections")  \
     X(HEADER_TIMEOUT, "header_timeout")              \
-    X(STORE_FAILED, "store_failed")
+    X(STORE_FAILED, "store_failed")                  \
+    X(STORE_FULL, "store_full")
 
 /* The table. C(enum, name, help) a counter, G(enum, name, help) a gauge,
  * H(enum, name, help, buckets) a histogram whose bucket bounds are one of
@@ -67,7 +69,15 @@
     H(STORE_COMMIT_DURATION, "fence_store_commit_duration_seconds",                   \
       "Duration of one token store commit, fsync included.", DURATION)               \
     H(STORE_COMMIT_BATCH, "fence_store_commit_batch_size",                            \
-      "Advances committed together in one store commit.", BATCH)
+      "Advances committed together in one store commit.", BATCH)                     \
+    G(STORE_USED_BYTES, "fence_store_used_bytes",                                     \
+      "Bytes of the file store in use (up to its last page).")                      \
+    G(STORE_MAX_BYTES, "fence_store_max_bytes",                                       \
+      "The file store's max_size: new resources are refused beyond it.")            \
+    G(STORE_FILL_PERCENT, "fence_store_fill_percent",                                 \
+      "fence_store_used_bytes as a percentage of fence_store_max_bytes.")           \
+    G(STORE_FULL, "fence_store_full",                                                 \
+      "1 while advances of new resources are refused for lack of room, else 0.")
 
 #define PX_STATS_NONE(...)
 #define PX_STATS_ENUM(e, ...) PX_ST_##e,
