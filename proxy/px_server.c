@@ -83,10 +83,11 @@ static void store_fill(struct px_ctx *ctx)
 static void store_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_ctx *ctx = arg;
-    int was_failed = st_store_failed(ctx->store);
 
     st_store_dispatch(ctx->store);
-    if (!was_failed && st_store_failed(ctx->store)) {
+    /* The gauge is the latch: the writer marks the store failed before it
+     * posts the completions, so "failed before dispatch" would miss it. */
+    if (st_store_failed(ctx->store) && px_stats_gauge_get(PX_G_STORE_UP) != 0) {
         const char *e = st_store_error(ctx->store);
         px_log_error("token store failed, refusing fenced requests: %s", e != NULL ? e : "?");
         px_stats_gauge_set(PX_G_STORE_UP, 0);

@@ -881,9 +881,9 @@ static int lmdb_open(struct st_store *s, const struct st_store_config *cfg, char
          * silently replaced by an empty one (every highest would be 0). */
         if (mkp != NULL && cfg->mode != ST_OPEN_INIT && cfg->floor == 0) {
             st_marker_hex(mk.id, hex);
-            snprintf(msg, sizeof msg, "the token store %s is %s, but store %s (generation %"
+            snprintf(msg, sizeof msg, "it is %s, but store %s (generation %"
                      PRIu64 ") was created here before (marker %s): starting empty would "
-                     "forget every highest token", cfg->path,
+                     "forget every highest token",
                      fs == F_EMPTY ? "empty (data.mdb has 0 bytes)" : "missing", hex,
                      mk.generation, cfg->marker);
             damaged = 1;
