@@ -619,7 +619,7 @@ struct verify {
     FILE *out;        /* the check's report, or NULL */
     size_t records, bad;
     const char *why;  /* header problem */
-    int rc;
+    int nodb;         /* the named databases are not there */
 };
 
 static void show_key(FILE *out, const MDB_val *k)
@@ -642,8 +642,22 @@ static int verify_all(void *arg)
     MDB_val k = {.mv_size = 5, .mv_data = "store"}, v;
     MDB_cursor *cur = NULL;
     uint64_t t;
-    int rc = mdb_get(vf->txn, ls->mdbi, &k, &v);
+    int rc;
 
+    /* Opening the databases reads the main root page: under the guard. */
+    rc = mdb_txn_begin(ls->env, NULL, MDB_RDONLY, &vf->txn);
+    if (rc != 0)
+        return rc;
+    rc = mdb_dbi_open(vf->txn, "fence.meta", 0, &ls->mdbi);
+    if (rc == 0)
+        rc = mdb_dbi_open(vf->txn, "fence.tokens", 0, &ls->tok);
+    if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+        vf->nodb = 1;
+        return 0;
+    }
+    if (rc != 0)
+        return rc;
+    rc = mdb_get(vf->txn, ls->mdbi, &k, &v);
     if (rc == MDB_NOTFOUND) {
         vf->why = "the header record is missing";
         return 0;
@@ -685,20 +699,6 @@ static int open_existing(struct lmdb_store *ls, const struct st_store_config *cf
     char want[33], have[33];
     int rc;
 
-    rc = mdb_txn_begin(ls->env, NULL, MDB_RDONLY, &vf.txn);
-    if (rc != 0)
-        goto lmdb_fail;
-    rc = mdb_dbi_open(vf.txn, "fence.meta", 0, &ls->mdbi);
-    if (rc == 0)
-        rc = mdb_dbi_open(vf.txn, "fence.tokens", 0, &ls->tok);
-    if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
-        snprintf(err, errlen, "%s is not a fence token store of this format (no header; "
-                 "a store from before version 0.2, or another LMDB file)", ls->file);
-        *damaged = 1;
-        goto fail;
-    }
-    if (rc != 0)
-        goto lmdb_fail;
     rc = guarded(verify_all, &vf);
     if (rc == GUARD_SIGBUS) {
         ls->poisoned = 1;
@@ -708,6 +708,12 @@ static int open_existing(struct lmdb_store *ls, const struct st_store_config *cf
         *damaged = rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == GUARD_SIGBUS ||
                    rc == MDB_BAD_TXN;
         goto lmdb_fail;
+    }
+    if (vf.nodb) {
+        snprintf(err, errlen, "%s is not a fence token store of this format (no header; "
+                 "a store from before version 0.2, or another LMDB file)", ls->file);
+        *damaged = 1;
+        goto fail;
     }
     if (vf.why != NULL) {
         snprintf(err, errlen, "%s: %s", ls->file, vf.why);
