@@ -299,6 +299,10 @@ Test(faults, small_max_size_refuses_only_new_resources)
         cr_expect_eq(put(p, 8), 200, "existing resource %d refused", i);
         cr_expect_eq(put(p, 7), 409, "resource %d: its advance was lost", i);
     }
+    /* The refused resource asks again with the same token: refused again at
+     * once (it must not wait for an advance nobody makes). */
+    long_path(p, sizeof p, ok);
+    cr_expect_eq(put(p, 7), 503, "a retried new resource must get 503 again");
     /* Short new keys are refused too once it is full (try a few). */
     int refused = 0;
     for (int i = 0; i < 200 && !refused; i++) {
