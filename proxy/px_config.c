@@ -107,6 +107,8 @@ static const struct key keys[] = {
      "token store: file (durable, LMDB) or memory (tests only)"},
     {S_STORE, "path", K_STRING, PC(store_path), "/var/lib/fence", 0, 0, NULL, 0,
      "directory of the file store"},
+    {S_STORE, "marker", K_STRING, PC(store_marker), "auto", 0, 0, NULL, 0,
+     "file that remembers the store's identity; auto: the store path + \".id\""},
     {S_STORE, "max_size", K_SIZE, PC(store_max_size), "64GiB", 1ULL << 20, 1ULL << 44, NULL, 0,
      "largest size of the file store; beyond it new resources get 503 (store_full)"},
     {S_STORE, "floor", K_UINT, PC(store_floor), "0", 0, UINT64_MAX, NULL, 0,
@@ -742,10 +744,14 @@ struct px_config *px_config_load(const char *path, char *err, size_t errlen)
     }
     if (!ld.failed)
         check_whole(&ld);
-    /* The store's marker lives next to the config (docs/operations.md). */
-    if (!ld.failed && asprintf(&cfg->store_marker, "%s.store-id", path) < 0) {
-        cfg->store_marker = NULL;
-        fail(&ld, 0, "out of memory");
+    /* The store's marker lives beside the store directory by default
+     * (docs/operations.md, "Token store faults"). */
+    if (!ld.failed && strcmp(cfg->store_marker, "auto") == 0) {
+        free(cfg->store_marker);
+        if (asprintf(&cfg->store_marker, "%s.id", cfg->store_path) < 0) {
+            cfg->store_marker = NULL;
+            fail(&ld, 0, "out of memory");
+        }
     }
 out:
     if (ld.fp != NULL)
@@ -779,7 +785,6 @@ void px_config_free(struct px_config **cfgp)
             free(*(char **)((char *)cfg + keys[i].off));
     }
     free(cfg->upstream_host);
-    free(cfg->store_marker);
     pol_routes_free(cfg->routes);
     free(cfg);
     *cfgp = NULL;

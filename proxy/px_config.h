@@ -35,7 +35,7 @@ struct px_config {
     char *store_path;             /* "/var/lib/fence" */
     uint64_t store_max_size;      /* 64 GiB: the file store's map grows up to it */
     uint64_t store_floor;         /* 0: none; else every highest is at least this */
-    char *store_marker;           /* "<config file>.store-id" (set by the loader) */
+    char *store_marker;           /* "auto" (the default) becomes "<store_path>.id" */
     /* [audit] */
     char *audit_path;             /* NULL: audit off */
     /* [route NAME] ... */

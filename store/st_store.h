@@ -38,7 +38,7 @@ struct st_store_config {
     size_t map_size;           /* initial LMDB map in bytes; 0 = default (16 MiB) */
     size_t max_size;           /* the map grows up to this; 0 = default (64 GiB) */
     const char *marker;        /* file that remembers the store's identity (the
-                                * proxy: "<config>.store-id"); NULL: none, a
+                                * proxy: "<path>.id" by default); NULL: none, a
                                 * missing store is then always created */
     enum st_store_mode mode;
     uint64_t floor;            /* operator floor: every highest is at least this */

@@ -515,7 +515,7 @@ static void capture(void *arg, int level, const char *msg)
 
 static struct st_store_config marked(char *marker, size_t cap)
 {
-    snprintf(marker, cap, "%s/proxy.conf.store-id", tmpdir);
+    snprintf(marker, cap, "%s/db.id", tmpdir);
     struct st_store_config c = {.backend = ST_STORE_FILE, .path = dbdir, .marker = marker,
                                 .log = capture};
     return c;
