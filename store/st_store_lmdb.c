@@ -620,6 +620,7 @@ struct verify {
     size_t records, bad;
     const char *why;  /* header problem */
     int nodb;         /* the named databases are not there */
+    int blank;        /* ... and the environment holds nothing at all */
 };
 
 static void show_key(FILE *out, const MDB_val *k)
@@ -652,7 +653,13 @@ static int verify_all(void *arg)
     if (rc == 0)
         rc = mdb_dbi_open(vf->txn, "fence.tokens", 0, &ls->tok);
     if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+        MDB_dbi main_dbi;
+        MDB_stat ms;
         vf->nodb = 1;
+        /* An environment LMDB initialised but we never wrote to: a creation
+         * killed before its first commit. */
+        vf->blank = mdb_dbi_open(vf->txn, NULL, 0, &main_dbi) == 0 &&
+                    mdb_stat(vf->txn, main_dbi, &ms) == 0 && ms.ms_entries == 0;
         return 0;
     }
     if (rc != 0)
@@ -693,7 +700,7 @@ static const char *const recovery =
  * marker, every record). Returns 0, or -1 with the reason in err. */
 static int open_existing(struct lmdb_store *ls, const struct st_store_config *cfg,
                          const struct st_marker *mk, int rdonly, FILE *out, char *err,
-                         size_t errlen, int *damaged)
+                         size_t errlen, int *damaged, int *blank)
 {
     struct verify vf = {.ls = ls, .out = out};
     char want[33], have[33];
@@ -708,6 +715,11 @@ static int open_existing(struct lmdb_store *ls, const struct st_store_config *cf
         *damaged = rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == GUARD_SIGBUS ||
                    rc == MDB_BAD_TXN;
         goto lmdb_fail;
+    }
+    if (vf.blank && blank != NULL) {
+        *blank = 1;
+        mdb_txn_abort(vf.txn);
+        return 0;
     }
     if (vf.nodb) {
         snprintf(err, errlen, "%s is not a fence token store of this format (no header; "
@@ -850,7 +862,7 @@ static int lmdb_open(struct st_store *s, const struct st_store_config *cfg, char
     struct stat st;
     off_t fsize;
     char msg[8192] = "", hex[33];
-    int damaged = 0, creating = 0, mrc = 1;
+    int damaged = 0, creating = 0, blank = 0, mrc = 1;
 
     if (cfg->path == NULL || cfg->path[0] == '\0') {
         snprintf(err, errlen, "file store: no path");
@@ -877,12 +889,17 @@ static int lmdb_open(struct st_store *s, const struct st_store_config *cfg, char
         damaged = 1;
         goto refuse;
     }
-    if (fs == F_PRESENT && cfg->mode == ST_OPEN_INIT) {
-        snprintf(msg, sizeof msg, "a store already exists at %s; to replace it, move the "
-                 "directory away first", cfg->path);
-        goto refuse;
+    if (fs == F_PRESENT) {
+        if (env_open(ls, cfg, 0, (size_t)fsize, msg, sizeof msg, &damaged) != 0 ||
+            open_existing(ls, cfg, mkp, 0, NULL, msg, sizeof msg, &damaged, &blank) != 0)
+            goto refuse;
+        if (!blank && cfg->mode == ST_OPEN_INIT) {
+            snprintf(msg, sizeof msg, "a store already exists at %s; to replace it, move "
+                     "the directory away first", cfg->path);
+            goto refuse;
+        }
     }
-    if (fs != F_PRESENT) {
+    if (fs != F_PRESENT || blank) {
         /* Missing or empty. S6: a store that existed before is never
          * silently replaced by an empty one (every highest would be 0). */
         if (mkp != NULL && cfg->mode != ST_OPEN_INIT && cfg->floor == 0) {
@@ -890,8 +907,7 @@ static int lmdb_open(struct st_store *s, const struct st_store_config *cfg, char
             snprintf(msg, sizeof msg, "it is %s, but store %s (generation %"
                      PRIu64 ") was created here before (marker %s): starting empty would "
                      "forget every highest token",
-                     fs == F_EMPTY ? "empty (data.mdb has 0 bytes)" : "missing", hex,
-                     mk.generation, cfg->marker);
+                     fs == F_ABSENT ? "missing" : "empty", hex, mk.generation, cfg->marker);
             damaged = 1;
             goto refuse;
         }
@@ -903,18 +919,15 @@ static int lmdb_open(struct st_store *s, const struct st_store_config *cfg, char
             snprintf(msg, sizeof msg, "mkdir %s: %s", cfg->path, strerror(errno));
             goto refuse;
         }
-        creating = 1;
-        fsize = 0;
-    }
-    if (stat(cfg->path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        snprintf(msg, sizeof msg, "%s is not a directory", cfg->path);
-        goto refuse;
-    }
-    if (env_open(ls, cfg, 0, (size_t)fsize, msg, sizeof msg, &damaged) != 0)
-        goto refuse;
-    if (creating) {
+        if (stat(cfg->path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            snprintf(msg, sizeof msg, "%s is not a directory", cfg->path);
+            goto refuse;
+        }
+        if (!blank && env_open(ls, cfg, 0, 0, msg, sizeof msg, &damaged) != 0)
+            goto refuse;
         if (create_store(ls, cfg, mkp, msg, sizeof msg) != 0)
             goto refuse;
+        creating = 1;
         st_marker_hex(ls->meta.id, hex);
         if (cfg->mode == ST_OPEN_INIT)
             note(cfg, 2, "created token store %s at %s (generation %" PRIu64 ", floor %"
@@ -927,17 +940,13 @@ static int lmdb_open(struct st_store *s, const struct st_store_config *cfg, char
             note(cfg, 1, "no token store at %s and none was configured before: created "
                  "store %s (first start)%s", cfg->path, hex,
                  cfg->marker != NULL ? "" : " [no marker file]");
-    } else {
-        if (open_existing(ls, cfg, mkp, 0, NULL, msg, sizeof msg, &damaged) != 0)
+    } else if (cfg->floor > ls->meta.floor) {
+        uint64_t was = ls->meta.floor;
+        if (raise_floor(ls, cfg->floor, msg, sizeof msg) != 0)
             goto refuse;
-        if (cfg->floor > ls->meta.floor) {
-            uint64_t was = ls->meta.floor;
-            if (raise_floor(ls, cfg->floor, msg, sizeof msg) != 0)
-                goto refuse;
-            note(cfg, 1, "operator floor: every resource's highest in %s raised to at least %"
-                 PRIu64 " (was %" PRIu64 "; generation now %" PRIu64 ")", cfg->path,
-                 cfg->floor, was, ls->meta.generation);
-        }
+        note(cfg, 1, "operator floor: every resource's highest in %s raised to at least %"
+             PRIu64 " (was %" PRIu64 "; generation now %" PRIu64 ")", cfg->path,
+             cfg->floor, was, ls->meta.generation);
     }
     if (stat(ls->file, &st) != 0) {
         snprintf(msg, sizeof msg, "stat %s: %s", ls->file, strerror(errno));
@@ -1021,7 +1030,7 @@ int st_store_lmdb_check(const struct st_store_config *cfg, FILE *out)
         goto out;
     }
     if (env_open(ls, cfg, 1, (size_t)fsize, msg, sizeof msg, &damaged) != 0 ||
-        open_existing(ls, cfg, mkp, 1, out, msg, sizeof msg, &damaged) != 0) {
+        open_existing(ls, cfg, mkp, 1, out, msg, sizeof msg, &damaged, NULL) != 0) {
         fprintf(out, "%s: %s\n", damaged ? "DAMAGED" : "ERROR", msg);
         rc = damaged ? 1 : -1;
         goto out;

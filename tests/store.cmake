@@ -1,6 +1,6 @@
 # store/: the token store (both backends) and its kill -9 durability test with
 # its helper program.
-fence_test(test_store SOURCES store/test_store.c LIBS fencestore fencetestsupport TIMEOUT 120)
+fence_test(test_store SOURCES store/test_store.c LIBS fencestore fencetestsupport PkgConfig::LMDB TIMEOUT 120)
 
 add_executable(store_crasher store/store_crasher.c)
 target_link_libraries(store_crasher PRIVATE fencestore)

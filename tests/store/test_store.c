@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
 #include "st_store.h"
 
 static char tmpdir[64];
@@ -726,4 +728,30 @@ Test(store, file_throughput, .timeout = 60)
             h.commits, (double)h.advances / h.commits);
     cr_expect_gt(total / secs, 2000.0);
     st_store_close(&s);
+}
+
+/* An environment LMDB initialised but the store never committed to (a
+ * creation killed before its first commit): finished on the next open when
+ * no store was created here before, refused as empty when one was. */
+static void blank_env(void)
+{
+    MDB_env *env;
+    mkdir(dbdir, 0700);
+    cr_assert_eq(mdb_env_create(&env), 0);
+    cr_assert_eq(mdb_env_open(env, dbdir, 0, 0600), 0);
+    mdb_env_close(env);
+}
+
+Test(store, file_creation_killed_before_its_first_commit)
+{
+    char marker[160];
+    struct st_store_config c = marked(marker, sizeof marker);
+
+    blank_env();
+    struct st_store *s = open_cfg(&c);
+    cr_expect_eq(ADV(s, "/a", 3).rc, 0);
+    st_store_close(&s);
+    ts_rmrf(dbdir);
+    blank_env();
+    refused(&c, "an emptied store (blank environment)");
 }
