@@ -809,14 +809,18 @@ static int create_store(struct lmdb_store *ls, const struct st_store_config *cfg
     return 0;
 }
 
-/* Writes the raised floor (and generation) into the header. */
-static int raise_floor(struct lmdb_store *ls, uint64_t floor, char *err, size_t errlen)
+/* Writes the raised floor and a new generation (above the store's and the
+ * marker's, mk may be NULL) into the header. */
+static int raise_floor(struct lmdb_store *ls, uint64_t floor, const struct st_marker *mk,
+                       char *err, size_t errlen)
 {
     MDB_txn *txn = NULL;
     struct meta old = ls->meta;
     int rc;
 
     ls->meta.floor = floor;
+    if (mk != NULL && mk->generation > ls->meta.generation)
+        ls->meta.generation = mk->generation;
     ls->meta.generation++;
     rc = mdb_txn_begin(ls->env, NULL, 0, &txn);
     if (rc == 0)
@@ -942,7 +946,7 @@ static int lmdb_open(struct st_store *s, const struct st_store_config *cfg, char
                  cfg->marker != NULL ? "" : " [no marker file]");
     } else if (cfg->floor > ls->meta.floor) {
         uint64_t was = ls->meta.floor;
-        if (raise_floor(ls, cfg->floor, msg, sizeof msg) != 0)
+        if (raise_floor(ls, cfg->floor, mkp, msg, sizeof msg) != 0)
             goto refuse;
         note(cfg, 1, "operator floor: every resource's highest in %s raised to at least %"
              PRIu64 " (was %" PRIu64 "; generation now %" PRIu64 ")", cfg->path,
