@@ -647,6 +647,8 @@ static int verify_all(void *arg)
 
     /* Opening the databases reads the main root page: under the guard. */
     rc = mdb_txn_begin(ls->env, NULL, MDB_RDONLY, &vf->txn);
+    if (rc == MDB_MAP_RESIZED && mdb_env_set_mapsize(ls->env, 0) == 0)
+        rc = mdb_txn_begin(ls->env, NULL, MDB_RDONLY, &vf->txn); /* a running proxy grew it */
     if (rc != 0)
         return rc;
     rc = mdb_dbi_open(vf->txn, "fence.meta", 0, &ls->mdbi);
