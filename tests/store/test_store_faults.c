@@ -98,6 +98,45 @@ static int store_check(void)
     return WEXITSTATUS(st);
 }
 
+/* Runs `fenceproxy store ARGS... -c conf` (extra may be NULL) and returns its
+ * exit status; output in dir/cli.log. */
+static int store_cli(const char *sub, const char *extra1, const char *extra2)
+{
+    const char *bin = ts_build_path("proxy/fenceproxy");
+    char log[1100];
+    char *argv[] = {(char *)bin, "store", (char *)sub, "-c", px.conf, (char *)extra1,
+                    (char *)extra2, NULL};
+    struct ts_proc p;
+    int st = -1;
+
+    snprintf(log, sizeof log, "%s/cli.log", px.dir);
+    cr_assert_eq(ts_proc_start(&p, "store-cli", argv, NULL, log), 0);
+    cr_assert_eq(ts_proc_wait(&p, 20000, &st), 0, "fenceproxy store %s hung", sub);
+    cr_assert(WIFEXITED(st), "fenceproxy store %s died of signal %d", sub, WTERMSIG(st));
+    return WEXITSTATUS(st);
+}
+
+/* `store init` creates a store once and refuses to overwrite it; `store
+ * check` says 0 on it, 1 when it is gone, 2 on a usage error; a proxy
+ * starts on the initialised store. */
+Test(faults, store_init_and_check_commands)
+{
+    cr_expect_eq(store_cli("check", NULL, NULL), 1, "check before init must say missing");
+    cr_expect_eq(store_cli("init", "--floor", "77"), 0);
+    cr_expect_eq(store_cli("init", NULL, NULL), 1, "init must not overwrite a store");
+    cr_expect_eq(store_cli("check", NULL, NULL), 0);
+    cr_expect_eq(store_cli("check", "--bogus", NULL), 2);
+    cr_expect_eq(store_cli("frobnicate", NULL, NULL), 2);
+    cr_assert_eq(ts_proxy_start(&px), 0, "fenceproxy did not start on an initialised store");
+    cr_expect_eq(put("/objects/x", 76), 409, "the floor given to init was not applied");
+    cr_expect_eq(put("/objects/x", 78), 200);
+    ts_proxy_stop(&px, SIGTERM);
+    cr_assert_eq(ts_rmrf(px.store), 0);
+    cr_expect_eq(store_cli("check", NULL, NULL), 1);
+    cr_expect_eq(store_cli("init", NULL, NULL), 0, "init after the store was lost");
+    cr_assert_eq(ts_proxy_start(&px), 0);
+}
+
 /* Starts the proxy and expects it to refuse: it exits by itself (no signal)
  * with status 1 and logs the refusal with the recovery steps. */
 static void expect_refused(const char *what, const char *reason)
