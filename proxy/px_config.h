@@ -34,6 +34,9 @@ struct px_config {
     /* [store] */
     enum st_store_backend store_backend; /* file */
     char *store_path;             /* "/var/lib/fence" */
+    uint64_t store_max_size;      /* 64 GiB: the file store's map grows up to it */
+    uint64_t store_floor;         /* 0: none; else every highest is at least this */
+    char *store_marker;           /* "auto" (the default) becomes "<store_path>.id" */
     /* [audit] */
     char *audit_path;             /* NULL: audit off */
     int audit_required;           /* on: 503 to fenced requests while records cannot be written */

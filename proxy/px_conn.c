@@ -724,6 +724,16 @@ static void fence_decided(struct px_conn *c)
     case PX_FENCE_FAILED:
         g->fenced = 0;
         release_fence(c);
+        if (g->ticket.full) {
+            /* The store is at its maximum size: only new resources are
+             * refused, and each refusal is audited. */
+            px_report_outcome(r->route_idx, PX_OUT_STORE_FULL);
+            audit(c, g->dec, "store_full", 0);
+            px_clog_warn(c->id, c->peer, "token store full: refusing new resource %.*s",
+                         (int)g->dec->resource_len, g->dec->resource);
+            respond_text(c, 503, "token store full", 1);
+            break;
+        }
         px_report_outcome(r->route_idx, PX_OUT_STORE_FAILED);
         px_clog_error(c->id, c->peer, "token store failed: refusing %.*s %.*s",
                       (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target);
