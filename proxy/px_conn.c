@@ -98,6 +98,7 @@ enum tmode {
     T_OFF,
     T_IDLE, /* no byte of a head yet: close quietly */
     T_HEAD, /* a head is arriving: 408 */
+    T_EXPECT, /* the upstream has not answered Expect: send the body anyway */
     T_END   /* closing or lingering: close */
 };
 
@@ -124,6 +125,8 @@ struct px_req {
     struct px_uclient uc; /* the upstream exchange */
     char rid[80];         /* X-Request-Id */
     struct px_body body;  /* the request body, client to upstream */
+    int expect_wait;      /* the body waits for the upstream's 100 Continue */
+    int sent_100;         /* a 100 Continue went to the client */
     int status;
     uint64_t bytes_out;      /* a local response's body bytes */
     struct timespec t_start; /* head parsed */
@@ -169,6 +172,7 @@ static void process_head(struct px_conn *c);
 static void set_client_read_timeout(struct px_conn *c, int on);
 static void fence_decided(struct px_conn *c);
 static void flush_all(struct px_conn *c);
+static void start_body(struct px_conn *c);
 
 /* Performs every state change and checks it against the table: an illegal
  * one is a bug (debug builds abort; release builds log it and go on). */
@@ -460,7 +464,7 @@ static int pump_request_body(struct px_conn *c)
     uint64_t before = r->body.wire;
     enum px_body_status st;
 
-    if (r->body.done || c->paused_client || !px_uclient_active(&r->uc))
+    if (r->body.done || c->paused_client || r->expect_wait || !px_uclient_active(&r->uc))
         return 0;
     out = px_uclient_output(&r->uc);
     st = px_body_relay(&r->body, in, out, PX_BUF_HIGH);
@@ -551,6 +555,37 @@ static int uc_head(void *arg, const struct px_h1_head *h, struct evbuffer **sink
     return 0;
 }
 
+/* An interim response: relayed to an HTTP/1.1 client (HTTP/1.0 has none);
+ * a 100 Continue lets the request body go. */
+static void uc_info(void *arg, const struct px_h1_head *h)
+{
+    struct px_conn *c = arg;
+    struct px_req *r = c->req;
+    struct evbuffer *o = bufferevent_get_output(c->bev);
+    struct px_rw_response rs;
+    struct evbuffer_iovec v;
+    size_t max;
+
+    if (h->status == 100 && (!r->h.expect_continue || r->sent_100))
+        return; /* not asked for, or answered already */
+    if (r->h.minor == 1) {
+        memset(&rs, 0, sizeof(rs));
+        rs.h = h;
+        rs.request_id = r->rid;
+        rs.upstream_origin = c->ctx->upstream_origin;
+        rs.upstream_origin_len = c->ctx->upstream_origin_len;
+        rs.client_11 = 1;
+        max = px_rw_response_max(&rs);
+        if (evbuffer_reserve_space(o, (ev_ssize_t)max, &v, 1) == 1 && v.iov_len >= max) {
+            v.iov_len = px_rw_response_head(&rs, v.iov_base);
+            evbuffer_commit_space(o, &v, 1);
+        }
+        r->sent_100 |= h->status == 100;
+    }
+    if (h->status == 100 && r->expect_wait)
+        event_active(c->timer, EV_TIMEOUT, 0); /* T_EXPECT: the body goes, from the loop */
+}
+
 static void uc_done(void *arg)
 {
     response_done(arg);
@@ -599,6 +634,7 @@ static void uc_after(void *arg)
 static const struct px_uclient_cbs uc_cbs = {
     .connected = uc_connected,
     .head = uc_head,
+    .info = uc_info,
     .done = uc_done,
     .failed = uc_failed,
     .writable = uc_writable,
@@ -632,6 +668,7 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
     rq.token = r->n_gates > 0 ? r->gates[0].dec->token : 0;
     rq.peer_ip = c->peer_ip;
     rq.request_id = r->rid;
+    rq.relay_expect = r->expect_wait;
     max = px_rw_request_max(&rq);
     if (evbuffer_reserve_space(o, (ev_ssize_t)max, &v, 1) < 1 || v.iov_len < max)
         return -1;
@@ -661,18 +698,42 @@ static void forward(struct px_conn *c)
     }
     set_state(c, r->uc.connecting ? C_CONNECT : C_FORWARD);
     clock_gettime(CLOCK_MONOTONIC, &r->t_fwd);
+    px_body_init(&r->body, r->h.body, r->h.content_length, 1);
+    /* Expect: 100-continue goes to the store, which may refuse before the
+     * body (auth, quota, 413, a missing collection); the body waits for its
+     * 100 or, as curl does, for a moment of silence. The proxy's own
+     * refusals came before anything went upstream (S4). */
+    r->expect_wait = r->h.expect_continue && r->h.minor == 1 && !r->body.done;
     if (write_request_head(c, r) < 0) {
         px_uclient_finish(&r->uc, 0);
         uc_failed(c, 502, "out of memory", 0);
         return;
     }
-    px_body_init(&r->body, r->h.body, r->h.content_length, 1);
     if (r->body.done) {
         request_body_done(c);
         return;
     }
-    if (r->h.expect_continue && r->h.minor == 1)
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (r->expect_wait) {
+        set_timer(c, T_EXPECT, &c->ctx->tv.expect);
+        return;
+    }
+    start_body(c);
+}
+
+/* Starts relaying the request body (at once, or once the upstream said 100
+ * Continue or was silent for a moment). */
+static void start_body(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+
+    if (r->expect_wait) {
+        r->expect_wait = 0;
+        set_timer(c, T_OFF, NULL);
+        if (!r->sent_100) { /* the upstream was silent: tell the client to go on */
+            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            r->sent_100 = 1;
+        }
+    }
     if (!c->client_eof)
         bufferevent_enable(c->bev, EV_READ);
     if (pump_request_body(c) < 0) {
@@ -1144,6 +1205,11 @@ abort:
 
 static void timer_run(struct px_conn *c)
 {
+    if (c->tmode == T_EXPECT) {
+        c->tmode = T_OFF;
+        start_body(c);
+        return;
+    }
     if (c->tmode == T_HEAD) {
         c->tmode = T_OFF;
         px_stats_reject(PX_OUT_HEADER_TIMEOUT);
