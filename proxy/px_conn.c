@@ -224,6 +224,8 @@ static void req_free(struct px_conn *c)
         return;
     px_uclient_finish(&r->uc, 0);
     release_fence(c);
+    px_body_clear(&r->body);
+    px_body_clear(&r->uc.body);
     free(r->buf);
     free(r->path);
     free(r->dpath);

@@ -93,6 +93,8 @@ size_t px_rw_request_head(const struct px_rw_request *rq, char *o)
             continue;
         if ((f->flags & PX_H1_F_EXPECT) && !rq->relay_expect)
             continue;
+        if ((f->flags & PX_H1_F_TRAILER) && h->body != PX_H1_BODY_CHUNKED)
+            continue; /* trailers travel only with chunked framing */
         if (NAME_IS(f, "X-Forwarded-For") || NAME_IS(f, "Via") ||
             NAME_IS(f, "X-Forwarded-Proto") || NAME_IS(f, "X-Request-Id"))
             continue; /* written below */
@@ -167,6 +169,8 @@ size_t px_rw_response_head(const struct px_rw_response *rs, char *o)
         const struct px_h1_field *f = &h->fields[i];
         if (f->flags & PX_H1_F_HOP)
             continue;
+        if ((f->flags & PX_H1_F_TRAILER) && !rs->chunked_out)
+            continue; /* trailers travel only with chunked framing */
         /* A bodiless response keeps its Content-Length (HEAD, 304). */
         if ((f->flags & PX_H1_F_FRAMING) &&
             !(h->body == PX_H1_BODY_NONE && NAME_IS(f, "Content-Length")))
