@@ -126,6 +126,7 @@ struct px_req {
     char rid[80];         /* X-Request-Id */
     struct px_body body;  /* the request body, client to upstream */
     int expect_wait;      /* the body waits for the upstream's 100 Continue */
+    int preempted;        /* a higher token was admitted meanwhile (S3) */
     int sent_100;         /* a 100 Continue went to the client */
     int status;
     uint64_t bytes_out;      /* a local response's body bytes */
@@ -173,6 +174,7 @@ static void set_client_read_timeout(struct px_conn *c, int on);
 static void fence_decided(struct px_conn *c);
 static void flush_all(struct px_conn *c);
 static void start_body(struct px_conn *c);
+static void preempt(struct px_conn *c);
 
 /* Performs every state change and checks it against the table: an illegal
  * one is a bug (debug builds abort; release builds log it and go on). */
@@ -278,6 +280,8 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     else if (c->state == C_DECIDE &&
              c->req->gates[c->req->gate_at].ticket.result != PX_FENCE_WAIT)
         fence_decided(c);
+    else if ((c->state == C_CONNECT || c->state == C_FORWARD) && c->req->preempted)
+        preempt(c);
     flush_all(c);
 }
 
@@ -399,10 +403,20 @@ static int has_unread_body(const struct px_req *r)
 /* A rejection of decision d (MISSING, MALFORMED, STALE or BAD_TARGET),
  * decided from the head alone: answered in the route's error format without
  * reading the body; the connection closes when a body was declared. */
+static void respond_refusal(struct px_conn *c, const struct pol_decision *d, enum px_outcome o,
+                            int close);
+
 static void respond_rejection(struct px_conn *c, const struct pol_decision *d)
 {
+    respond_refusal(c, d, px_report_verdict_outcome(d->verdict), 0);
+}
+
+/* The refusal of decision d reported as outcome o; close: the connection
+ * ends after it whatever the request declared. */
+static void respond_refusal(struct px_conn *c, const struct pol_decision *d, enum px_outcome o,
+                            int close)
+{
     struct px_req *r = c->req;
-    enum px_outcome o = px_report_verdict_outcome(d->verdict);
     const char *reason = px_stats_outcome_label(o);
     uint64_t highest = d->highest;
     struct pol_response resp;
@@ -425,7 +439,7 @@ static void respond_rejection(struct px_conn *c, const struct pol_decision *d)
                  reason, (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
                  (int)d->resource_len, d->resource, d->token, d->highest);
     respond_local(c, resp.status, resp.content_type, extra, resp.body, resp.body_len,
-                  has_unread_body(r) || !c->keep_alive);
+                  close || has_unread_body(r) || !c->keep_alive);
     pol_response_clear(&resp);
 }
 
@@ -765,6 +779,61 @@ static void fence_cb(struct px_fence_ticket *t, void *arg)
 
 static void admit_next(struct px_conn *c);
 
+/* A higher token was admitted for a resource this request holds: like
+ * fence_cb, only schedule. */
+static void fence_preempt_cb(struct px_fence_ticket *t, void *arg)
+{
+    struct px_conn *c = arg;
+
+    c->req->preempted = 1;
+    event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+/* S3 with preemption: a stale request still sending its body never
+ * completes at the store. Its last byte was never relayed (the body relay
+ * holds it back until the body is done), so closing the upstream
+ * connection now leaves the store a cut request, as for a malformed chunked
+ * body; the client gets 409 and the refusal is audited as preempted. A
+ * request whose whole body went out is waited for (the uclient's response
+ * deadline bounds it). */
+static void preempt(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+    struct px_gate *g = NULL;
+    uint64_t highest = 0;
+
+    r->preempted = 0;
+    if (r->body.done)
+        return; /* the store has the whole request: its answer is waited for */
+    for (unsigned i = 0; i < r->n_gates; i++)
+        if (px_fence_peek(c->ctx->fence, r->gates[i].dec->resource,
+                          r->gates[i].dec->resource_len, &highest) == 0 &&
+            highest > r->gates[i].dec->token) {
+            g = &r->gates[i];
+            break;
+        }
+    if (g == NULL)
+        return;
+    px_uclient_finish(&r->uc, 0);
+    release_fence(c);
+    px_clog_info(c->id, c->peer, "preempted %.*s %.*s: token %" PRIu64 " < %" PRIu64
+                 " while its body was still coming",
+                 (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
+                 g->dec->token, highest);
+    if (c->upload_deadline) {
+        set_client_read_timeout(c, 0);
+        c->upload_deadline = 0;
+    }
+    pol_decide_check(g->dec, highest); /* STALE, with the highest */
+    if (r->uc.started) {
+        px_report_outcome(r->route_idx, PX_OUT_PREEMPTED);
+        audit(c, g->dec, "preempted", highest);
+        conn_close(c); /* a response was under way: only closing tells */
+        return;
+    }
+    respond_refusal(c, g->dec, PX_OUT_PREEMPTED, 1);
+}
+
 /* Acts on the fence's answer for the gate being admitted. */
 static void fence_decided(struct px_conn *c)
 {
@@ -824,6 +893,8 @@ static void admit_next(struct px_conn *c)
                         &g->ticket, fence_cb, c);
     g->ticket.result = fr;
     g->fenced = fr == PX_FENCE_GO || fr == PX_FENCE_WAIT;
+    if (g->fenced)
+        px_fence_on_preempt(&g->ticket, fence_preempt_cb);
     fence_decided(c);
 }
 
