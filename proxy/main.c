@@ -1,6 +1,6 @@
 /* fenceproxy: command line. `fenceproxy -c FILE` runs the proxy,
  * `fenceproxy -t -c FILE` checks a config, `fenceproxy audit ...` works on
- * audit logs. Everything else lives in the px_* modules. */
+ * audit logs, `fenceproxy store ...` creates and checks the token store. Everything else lives in the px_* modules. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +10,7 @@
 #include "px_config.h"
 #include "px_log.h"
 #include "px_server.h"
+#include "px_storecli.h"
 
 #define FENCEPROXY_VERSION "0.1.0"
 
@@ -19,6 +20,8 @@ static void usage(FILE *f)
                "       fenceproxy -t -c FILE     check the configuration and exit\n"
                "       fenceproxy audit verify FILE...\n"
                "       fenceproxy audit tail [-n N] [--resource R] FILE\n"
+               "       fenceproxy store init -c FILE [--floor N]\n"
+               "       fenceproxy store check -c FILE\n"
                "       fenceproxy -v             print the version\n");
 }
 
@@ -26,13 +29,15 @@ int main(int argc, char **argv)
 {
     const char *conf = NULL;
     int test_only = 0, opt, rc = 1;
-    char err[1024] = "";
+    char err[4096] = ""; /* a refused store explains the recovery steps */
     struct px_config *cfg = NULL;
     struct px_ctx *ctx = NULL;
     enum px_log_level level;
 
     if (argc >= 2 && strcmp(argv[1], "audit") == 0)
         return px_auditcli_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "store") == 0)
+        return px_storecli_main(argc - 1, argv + 1);
     while ((opt = getopt(argc, argv, "c:thv")) != -1) {
         switch (opt) {
         case 'c':

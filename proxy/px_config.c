@@ -43,6 +43,7 @@ enum key_type {
     K_URL,           /* http://host:port[/]; also sets upstream_host/port */
     K_TOKEN,         /* an RFC 9110 token (a header name) */
     K_UINT,          /* decimal, within [min, max] */
+    K_SIZE,          /* bytes, decimal with an optional KiB|MiB|GiB|TiB, within [min, max] */
     K_DURATION,      /* fc_duration_parse, milliseconds within [min, max] */
     K_ENUM,          /* one of choices, stored as its int value */
     K_WORD,          /* one of choices, stored as the text */
@@ -107,6 +108,8 @@ static const struct key keys[] = {
      KF_RELOAD, "client connections at once; beyond it 503 and close"},
     {S_PROXY, "max_header_bytes", K_UINT, PC(max_header_bytes), "16384", 1024, 1048576, NULL,
      KF_RELOAD, "largest request head in bytes; beyond it 431"},
+    {S_PROXY, "max_response_header_bytes", K_UINT, PC(max_response_header_bytes), "65536", 1024,
+     1048576, NULL, KF_RELOAD, "largest response head in bytes; beyond it 502"},
     {S_PROXY, "header_timeout", K_DURATION, PC(header_timeout_ms), "10s", 1, DAY_MS, NULL,
      KF_RELOAD, "deadline for a whole request head; then 408 and close"},
     {S_PROXY, "idle_timeout", K_DURATION, PC(idle_timeout_ms), "60s", 1, DAY_MS, NULL,
@@ -123,6 +126,12 @@ static const struct key keys[] = {
      "token store: file (durable, LMDB) or memory (tests only)"},
     {S_STORE, "path", K_STRING, PC(store_path), "/var/lib/fence", 0, 0, NULL, 0,
      "directory of the file store"},
+    {S_STORE, "marker", K_STRING, PC(store_marker), "auto", 0, 0, NULL, 0,
+     "file that remembers the store's identity; auto: the store path + \".id\""},
+    {S_STORE, "max_size", K_SIZE, PC(store_max_size), "64GiB", 1ULL << 20, 1ULL << 44, NULL, 0,
+     "largest size of the file store; beyond it new resources get 503 (store_full)"},
+    {S_STORE, "floor", K_UINT, PC(store_floor), "0", 0, UINT64_MAX, NULL, 0,
+     "operator floor: every resource's highest is raised to it at start (recovery; 0 none)"},
     {S_AUDIT, "path", K_PATH_OFF, PC(audit_path), "off", 0, 0, NULL, 0,
      "audit log file (JSON lines, hash-chained), or off"},
     {S_AUDIT, "required", K_ENUM, PC(audit_required), "off", 0, 0, on_off_choices, 0,
@@ -405,6 +414,34 @@ static void choice_list(const struct choice *c, char *out, size_t cap)
     }
 }
 
+/* A size: digits, then nothing (bytes) or KiB, MiB, GiB, TiB. */
+static int parse_size(const char *s, uint64_t *out)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    char num[32];
+    size_t n = strspn(s, "0123456789");
+    uint64_t v, mul = 1;
+
+    if (n == 0 || n >= sizeof num)
+        return -1;
+    memcpy(num, s, n);
+    num[n] = '\0';
+    if (parse_u64(num, &v) != 0)
+        return -1;
+    if (s[n] != '\0') {
+        size_t i;
+        for (i = 0; i < 4 && strcmp(s + n, units[i]) != 0; i++)
+            ;
+        if (i == 4)
+            return -1;
+        mul = 1ULL << (10 * (i + 1));
+    }
+    if (v > UINT64_MAX / mul)
+        return -1;
+    *out = v * mul;
+    return 0;
+}
+
 static int set_string(void *base, size_t off, const char *v, char *msg, size_t cap)
 {
     char **field = (char **)((char *)base + off);
@@ -512,10 +549,13 @@ static int apply(const struct key *k, void *base, struct px_config *cfg, const c
         rc = set_string(base, k->off, v, msg, cap);
         break;
     case K_UINT:
+    case K_SIZE:
     case K_DURATION:
-        if (k->type == K_UINT ? parse_u64(v, &u) != 0 : fc_duration_parse(v, &u) != 0) {
-            snprintf(msg, cap, k->type == K_UINT
-                     ? "'%s' is not a number" : "'%s' is not a duration (like 250ms, 5s, 2m, 1h)", v);
+        if (k->type == K_SIZE ? parse_size(v, &u) != 0
+            : k->type == K_UINT ? parse_u64(v, &u) != 0 : fc_duration_parse(v, &u) != 0) {
+            snprintf(msg, cap, k->type == K_UINT ? "'%s' is not a number"
+                     : k->type == K_SIZE ? "'%s' is not a size (like 512MiB, 64GiB)"
+                     : "'%s' is not a duration (like 250ms, 5s, 2m, 1h)", v);
             break;
         }
         if (u < k->min || u > k->max) {
@@ -893,6 +933,15 @@ struct px_config *px_config_load(const char *path, char *err, size_t errlen)
     route_close(&ld);
     if (!ld.failed)
         check_whole(&ld);
+    /* The store's marker lives beside the store directory by default
+     * (docs/operations.md, "Token store faults"). */
+    if (!ld.failed && strcmp(cfg->store_marker, "auto") == 0) {
+        free(cfg->store_marker);
+        if (asprintf(&cfg->store_marker, "%s.id", cfg->store_path) < 0) {
+            cfg->store_marker = NULL;
+            fail(&ld, 0, "out of memory");
+        }
+    }
 out:
     if (ld.fp != NULL)
         fclose(ld.fp);

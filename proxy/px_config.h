@@ -24,6 +24,7 @@ struct px_config {
     char *token_header;           /* "Fencing-Token" */
     uint64_t max_connections;     /* 10000 */
     uint64_t max_header_bytes;    /* 16384 */
+    uint64_t max_response_header_bytes; /* 65536 */
     uint64_t header_timeout_ms;   /* 10 s: deadline for a whole head */
     uint64_t idle_timeout_ms;     /* 60 s: client keep-alive idle */
     uint64_t upstream_connect_timeout_ms; /* 5 s */
@@ -33,6 +34,9 @@ struct px_config {
     /* [store] */
     enum st_store_backend store_backend; /* file */
     char *store_path;             /* "/var/lib/fence" */
+    uint64_t store_max_size;      /* 64 GiB: the file store's map grows up to it */
+    uint64_t store_floor;         /* 0: none; else every highest is at least this */
+    char *store_marker;           /* "auto" (the default) becomes "<store_path>.id" */
     /* [audit] */
     char *audit_path;             /* NULL: audit off */
     int audit_required;           /* on: 503 to fenced requests while records cannot be written */

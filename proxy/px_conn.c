@@ -28,6 +28,7 @@
 
 #include "pol_decide.h"
 #include "pol_route.h"
+#include "pol_uri.h"
 #include "px_audit.h"
 #include "px_body.h"
 #include "px_clock.h"
@@ -97,21 +98,35 @@ enum tmode {
     T_OFF,
     T_IDLE, /* no byte of a head yet: close quietly */
     T_HEAD, /* a head is arriving: 408 */
+    T_EXPECT, /* the upstream has not answered Expect: send the body anyway */
     T_END   /* closing or lingering: close */
+};
+
+/* One resource a request writes, at the fence and its ordering gate. */
+struct px_gate {
+    struct pol_decision *dec;     /* the request's or its Destination's */
+    struct px_fence_ticket ticket;
+    int fenced;                   /* holds the ticket (px_fence_done() owed) */
 };
 
 struct px_req {
     struct px_h1_head h; /* slices of buf */
     char *buf;           /* copy of the head bytes; owned */
-    char *path;          /* normalised path; owned */
-    size_t path_len;
-    struct pol_decision dec;
-    size_t route_idx; /* SIZE_MAX when no route */
-    int fenced;       /* holds a fence ticket (px_fence_done() owed) */
-    struct px_fence_ticket ticket;
+    char *path;          /* the target's key path (pol_decide_target); owned */
+    char *dpath;         /* the Destination's (COPY, MOVE); owned */
+    struct pol_decision dec;  /* the target's; what is reported */
+    struct pol_decision ddec; /* the Destination's, when there is one */
+    size_t route_idx;         /* of dec; SIZE_MAX when no route */
+    /* The resources to admit, in a fixed order (resource key bytes), so
+     * that two requests that write the same two resources cannot each hold
+     * one and wait for the other; gate_at is the one being admitted. */
+    struct px_gate gates[2];
+    unsigned n_gates, gate_at;
     struct px_uclient uc; /* the upstream exchange */
     char rid[80];         /* X-Request-Id */
     struct px_body body;  /* the request body, client to upstream */
+    int expect_wait;      /* the body waits for the upstream's 100 Continue */
+    int sent_100;         /* a 100 Continue went to the client */
     int status;
     uint64_t bytes_out;      /* a local response's body bytes */
     struct timespec t_start; /* head parsed */
@@ -157,6 +172,7 @@ static void process_head(struct px_conn *c);
 static void set_client_read_timeout(struct px_conn *c, int on);
 static void fence_decided(struct px_conn *c);
 static void flush_all(struct px_conn *c);
+static void start_body(struct px_conn *c);
 
 /* Performs every state change and checks it against the table: an illegal
  * one is a bug (debug builds abort; release builds log it and go on). */
@@ -164,6 +180,16 @@ static void set_state(struct px_conn *c, enum px_conn_state to)
 {
     (void)px_conn_state_check(c->id, c->peer, c->state, to);
     c->state = to;
+}
+
+static size_t route_index(const struct pol_routes *rt, const struct pol_route *route)
+{
+    size_t n = pol_routes_count(rt);
+
+    for (size_t i = 0; route != NULL && i < n; i++)
+        if (pol_routes_get(rt, i) == route)
+            return i;
+    return SIZE_MAX;
 }
 
 /* Arms the connection's timer for mode with tv (one of ctx->tv), or stops
@@ -183,10 +209,11 @@ static void release_fence(struct px_conn *c)
 {
     struct px_req *r = c->req;
 
-    if (r->fenced) {
-        px_fence_done(c->ctx->fence, &r->ticket);
-        r->fenced = 0;
-    }
+    for (unsigned i = 0; i < r->n_gates; i++)
+        if (r->gates[i].fenced) {
+            px_fence_done(c->ctx->fence, &r->gates[i].ticket);
+            r->gates[i].fenced = 0;
+        }
 }
 
 static void req_free(struct px_conn *c)
@@ -199,6 +226,7 @@ static void req_free(struct px_conn *c)
     release_fence(c);
     free(r->buf);
     free(r->path);
+    free(r->dpath);
     free(r);
     c->req = NULL;
 }
@@ -210,7 +238,7 @@ static void conn_close(struct px_conn *c)
     if (c->state == C_DEAD)
         return;
     if (c->req != NULL && px_uclient_active(&c->req->uc) && c->req->status == 0 &&
-        c->req->fenced)
+        c->req->n_gates > 0)
         px_clog_debug(c->id, c->peer, "closing with a request in flight");
     set_state(c, C_DEAD);
     req_free(c);
@@ -245,7 +273,8 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (c->state == C_HEAD && c->req == NULL)
         process_head(c);
-    else if (c->state == C_DECIDE && c->req->ticket.result != PX_FENCE_WAIT)
+    else if (c->state == C_DECIDE &&
+             c->req->gates[c->req->gate_at].ticket.result != PX_FENCE_WAIT)
         fence_decided(c);
     flush_all(c);
 }
@@ -298,11 +327,14 @@ static void report_of(const struct px_conn *c, const struct px_req *r, int statu
     }
 }
 
-static void audit(struct px_conn *c, const char *event, uint64_t highest)
+/* An audit record of event for decision d of the current request. */
+static void audit(struct px_conn *c, const struct pol_decision *d, const char *event,
+                  uint64_t highest)
 {
     struct px_report x;
 
     report_of(c, c->req, 0, 0, &x);
+    x.dec = d;
     px_report_audit(c->ctx->audit, &x, event, highest);
 }
 
@@ -362,35 +394,35 @@ static int has_unread_body(const struct px_req *r)
                          r->h.body == PX_H1_BODY_CHUNKED);
 }
 
-/* A fencing rejection (MISSING, MALFORMED or STALE), decided from the head
- * alone: answered without reading the body; the connection closes when a
- * body was declared. */
-static void respond_rejection(struct px_conn *c)
+/* A rejection of decision d (MISSING, MALFORMED, STALE or BAD_TARGET),
+ * decided from the head alone: answered in the route's error format without
+ * reading the body; the connection closes when a body was declared. */
+static void respond_rejection(struct px_conn *c, const struct pol_decision *d)
 {
     struct px_req *r = c->req;
-    enum px_outcome o = px_report_verdict_outcome(r->dec.verdict);
+    enum px_outcome o = px_report_verdict_outcome(d->verdict);
     const char *reason = px_stats_outcome_label(o);
-    uint64_t highest = r->dec.highest;
+    uint64_t highest = d->highest;
     struct pol_response resp;
     char extra[96] = "";
 
     memset(&resp, 0, sizeof(resp));
-    if (pol_decide_response(&r->dec, &resp) < 0) {
+    if (pol_decide_response_for(d, r->rid, strlen(r->rid), &resp) < 0) {
         respond_text(c, 500, "internal error", 1);
         return;
     }
     if (resp.has_highest)
         snprintf(extra, sizeof(extra), "Fencing-Token-Highest: %" PRIu64 "\r\n", resp.highest);
-    if ((r->dec.verdict == POL_MISSING || r->dec.verdict == POL_MALFORMED) &&
-        px_fence_peek(c->ctx->fence, r->dec.resource, r->dec.resource_len, &highest) < 0)
+    if ((d->verdict == POL_MISSING || d->verdict == POL_MALFORMED) &&
+        px_fence_peek(c->ctx->fence, d->resource, d->resource_len, &highest) < 0)
         highest = 0; /* not cached: never looked up for a request refused from its head */
     if (px_stats_outcome_audited(o))
-        audit(c, reason, highest);
-    px_report_outcome(r->route_idx, o);
+        audit(c, d, reason, highest);
+    px_report_outcome(route_index(c->ctx->cfg->routes, d->route), o);
     px_clog_info(c->id, c->peer, "%s %.*s %.*s resource=%.*s token=%" PRIu64 " highest=%" PRIu64,
                  reason, (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
-                 (int)r->dec.resource_len, r->dec.resource, r->dec.token, r->dec.highest);
-    respond_local(c, resp.status, "application/json", extra, resp.body, resp.body_len,
+                 (int)d->resource_len, d->resource, d->token, d->highest);
+    respond_local(c, resp.status, resp.content_type, extra, resp.body, resp.body_len,
                   has_unread_body(r) || !c->keep_alive);
     pol_response_clear(&resp);
 }
@@ -432,7 +464,7 @@ static int pump_request_body(struct px_conn *c)
     uint64_t before = r->body.wire;
     enum px_body_status st;
 
-    if (r->body.done || c->paused_client || !px_uclient_active(&r->uc))
+    if (r->body.done || c->paused_client || r->expect_wait || !px_uclient_active(&r->uc))
         return 0;
     out = px_uclient_output(&r->uc);
     st = px_body_relay(&r->body, in, out, PX_BUF_HIGH);
@@ -523,6 +555,37 @@ static int uc_head(void *arg, const struct px_h1_head *h, struct evbuffer **sink
     return 0;
 }
 
+/* An interim response: relayed to an HTTP/1.1 client (HTTP/1.0 has none);
+ * a 100 Continue lets the request body go. */
+static void uc_info(void *arg, const struct px_h1_head *h)
+{
+    struct px_conn *c = arg;
+    struct px_req *r = c->req;
+    struct evbuffer *o = bufferevent_get_output(c->bev);
+    struct px_rw_response rs;
+    struct evbuffer_iovec v;
+    size_t max;
+
+    if (h->status == 100 && (!r->h.expect_continue || r->sent_100))
+        return; /* not asked for, or answered already */
+    if (r->h.minor == 1) {
+        memset(&rs, 0, sizeof(rs));
+        rs.h = h;
+        rs.request_id = r->rid;
+        rs.upstream_origin = c->ctx->upstream_origin;
+        rs.upstream_origin_len = c->ctx->upstream_origin_len;
+        rs.client_11 = 1;
+        max = px_rw_response_max(&rs);
+        if (evbuffer_reserve_space(o, (ev_ssize_t)max, &v, 1) == 1 && v.iov_len >= max) {
+            v.iov_len = px_rw_response_head(&rs, v.iov_base);
+            evbuffer_commit_space(o, &v, 1);
+        }
+        r->sent_100 |= h->status == 100;
+    }
+    if (h->status == 100 && r->expect_wait)
+        event_active(c->timer, EV_TIMEOUT, 0); /* T_EXPECT: the body goes, from the loop */
+}
+
 static void uc_done(void *arg)
 {
     response_done(arg);
@@ -536,11 +599,12 @@ static void uc_failed(void *arg, int status, const char *why, int unknown)
 
     px_clog_warn(c->id, c->peer, "upstream: %s", why);
     px_report_outcome(r->route_idx, PX_OUT_UPSTREAM_ERROR);
-    if (unknown && r->fenced) {
+    if (unknown && r->n_gates > 0) {
         /* The request went out and no answer came (timeout, reset, close):
          * whether the upstream applied it is unknown (S3, S7). */
         px_stats_inc(PX_ST_INFLIGHT_TIMEOUTS);
-        audit(c, "inflight_timeout", r->dec.highest);
+        for (unsigned i = 0; i < r->n_gates; i++)
+            audit(c, r->gates[i].dec, "inflight_timeout", r->gates[i].dec->highest);
     }
     release_fence(c);
     if (!r->uc.started)
@@ -570,6 +634,7 @@ static void uc_after(void *arg)
 static const struct px_uclient_cbs uc_cbs = {
     .connected = uc_connected,
     .head = uc_head,
+    .info = uc_info,
     .done = uc_done,
     .failed = uc_failed,
     .writable = uc_writable,
@@ -599,10 +664,11 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
     rq.h = &r->h;
     rq.token_field = c->ctx->cfg->token_header;
     rq.token_field_len = c->ctx->token_header_len;
-    rq.token_checked = r->dec.verdict == POL_ACCEPT || r->dec.verdict == POL_ADVANCE;
-    rq.token = r->dec.token;
+    rq.token_checked = r->n_gates > 0; /* every gate passed: forwarding now */
+    rq.token = r->n_gates > 0 ? r->gates[0].dec->token : 0;
     rq.peer_ip = c->peer_ip;
     rq.request_id = r->rid;
+    rq.relay_expect = r->expect_wait;
     max = px_rw_request_max(&rq);
     if (evbuffer_reserve_space(o, (ev_ssize_t)max, &v, 1) < 1 || v.iov_len < max)
         return -1;
@@ -620,7 +686,7 @@ static void forward(struct px_conn *c)
     struct px_uclient_cfg ucfg;
 
     memset(&ucfg, 0, sizeof(ucfg));
-    ucfg.lim = &ctx->lim;
+    ucfg.lim = &ctx->rlim;
     ucfg.connect_tv = &ctx->tv.connect;
     ucfg.upstream_tv = &ctx->tv.upstream;
     ucfg.high = PX_BUF_HIGH;
@@ -632,18 +698,42 @@ static void forward(struct px_conn *c)
     }
     set_state(c, r->uc.connecting ? C_CONNECT : C_FORWARD);
     clock_gettime(CLOCK_MONOTONIC, &r->t_fwd);
+    px_body_init(&r->body, r->h.body, r->h.content_length, 1);
+    /* Expect: 100-continue goes to the store, which may refuse before the
+     * body (auth, quota, 413, a missing collection); the body waits for its
+     * 100 or, as curl does, for a moment of silence. The proxy's own
+     * refusals came before anything went upstream (S4). */
+    r->expect_wait = r->h.expect_continue && r->h.minor == 1 && !r->body.done;
     if (write_request_head(c, r) < 0) {
         px_uclient_finish(&r->uc, 0);
         uc_failed(c, 502, "out of memory", 0);
         return;
     }
-    px_body_init(&r->body, r->h.body, r->h.content_length, 1);
     if (r->body.done) {
         request_body_done(c);
         return;
     }
-    if (r->h.expect_continue && r->h.minor == 1)
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (r->expect_wait) {
+        set_timer(c, T_EXPECT, &c->ctx->tv.expect);
+        return;
+    }
+    start_body(c);
+}
+
+/* Starts relaying the request body (at once, or once the upstream said 100
+ * Continue or was silent for a moment). */
+static void start_body(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+
+    if (r->expect_wait) {
+        r->expect_wait = 0;
+        set_timer(c, T_OFF, NULL);
+        if (!r->sent_100) { /* the upstream was silent: tell the client to go on */
+            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            r->sent_100 = 1;
+        }
+    }
     if (!c->client_eof)
         bufferevent_enable(c->bev, EV_READ);
     if (pump_request_body(c) < 0) {
@@ -671,24 +761,40 @@ static void fence_cb(struct px_fence_ticket *t, void *arg)
     event_active(c->kick, EV_TIMEOUT, 0);
 }
 
-/* Acts on the fence's answer for the current request. */
+static void admit_next(struct px_conn *c);
+
+/* Acts on the fence's answer for the gate being admitted. */
 static void fence_decided(struct px_conn *c)
 {
     struct px_req *r = c->req;
+    struct px_gate *g = &r->gates[r->gate_at];
 
-    switch (r->ticket.result) {
+    switch (g->ticket.result) {
     case PX_FENCE_GO:
-        r->dec.verdict = POL_ACCEPT;
-        r->dec.highest = r->dec.token;
-        forward(c);
+        g->dec->verdict = POL_ACCEPT;
+        g->dec->highest = g->dec->token;
+        r->gate_at++;
+        admit_next(c);
         break;
     case PX_FENCE_STALE:
-        r->fenced = 0;
-        pol_decide_check(&r->dec, r->ticket.highest); /* STALE, with the highest */
-        respond_rejection(c);
+        g->fenced = 0;
+        release_fence(c); /* the gates already passed */
+        pol_decide_check(g->dec, g->ticket.highest); /* STALE, with the highest */
+        respond_rejection(c, g->dec);
         break;
     case PX_FENCE_FAILED:
-        r->fenced = 0;
+        g->fenced = 0;
+        release_fence(c);
+        if (g->ticket.full) {
+            /* The store is at its maximum size: only new resources are
+             * refused, and each refusal is audited. */
+            px_report_outcome(r->route_idx, PX_OUT_STORE_FULL);
+            audit(c, g->dec, "store_full", 0);
+            px_clog_warn(c->id, c->peer, "token store full: refusing new resource %.*s",
+                         (int)g->dec->resource_len, g->dec->resource);
+            respond_text(c, 503, "token store full", 1);
+            break;
+        }
         px_report_outcome(r->route_idx, PX_OUT_STORE_FAILED);
         px_clog_error(c->id, c->peer, "token store failed: refusing %.*s %.*s",
                       (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target);
@@ -699,14 +805,24 @@ static void fence_decided(struct px_conn *c)
     }
 }
 
-static size_t route_index(const struct pol_routes *rt, const struct pol_route *route)
+/* Admits the gates in order; forwards once every one has let the request
+ * through (S1-S3 hold for each resource it writes). */
+static void admit_next(struct px_conn *c)
 {
-    size_t n = pol_routes_count(rt);
+    struct px_req *r = c->req;
+    struct px_gate *g;
+    enum px_fence_result fr;
 
-    for (size_t i = 0; route != NULL && i < n; i++)
-        if (pol_routes_get(rt, i) == route)
-            return i;
-    return SIZE_MAX;
+    if (r->gate_at == r->n_gates) {
+        forward(c);
+        return;
+    }
+    g = &r->gates[r->gate_at];
+    fr = px_fence_admit(c->ctx->fence, g->dec->resource, g->dec->resource_len, g->dec->token,
+                        &g->ticket, fence_cb, c);
+    g->ticket.result = fr;
+    g->fenced = fr == PX_FENCE_GO || fr == PX_FENCE_WAIT;
+    fence_decided(c);
 }
 
 static void make_request_id(struct px_conn *c, struct px_req *r)
@@ -739,72 +855,153 @@ static void pick_request_id(struct px_conn *c, struct px_req *r)
     make_request_id(c, r);
 }
 
-static void decide(struct px_conn *c)
+/* Whether a route fences the request (anything but PASS and UNFENCED). */
+static int fenced(enum pol_verdict v)
 {
-    struct px_ctx *ctx = c->ctx;
-    struct px_req *r = c->req;
-    const struct px_config *cfg = ctx->cfg;
-    struct pol_facts facts;
-    enum px_fence_result fr;
-    long n;
+    return v != POL_PASS && v != POL_UNFENCED;
+}
 
-    c->keep_alive = r->h.keep_alive && !ctx->shutting_down;
-    pick_request_id(c, r);
-    clock_gettime(CLOCK_MONOTONIC, &r->t_start);
-    r->route_idx = SIZE_MAX;
-    r->path = malloc(r->h.target_len + 1);
-    if (r->path == NULL) {
-        respond_text(c, 500, "out of memory", 1);
-        return;
-    }
-    /* S5: the resource key is computed on the path the upstream will
-     * resolve; ambiguous spellings are refused rather than guessed. */
-    n = pol_path_normalize(r->h.target, r->h.target_len, r->path, r->h.target_len + 1);
-    if (n < 0) {
-        respond_bad(c, 400, "ambiguous or unsupported request target");
-        return;
-    }
-    r->path_len = (size_t)n;
+/* Whether the decision refuses the request from its head alone. */
+static int is_rejection(enum pol_verdict v)
+{
+    return v == POL_MISSING || v == POL_MALFORMED || v == POL_BAD_TARGET;
+}
+
+/* Routes and classifies one origin-form path (the target, or a
+ * Destination's) into d; the key path goes to *buf (allocated; owned by the
+ * request). Returns 0, or -1 when the path is malformed for any route. */
+static int classify(struct px_conn *c, const char *path, size_t len, char **buf,
+                    struct pol_decision *d)
+{
+    const struct px_config *cfg = c->ctx->cfg;
+    struct px_req *r = c->req;
+    struct pol_facts facts;
+    size_t cap = 3 * len + 1; /* a byte may be re-written as %XX */
+
+    *buf = malloc(cap);
+    if (*buf == NULL)
+        return -1;
     memset(&facts, 0, sizeof(facts));
     facts.method = r->h.method;
     facts.method_len = r->h.method_len;
-    facts.path = r->path;
-    facts.path_len = r->path_len;
     for (unsigned i = 0; i < r->h.n_fields; i++) {
         const struct px_h1_field *f = &r->h.fields[i];
-        if (f->name_len == ctx->token_header_len && px_h1_name_is(f, cfg->token_header)) {
+        if (f->name_len == c->ctx->token_header_len && px_h1_name_is(f, cfg->token_header)) {
             if (facts.token_fields++ == 0) {
                 facts.token = f->value;
                 facts.token_len = f->value_len;
             }
         }
     }
-    pol_decide_classify(cfg->routes, &facts, &r->dec);
+    /* S5: the resource key is computed under the route's path semantics;
+     * spellings a normalized route's store could resolve into it otherwise
+     * are refused rather than guessed. */
+    return pol_decide_target(cfg->routes, path, len, *buf, cap, &facts, d);
+}
+
+/* The Destination of a COPY or MOVE: 1 and its path, 0 when the request
+ * has none, -1 when it is malformed or names another host (400). */
+static int destination(const struct px_req *r, const char **path, size_t *len)
+{
+    const struct px_h1_head *h = &r->h;
+    int copy = h->method_len == 4 && memcmp(h->method, "COPY", 4) == 0;
+    int move = h->method_len == 4 && memcmp(h->method, "MOVE", 4) == 0;
+    const struct px_h1_field *d = NULL;
+
+    if (!copy && !move)
+        return 0;
+    for (unsigned i = 0; i < h->n_fields; i++)
+        if (h->fields[i].name_len == 11 && px_h1_name_is(&h->fields[i], "Destination")) {
+            if (d != NULL)
+                return -1; /* two destinations: which one would the store use? */
+            d = &h->fields[i];
+        }
+    if (d == NULL)
+        return 0; /* the store answers 400 itself; nothing is written */
+    return pol_uri_destination(d->value, d->value_len, h->host, h->host_len, path, len) < 0 ? -1
+                                                                                           : 1;
+}
+
+/* Orders the checked decisions into gates (by resource key, one gate per
+ * resource). */
+static void set_gates(struct px_req *r)
+{
+    struct pol_decision *ds[2];
+    unsigned n = 0;
+
+    if (r->dec.verdict == POL_CHECK)
+        ds[n++] = &r->dec;
+    if (r->dpath != NULL && r->ddec.verdict == POL_CHECK)
+        ds[n++] = &r->ddec;
+    if (n == 2) {
+        size_t la = ds[0]->resource_len, lb = ds[1]->resource_len;
+        int cmp = memcmp(ds[0]->resource, ds[1]->resource, la < lb ? la : lb);
+        if (cmp == 0 && la == lb) {
+            n = 1; /* one resource: one gate */
+            ds[1]->verdict = POL_CHECK;
+        } else if (cmp > 0 || (cmp == 0 && la > lb)) {
+            struct pol_decision *t = ds[0];
+            ds[0] = ds[1];
+            ds[1] = t;
+        }
+    }
+    for (unsigned i = 0; i < n; i++)
+        r->gates[i].dec = ds[i];
+    r->n_gates = n;
+    r->gate_at = 0;
+}
+
+static void decide(struct px_conn *c)
+{
+    struct px_ctx *ctx = c->ctx;
+    struct px_req *r = c->req;
+    const struct px_config *cfg = ctx->cfg;
+    const char *path = r->h.origin, *dpath;
+    size_t len = r->h.origin_len, dlen;
+    int dest;
+
+    c->keep_alive = r->h.keep_alive && !ctx->shutting_down;
+    pick_request_id(c, r);
+    clock_gettime(CLOCK_MONOTONIC, &r->t_start);
+    r->route_idx = SIZE_MAX;
+    if (r->h.target_form == PX_H1_TARGET_ASTERISK) {
+        forward(c); /* OPTIONS *: about the server, no resource */
+        return;
+    }
+    if (r->h.target_form == PX_H1_TARGET_ABSOLUTE &&
+        pol_uri_absolute_target(r->h.target, r->h.target_len, r->h.host, r->h.host_len, &path,
+                                &len) < 0) {
+        respond_bad(c, 400, "absolute-form target names another host");
+        return;
+    }
+    if (classify(c, path, len, &r->path, &r->dec) < 0) {
+        respond_bad(c, 400, "malformed request target");
+        return;
+    }
     r->route_idx = route_index(cfg->routes, r->dec.route);
-    /* S7 ([audit] required = on): no fenced request while its record could not be written. */
-    if (r->dec.verdict != POL_PASS && r->dec.verdict != POL_UNFENCED && ctx->audit != NULL &&
-        cfg->audit_required && !px_audit_writable(ctx->audit)) {
+    dest = destination(r, &dpath, &dlen);
+    if (dest < 0 || (dest > 0 && classify(c, dpath, dlen, &r->dpath, &r->ddec) < 0)) {
+        respond_bad(c, 400, "malformed Destination");
+        return;
+    }
+    /* S7 ([audit] required = on): no fenced request, admitted or refused,
+     * while its record could not be written. */
+    if ((fenced(r->dec.verdict) || (r->dpath != NULL && fenced(r->ddec.verdict))) &&
+        ctx->audit != NULL && cfg->audit_required && !px_audit_writable(ctx->audit)) {
         px_report_outcome(r->route_idx, PX_OUT_AUDIT_UNAVAILABLE);
         respond_text(c, 503, "audit log unavailable", 1);
         return;
     }
-    switch (r->dec.verdict) {
-    case POL_PASS:
-    case POL_UNFENCED:
-        forward(c);
+    if (is_rejection(r->dec.verdict)) {
+        respond_rejection(c, &r->dec);
         return;
-    case POL_MISSING:
-    case POL_MALFORMED:
-        respond_rejection(c);
-        return;
-    default:
-        break;
     }
-    fr = px_fence_admit(ctx->fence, r->dec.resource, r->dec.resource_len, r->dec.token, &r->ticket,
-                        fence_cb, c);
-    r->ticket.result = fr;
-    r->fenced = fr == PX_FENCE_GO || fr == PX_FENCE_WAIT;
-    fence_decided(c);
+    if (r->dpath != NULL && is_rejection(r->ddec.verdict)) {
+        respond_rejection(c, &r->ddec);
+        return;
+    }
+    set_gates(r);
+    admit_next(c);
 }
 
 /* Points every slice of h from the old buffer into the copy at base. */
@@ -815,6 +1012,8 @@ static void head_rebase(struct px_h1_head *h, const char *old, char *base)
     REBASE(h->target);
     REBASE(h->reason);
     REBASE(h->host);
+    REBASE(h->authority);
+    REBASE(h->origin);
     for (unsigned i = 0; i < h->n_fields; i++) {
         REBASE(h->fields[i].name);
         REBASE(h->fields[i].value);
@@ -1006,6 +1205,11 @@ abort:
 
 static void timer_run(struct px_conn *c)
 {
+    if (c->tmode == T_EXPECT) {
+        c->tmode = T_OFF;
+        start_body(c);
+        return;
+    }
     if (c->tmode == T_HEAD) {
         c->tmode = T_OFF;
         px_stats_reject(PX_OUT_HEADER_TIMEOUT);

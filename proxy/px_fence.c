@@ -1,4 +1,4 @@
-/* px_fence: see px_fence.h. Owns the resource table (a chained hash map of
+/* px_fence: see px_fence.h. Owns the resource table (an fc_hmap of
  * struct px_fence_res; beyond PX_FENCE_MAX_RESOURCES the least recently used
  * idle entries are dropped, their highest being durable in the store) and
  * the queues of waiting tickets. The invariants it enforces are named in docs/safety.md:
@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fc_hmap.h"
 #include "st_store.h"
 
 enum ticket_state { T_NONE = 0, T_LOADING, T_WAITING, T_ACTIVE };
@@ -17,9 +18,8 @@ enum ticket_state { T_NONE = 0, T_LOADING, T_WAITING, T_ACTIVE };
 TAILQ_HEAD(ticket_list, px_fence_ticket);
 
 struct px_fence_res {
-    struct px_fence_res *next; /* hash chain */
+    struct fc_hmap_node node;  /* in the fence's table */
     struct px_fence *fence;
-    uint64_t hash;
     int loaded;                 /* highest/durable are known */
     int reading;                /* a store read is under way */
     uint64_t highest;           /* highest admitted (S1 compares with it) */
@@ -37,24 +37,11 @@ struct px_fence_res {
 
 struct px_fence {
     struct st_store *store;
-    struct px_fence_res **buckets;
-    size_t nbuckets;
-    size_t nres;
+    struct fc_hmap *table;           /* key -> struct px_fence_res */
     size_t inflight;
     size_t max_res;                  /* cached resources before idle ones go */
     TAILQ_HEAD(, px_fence_res) idle; /* evictable, least recently used first */
 };
-
-static uint64_t key_hash(const char *k, size_t len)
-{
-    uint64_t h = 1469598103934665603ULL;
-
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)k[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
 
 struct px_fence *px_fence_new(struct st_store *store)
 {
@@ -65,9 +52,8 @@ struct px_fence *px_fence_new(struct st_store *store)
     f->store = store;
     f->max_res = PX_FENCE_MAX_RESOURCES;
     TAILQ_INIT(&f->idle);
-    f->nbuckets = 1024;
-    f->buckets = calloc(f->nbuckets, sizeof(*f->buckets));
-    if (f->buckets == NULL)
+    f->table = fc_hmap_new(1024);
+    if (f->table == NULL)
         goto fail;
     return f;
 fail:
@@ -79,51 +65,17 @@ void px_fence_free(struct px_fence *f)
 {
     if (f == NULL)
         return;
-    for (size_t i = 0; f->buckets != NULL && i < f->nbuckets; i++) {
-        struct px_fence_res *r = f->buckets[i], *next;
-        for (; r != NULL; r = next) {
-            next = r->next;
-            free(r);
-        }
-    }
-    free(f->buckets);
+    for (struct fc_hmap_node *n; f->table != NULL && (n = fc_hmap_pop(f->table)) != NULL;)
+        free(FC_HMAP_ENTRY(n, struct px_fence_res, node));
+    fc_hmap_free(&f->table);
     free(f);
 }
 
-static struct px_fence_res *res_find(const struct px_fence *f, const char *key, size_t klen,
-                                     uint64_t h)
+static struct px_fence_res *res_find(const struct px_fence *f, const char *key, size_t klen)
 {
-    struct px_fence_res *r = f->buckets[h & (f->nbuckets - 1)];
+    struct fc_hmap_node *n = fc_hmap_find(f->table, key, klen);
 
-    for (; r != NULL; r = r->next)
-        if (r->hash == h && r->klen == klen && memcmp(r->key, key, klen) == 0)
-            return r;
-    return NULL;
-}
-
-/* Doubles the bucket array when the table is fuller than one per bucket. A
- * failed resize keeps the old, still correct, table. */
-static void table_grow(struct px_fence *f)
-{
-    size_t n = f->nbuckets * 2;
-    struct px_fence_res **b;
-
-    if (f->nres <= f->nbuckets)
-        return;
-    b = calloc(n, sizeof(*b));
-    if (b == NULL)
-        return;
-    for (size_t i = 0; i < f->nbuckets; i++) {
-        struct px_fence_res *r = f->buckets[i], *next;
-        for (; r != NULL; r = next) {
-            next = r->next;
-            r->next = b[r->hash & (n - 1)];
-            b[r->hash & (n - 1)] = r;
-        }
-    }
-    free(f->buckets);
-    f->buckets = b;
-    f->nbuckets = n;
+    return n != NULL ? FC_HMAP_ENTRY(n, struct px_fence_res, node) : NULL;
 }
 
 static void on_loaded(void *arg, int rc, uint64_t highest);
@@ -131,8 +83,7 @@ static void on_advanced(void *arg, int rc, uint64_t highest);
 
 static struct px_fence_res *res_get(struct px_fence *f, const char *key, size_t klen)
 {
-    uint64_t h = key_hash(key, klen);
-    struct px_fence_res *r = res_find(f, key, klen, h);
+    struct px_fence_res *r = res_find(f, key, klen);
 
     if (r != NULL)
         return r;
@@ -140,15 +91,11 @@ static struct px_fence_res *res_get(struct px_fence *f, const char *key, size_t 
     if (r == NULL)
         return NULL;
     r->fence = f;
-    r->hash = h;
     r->klen = klen;
     memcpy(r->key, key, klen);
     TAILQ_INIT(&r->loading);
     TAILQ_INIT(&r->waiting);
-    r->next = f->buckets[h & (f->nbuckets - 1)];
-    f->buckets[h & (f->nbuckets - 1)] = r;
-    f->nres++;
-    table_grow(f);
+    fc_hmap_insert(f->table, &r->node, r->key, klen);
     return r;
 }
 
@@ -159,16 +106,6 @@ static int res_idle(const struct px_fence_res *r)
 {
     return r->loaded && !r->reading && r->pending == 0 && r->active == 0 &&
            r->durable == r->highest && TAILQ_EMPTY(&r->loading) && TAILQ_EMPTY(&r->waiting);
-}
-
-static void res_unlink(struct px_fence *f, struct px_fence_res *r)
-{
-    struct px_fence_res **pp = &f->buckets[r->hash & (f->nbuckets - 1)];
-
-    while (*pp != r)
-        pp = &(*pp)->next;
-    *pp = r->next;
-    f->nres--;
 }
 
 /* Keeps r's place on the idle list right after any change to r, then drops
@@ -187,9 +124,9 @@ static void res_touch(struct px_fence_res *r)
         TAILQ_INSERT_TAIL(&f->idle, r, idle_link);
         r->in_idle = 1;
     }
-    while (f->nres > f->max_res && (old = TAILQ_FIRST(&f->idle)) != NULL) {
+    while (fc_hmap_count(f->table) > f->max_res && (old = TAILQ_FIRST(&f->idle)) != NULL) {
         TAILQ_REMOVE(&f->idle, old, idle_link);
-        res_unlink(f, old);
+        fc_hmap_remove(f->table, &old->node);
         free(old);
     }
 }
@@ -319,9 +256,15 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
             next = TAILQ_NEXT(t, link);
             if (t->token > r->durable) {
                 TAILQ_REMOVE(&r->waiting, t, link);
+                t->full = rc == ST_STORE_EFULL;
                 ticket_finish(t, PX_FENCE_FAILED);
             }
         }
+        /* A full store refused a new resource's advance and has not failed:
+         * nothing above the durable highest went through, so the next
+         * request may try again (S1 holds against the durable highest). */
+        if (rc == ST_STORE_EFULL && r->pending == 0)
+            r->highest = r->durable;
         res_touch(r);
         return;
     }
@@ -403,7 +346,7 @@ void px_fence_set_max_resources(struct px_fence *f, size_t n)
 
 int px_fence_peek(const struct px_fence *f, const char *key, size_t klen, uint64_t *highest)
 {
-    const struct px_fence_res *r = res_find(f, key, klen, key_hash(key, klen));
+    const struct px_fence_res *r = res_find(f, key, klen);
 
     if (r == NULL || !r->loaded)
         return -1;

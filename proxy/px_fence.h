@@ -23,7 +23,7 @@ struct px_fence_res;
 enum px_fence_result {
     PX_FENCE_GO,           /* forward now; call px_fence_done() when finished */
     PX_FENCE_STALE,        /* refuse with 409; ticket->highest says why */
-    PX_FENCE_FAILED,       /* the store failed: refuse with 503 */
+    PX_FENCE_FAILED,       /* the store failed (or is full: ticket->full): 503 */
     PX_FENCE_WAIT          /* ticket queued: the callback will say */
 };
 
@@ -40,6 +40,8 @@ struct px_fence_ticket {
     uint64_t token;
     uint64_t highest;              /* for STALE: the highest that refused it */
     enum px_fence_result result;
+    int full;                      /* for FAILED: the store is full and refused a new
+                                    * resource; it has not failed (store_full) */
     int state;                     /* internal */
     px_fence_cb cb;
     void *arg;

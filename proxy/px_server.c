@@ -53,17 +53,59 @@ static void common_tv(struct event_base *base, uint64_t ms, struct timeval *out)
         *out = *ct;
 }
 
+/* The store's fill level into the gauges; the warning once per crossing of
+ * ST_STORE_FILL_WARN_PCT, and a line when new resources start or stop being
+ * refused. */
+static void store_fill(struct px_ctx *ctx)
+{
+    uint64_t used, max;
+    int full = st_store_full(ctx->store), crossed = st_store_fill_crossed(ctx->store);
+
+    st_store_fill(ctx->store, &used, &max);
+    px_stats_gauge_set(PX_G_STORE_USED_BYTES, (int64_t)used);
+    px_stats_gauge_set(PX_G_STORE_MAX_BYTES, (int64_t)max);
+    px_stats_gauge_set(PX_G_STORE_FILL_PERCENT, max > 0 ? (int64_t)(used * 100 / max) : 0);
+    if (crossed > 0)
+        px_log_warn("token store is %llu%% full (%llu of max_size %llu bytes): raise [store] "
+                    "max_size before new resources are refused",
+                    (unsigned long long)(used * 100 / max), (unsigned long long)used,
+                    (unsigned long long)max);
+    else if (crossed < 0)
+        px_log_info("token store below %d%% full again", ST_STORE_FILL_WARN_PCT);
+    if (full != (int)px_stats_gauge_get(PX_G_STORE_FULL)) {
+        if (full)
+            px_log_error("token store full (max_size %llu bytes): new resources get 503 "
+                         "(store_full); existing ones go on", (unsigned long long)max);
+        else
+            px_log_info("token store accepts new resources again");
+        px_stats_gauge_set(PX_G_STORE_FULL, full);
+    }
+}
+
 static void store_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_ctx *ctx = arg;
-    int was_failed = st_store_failed(ctx->store);
 
     st_store_dispatch(ctx->store);
-    if (!was_failed && st_store_failed(ctx->store)) {
+    /* The gauge is the latch: the writer marks the store failed before it
+     * posts the completions, so "failed before dispatch" would miss it. */
+    if (st_store_failed(ctx->store) && px_stats_gauge_get(PX_G_STORE_UP) != 0) {
         const char *e = st_store_error(ctx->store);
         px_log_error("token store failed, refusing fenced requests: %s", e != NULL ? e : "?");
         px_stats_gauge_set(PX_G_STORE_UP, 0);
     }
+    store_fill(ctx);
+}
+
+/* st_store_open()'s messages for the operator (creation, floor). */
+static void store_log(void *arg, int level, const char *msg)
+{
+    if (level == 0)
+        px_log_error("%s", msg);
+    else if (level == 1)
+        px_log_warn("%s", msg);
+    else
+        px_log_info("%s", msg);
 }
 
 static void commit_hook(void *arg, size_t batch, double seconds)
@@ -291,6 +333,8 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     ctx->lim.max_head = cfg->max_header_bytes;
     ctx->lim.max_line = 8192;
     ctx->lim.max_fields = 100;
+    ctx->rlim = ctx->lim;
+    ctx->rlim.max_head = cfg->max_response_header_bytes;
     ctx->token_header_len = strlen(cfg->token_header);
     snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "http://%s:%d", cfg->upstream_host,
              cfg->upstream_port);
@@ -319,12 +363,19 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     common_tv(ctx->base, cfg->upstream_timeout_ms, &ctx->tv.upstream);
     common_tv(ctx->base, cfg->upstream_connect_timeout_ms, &ctx->tv.connect);
     common_tv(ctx->base, PX_LINGER_MS, &ctx->tv.linger);
+    common_tv(ctx->base, PX_EXPECT_MS, &ctx->tv.expect);
     memset(&scfg, 0, sizeof(scfg));
     scfg.backend = cfg->store_backend;
     scfg.path = cfg->store_path;
+    scfg.max_size = (size_t)cfg->store_max_size;
+    scfg.marker = cfg->store_marker;
+    scfg.floor = cfg->store_floor;
+    scfg.log = store_log;
+    /* S6: a missing, damaged or replaced store refuses the start here. */
     ctx->store = st_store_open(&scfg, err, errlen);
     if (ctx->store == NULL)
         goto fail;
+    store_fill(ctx);
     st_store_set_commit_hook(ctx->store, commit_hook, ctx);
     px_stats_gauge_set(PX_G_STORE_UP, 1);
     ctx->store_ev =

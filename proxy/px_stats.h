@@ -25,6 +25,7 @@
     X(BAD_REQUEST, "bad_request", 1, 1, 0)                    \
     X(UPSTREAM_ERROR, "upstream_error", 1, 0, 0)              \
     X(STORE_FAILED, "store_failed", 1, 1, 0)                  \
+    X(STORE_FULL, "store_full", 1, 1, 1)                      \
     X(AUDIT_UNAVAILABLE, "audit_unavailable", 1, 1, 0)        \
     X(TOO_MANY_CONNECTIONS, "too_many_connections", 0, 1, 0)  \
     X(HEADER_TIMEOUT, "header_timeout", 0, 1, 0)
@@ -67,7 +68,15 @@
     H(STORE_COMMIT_DURATION, "fence_store_commit_duration_seconds",                   \
       "Duration of one token store commit, fsync included.", DURATION)               \
     H(STORE_COMMIT_BATCH, "fence_store_commit_batch_size",                            \
-      "Advances committed together in one store commit.", BATCH)
+      "Advances committed together in one store commit.", BATCH)                     \
+    G(STORE_USED_BYTES, "fence_store_used_bytes",                                     \
+      "Bytes of the file store in use (up to its last page).")                      \
+    G(STORE_MAX_BYTES, "fence_store_max_bytes",                                       \
+      "The file store's max_size: new resources are refused beyond it.")            \
+    G(STORE_FILL_PERCENT, "fence_store_fill_percent",                                 \
+      "fence_store_used_bytes as a percentage of fence_store_max_bytes.")           \
+    G(STORE_FULL, "fence_store_full",                                                 \
+      "1 while advances of new resources are refused for lack of room, else 0.")
 
 #define PX_STATS_NONE(...)
 #define PX_STATS_ENUM(e, ...) PX_ST_##e,

@@ -30,6 +30,9 @@ struct st_store {
     char error[256];               /* written once, before failed is set */
     st_store_commit_hook hook;
     void *hook_arg;
+    _Atomic uint64_t used, max;    /* fill level, set by the backend */
+    atomic_int full;
+    int warned;                    /* st_store_fill_crossed()'s latch; loop thread */
 };
 
 void st_store_set_impl(struct st_store *s, void *impl)
@@ -277,4 +280,45 @@ void st_store_set_commit_hook(struct st_store *s, st_store_commit_hook hook, voi
 {
     s->hook = hook;
     s->hook_arg = arg;
+}
+
+void st_store_set_fill(struct st_store *s, uint64_t used, uint64_t max, int full)
+{
+    atomic_store(&s->used, used);
+    atomic_store(&s->max, max);
+    atomic_store(&s->full, full);
+}
+
+void st_store_fill(const struct st_store *s, uint64_t *used, uint64_t *max)
+{
+    struct st_store *m = (struct st_store *)s;
+    *used = atomic_load(&m->used);
+    *max = atomic_load(&m->max);
+}
+
+int st_store_full(const struct st_store *s)
+{
+    return atomic_load(&((struct st_store *)s)->full);
+}
+
+int st_store_fill_crossed(struct st_store *s)
+{
+    uint64_t used, max;
+    int above;
+
+    st_store_fill(s, &used, &max);
+    above = max > 0 && used >= max / 100 * ST_STORE_FILL_WARN_PCT;
+    if (above == s->warned)
+        return 0;
+    s->warned = above;
+    return above ? 1 : -1;
+}
+
+int st_store_check(const struct st_store_config *cfg, FILE *out)
+{
+    if (cfg == NULL || cfg->backend != ST_STORE_FILE) {
+        fprintf(out, "store check: only the file backend has a store to check\n");
+        return -1;
+    }
+    return st_store_lmdb_check(cfg, out);
 }

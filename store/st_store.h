@@ -13,19 +13,54 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 struct st_store;
 
 enum st_store_backend { ST_STORE_MEMORY, ST_STORE_FILE };
 
+/* How st_store_open() treats a file store that is not there (see
+ * docs/operations.md, "Token store faults"):
+ * RUN: a store that is missing or empty is created only when the marker
+ *      file does not exist (a first start) or when cfg->floor is set; when
+ *      the marker says a store was created before, the open is refused.
+ * INIT: creates a new store; refused when one exists at path. */
+enum st_store_mode { ST_OPEN_RUN, ST_OPEN_INIT };
+
+/* Messages st_store_open() has for the operator's log (creation, floor
+ * raised, marker written). level: 0 error, 1 warn, 2 info. Called from
+ * st_store_open() only, on the caller's thread. */
+typedef void (*st_store_log_fn)(void *arg, int level, const char *msg);
+
 struct st_store_config {
     enum st_store_backend backend;
     const char *path;          /* directory for ST_STORE_FILE; borrowed during open */
-    size_t map_size;           /* LMDB map size in bytes; 0 = default (1 GiB) */
+    size_t map_size;           /* initial LMDB map in bytes; 0 = default (16 MiB) */
+    size_t max_size;           /* the map grows up to this; 0 = default (64 GiB) */
+    const char *marker;        /* file that remembers the store's identity (the
+                                * proxy: "<path>.id" by default); NULL: none, a
+                                * missing store is then always created */
+    enum st_store_mode mode;
+    uint64_t floor;            /* operator floor: every highest is at least this */
+    st_store_log_fn log;       /* may be NULL */
+    void *log_arg;
 };
 
+/* Default map sizes of the file backend. */
+#define ST_STORE_MAP_INITIAL ((size_t)16 << 20)
+#define ST_STORE_MAP_MAX ((size_t)64 << 30)
+
+/* The warning level of the fill ratio (used / max_size), in percent. */
+#define ST_STORE_FILL_WARN_PCT 80
+
+/* rc of an advance refused because the store is at its max_size and the
+ * advance would add a new key: nothing changed, the store has not failed,
+ * and advances of keys already stored go on. */
+#define ST_STORE_EFULL (-2)
+
 /* Completion: rc 0 and the resource's highest token after the operation, or
- * rc -1 when the store failed (nothing was made durable; fail closed). arg is
+ * rc -1 when the store failed (nothing was made durable; fail closed), or
+ * rc ST_STORE_EFULL (advance of a new key in a full store). arg is
  * the caller's, passed back untouched. Called from st_store_dispatch() only. */
 typedef void (*st_store_cb)(void *arg, int rc, uint64_t highest);
 
@@ -79,6 +114,26 @@ int st_store_failed(const struct st_store *s);
 /* The first error that failed the store, as text for the log (owned by the
  * store, valid until st_store_close()), or NULL while it has not failed. */
 const char *st_store_error(const struct st_store *s);
+
+/* The file store's fill level: bytes in use and the maximum (max_size);
+ * both 0 for the memory backend. Any thread. */
+void st_store_fill(const struct st_store *s, uint64_t *used, uint64_t *max);
+
+/* Whether the last advance of a new key was refused for lack of room. */
+int st_store_full(const struct st_store *s);
+
+/* Tells the owner when the fill level crossed ST_STORE_FILL_WARN_PCT: returns
+ * 1 the first time it is called after the level rose to or above it, -1 the
+ * first time after it fell below again, else 0 (a latch, so the warning is
+ * logged once per crossing). Loop thread. */
+int st_store_fill_crossed(struct st_store *s);
+
+/* Checks the file store described by cfg (opened read-only; never changes
+ * it) and writes a report to out: the marker, the header, the file size
+ * against the header, every record's checksum. Returns 0 when clean, 1 when
+ * damaged or missing, -1 when the check itself could not run (message on
+ * out). Safe to run while a proxy uses the store. */
+int st_store_check(const struct st_store_config *cfg, FILE *out);
 
 /* Registers the commit hook (one; NULL to remove). arg is borrowed. */
 void st_store_set_commit_hook(struct st_store *s, st_store_commit_hook hook,

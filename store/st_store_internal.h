@@ -68,6 +68,12 @@ void st_store_complete_list(struct st_store *s, struct st_store_req *head);
 void st_store_fail(struct st_store *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* The backend reports its fill level and whether it is full. Any thread. */
+void st_store_set_fill(struct st_store *s, uint64_t used, uint64_t max, int full);
+
+/* The file backend's check (st_store_check()). */
+int st_store_lmdb_check(const struct st_store_config *cfg, FILE *out);
+
 /* A commit report for the hook, or NULL when out of memory (the report is
  * only statistics, so it may be dropped). Any thread. */
 struct st_store_req *st_store_req_commit(size_t batch, double seconds);

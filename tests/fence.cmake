@@ -2,6 +2,8 @@
 fence_test(test_fence SOURCES fence/test_fence.c LIBS fencetestsupport TIMEOUT 300)
 fence_test(test_crash SOURCES fence/test_crash.c LIBS fencetestsupport Threads::Threads TIMEOUT 300)
 fence_test(test_admin SOURCES fence/test_admin.c LIBS fencetestsupport TIMEOUT 120)
+fence_test(test_destination SOURCES fence/test_destination.c LIBS fencetestsupport Threads::Threads
+  TIMEOUT 120)
 # The audit trail on a full tmpfs and with its directory removed (S7; root).
 fence_test(test_audit_faults SOURCES fence/test_audit_faults.c LIBS fencetestsupport TIMEOUT 180)
 # The admin listener and descriptor limits under abuse (issue 19).

@@ -19,7 +19,7 @@ if(TARGET fenceproxy AND TARGET fencetestsupport)
   foreach(t framing headers keepalive streaming expect timeouts shutdown abort limits redirect)
     if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/proxy/test_${t}.c)
       fence_test(test_proxy_${t} SOURCES proxy/test_${t}.c proxy/pxt.c
-        LIBS fencetestsupport TIMEOUT 120)
+        LIBS fencetestsupport Threads::Threads TIMEOUT 120)
       add_dependencies(test_proxy_${t} fenceproxy)
     endif()
   endforeach()

@@ -69,6 +69,11 @@ int main(int argc, char **argv)
         return 2;
     }
     cfg.path = argv[1];
+    /* The marker too, so every restart after a kill goes through the whole
+     * identity check (a false refusal would show as exit 2). */
+    char marker[4200];
+    snprintf(marker, sizeof marker, "%s.id", argv[1]);
+    cfg.marker = marker;
     next = strtoull(argv[2], NULL, 10);
     srand((unsigned)strtoul(argv[3], NULL, 10));
     struct st_store *s = st_store_open(&cfg, err, sizeof err);

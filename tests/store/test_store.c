@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lmdb.h>
+
 #include "st_store.h"
 
 static char tmpdir[64];
@@ -365,45 +367,308 @@ Test(store, file_group_commit)
     st_store_close(&s);
 }
 
-/* MDB_MAP_FULL in a tiny map: the batch that hit it and every later call
- * fail, nothing is acknowledged, and the store says why. */
-Test(store, file_fails_closed_when_full)
+static struct st_store *open_cfg(const struct st_store_config *c)
 {
-    struct st_store *s = open_store(ST_STORE_FILE, 64 * 1024);
+    char err[4096] = "";
+    struct st_store *s = st_store_open(c, err, sizeof err);
+    cr_assert_not_null(s, "open: %s", err);
+    return s;
+}
+
+/* A long key for /full/i: distinct in its first bytes, 300 bytes long. */
+static void long_key(char *key, size_t len, int i)
+{
+    memset(key, 'k', len);
+    snprintf(key, 32, "/full/%d/", i);
+    key[strlen(key)] = 'k';
+}
+
+/* The map starts small and grows on demand: 2,000 300-byte keys (about
+ * 1 MB) in a map that starts at 64 KiB are all stored. */
+Test(store, file_map_grows_on_demand)
+{
+    struct st_store_config c = {.backend = ST_STORE_FILE, .path = dbdir,
+                                .map_size = 64 * 1024, .max_size = 64u << 20};
+    struct st_store *s = open_cfg(&c);
     char key[300];
-    int ok = 0, failed_at = -1;
-    for (int i = 0; i < 2000 && failed_at < 0; i++) {
-        memset(key, 'k', sizeof key);
-        snprintf(key, 32, "/full/%d/", i);
-        key[strlen(key)] = 'k';
+    uint64_t used, max;
+
+    for (int i = 0; i < 2000; i++) {
+        long_key(key, sizeof key, i);
+        cr_assert_eq(adv1(s, key, sizeof key, (uint64_t)i + 1).rc, 0, "advance %d failed", i);
+    }
+    st_store_fill(s, &used, &max);
+    cr_expect_gt(used, 512 * 1024, "used %llu", (unsigned long long)used);
+    cr_expect_eq(max, 64u << 20);
+    cr_expect_eq(st_store_failed(s), 0);
+    cr_expect_eq(st_store_full(s), 0);
+    st_store_close(&s);
+    s = open_cfg(&c);
+    long_key(key, sizeof key, 1999);
+    cr_expect_eq(get1(s, key, sizeof key).highest, 2000);
+    st_store_close(&s);
+}
+
+/* At max_size only advances of new keys are refused (ST_STORE_EFULL); the
+ * store has not failed, known keys still advance and read, the fill level
+ * crossed the warning line once, and everything acknowledged is durable. */
+Test(store, file_full_refuses_only_new_keys)
+{
+    struct st_store_config c = {.backend = ST_STORE_FILE, .path = dbdir,
+                                .map_size = 64 * 1024, .max_size = 256 * 1024};
+    struct st_store *s = open_cfg(&c);
+    char key[300];
+    int ok = 0, full_at = -1, crossed = 0;
+    uint64_t used, max;
+
+    for (int i = 0; i < 5000 && full_at < 0; i++) {
+        long_key(key, sizeof key, i);
         struct res r = adv1(s, key, sizeof key, (uint64_t)i + 1);
+        if (st_store_fill_crossed(s) > 0)
+            crossed++;
         if (r.rc == 0)
             ok++;
         else
-            failed_at = i;
+            full_at = i;
+        if (r.rc != 0)
+            cr_assert_eq(r.rc, ST_STORE_EFULL, "advance %d: rc %d", i, r.rc);
     }
-    cr_assert_geq(failed_at, 1, "map never filled (%d ok)", ok);
-    cr_expect_eq(st_store_failed(s), 1);
-    cr_assert_not_null(st_store_error(s));
-    cr_expect_not_null(strstr(st_store_error(s), "MDB_MAP_FULL"), "%s", st_store_error(s));
-    /* Later calls fail too, gets included, and a batch fails as a whole. */
-    struct res r = ADV(s, "/small", 1);
+    cr_assert_geq(full_at, 100, "store full after %d keys", ok);
+    cr_expect_eq(st_store_failed(s), 0, "a full store must not fail: %s",
+                 st_store_error(s) != NULL ? st_store_error(s) : "");
+    cr_expect_eq(st_store_full(s), 1);
+    st_store_fill(s, &used, &max);
+    cr_expect_eq(max, 256 * 1024);
+    cr_expect_geq(used * 100, max * 80, "used %llu of %llu", (unsigned long long)used,
+                  (unsigned long long)max);
+    cr_expect_eq(crossed, 1, "the 80%% line is reported once, got %d", crossed);
+    cr_expect_eq(st_store_fill_crossed(s), 0);
+    /* Existing keys go on: advance and read. */
+    for (int i = 0; i < ok; i += ok / 10 + 1) {
+        long_key(key, sizeof key, i);
+        struct res r = adv1(s, key, sizeof key, 100000 + (uint64_t)i);
+        cr_expect_eq(r.rc, 0, "existing key %d refused (rc %d)", i, r.rc);
+        cr_expect_eq(r.highest, 100000 + (uint64_t)i);
+    }
+    long_key(key, sizeof key, 0);
+    cr_expect_eq(get1(s, key, sizeof key).rc, 0);
+    /* New keys soon do not fit again (pages freed by the updates may take a
+     * few); a get of an unknown key is fine. */
+    int refused_again = 0;
+    for (int i = 0; i < 500 && !refused_again; i++) {
+        long_key(key, sizeof key, 1000000 + i);
+        refused_again = adv1(s, key, sizeof key, 5).rc == ST_STORE_EFULL;
+    }
+    cr_expect(refused_again, "new keys kept fitting in a full store");
+    cr_expect_eq(st_store_failed(s), 0);
+    struct res g = GET(s, "/never");
+    cr_expect_eq(g.rc, 0);
+    cr_expect_eq(g.highest, 0);
+    st_store_close(&s);
+
+    /* What was acknowledged is durable; a larger max_size takes new keys. */
+    c.max_size = 4u << 20;
+    s = open_cfg(&c);
+    long_key(key, sizeof key, 0);
+    cr_expect_eq(get1(s, key, sizeof key).highest, 100000);
+    long_key(key, sizeof key, ok - 1);
+    cr_expect_geq(get1(s, key, sizeof key).highest, (uint64_t)ok);
+    long_key(key, sizeof key, 999999);
+    cr_expect_eq(adv1(s, key, sizeof key, 5).rc, 0);
+    st_store_close(&s);
+}
+
+/* data.mdb removed under a running store: the next batch fails the store
+ * (nothing written to a file nobody will find is acknowledged), for good,
+ * gets included, a batch as a whole, and the store says why. */
+Test(store, file_fails_closed_when_its_file_is_removed)
+{
+    struct st_store *s = open_store(ST_STORE_FILE, 0);
+    char file[160];
+
+    cr_assert_eq(ADV(s, "/a", 5).rc, 0);
+    snprintf(file, sizeof file, "%s/data.mdb", dbdir);
+    cr_assert_eq(unlink(file), 0);
+    struct res r = ADV(s, "/a", 6);
     cr_expect_eq(r.rc, -1);
     cr_expect_eq(r.highest, 0);
-    cr_expect_eq(GET(s, "/full/0/").rc, -1);
+    cr_expect_eq(st_store_failed(s), 1);
+    cr_assert_not_null(st_store_error(s));
+    cr_expect_not_null(strstr(st_store_error(s), "removed"), "%s", st_store_error(s));
+    cr_expect_eq(GET(s, "/a").rc, -1);
     struct many m = {0};
     for (int i = 0; i < 50; i++)
         st_store_advance(s, "/x", 2, (uint64_t)i + 1, on_many, &m);
     run_until(s, &m.done, 50);
     cr_expect_eq(m.failed, 50);
     st_store_close(&s);
+}
 
-    /* What was acknowledged before the failure is durable. */
-    s = open_store(ST_STORE_FILE, 64 * 1024);
-    memset(key, 'k', sizeof key);
-    snprintf(key, 32, "/full/%d/", 0);
-    key[strlen(key)] = 'k';
-    cr_expect_eq(get1(s, key, sizeof key).highest, 1);
+/* ---- identity, marker, floor ---------------------------------------- */
+
+static char logbuf[8192];
+
+static void capture(void *arg, int level, const char *msg)
+{
+    size_t n = strlen(logbuf);
+    (void)arg;
+    snprintf(logbuf + n, sizeof logbuf - n, "%d %s\n", level, msg);
+}
+
+static struct st_store_config marked(char *marker, size_t cap)
+{
+    snprintf(marker, cap, "%s/db.id", tmpdir);
+    struct st_store_config c = {.backend = ST_STORE_FILE, .path = dbdir, .marker = marker,
+                                .log = capture};
+    return c;
+}
+
+static void refused(const struct st_store_config *c, const char *what)
+{
+    char err[4096] = "";
+    struct st_store *s = st_store_open(c, err, sizeof err);
+    cr_assert_null(s, "opened although %s", what);
+    cr_expect_not_null(strstr(err, "refused"), "%s: %s", what, err);
+    cr_expect_not_null(strstr(err, "floor"), "%s: no recovery steps: %s", what, err);
+}
+
+static void fill50(const struct st_store_config *c)
+{
+    struct st_store *s = open_cfg(c);
+    char key[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof key, "/res/%d", i);
+        cr_assert_eq(ADV(s, key, 1000 + (uint64_t)i).rc, 0);
+    }
+    st_store_close(&s);
+}
+
+static int check_rc(const struct st_store_config *c, char *out, size_t cap)
+{
+    FILE *f = fmemopen(out, cap, "w");
+    cr_assert_not_null(f);
+    int rc = st_store_check(c, f);
+    fclose(f);
+    return rc;
+}
+
+/* A first start creates the store and its marker (logged); a store that was
+ * there before and is gone, or emptied, refuses the open, as does one put
+ * in its place; the operator floor starts a new store in which every
+ * resource is at least the floor, kept across restarts. */
+Test(store, file_identity_and_floor)
+{
+    char marker[160], file[160], out[4096];
+    struct st_store_config c = marked(marker, sizeof marker);
+    struct st_store *s;
+
+    logbuf[0] = '\0';
+    fill50(&c);
+    cr_expect_not_null(strstr(logbuf, "first start"), "%s", logbuf);
+    cr_expect_eq(access(marker, R_OK), 0, "no marker written");
+    cr_expect_eq(check_rc(&c, out, sizeof out), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "50 records"), "%s", out);
+
+    /* Removed before restart. */
+    snprintf(file, sizeof file, "%s/data.mdb", dbdir);
+    char saved[160];
+    snprintf(saved, sizeof saved, "%s/saved.mdb", tmpdir);
+    cr_assert_eq(rename(file, saved), 0);
+    refused(&c, "data.mdb was removed");
+    cr_expect_eq(check_rc(&c, out, sizeof out), 1, "%s", out);
+    /* Truncated to 0 bytes. */
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    refused(&c, "data.mdb is empty");
+    /* Another store in its place. */
+    unlink(file);
+    struct st_store_config other = {.backend = ST_STORE_FILE, .path = dbdir};
+    s = open_cfg(&other);
+    st_store_close(&s);
+    refused(&c, "another store was put in place");
+    cr_expect_eq(check_rc(&c, out, sizeof out), 1, "%s", out);
+    /* The original back: accepted again, highests intact. */
+    cr_assert_eq(rename(saved, file), 0);
+    s = open_cfg(&c);
+    cr_expect_eq(GET(s, "/res/7").highest, 1007);
+    st_store_close(&s);
+
+    /* Lost for good: the floor makes a new store where nothing is lower. */
+    ts_rmrf(dbdir);
+    refused(&c, "the directory was deleted");
+    logbuf[0] = '\0';
+    c.floor = 5000;
+    s = open_cfg(&c);
+    cr_expect_not_null(strstr(logbuf, "floor 5000"), "%s", logbuf);
+    cr_expect_eq(GET(s, "/res/7").highest, 5000);
+    cr_expect_eq(GET(s, "/never/seen").highest, 5000);
+    struct res r = ADV(s, "/res/7", 1007);
+    cr_expect_eq(r.rc, 0);
+    cr_expect_eq(r.highest, 5000, "a token under the floor must not become the highest");
+    cr_expect_eq(ADV(s, "/res/7", 5001).highest, 5001);
+    st_store_close(&s);
+    c.floor = 0; /* the floor is kept in the store */
+    s = open_cfg(&c);
+    cr_expect_eq(GET(s, "/res/8").highest, 5000);
+    cr_expect_eq(GET(s, "/res/7").highest, 5001);
+    st_store_close(&s);
+    /* Raising the floor of an existing store. */
+    logbuf[0] = '\0';
+    c.floor = 9000;
+    s = open_cfg(&c);
+    cr_expect_not_null(strstr(logbuf, "operator floor"), "%s", logbuf);
+    cr_expect_eq(GET(s, "/res/7").highest, 9000);
+    st_store_close(&s);
+}
+
+/* Flipped bytes in a record's value, or in its key: refused at open (never
+ * served lowered), and the check names the damaged record. */
+Test(store, file_bit_flips_are_refused)
+{
+    char marker[160], file[160], out[4096];
+    struct st_store_config c = marked(marker, sizeof marker);
+    size_t len;
+
+    fill50(&c);
+    snprintf(file, sizeof file, "%s/data.mdb", dbdir);
+    char *data = ts_read_file(file, &len);
+    cr_assert_not_null(data);
+    /* The value follows its key in a leaf node: flip the token's low byte,
+     * in every copy of the leaf (LMDB copies pages on write, older copies
+     * stay in the file as free pages). */
+    FILE *f = fopen(file, "r+");
+    cr_assert_not_null(f);
+    int flips = 0;
+    for (char *hit = data; (hit = memmem(hit, len - (size_t)(hit - data), "/res/17", 7)) != NULL;
+         hit += 7) {
+        long off = (long)(hit - data) + 7 + 7;
+        cr_assert_eq(fseek(f, off, SEEK_SET), 0);
+        fputc(data[off] ^ 0x40, f);
+        flips++;
+    }
+    fclose(f);
+    free(data);
+    cr_assert_gt(flips, 0, "key not found in the file");
+    refused(&c, "a record was flipped");
+    cr_expect_eq(check_rc(&c, out, sizeof out), 1, "%s", out);
+    cr_expect_not_null(strstr(out, "/res/17"), "the damaged key is not named: %s", out);
+    cr_expect_not_null(strstr(out, "1 of 50 records"), "%s", out);
+}
+
+/* INIT creates a store and refuses to overwrite one. */
+Test(store, file_init)
+{
+    char marker[160], err[4096];
+    struct st_store_config c = marked(marker, sizeof marker);
+    c.mode = ST_OPEN_INIT;
+    c.floor = 42;
+    struct st_store *s = open_cfg(&c);
+    cr_expect_eq(GET(s, "/x").highest, 42);
+    st_store_close(&s);
+    s = st_store_open(&c, err, sizeof err);
+    cr_expect_null(s);
+    cr_expect_not_null(strstr(err, "already exists"), "%s", err);
     st_store_close(&s);
 }
 
@@ -463,4 +728,30 @@ Test(store, file_throughput, .timeout = 60)
             h.commits, (double)h.advances / h.commits);
     cr_expect_gt(total / secs, 2000.0);
     st_store_close(&s);
+}
+
+/* An environment LMDB initialised but the store never committed to (a
+ * creation killed before its first commit): finished on the next open when
+ * no store was created here before, refused as empty when one was. */
+static void blank_env(void)
+{
+    MDB_env *env;
+    mkdir(dbdir, 0700);
+    cr_assert_eq(mdb_env_create(&env), 0);
+    cr_assert_eq(mdb_env_open(env, dbdir, 0, 0600), 0);
+    mdb_env_close(env);
+}
+
+Test(store, file_creation_killed_before_its_first_commit)
+{
+    char marker[160];
+    struct st_store_config c = marked(marker, sizeof marker);
+
+    blank_env();
+    struct st_store *s = open_cfg(&c);
+    cr_expect_eq(ADV(s, "/a", 3).rc, 0);
+    st_store_close(&s);
+    ts_rmrf(dbdir);
+    blank_env();
+    refused(&c, "an emptied store (blank environment)");
 }
