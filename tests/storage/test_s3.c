@@ -31,6 +31,9 @@ static void teardown(void)
     sf_stop(&S, !passed);
 }
 
+/* One timeout for the suite (a per-test one leaks in Criterion's runner). */
+TestSuite(s3, .init = setup, .fini = teardown, .timeout = 90);
+
 static char *boto(const char *tag, const char *token, char *const more[])
 {
     char script[1100], port[16], *out = NULL;
@@ -51,8 +54,7 @@ static char *boto(const char *tag, const char *token, char *const more[])
     return out;
 }
 
-Test(s3, opaque_keys_and_an_s3_error_parsed_by_boto3, .init = setup, .fini = teardown,
-     .timeout = 60)
+Test(s3, opaque_keys_and_an_s3_error_parsed_by_boto3)
 {
     char *out;
     int ok = 1;
@@ -94,8 +96,7 @@ Test(s3, opaque_keys_and_an_s3_error_parsed_by_boto3, .init = setup, .fini = tea
     passed = ok;
 }
 
-Test(s3, aws_cli_multipart_under_fencelock_http_proxy, .init = setup, .fini = teardown,
-     .timeout = 90)
+Test(s3, aws_cli_multipart_under_fencelock_http_proxy)
 {
     const char *aws = sf_need("/usr/bin/aws", "awscli");
     char big[1100], small[1100], ready[1100], go[1100], home[1100], script[8192], ep[64];
