@@ -19,3 +19,9 @@ fence_test(test_lock_etcd
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_etcd fencelock)
+# Redis killed with SIGKILL and restarted (no persistence; RDB snapshots
+# only): tokens keep rising and never repeat.
+fence_test(test_lock_restart
+  SOURCES lockclient/test_lock_restart.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 60)
