@@ -11,6 +11,7 @@ PACKAGES=(
     libevent-dev libssl-dev libhiredis-dev libcriterion-dev liblmdb-dev libinih-dev
     redis-server nginx wrk python3 curl
     libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client
+    zookeeper libzookeeper-mt-dev
 )
 if [[ "${FENCE_FUZZ:-0}" == 1 ]]; then
     PACKAGES+=(clang libclang-rt-14-dev)

@@ -25,3 +25,9 @@ fence_test(test_lock_restart
   SOURCES lockclient/test_lock_restart.c lockclient/lock_fixture.c
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 60)
+# The ZooKeeper backend against a real standalone server (one per binary).
+fence_test(test_lock_zk
+  SOURCES lockclient/test_lock_zk.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_zk fencelock)
