@@ -31,3 +31,9 @@ fence_test(test_lock_zk
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_zk fencelock)
+# The ZooKeeper backend against a real 3-server ensemble (leader killed).
+fence_test(test_lock_zk3
+  SOURCES lockclient/test_lock_zk3.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 150)
+add_dependencies(test_lock_zk3 fencelock)
