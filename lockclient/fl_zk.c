@@ -292,7 +292,7 @@ static struct fl_backend *zk_open(const char *url, char *err, size_t errlen)
     rest = url + sizeof prefix - 1;
     slash = strchr(rest, '/');
     p = rest;
-    do {
+    for (;;) {
         const char *end = strchr(p, ',');
         const char *colon;
         char *e;
@@ -311,8 +311,10 @@ static struct fl_backend *zk_open(const char *url, char *err, size_t errlen)
             snprintf(err, errlen, "bad port in URL: %s", url);
             goto fail;
         }
-        p = *end == ',' ? end + 1 : end;
-    } while (*p && p != slash);
+        if (*end != ',')
+            break;
+        p = end + 1; /* an empty entry after a comma is refused above */
+    }
     if (slash && (slash[1] == '\0' || slash[strlen(slash) - 1] == '/')) {
         snprintf(err, errlen, "bad chroot in URL (want /path without a trailing /): %s", url);
         goto fail;
