@@ -39,8 +39,8 @@
 #include "fl_backend.h"
 
 #define ZK_DEFAULT_SESSION_MS 10000
-#define ZK_ROOT "/fence/locks"
-#define ZK_TRIES 5 /* bounded retries of one call across connection losses */
+#define ZK_ROOT               "/fence/locks"
+#define ZK_TRIES              5 /* bounded retries of one call across connection losses */
 
 struct zk_session {
     struct zk_session *next; /* registry list, under reg_mu */
@@ -170,7 +170,8 @@ static int wait_connected(struct fl_backend *b, int64_t deadline_ms, char *err, 
     pthread_mutex_lock(&s->mu);
     while (!s->expired && s->state != ZOO_CONNECTED_STATE) {
         int64_t left = deadline_ms - fl_now_ms(), at = fl_now_ms() + (left > 100 ? 100 : left);
-        struct timespec ts = {.tv_sec = (time_t)(at / 1000), .tv_nsec = (long)(at % 1000) * 1000000L};
+        struct timespec ts = {.tv_sec = (time_t)(at / 1000),
+                              .tv_nsec = (long)(at % 1000) * 1000000L};
 
         if (left <= 0)
             break;
@@ -842,8 +843,8 @@ out:
 
 /* Holder and waiters in queue order, each with its czxid. A child that goes
  * away between the list and its stat makes the read start over. */
-static int zk_status(struct fl_backend *b, const char *name, struct fl_lock_status *st,
-                     char *err, size_t errlen)
+static int zk_status(struct fl_backend *b, const char *name, struct fl_lock_status *st, char *err,
+                     size_t errlen)
 {
     char *dir = lock_dir(name);
     int rc;
@@ -877,8 +878,7 @@ static int zk_status(struct fl_backend *b, const char *name, struct fl_lock_stat
                 snprintf(st->owner, sizeof st->owner, "%s", v.data[0]);
                 st->token = (uint64_t)s.czxid;
             } else {
-                snprintf(st->waiter[i - 1].owner, sizeof st->waiter[i - 1].owner, "%s",
-                         v.data[i]);
+                snprintf(st->waiter[i - 1].owner, sizeof st->waiter[i - 1].owner, "%s", v.data[i]);
                 st->waiter[i - 1].token = (uint64_t)s.czxid;
             }
             if (rc != FL_OK)

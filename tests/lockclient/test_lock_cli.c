@@ -174,8 +174,8 @@ Test(lockcli, usage_errors_exit_2)
         cr_expect(strstr(ERR, "usage:") != NULL, "%s: no usage text: '%s'", usage_cases[i].why,
                   ERR);
     }
-    cr_expect_eq(lf_cli(&F, (char *[]){"--backend", "zk://h:1", "status", "x", NULL}, NULL, OUT,
-                        sizeof OUT, ERR, sizeof ERR, 15000),
+    cr_expect_eq(lf_cli(&F, (char *[]){"--backend", "memcached://h:1", "status", "x", NULL}, NULL,
+                        OUT, sizeof OUT, ERR, sizeof ERR, 15000),
                  2, "unsupported scheme");
     cr_expect_eq(lf_cli(&F, (char *[]){"--bogus", "status", "x", NULL}, NULL, OUT, sizeof OUT, ERR,
                         sizeof ERR, 15000),

@@ -141,7 +141,8 @@ Test(lockrdb, no_token_is_issued_twice_across_a_rewind_to_a_snapshot)
                 dup++;
             }
     cr_expect_eq(dup, 0, "%zu of %zu tokens issued twice", dup, na);
-    cr_expect_gt(after[0], before[nb - 1], "first token after the restart %" PRIu64
-                 " not above the last before %" PRIu64, after[0], before[nb - 1]);
+    cr_expect_gt(after[0], before[nb - 1],
+                 "first token after the restart %" PRIu64 " not above the last before %" PRIu64,
+                 after[0], before[nb - 1]);
     fl_client_free(&c);
 }

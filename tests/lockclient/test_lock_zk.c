@@ -83,7 +83,7 @@ static struct fl_client *client(void)
 static char OUT[4096], ERR[4096];
 
 #define CLI(...)                                                                                   \
-    lf_cli(&F, (char *[]){"--backend", ZURL, __VA_ARGS__, NULL}, NULL, OUT, sizeof OUT, ERR,      \
+    lf_cli(&F, (char *[]){"--backend", ZURL, __VA_ARGS__, NULL}, NULL, OUT, sizeof OUT, ERR,       \
            sizeof ERR, 20000)
 
 /* Waits until name has n waiters (bounded). */
@@ -355,9 +355,9 @@ Test(lockzk, holder_stopped_past_session_timeout_is_stopped_with_exit_75)
 
     snprintf(pidfile, sizeof pidfile, "%s/child.pid", F.dir);
     snprintf(script, sizeof script, "echo $$ > %s; exec sleep 30", pidfile);
-    start_cli(&run, "run",
-              (char *[]){"run", "/objects/stopped", "--ttl", "1s", "--", "/bin/sh", "-c", script,
-                         NULL});
+    start_cli(
+        &run, "run",
+        (char *[]){"run", "/objects/stopped", "--ttl", "1s", "--", "/bin/sh", "-c", script, NULL});
     text = wait_file(pidfile, &run);
     child = (pid_t)atol(text);
     free(text);
@@ -379,7 +379,6 @@ Test(lockzk, holder_stopped_past_session_timeout_is_stopped_with_exit_75)
     cr_expect(kill(child, 0) < 0 && errno == ESRCH, "command still alive");
     fl_client_free(&c);
 }
-
 
 Test(lockzk, try_lock_and_timed_out_wait_leave_no_node)
 {
@@ -441,7 +440,8 @@ Test(lockzk, cli_lines_exit_codes_and_a_lock_left_to_the_session_timeout)
     cr_expect_eq(CLI("status", "/objects/user42"), 0);
     cr_expect_str_eq(OUT, "free token=0\n", "the session outlived its timeout");
 
-    rc = CLI("run", "/objects/user42", "--", "/bin/sh", "-c", "test \"$FENCE_TOKEN\" -gt 0; exit 3");
+    rc =
+        CLI("run", "/objects/user42", "--", "/bin/sh", "-c", "test \"$FENCE_TOKEN\" -gt 0; exit 3");
     cr_expect_eq(rc, 3, "run exit %d: %s", rc, ERR);
     cr_expect_eq(CLI("status", "/objects/user42"), 0);
     cr_expect_str_eq(OUT, "free token=0\n", "run did not release");

@@ -70,8 +70,7 @@ Test(lockzk3, killed_leader_keeps_lock_and_token)
     snprintf(tokfile, sizeof tokfile, "%s/token", F.dir);
     snprintf(done, sizeof done, "%s/done", F.dir);
     snprintf(log, sizeof log, "%s/run.log", F.dir);
-    snprintf(script, sizeof script, "echo $FENCE_TOKEN > %s; sleep 6; echo ok > %s", tokfile,
-             done);
+    snprintf(script, sizeof script, "echo $FENCE_TOKEN > %s; sleep 6; echo ok > %s", tokfile, done);
     {
         char *argv[] = {(char *)ts_build_path("lockclient/fencelock"),
                         "--backend",

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ZK_JAR "/usr/share/java/zookeeper.jar"
+#define ZK_JAR     "/usr/share/java/zookeeper.jar"
 #define ZK_LOG_JAR "/usr/share/java/slf4j-simple.jar"
 
 int ts_zk_4lw(struct ts_zk *z, int i, const char *cmd, char *out, size_t outlen)
