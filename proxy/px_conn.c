@@ -329,6 +329,7 @@ static void report_of(const struct px_conn *c, const struct px_req *r, int statu
     memset(x, 0, sizeof(*x));
     x->conn_id = c->id;
     x->peer = c->peer;
+    x->subject = c->ctx->client_tr->ops->subject(c->bev);
     x->token_field = c->ctx->cfg->token_header;
     x->request_id = "";
     x->status = status;
@@ -1281,6 +1282,8 @@ static void client_event_run(struct bufferevent *bev, short what, struct px_conn
 {
     struct px_req *r = c->req;
 
+    if (what == BEV_EVENT_CONNECTED)
+        return; /* a TLS transport's handshake finished; bytes come next */
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_LINGER &&
         c->state != C_CLOSING &&
         (r != NULL || evbuffer_get_length(bufferevent_get_input(bev)) > 0 ||

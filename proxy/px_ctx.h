@@ -37,6 +37,8 @@ struct px_ctx {
     struct event_base *base;
     struct evconnlistener *listener;
     const struct px_transport *client_tr; /* how accepted clients speak */
+    struct px_transport *tls_listen; /* owned: client_tr when [tls] cert is set */
+    struct px_transport *tls_upstream; /* owned: the pool's for an https upstream */
     struct event *listener_retry;    /* re-enables accept after EMFILE */
     struct px_upool *upool;
     struct st_store *store;

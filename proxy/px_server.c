@@ -29,6 +29,7 @@
 #include "px_log.h"
 #include "px_logw.h"
 #include "px_stats.h"
+#include "px_tls.h"
 #include "px_transport.h"
 #include "px_upstream.h"
 
@@ -191,7 +192,12 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct px_ctx *ctx = arg;
 
-    px_log_info("SIGHUP: reopening logs");
+    px_log_info("SIGHUP: reopening logs%s", ctx->tls_listen != NULL || ctx->tls_upstream != NULL
+                                                ? ", reloading TLS certificates" : "");
+    if (ctx->tls_listen != NULL)
+        (void)px_tls_reload(ctx->tls_listen); /* a bad file keeps the old one */
+    if (ctx->tls_upstream != NULL)
+        (void)px_tls_reload(ctx->tls_upstream);
     px_stats_inc(PX_ST_LOG_REOPENS);
     if (ctx->audit != NULL)
         px_audit_reopen(ctx->audit);
@@ -336,8 +342,8 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     ctx->rlim = ctx->lim;
     ctx->rlim.max_head = cfg->max_response_header_bytes;
     ctx->token_header_len = strlen(cfg->token_header);
-    snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "http://%s:%d", cfg->upstream_host,
-             cfg->upstream_port);
+    snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "%s://%s:%d",
+             cfg->upstream_tls ? "https" : "http", cfg->upstream_host, cfg->upstream_port);
     ctx->upstream_origin_len = strlen(ctx->upstream_origin);
     if (getrandom(&ctx->rid_base, sizeof(ctx->rid_base), 0) != sizeof(ctx->rid_base))
         ctx->rid_base = (uint64_t)time(NULL) * 2654435761u;
@@ -395,7 +401,21 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "cannot set up events");
         goto fail;
     }
-    ctx->upool = px_upool_new(ctx->base, &px_transport_tcp, cfg->upstream_host, cfg->upstream_port,
+    /* The transports are chosen here, once: nothing per request asks. */
+    if (cfg->tls_cert != NULL) {
+        ctx->tls_listen = px_tls_server_new(cfg, err, errlen);
+        if (ctx->tls_listen == NULL)
+            goto fail;
+        ctx->client_tr = ctx->tls_listen;
+    }
+    if (cfg->upstream_tls) {
+        ctx->tls_upstream = px_tls_client_new(cfg, err, errlen);
+        if (ctx->tls_upstream == NULL)
+            goto fail;
+    }
+    ctx->upool = px_upool_new(ctx->base,
+                              ctx->tls_upstream != NULL ? ctx->tls_upstream : &px_transport_tcp,
+                              cfg->upstream_host, cfg->upstream_port,
                               cfg->max_upstream_connections, PX_UPSTREAM_IDLE_MS, err, errlen);
     if (ctx->upool == NULL)
         goto fail;
@@ -441,6 +461,8 @@ void px_server_free(struct px_ctx *ctx)
     if (ctx->listener != NULL)
         evconnlistener_free(ctx->listener);
     px_upool_free(ctx->upool);
+    px_tls_free(&ctx->tls_listen);
+    px_tls_free(&ctx->tls_upstream);
     px_fence_free(ctx->fence);
     st_store_close(&ctx->store);
     px_audit_close(&ctx->audit);
