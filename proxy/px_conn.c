@@ -693,6 +693,7 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
     rq.token = r->n_gates > 0 ? r->gates[0].dec->token : 0;
     rq.peer_ip = c->peer_ip;
     rq.request_id = r->rid;
+    rq.proto = c->ctx->client_proto;
     rq.relay_expect = r->expect_wait;
     max = px_rw_request_max(&rq);
     if (evbuffer_reserve_space(o, (ev_ssize_t)max, &v, 1) < 1 || v.iov_len < max)

@@ -330,6 +330,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     }
     ctx->cfg = cfg;
     ctx->client_tr = &px_transport_tcp;
+    ctx->client_proto = "http";
     ctx->conns_gone = conns_gone;
     ctx->conns = px_conn_set_new();
     if (ctx->conns == NULL) {
@@ -407,6 +408,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         if (ctx->tls_listen == NULL)
             goto fail;
         ctx->client_tr = ctx->tls_listen;
+        ctx->client_proto = "https";
     }
     if (cfg->upstream_tls) {
         ctx->tls_upstream = px_tls_client_new(cfg, err, errlen);

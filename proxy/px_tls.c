@@ -172,14 +172,20 @@ static int alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 }
 
 /* The upstream's new session replaces the one kept for the next connect.
- * Takes the reference OpenSSL hands over (returns 1). */
+ * A copy: OpenSSL marks the connection's own session unresumable when the
+ * connection is freed without a close_notify (the pool closes connections
+ * that way), which would spoil it for every later connection. Returns 0:
+ * OpenSSL keeps its reference. */
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
     struct tls_impl *impl = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    SSL_SESSION *copy = SSL_SESSION_dup(sess);
 
-    SSL_SESSION_free(impl->session);
-    impl->session = sess;
-    return 1;
+    if (copy != NULL) {
+        SSL_SESSION_free(impl->session);
+        impl->session = copy;
+    }
+    return 0;
 }
 
 static int use_pair(SSL_CTX *ctx, const char *cert, const char *key, char *err, size_t errlen)
