@@ -37,3 +37,8 @@ fence_test(test_lock_zk3
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 150)
 add_dependencies(test_lock_zk3 fencelock)
+# etcds:// against a real etcd member with TLS and client certificate auth.
+fence_test(test_etcd_tls
+  SOURCES lockclient/test_etcd_tls.c
+  LIBS fencetestsupport fencelock_lib fenceetcd
+  TIMEOUT 120)

@@ -69,7 +69,7 @@ static int make_cert(const char *dir, const char *name, const char *subj, const 
 int ts_tls_make_certs(const char *dir)
 {
     static const char server_san[] =
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth";
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth,clientAuth";
 
     if (make_cert(dir, "ca", "/CN=fence test CA", NULL, NULL, 3) < 0 ||
         make_cert(dir, "server", "/CN=localhost", server_san, "ca", 3) < 0 ||

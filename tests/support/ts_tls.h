@@ -14,7 +14,8 @@
 int ts_tls_mode(void);
 
 /* Makes, in dir (which exists): ca.pem ca.key, server.pem server.key
- * (CN=localhost, SAN DNS:localhost IP:127.0.0.1), client.pem client.key
+ * (CN=localhost, SAN DNS:localhost IP:127.0.0.1; serverAuth and clientAuth,
+ * as etcd's gateway shows it to its own gRPC server), client.pem client.key
  * (CN=fence test client), expired.pem expired.key (the server's names,
  * expired yesterday), wrong.pem wrong.key (DNS:wrong.example only), and
  * other-ca.pem other-ca.key (a CA nobody trusts) with other-client.pem/key
