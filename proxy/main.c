@@ -91,7 +91,7 @@ int main(int argc, char **argv)
     if (err[0] != '\0')
         px_log_warn("%s", err);
     signal(SIGPIPE, SIG_IGN);
-    ctx = px_server_new(cfg, err, sizeof(err));
+    ctx = px_server_new(cfg, conf, err, sizeof(err));
     if (ctx == NULL) {
         px_log_error("%s", err);
         goto out;

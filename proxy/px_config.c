@@ -85,6 +85,7 @@ static const struct choice semantics_choices[] = {
 static const struct choice errfmt_choices[] = {
     {"json", POL_ERRFMT_JSON}, {"s3", POL_ERRFMT_S3}, {NULL, 0}};
 static const struct choice on_off_choices[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
+static const struct choice access_format_choices[] = {{"text", 0}, {"json", 0}, {NULL, 0}};
 
 _Static_assert(sizeof(enum st_store_backend) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum pol_path_semantics) == sizeof(int), "enum stored as int");
@@ -96,7 +97,7 @@ _Static_assert(sizeof(enum pol_error_format) == sizeof(int), "enum stored as int
 static const struct key keys[] = {
     {S_PROXY, "listen", K_HOSTPORT, PC(listen), "127.0.0.1:8080", 0, 0, NULL, 0,
      "address the proxy serves clients on (host:port, [v6]:port)"},
-    {S_PROXY, "upstream", K_URL, PC(upstream), NULL, 0, 0, NULL, KF_REQUIRED,
+    {S_PROXY, "upstream", K_URL, PC(upstream), NULL, 0, 0, NULL, KF_REQUIRED | KF_RELOAD,
      "the storage server, http://host:port (https is not supported yet)"},
     {S_PROXY, "admin_listen", K_HOSTPORT_OFF, PC(admin_listen), "127.0.0.1:8081", 0, 0, NULL,
      0, "admin API address (healthz, metrics, tokens), or off; never the data port"},
@@ -124,6 +125,10 @@ static const struct key keys[] = {
      DAY_MS, NULL, KF_RELOAD, "how long a request queues for an upstream connection; then 503"},
     {S_PROXY, "shutdown_grace", K_DURATION, PC(shutdown_grace_ms), "10s", 0, DAY_MS, NULL,
      KF_RELOAD, "on SIGTERM/SIGINT, time in-flight requests get to finish"},
+    {S_PROXY, "resource_cache", K_UINT, PC(resource_cache), "1048576", 1, 1ULL << 32, NULL,
+     KF_RELOAD, "resources whose highest token is kept in memory; beyond it idle ones go"},
+    {S_PROXY, "access_log_format", K_WORD, PC(access_log_format), "text", 0, 0,
+     access_format_choices, KF_RELOAD, "access log lines: text or json (one object a line)"},
     {S_PROXY, "log_level", K_WORD, PC(log_level), "info", 0, 0, level_choices, KF_RELOAD,
      "diagnostic log level: error, warn, info or debug"},
     {S_STORE, "backend", K_ENUM, PC(store_backend), "file", 0, 0, backend_choices, 0,
@@ -920,6 +925,8 @@ struct px_config *px_config_load(const char *path, char *err, size_t errlen)
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     cfg = calloc(1, sizeof *cfg);
+    if (cfg != NULL)
+        cfg->refs = 1;
     if (cfg == NULL || (cfg->routes = pol_routes_new()) == NULL) {
         fail(&ld, 0, "out of memory");
         goto out;
@@ -970,6 +977,9 @@ void px_config_free(struct px_config **cfgp)
     if (cfgp == NULL || *cfgp == NULL)
         return;
     cfg = *cfgp;
+    *cfgp = NULL;
+    if (--cfg->refs > 0)
+        return;
     for (size_t i = 0; i < NKEYS; i++) {
         enum key_type t = keys[i].type;
         if (keys[i].sect != S_ROUTE && (t == K_STRING || t == K_PATH_OFF ||
@@ -981,7 +991,55 @@ void px_config_free(struct px_config **cfgp)
     free(cfg->warnings);
     pol_routes_free(cfg->routes);
     free(cfg);
-    *cfgp = NULL;
+}
+
+struct px_config *px_config_hold(const struct px_config *cfg)
+{
+    struct px_config *c = (struct px_config *)cfg; /* the count is not part of the snapshot */
+
+    c->refs++;
+    return c;
+}
+
+/* Whether key k has the same value in a and b. */
+static int same_value(const struct key *k, const struct px_config *a, const struct px_config *b)
+{
+    const char *pa = (const char *)a + k->off, *pb = (const char *)b + k->off;
+
+    switch (k->type) {
+    case K_STRING:
+    case K_PATH_OFF:
+    case K_HOSTPORT:
+    case K_HOSTPORT_OFF:
+    case K_URL:
+    case K_TOKEN:
+    case K_WORD: {
+        const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
+        return (sa == NULL && sb == NULL) || (sa != NULL && sb != NULL && strcmp(sa, sb) == 0);
+    }
+    case K_UINT:
+    case K_SIZE:
+    case K_DURATION:
+        return *(const uint64_t *)pa == *(const uint64_t *)pb;
+    case K_ENUM:
+        return *(const int *)pa == *(const int *)pb;
+    default:
+        return 1; /* route keys: always reloadable */
+    }
+}
+
+int px_config_reload_check(const struct px_config *old, const struct px_config *new,
+                           const char *path, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        if (k->sect == S_ROUTE || (k->flags & KF_RELOAD) || same_value(k, old, new))
+            continue;
+        snprintf(err, errlen, "%s: [%s] %s cannot change on a reload (restart instead)", path,
+                 sect_names[k->sect], k->name);
+        return -1;
+    }
+    return 0;
 }
 
 /* Resolves host of the key named key (text "host:port"); a failure goes

@@ -112,7 +112,10 @@ struct px_gate {
 };
 
 struct px_req {
-    struct px_h1_head h; /* slices of buf */
+    struct px_config *cfg; /* the snapshot it started under (held): a reload
+                              changes the next request, not this one */
+    struct px_upool *pool; /* the pool it queued on or borrowed from */
+    struct px_h1_head h;   /* slices of buf */
     char *buf;           /* copy of the head bytes; owned */
     char *path;          /* the target's key path (pol_decide_target); owned */
     char *dpath;         /* the Destination's (COPY, MOVE); owned */
@@ -230,13 +233,15 @@ static void req_free(struct px_conn *c)
     if (r == NULL)
         return;
     px_uclient_finish(&r->uc, 0);
-    px_upool_cancel(c->ctx->upool, &r->qw);
+    if (r->pool != NULL)
+        px_upool_cancel(r->pool, &r->qw);
     release_fence(c);
     px_body_clear(&r->body);
     px_body_clear(&r->uc.body);
     free(r->buf);
     free(r->path);
     free(r->dpath);
+    px_config_free(&r->cfg);
     free(r);
     c->req = NULL;
 }
@@ -329,7 +334,7 @@ static void report_of(const struct px_conn *c, const struct px_req *r, int statu
     memset(x, 0, sizeof(*x));
     x->conn_id = c->id;
     x->peer = c->peer;
-    x->token_field = c->ctx->cfg->token_header;
+    x->token_field = r != NULL ? r->cfg->token_header : c->ctx->cfg->token_header;
     x->request_id = "";
     x->status = status;
     x->bytes = bytes;
@@ -442,7 +447,7 @@ static void respond_refusal(struct px_conn *c, const struct pol_decision *d, enu
         highest = 0; /* not cached: never looked up for a request refused from its head */
     if (px_stats_outcome_audited(o))
         audit(c, d, reason, highest);
-    px_report_outcome(route_index(c->ctx->cfg->routes, d->route), o);
+    px_report_outcome(route_index(r->cfg->routes, d->route), o);
     px_clog_info(c->id, c->peer, "%s %.*s %.*s resource=%.*s token=%" PRIu64 " highest=%" PRIu64,
                  reason, (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
                  (int)d->resource_len, d->resource, d->token, d->highest);
@@ -686,8 +691,8 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
 
     memset(&rq, 0, sizeof(rq));
     rq.h = &r->h;
-    rq.token_field = c->ctx->cfg->token_header;
-    rq.token_field_len = c->ctx->token_header_len;
+    rq.token_field = r->cfg->token_header;
+    rq.token_field_len = strlen(r->cfg->token_header);
     rq.token_checked = r->n_gates > 0; /* every gate passed: forwarding now */
     rq.token = r->n_gates > 0 ? r->gates[0].dec->token : 0;
     rq.peer_ip = c->peer_ip;
@@ -727,8 +732,9 @@ static void forward(struct px_conn *c)
     ucfg.high = PX_BUF_HIGH;
     ucfg.low = PX_BUF_LOW;
     ucfg.head_request = r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4);
-    rc = px_uclient_start(&r->uc, ctx->upool, &ucfg, &uc_cbs, c,
-                          r->queue_ready ? &r->qw : NULL);
+    if (r->pool == NULL)
+        r->pool = ctx->upool; /* a reload's new pool serves the next requests */
+    rc = px_uclient_start(&r->uc, r->pool, &ucfg, &uc_cbs, c, r->queue_ready ? &r->qw : NULL);
     r->queue_ready = 0;
     if (rc == PX_UC_BUSY) {
         /* max_upstream_connections: queue, first come first served, under
@@ -739,7 +745,7 @@ static void forward(struct px_conn *c)
         }
         r->qw.cb = queue_granted;
         r->qw.arg = c;
-        px_upool_wait(ctx->upool, &r->qw);
+        px_upool_wait(r->pool, &r->qw);
         return;
     }
     if (c->tmode == T_QUEUE)
@@ -982,8 +988,9 @@ static int is_rejection(enum pol_verdict v)
 static int classify(struct px_conn *c, const char *path, size_t len, char **buf,
                     struct pol_decision *d)
 {
-    const struct px_config *cfg = c->ctx->cfg;
     struct px_req *r = c->req;
+    const struct px_config *cfg = r->cfg;
+    size_t tlen = strlen(cfg->token_header);
     struct pol_facts facts;
     size_t cap = 3 * len + 1; /* a byte may be re-written as %XX */
 
@@ -995,7 +1002,7 @@ static int classify(struct px_conn *c, const char *path, size_t len, char **buf,
     facts.method_len = r->h.method_len;
     for (unsigned i = 0; i < r->h.n_fields; i++) {
         const struct px_h1_field *f = &r->h.fields[i];
-        if (f->name_len == c->ctx->token_header_len && px_h1_name_is(f, cfg->token_header)) {
+        if (f->name_len == tlen && px_h1_name_is(f, cfg->token_header)) {
             if (facts.token_fields++ == 0) {
                 facts.token = f->value;
                 facts.token_len = f->value_len;
@@ -1064,7 +1071,7 @@ static void decide(struct px_conn *c)
 {
     struct px_ctx *ctx = c->ctx;
     struct px_req *r = c->req;
-    const struct px_config *cfg = ctx->cfg;
+    const struct px_config *cfg = r->cfg;
     const char *path = r->h.origin, *dpath;
     size_t len = r->h.origin_len, dlen;
     int dest;
@@ -1187,6 +1194,7 @@ static void process_head(struct px_conn *c)
         return;
     }
     memcpy(r->buf, p, h.head_len);
+    r->cfg = px_config_hold(ctx->cfg);
     r->h = h;
     head_rebase(&r->h, p, r->buf);
     evbuffer_drain(in, h.head_len);
@@ -1321,7 +1329,7 @@ static void timer_run(struct px_conn *c)
     }
     if (c->tmode == T_QUEUE) {
         c->tmode = T_OFF;
-        px_upool_cancel(c->ctx->upool, &c->req->qw);
+        px_upool_cancel(c->req->pool, &c->req->qw);
         release_fence(c);
         px_report_outcome(c->req->route_idx, PX_OUT_UPSTREAM_BUSY);
         px_clog_warn(c->id, c->peer, "no upstream connection within upstream_queue_timeout");

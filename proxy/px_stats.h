@@ -65,7 +65,13 @@
       "Audit records not written (buffer full, write error, file removed).")         \
     C(ACCESS_LOG_DROPPED, "fence_access_log_dropped_total",                           \
       "Access log lines dropped because the writer's buffer was full.")              \
-    C(LOG_REOPENS, "fence_log_reopens_total", "Log reopen requests (SIGHUP).")        \
+    C(LOG_REOPENS, "fence_log_reopens_total", "Log reopen requests (SIGHUP, SIGUSR1).") \
+    C(CONFIG_RELOADS, "fence_config_reloads_total",                                   \
+      "Configuration reloads applied (SIGHUP, POST /reload).")                       \
+    C(CONFIG_RELOAD_FAILURES, "fence_config_reload_failures_total",                   \
+      "Configuration reloads refused (invalid file, or a key that needs a restart).") \
+    G(CONFIG_GENERATION, "fence_config_generation",                                   \
+      "The configuration in effect: 1 at start, +1 per applied reload.")             \
     C(PIPELINE_PAUSES, "fence_pipeline_pauses_total",                                 \
       "Times a pipelined request waited for the client to read earlier responses.")  \
     H(UPSTREAM_DURATION, "fence_upstream_duration_seconds",                           \
