@@ -335,6 +335,7 @@ static void report_of(const struct px_conn *c, const struct px_req *r, int statu
     x->conn_id = c->id;
     x->peer = c->peer;
     x->token_field = r != NULL ? r->cfg->token_header : c->ctx->cfg->token_header;
+    x->json = strcmp((r != NULL ? r->cfg : c->ctx->cfg)->access_log_format, "json") == 0;
     x->request_id = "";
     x->status = status;
     x->bytes = bytes;
