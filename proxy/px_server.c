@@ -28,6 +28,7 @@
 #include "px_fence.h"
 #include "px_log.h"
 #include "px_logw.h"
+#include "px_sd.h"
 #include "px_stats.h"
 #include "px_transport.h"
 #include "px_upstream.h"
@@ -314,10 +315,29 @@ out:
 static int open_listener(struct px_ctx *ctx, char *err, size_t errlen)
 {
     char *host = NULL;
-    int port, rc = -1, gai;
+    int port, rc = -1, gai, fd;
     struct addrinfo hints, *res = NULL;
     char portstr[16];
 
+    /* A socket a service manager holds for us (systemd socket activation):
+     * while the proxy restarts, connections wait in its backlog. */
+    fd = px_sd_listen_fd(err, errlen);
+    if (fd == -2)
+        goto out;
+    if (fd >= 0) {
+        ctx->listener = evconnlistener_new(ctx->base, accept_cb, ctx,
+                                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+        if (ctx->listener == NULL) {
+            snprintf(err, errlen, "socket activation: descriptor %d: %s", fd, strerror(errno));
+            goto out;
+        }
+        px_log_info("listening on descriptor %d from the service manager (socket activation)",
+                    fd);
+        evconnlistener_set_error_cb(ctx->listener, accept_error_cb);
+        rc = 0;
+        goto out;
+    }
+    err[0] = '\0';
     if (px_config_split_hostport(ctx->cfg->listen, &host, &port) < 0) {
         snprintf(err, errlen, "listen %s: expected host:port", ctx->cfg->listen);
         goto out;
