@@ -19,6 +19,7 @@
 
 #include "fc_duration.h"
 #include "fencelock.h"
+#include "fl_inject.h"
 
 #define EX_OK           0
 #define EX_NOLOCK       1
@@ -37,7 +38,8 @@ struct opts {
     uint64_t ttl_ms;
     uint64_t wait_ms;
     int has_ttl, has_wait, has_owner;
-    char **cmd; /* run: after "--" */
+    int http_proxy; /* run --http-proxy: the token injector */
+    char **cmd;     /* run: after "--" */
 };
 
 static void usage(FILE *f)
@@ -47,7 +49,9 @@ static void usage(FILE *f)
                "  renew NAME --owner ID [--ttl 30s]\n"
                "  release NAME --owner ID\n"
                "  status NAME\n"
-               "  run NAME [--ttl 30s] [--wait 10s] -- CMD ARGS...\n"
+               "  run NAME [--ttl 30s] [--wait 10s] [--http-proxy] -- CMD ARGS...\n"
+               "      --http-proxy: CMD's plain-HTTP requests go through a local proxy\n"
+               "      that adds Fencing-Token (HTTP_PROXY and http_proxy are set)\n"
                "backend: --backend URL, else $FENCE_BACKEND, else " DEFAULT_BACKEND "\n"
                "exit: 0 ok, 1 not acquired/not owner, 2 usage, 69 backend unreachable,\n"
                "      75 lock lost during run\n");
@@ -98,7 +102,7 @@ static int parse_duration(const char *what, const char *v, uint64_t *out)
 }
 
 /* Parses the words after COMMAND. allow is a set of letters: t ttl, w wait,
- * o owner, c command after "--". 0 / -1 (message printed). */
+ * o owner, p --http-proxy, c command after "--". 0 / -1 (message printed). */
 static int parse_args(int argc, char **argv, const char *allow, struct opts *o)
 {
     for (int i = 0; i < argc; i++) {
@@ -130,6 +134,8 @@ static int parse_args(int argc, char **argv, const char *allow, struct opts *o)
                 return -1;
             }
             o->has_owner = 1;
+        } else if (strcmp(a, "--http-proxy") == 0 && strchr(allow, 'p')) {
+            o->http_proxy = 1;
         } else if (a[0] == '-' && a[1] != '\0') {
             fprintf(stderr, "fencelock: unknown or misplaced option '%s'\n", a);
             return -1;
@@ -162,19 +168,51 @@ static int fail(struct fl_client *c, int rc)
     return exit_for(rc);
 }
 
-/* Builds the command's environment: ours minus any FENCE_TOKEN/LOCK/OWNER,
- * plus the lease's. Returns a malloc'd array of borrowed or malloc'd strings;
- * the three new ones are in extra[] for freeing. Done before fork because the
- * watchdog thread already runs and the child may only call async-signal-safe
- * functions. */
-static char **build_env(const struct fl_lease *l, char *extra[3])
+#define ENV_EXTRA 7
+
+/* Whether the environment entry e is the variable name (any value). */
+static int env_is(const char *e, const char *name)
 {
-    size_t n = 0, k = 0;
+    size_t n = strlen(name);
+
+    return strncmp(e, name, n) == 0 && e[n] == '=';
+}
+
+/* Variables the command gets from us, replacing its own: the lease's, and
+ * with --http-proxy the proxy settings (NO_PROXY too, so that no host,
+ * loopback included, bypasses the injector). */
+static int env_ours(const char *e, int proxy)
+{
+    static const char *const lease[] = {"FENCE_TOKEN", "FENCE_LOCK", "FENCE_OWNER", NULL};
+    static const char *const px[] = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
+                                     "NO_PROXY",   "no_proxy",   "ALL_PROXY",   "all_proxy",
+                                     NULL};
+
+    for (int i = 0; lease[i]; i++)
+        if (env_is(e, lease[i]))
+            return 1;
+    for (int i = 0; proxy && px[i]; i++)
+        if (env_is(e, px[i]))
+            return 1;
+    return 0;
+}
+
+/* Builds the command's environment: ours minus the variables env_ours
+ * names, plus the lease's and, when proxy_port > 0, HTTP_PROXY, http_proxy,
+ * HTTPS_PROXY and https_proxy pointing at the injector (HTTPS goes there too
+ * so that it is refused with a clear 501 instead of leaving unfenced).
+ * Returns a malloc'd array of borrowed or malloc'd strings; the new ones are
+ * in extra[] for freeing. Done before fork because the watchdog thread
+ * already runs and the child may only call async-signal-safe functions. */
+static char **build_env(const struct fl_lease *l, int proxy_port, char *extra[ENV_EXTRA])
+{
+    static const char *const pvars[] = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"};
+    size_t n = 0, k = 0, ne = 3;
     char **env;
 
     while (environ[n])
         n++;
-    env = calloc(n + 4, sizeof *env);
+    env = calloc(n + ENV_EXTRA + 1, sizeof *env);
     if (env == NULL)
         return NULL;
     if (asprintf(&extra[0], "FENCE_TOKEN=%" PRIu64, l->token) < 0)
@@ -183,22 +221,29 @@ static char **build_env(const struct fl_lease *l, char *extra[3])
         extra[1] = NULL;
     if (asprintf(&extra[2], "FENCE_OWNER=%s", l->owner) < 0)
         extra[2] = NULL;
-    if (!extra[0] || !extra[1] || !extra[2]) {
-        free(env);
-        return NULL;
+    for (size_t i = 0; proxy_port > 0 && i < 4; i++, ne++)
+        if (asprintf(&extra[ne], "%s=http://127.0.0.1:%d", pvars[i], proxy_port) < 0)
+            extra[ne] = NULL;
+    for (size_t i = 0; i < ne; i++) {
+        if (extra[i] == NULL) {
+            free(env);
+            return NULL;
+        }
     }
-    for (size_t i = 0; i < n; i++) {
-        if (strncmp(environ[i], "FENCE_TOKEN=", 12) == 0 ||
-            strncmp(environ[i], "FENCE_LOCK=", 11) == 0 ||
-            strncmp(environ[i], "FENCE_OWNER=", 12) == 0)
-            continue;
-        env[k++] = environ[i];
-    }
-    env[k++] = extra[0];
-    env[k++] = extra[1];
-    env[k++] = extra[2];
+    for (size_t i = 0; i < n; i++)
+        if (!env_ours(environ[i], proxy_port > 0))
+            env[k++] = environ[i];
+    for (size_t i = 0; i < ne; i++)
+        env[k++] = extra[i];
     env[k] = NULL;
     return env;
+}
+
+/* fl_inject's view of the lease: lost once the watchdog says so (which
+ * includes the monotonic expiry). Thread-safe. */
+static int inject_lost(void *arg)
+{
+    return fl_watchdog_lost(arg) != 0;
 }
 
 static void on_lost(const char *name, enum fl_loss why, void *arg)
@@ -250,7 +295,9 @@ static int cmd_run(struct fl_client *c, const struct opts *o)
 {
     struct fl_lease *l = NULL;
     struct fl_watchdog *w = NULL;
-    char **env = NULL, *extra[3] = {NULL, NULL, NULL};
+    struct fl_inject *inj = NULL;
+    char **env = NULL, *extra[ENV_EXTRA] = {NULL};
+    char ierr[256];
     sigset_t set, old;
     pid_t child = -1;
     int rc, ex = EX_SOFTWARE_, st = 0, lost = 0;
@@ -270,14 +317,21 @@ static int cmd_run(struct fl_client *c, const struct opts *o)
         ex = fail(c, rc);
         goto out;
     }
-    env = build_env(l, extra);
-    if (env == NULL) {
-        fprintf(stderr, "fencelock: out of memory\n");
-        goto release;
-    }
     w = fl_watchdog_start(c, l, on_lost, NULL);
     if (w == NULL) {
         fprintf(stderr, "fencelock: cannot start the renewal thread\n");
+        goto release;
+    }
+    /* The injector asks the watchdog before each request, so it must stop
+     * before the watchdog does (every path below stops it first). */
+    if (o->http_proxy &&
+        (inj = fl_inject_start(0, l->token, o->name, inject_lost, w, ierr, sizeof ierr)) == NULL) {
+        fprintf(stderr, "fencelock: %s\n", ierr);
+        goto release;
+    }
+    env = build_env(l, inj ? fl_inject_port(inj) : 0, extra);
+    if (env == NULL) {
+        fprintf(stderr, "fencelock: out of memory\n");
         goto release;
     }
     child = fork();
@@ -325,6 +379,7 @@ static int cmd_run(struct fl_client *c, const struct opts *o)
     child = -1;
     ex = status_to_exit(st);
 stop:
+    fl_inject_stop(&inj);
     fl_watchdog_stop(&w, l);
     if (lost)
         goto out; /* not ours any more: nothing to release */
@@ -334,13 +389,14 @@ stop:
                 fl_client_error(c));
     goto out;
 release:
+    fl_inject_stop(&inj);
     fl_watchdog_stop(&w, l);
     if (l)
         fl_release(c, l);
 out:
     fl_lease_free(&l);
     free(env);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < ENV_EXTRA; i++)
         free(extra[i]);
     return ex;
 }
@@ -392,7 +448,7 @@ int main(int argc, char **argv)
         else if (strcmp(cmd, "status") == 0)
             allow = "";
         else if (strcmp(cmd, "run") == 0)
-            allow = "twc";
+            allow = "twpc";
         else {
             fprintf(stderr, "fencelock: unknown command '%s'\n", cmd);
             goto usage;

@@ -1,8 +1,11 @@
 /* px_body: one body relay for both directions and both framings. It moves
  * a message body from an input buffer to an output buffer: a Content-Length
  * body byte for byte, a chunked body decoded and (when asked) re-chunked, so
- * the framing the other side sees is always the proxy's own, and a body that
- * ends with the connection as it comes. It stops when the input is empty,
+ * the framing the other side sees is always the proxy's own, with its
+ * trailer fields carried after the last chunk (hop-by-hop and framing ones
+ * dropped; nothing of the last chunk goes out before the whole trailer
+ * section is in and valid), and a body that ends with the connection as it
+ * comes. It stops when the input is empty,
  * the body is complete, or the output holds more than the caller's
  * high-water mark (backpressure). Owns nothing but its small state, which
  * the caller embeds. No callbacks; loop thread. */
@@ -22,6 +25,8 @@ struct px_body {
     struct px_h1_chunked dec;  /* CHUNKED: the decoder */
     int rechunk;               /* CHUNKED: write chunks (else the data alone) */
     int done;
+    char *trailer;             /* CHUNKED: the trailer section so far; owned */
+    size_t trailer_len;
     uint64_t wire;             /* bytes taken from the input so far */
     uint64_t data;             /* body bytes passed on so far */
 };
@@ -35,6 +40,10 @@ enum px_body_status {
 /* Sets b up for a body of the given framing; length for LENGTH. A NONE
  * body, or a LENGTH body of 0 bytes, is done at once. */
 void px_body_init(struct px_body *b, enum px_h1_body framing, uint64_t length, int rechunk);
+
+/* Frees what px_body_init() and px_body_relay() allocated (the trailer
+ * section). Accepts a zeroed b. */
+void px_body_clear(struct px_body *b);
 
 /* Relays from in to out until in is empty, the body is done, or out holds
  * at least high bytes. Each round takes at least one byte, so the call is

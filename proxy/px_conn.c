@@ -98,6 +98,7 @@ enum tmode {
     T_OFF,
     T_IDLE, /* no byte of a head yet: close quietly */
     T_HEAD, /* a head is arriving: 408 */
+    T_EXPECT, /* the upstream has not answered Expect: send the body anyway */
     T_END   /* closing or lingering: close */
 };
 
@@ -124,6 +125,9 @@ struct px_req {
     struct px_uclient uc; /* the upstream exchange */
     char rid[80];         /* X-Request-Id */
     struct px_body body;  /* the request body, client to upstream */
+    int expect_wait;      /* the body waits for the upstream's 100 Continue */
+    int preempted;        /* a higher token was admitted meanwhile (S3) */
+    int sent_100;         /* a 100 Continue went to the client */
     int status;
     uint64_t bytes_out;      /* a local response's body bytes */
     struct timespec t_start; /* head parsed */
@@ -169,6 +173,8 @@ static void process_head(struct px_conn *c);
 static void set_client_read_timeout(struct px_conn *c, int on);
 static void fence_decided(struct px_conn *c);
 static void flush_all(struct px_conn *c);
+static void start_body(struct px_conn *c);
+static void preempt(struct px_conn *c);
 
 /* Performs every state change and checks it against the table: an illegal
  * one is a bug (debug builds abort; release builds log it and go on). */
@@ -220,6 +226,8 @@ static void req_free(struct px_conn *c)
         return;
     px_uclient_finish(&r->uc, 0);
     release_fence(c);
+    px_body_clear(&r->body);
+    px_body_clear(&r->uc.body);
     free(r->buf);
     free(r->path);
     free(r->dpath);
@@ -272,6 +280,8 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     else if (c->state == C_DECIDE &&
              c->req->gates[c->req->gate_at].ticket.result != PX_FENCE_WAIT)
         fence_decided(c);
+    else if ((c->state == C_CONNECT || c->state == C_FORWARD) && c->req->preempted)
+        preempt(c);
     flush_all(c);
 }
 
@@ -393,10 +403,20 @@ static int has_unread_body(const struct px_req *r)
 /* A rejection of decision d (MISSING, MALFORMED, STALE or BAD_TARGET),
  * decided from the head alone: answered in the route's error format without
  * reading the body; the connection closes when a body was declared. */
+static void respond_refusal(struct px_conn *c, const struct pol_decision *d, enum px_outcome o,
+                            int close);
+
 static void respond_rejection(struct px_conn *c, const struct pol_decision *d)
 {
+    respond_refusal(c, d, px_report_verdict_outcome(d->verdict), 0);
+}
+
+/* The refusal of decision d reported as outcome o; close: the connection
+ * ends after it whatever the request declared. */
+static void respond_refusal(struct px_conn *c, const struct pol_decision *d, enum px_outcome o,
+                            int close)
+{
     struct px_req *r = c->req;
-    enum px_outcome o = px_report_verdict_outcome(d->verdict);
     const char *reason = px_stats_outcome_label(o);
     uint64_t highest = d->highest;
     struct pol_response resp;
@@ -419,7 +439,7 @@ static void respond_rejection(struct px_conn *c, const struct pol_decision *d)
                  reason, (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
                  (int)d->resource_len, d->resource, d->token, d->highest);
     respond_local(c, resp.status, resp.content_type, extra, resp.body, resp.body_len,
-                  has_unread_body(r) || !c->keep_alive);
+                  close || has_unread_body(r) || !c->keep_alive);
     pol_response_clear(&resp);
 }
 
@@ -460,7 +480,7 @@ static int pump_request_body(struct px_conn *c)
     uint64_t before = r->body.wire;
     enum px_body_status st;
 
-    if (r->body.done || c->paused_client || !px_uclient_active(&r->uc))
+    if (r->body.done || c->paused_client || r->expect_wait || !px_uclient_active(&r->uc))
         return 0;
     out = px_uclient_output(&r->uc);
     st = px_body_relay(&r->body, in, out, PX_BUF_HIGH);
@@ -551,6 +571,37 @@ static int uc_head(void *arg, const struct px_h1_head *h, struct evbuffer **sink
     return 0;
 }
 
+/* An interim response: relayed to an HTTP/1.1 client (HTTP/1.0 has none);
+ * a 100 Continue lets the request body go. */
+static void uc_info(void *arg, const struct px_h1_head *h)
+{
+    struct px_conn *c = arg;
+    struct px_req *r = c->req;
+    struct evbuffer *o = bufferevent_get_output(c->bev);
+    struct px_rw_response rs;
+    struct evbuffer_iovec v;
+    size_t max;
+
+    if (h->status == 100 && (!r->h.expect_continue || r->sent_100))
+        return; /* not asked for, or answered already */
+    if (r->h.minor == 1) {
+        memset(&rs, 0, sizeof(rs));
+        rs.h = h;
+        rs.request_id = r->rid;
+        rs.upstream_origin = c->ctx->upstream_origin;
+        rs.upstream_origin_len = c->ctx->upstream_origin_len;
+        rs.client_11 = 1;
+        max = px_rw_response_max(&rs);
+        if (evbuffer_reserve_space(o, (ev_ssize_t)max, &v, 1) == 1 && v.iov_len >= max) {
+            v.iov_len = px_rw_response_head(&rs, v.iov_base);
+            evbuffer_commit_space(o, &v, 1);
+        }
+        r->sent_100 |= h->status == 100;
+    }
+    if (h->status == 100 && r->expect_wait)
+        event_active(c->timer, EV_TIMEOUT, 0); /* T_EXPECT: the body goes, from the loop */
+}
+
 static void uc_done(void *arg)
 {
     response_done(arg);
@@ -599,6 +650,7 @@ static void uc_after(void *arg)
 static const struct px_uclient_cbs uc_cbs = {
     .connected = uc_connected,
     .head = uc_head,
+    .info = uc_info,
     .done = uc_done,
     .failed = uc_failed,
     .writable = uc_writable,
@@ -632,6 +684,7 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
     rq.token = r->n_gates > 0 ? r->gates[0].dec->token : 0;
     rq.peer_ip = c->peer_ip;
     rq.request_id = r->rid;
+    rq.relay_expect = r->expect_wait;
     max = px_rw_request_max(&rq);
     if (evbuffer_reserve_space(o, (ev_ssize_t)max, &v, 1) < 1 || v.iov_len < max)
         return -1;
@@ -661,18 +714,42 @@ static void forward(struct px_conn *c)
     }
     set_state(c, r->uc.connecting ? C_CONNECT : C_FORWARD);
     clock_gettime(CLOCK_MONOTONIC, &r->t_fwd);
+    px_body_init(&r->body, r->h.body, r->h.content_length, 1);
+    /* Expect: 100-continue goes to the store, which may refuse before the
+     * body (auth, quota, 413, a missing collection); the body waits for its
+     * 100 or, as curl does, for a moment of silence. The proxy's own
+     * refusals came before anything went upstream (S4). */
+    r->expect_wait = r->h.expect_continue && r->h.minor == 1 && !r->body.done;
     if (write_request_head(c, r) < 0) {
         px_uclient_finish(&r->uc, 0);
         uc_failed(c, 502, "out of memory", 0);
         return;
     }
-    px_body_init(&r->body, r->h.body, r->h.content_length, 1);
     if (r->body.done) {
         request_body_done(c);
         return;
     }
-    if (r->h.expect_continue && r->h.minor == 1)
-        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    if (r->expect_wait) {
+        set_timer(c, T_EXPECT, &c->ctx->tv.expect);
+        return;
+    }
+    start_body(c);
+}
+
+/* Starts relaying the request body (at once, or once the upstream said 100
+ * Continue or was silent for a moment). */
+static void start_body(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+
+    if (r->expect_wait) {
+        r->expect_wait = 0;
+        set_timer(c, T_OFF, NULL);
+        if (!r->sent_100) { /* the upstream was silent: tell the client to go on */
+            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            r->sent_100 = 1;
+        }
+    }
     if (!c->client_eof)
         bufferevent_enable(c->bev, EV_READ);
     if (pump_request_body(c) < 0) {
@@ -701,6 +778,61 @@ static void fence_cb(struct px_fence_ticket *t, void *arg)
 }
 
 static void admit_next(struct px_conn *c);
+
+/* A higher token was admitted for a resource this request holds: like
+ * fence_cb, only schedule. */
+static void fence_preempt_cb(struct px_fence_ticket *t, void *arg)
+{
+    struct px_conn *c = arg;
+
+    c->req->preempted = 1;
+    event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+/* S3 with preemption: a stale request still sending its body never
+ * completes at the store. Its last byte was never relayed (the body relay
+ * holds it back until the body is done), so closing the upstream
+ * connection now leaves the store a cut request, as for a malformed chunked
+ * body; the client gets 409 and the refusal is audited as preempted. A
+ * request whose whole body went out is waited for (the uclient's response
+ * deadline bounds it). */
+static void preempt(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+    struct px_gate *g = NULL;
+    uint64_t highest = 0;
+
+    r->preempted = 0;
+    if (r->body.done)
+        return; /* the store has the whole request: its answer is waited for */
+    for (unsigned i = 0; i < r->n_gates; i++)
+        if (px_fence_peek(c->ctx->fence, r->gates[i].dec->resource,
+                          r->gates[i].dec->resource_len, &highest) == 0 &&
+            highest > r->gates[i].dec->token) {
+            g = &r->gates[i];
+            break;
+        }
+    if (g == NULL)
+        return;
+    px_uclient_finish(&r->uc, 0);
+    release_fence(c);
+    px_clog_info(c->id, c->peer, "preempted %.*s %.*s: token %" PRIu64 " < %" PRIu64
+                 " while its body was still coming",
+                 (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
+                 g->dec->token, highest);
+    if (c->upload_deadline) {
+        set_client_read_timeout(c, 0);
+        c->upload_deadline = 0;
+    }
+    pol_decide_check(g->dec, highest); /* STALE, with the highest */
+    if (r->uc.started) {
+        px_report_outcome(r->route_idx, PX_OUT_PREEMPTED);
+        audit(c, g->dec, "preempted", highest);
+        conn_close(c); /* a response was under way: only closing tells */
+        return;
+    }
+    respond_refusal(c, g->dec, PX_OUT_PREEMPTED, 1);
+}
 
 /* Acts on the fence's answer for the gate being admitted. */
 static void fence_decided(struct px_conn *c)
@@ -761,6 +893,8 @@ static void admit_next(struct px_conn *c)
                         &g->ticket, fence_cb, c);
     g->ticket.result = fr;
     g->fenced = fr == PX_FENCE_GO || fr == PX_FENCE_WAIT;
+    if (g->fenced)
+        px_fence_on_preempt(&g->ticket, fence_preempt_cb);
     fence_decided(c);
 }
 
@@ -1144,6 +1278,11 @@ abort:
 
 static void timer_run(struct px_conn *c)
 {
+    if (c->tmode == T_EXPECT) {
+        c->tmode = T_OFF;
+        start_body(c);
+        return;
+    }
     if (c->tmode == T_HEAD) {
         c->tmode = T_OFF;
         px_stats_reject(PX_OUT_HEADER_TIMEOUT);

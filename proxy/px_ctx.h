@@ -28,6 +28,9 @@ struct px_transport;
 /* After a response that ends a connection with unread input, how long the
  * proxy keeps discarding what the client still sends (lingering close). */
 #define PX_LINGER_MS 1000
+/* How long a request with Expect: 100-continue waits for the upstream's
+ * 100 before its body is sent anyway (curl waits 1 s too). */
+#define PX_EXPECT_MS 1000
 
 struct px_ctx {
     const struct px_config *cfg;     /* borrowed; outlives the ctx */
@@ -55,7 +58,7 @@ struct px_ctx {
     struct px_h1_limits lim;         /* request heads */
     struct px_h1_limits rlim;        /* response heads */
     struct {                         /* libevent common timeouts: O(1) timers */
-        struct timeval header, idle, upstream, connect, linger;
+        struct timeval header, idle, upstream, connect, linger, expect;
     } tv;
     size_t token_header_len;
     char upstream_origin[320];       /* "http://host:port", for Location */

@@ -28,6 +28,7 @@ struct px_fence_res {
     size_t active;              /* how many are in flight (S3) */
     struct ticket_list loading; /* admitted before the store answered */
     struct ticket_list waiting; /* admitted, waiting for S2/S3 */
+    struct ticket_list inflight; /* in flight (GO, not done) */
     unsigned pending;           /* store calls whose callback has not run */
     int in_idle;                /* on the fence's idle list */
     TAILQ_ENTRY(px_fence_res) idle_link;
@@ -95,6 +96,7 @@ static struct px_fence_res *res_get(struct px_fence *f, const char *key, size_t 
     memcpy(r->key, key, klen);
     TAILQ_INIT(&r->loading);
     TAILQ_INIT(&r->waiting);
+    TAILQ_INIT(&r->inflight);
     fc_hmap_insert(f->table, &r->node, r->key, klen);
     return r;
 }
@@ -137,6 +139,7 @@ static void ticket_finish(struct px_fence_ticket *t, enum px_fence_result res)
     t->result = res;
     if (res == PX_FENCE_GO) {
         t->state = T_ACTIVE;
+        TAILQ_INSERT_TAIL(&t->res->inflight, t, link);
         t->res->fence->inflight++;
     } else {
         t->state = T_NONE;
@@ -175,6 +178,22 @@ static void release_waiting(struct px_fence_res *r)
     }
 }
 
+/* S3 with preemption: a higher token was admitted while requests with a
+ * lower one are in flight. Their owners are told; each aborts its request
+ * if the upstream has not received all of it and ends its ticket, so that a
+ * stale holder's slow upload cannot hold the next holder back. The owners
+ * only schedule work here, so the list does not change under us. */
+static void preempt_active(struct px_fence_res *r)
+{
+    struct px_fence_ticket *t;
+
+    TAILQ_FOREACH(t, &r->inflight, link)
+    {
+        if (t->token < r->highest && t->preempt != NULL)
+            t->preempt(t, t->arg);
+    }
+}
+
 /* Admission once the resource is loaded. Returns GO/STALE/FAILED decided at
  * once, or WAIT with t queued. */
 static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence_ticket *t)
@@ -191,6 +210,7 @@ static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence
         r->active_token = t->token;
         r->active++;
         t->state = T_ACTIVE;
+        TAILQ_INSERT_TAIL(&r->inflight, t, link);
         f->inflight++;
         return PX_FENCE_GO;
     }
@@ -201,6 +221,7 @@ static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence
         r->pending++;
         st_store_advance(f->store, r->key, r->klen, t->token, on_advanced, r);
         release_waiting(r); /* queued lower tokens are stale now */
+        preempt_active(r);  /* and the stale ones in flight are told */
     }
     /* t cannot go yet (not durable, or another token in flight), so queuing
      * it after release_waiting() never calls back before we return. */
@@ -326,6 +347,7 @@ void px_fence_done(struct px_fence *f, struct px_fence_ticket *t)
         TAILQ_REMOVE(&r->waiting, t, link);
         break;
     case T_ACTIVE:
+        TAILQ_REMOVE(&r->inflight, t, link);
         r->active--;
         f->inflight--;
         break;
@@ -337,6 +359,11 @@ void px_fence_done(struct px_fence *f, struct px_fence_ticket *t)
     if (r->loaded)
         release_waiting(r); /* S3: the last lower-token request has ended */
     res_touch(r);
+}
+
+void px_fence_on_preempt(struct px_fence_ticket *t, px_fence_cb cb)
+{
+    t->preempt = cb;
 }
 
 void px_fence_set_max_resources(struct px_fence *f, size_t n)

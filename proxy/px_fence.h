@@ -44,6 +44,7 @@ struct px_fence_ticket {
                                     * resource; it has not failed (store_full) */
     int state;                     /* internal */
     px_fence_cb cb;
+    px_fence_cb preempt;           /* NULL: never told (px_fence_on_preempt) */
     void *arg;
     TAILQ_ENTRY(px_fence_ticket) link;
 };
@@ -64,6 +65,13 @@ void px_fence_free(struct px_fence *f);
 enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t klen,
                                     uint64_t token, struct px_fence_ticket *t,
                                     px_fence_cb cb, void *arg);
+
+/* Asks to be told, through cb (same rules as the decision callback: record
+ * and schedule only; do not call px_fence_done() from inside), when a higher
+ * token is admitted for the resource while this ticket's request is in
+ * flight (preemption, S3): the owner then aborts the request if the upstream
+ * has not received all of it, and ends the ticket. Call after admit. */
+void px_fence_on_preempt(struct px_fence_ticket *t, px_fence_cb cb);
 
 /* Ends a ticket: a GO ticket's request has completed or failed and its
  * upstream connection is closed or idle again; a WAIT ticket is withdrawn.

@@ -334,8 +334,10 @@ static unsigned field_flags(const struct px_h1_field *f)
     size_t l = f->name_len;
 
     if (IEQ_LIT(n, l, "connection") || IEQ_LIT(n, l, "keep-alive") || IEQ_LIT(n, l, "te") ||
-        IEQ_LIT(n, l, "trailer") || IEQ_LIT(n, l, "upgrade") || IEQ_LIT(n, l, "proxy-connection"))
+        IEQ_LIT(n, l, "upgrade") || IEQ_LIT(n, l, "proxy-connection"))
         return PX_H1_F_HOP;
+    if (IEQ_LIT(n, l, "trailer"))
+        return PX_H1_F_TRAILER;
     if (IEQ_LIT(n, l, "content-length") || IEQ_LIT(n, l, "transfer-encoding"))
         return PX_H1_F_FRAMING;
     if (IEQ_LIT(n, l, "expect"))

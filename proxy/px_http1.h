@@ -24,7 +24,9 @@ enum px_h1_status {
                                  Upgrade, Proxy-Connection) */
 #define PX_H1_F_FRAMING 0x02u /* Content-Length / Transfer-Encoding: the proxy
                                  writes its own */
-#define PX_H1_F_EXPECT  0x04u /* Expect: the proxy answers it itself */
+#define PX_H1_F_EXPECT  0x04u /* Expect: relayed only while the proxy waits for the 100 */
+#define PX_H1_F_TRAILER 0x08u /* Trailer: names the trailer fields; meaningful
+                                only while the message stays chunked */
 
 struct px_h1_field {
     const char *name;  size_t name_len;   /* slice of the caller's buffer */

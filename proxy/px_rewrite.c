@@ -53,7 +53,7 @@ static void add_field(struct out *b, const char *name, size_t nlen, const char *
 
 size_t px_rw_request_max(const struct px_rw_request *rq)
 {
-    return rq->h->head_len + 2 * (size_t)rq->h->n_fields + rq->token_field_len +
+    return rq->h->head_len + 4 * (size_t)rq->h->n_fields + rq->token_field_len +
            strlen(rq->peer_ip) + strlen(rq->request_id) + RW_EXTRA;
 }
 
@@ -62,10 +62,22 @@ size_t px_rw_response_max(const struct px_rw_response *rs)
     return rs->h->head_len + 2 * (size_t)rs->h->n_fields + strlen(rs->request_id) + RW_EXTRA;
 }
 
+/* Appends the values of every field named lit, in order, joined by ", ":
+ * a list field sent as several lines is one list (RFC 9110 5.3). */
+static void add_joined(struct out *b, const struct px_h1_head *h, const char *lit, size_t litlen)
+{
+    for (unsigned i = 0; i < h->n_fields; i++) {
+        const struct px_h1_field *f = &h->fields[i];
+        if (f->name_len == litlen && px_h1_name_is(f, lit)) {
+            add(b, f->value, f->value_len);
+            LIT(b, ", ");
+        }
+    }
+}
+
 size_t px_rw_request_head(const struct px_rw_request *rq, char *o)
 {
     const struct px_h1_head *h = rq->h;
-    const struct px_h1_field *xff = NULL, *via = NULL;
     struct out b = {o, 0};
 
     add(&b, h->method, h->method_len);
@@ -77,20 +89,15 @@ size_t px_rw_request_head(const struct px_rw_request *rq, char *o)
     LIT(&b, " HTTP/1.1\r\n");
     for (unsigned i = 0; i < h->n_fields; i++) {
         const struct px_h1_field *f = &h->fields[i];
-        if (f->flags & (PX_H1_F_HOP | PX_H1_F_FRAMING | PX_H1_F_EXPECT))
+        if (f->flags & (PX_H1_F_HOP | PX_H1_F_FRAMING))
             continue;
-        if (NAME_IS(f, "X-Forwarded-For")) {
-            if (xff == NULL)
-                xff = f;
+        if ((f->flags & PX_H1_F_EXPECT) && !rq->relay_expect)
             continue;
-        }
-        if (NAME_IS(f, "Via")) {
-            if (via == NULL)
-                via = f;
-            continue;
-        }
-        if (NAME_IS(f, "X-Forwarded-Proto") || NAME_IS(f, "X-Request-Id"))
-            continue;
+        if ((f->flags & PX_H1_F_TRAILER) && h->body != PX_H1_BODY_CHUNKED)
+            continue; /* trailers travel only with chunked framing */
+        if (NAME_IS(f, "X-Forwarded-For") || NAME_IS(f, "Via") ||
+            NAME_IS(f, "X-Forwarded-Proto") || NAME_IS(f, "X-Request-Id"))
+            continue; /* written below */
         if (rq->token_checked && f->name_len == rq->token_field_len &&
             px_h1_name_is(f, rq->token_field))
             continue; /* written below in canonical form */
@@ -103,16 +110,10 @@ size_t px_rw_request_head(const struct px_rw_request *rq, char *o)
         LIT(&b, "\r\n");
     }
     LIT(&b, "X-Forwarded-For: ");
-    if (xff != NULL) {
-        add(&b, xff->value, xff->value_len);
-        LIT(&b, ", ");
-    }
+    add_joined(&b, h, "X-Forwarded-For", 15);
     add(&b, rq->peer_ip, strlen(rq->peer_ip));
     LIT(&b, "\r\nX-Forwarded-Proto: http\r\nVia: ");
-    if (via != NULL) {
-        add(&b, via->value, via->value_len);
-        LIT(&b, ", ");
-    }
+    add_joined(&b, h, "Via", 3);
     add(&b, h->minor == 1 ? "1.1" : "1.0", 3);
     LIT(&b, " fenceproxy\r\nX-Request-Id: ");
     add(&b, rq->request_id, strlen(rq->request_id));
@@ -168,6 +169,8 @@ size_t px_rw_response_head(const struct px_rw_response *rs, char *o)
         const struct px_h1_field *f = &h->fields[i];
         if (f->flags & PX_H1_F_HOP)
             continue;
+        if ((f->flags & PX_H1_F_TRAILER) && !rs->chunked_out)
+            continue; /* trailers travel only with chunked framing */
         /* A bodiless response keeps its Content-Length (HEAD, 304). */
         if ((f->flags & PX_H1_F_FRAMING) &&
             !(h->body == PX_H1_BODY_NONE && NAME_IS(f, "Content-Length")))

@@ -3,7 +3,8 @@
  * into a caller's buffer of at least the size its *_max() function gives,
  * so it is tested from tables (tests/proxy/test_rewrite.c). What it owns is
  * the rewrite policy: hop-by-hop and framing fields replaced by the proxy's
- * own, X-Forwarded-For / X-Forwarded-Proto / Via / X-Request-Id, the fencing
+ * own, X-Forwarded-For and Via (every field of a list joined, then ours),
+ * X-Forwarded-Proto, X-Request-Id, the fencing
  * token in canonical form once it has been checked, and a Location that
  * points at the upstream turned into a path on the proxy. */
 #ifndef PX_REWRITE_H
@@ -24,6 +25,7 @@ struct px_rw_request {
     uint64_t token;
     const char *peer_ip;           /* appended to X-Forwarded-For */
     const char *request_id;        /* X-Request-Id */
+    int relay_expect;              /* pass Expect on (the upstream answers it) */
 };
 
 /* What the response head sent to the client is made of. */

@@ -363,6 +363,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     common_tv(ctx->base, cfg->upstream_timeout_ms, &ctx->tv.upstream);
     common_tv(ctx->base, cfg->upstream_connect_timeout_ms, &ctx->tv.connect);
     common_tv(ctx->base, PX_LINGER_MS, &ctx->tv.linger);
+    common_tv(ctx->base, PX_EXPECT_MS, &ctx->tv.expect);
     memset(&scfg, 0, sizeof(scfg));
     scfg.backend = cfg->store_backend;
     scfg.path = cfg->store_path;

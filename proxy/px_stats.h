@@ -26,6 +26,7 @@
     X(UPSTREAM_ERROR, "upstream_error", 1, 0, 0)              \
     X(STORE_FAILED, "store_failed", 1, 1, 0)                  \
     X(STORE_FULL, "store_full", 1, 1, 1)                      \
+    X(PREEMPTED, "preempted", 1, 1, 1)                        \
     X(AUDIT_UNAVAILABLE, "audit_unavailable", 1, 1, 0)        \
     X(TOO_MANY_CONNECTIONS, "too_many_connections", 0, 1, 0)  \
     X(HEADER_TIMEOUT, "header_timeout", 0, 1, 0)

@@ -11,9 +11,6 @@
 #include "px_transport.h"
 #include "px_upstream.h"
 
-/* Interim responses read ahead of a final one in one callback, at most. */
-#define PX_UC_INTERIM_ROUNDS 8
-
 static void uc_read_cb(struct bufferevent *bev, void *arg);
 static void uc_write_cb(struct bufferevent *bev, void *arg);
 static void uc_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -125,12 +122,14 @@ static int read_head(struct px_uclient *uc)
         break;
     }
     if (head.status >= 100 && head.status < 200) {
-        /* Interim responses (the proxy answered Expect itself) are dropped;
-         * a switch of protocols is not something we can relay. */
+        /* Interim responses go to the caller (RFC 9110 15.2: a proxy
+         * forwards them); a switch of protocols is not something we can
+         * relay. */
         if (head.status == 101) {
             fail(uc, 502, "upstream switched protocols");
             return -1;
         }
+        uc->cbs->info(uc->arg, &head);
         evbuffer_drain(in, head.head_len);
         px_h1_parser_init(&uc->rp, 0, uc->cfg.head_request, uc->cfg.lim);
         return 1;
@@ -151,13 +150,11 @@ static int read_head(struct px_uclient *uc)
 static void relay(struct px_uclient *uc, size_t high)
 {
     struct evbuffer *in = bufferevent_get_input(uc->up->bev);
-    unsigned rounds = 0;
 
-    while (!uc->started && rounds++ < PX_UC_INTERIM_ROUNDS)
+    /* Each interim head handled drains its bytes: bounded by the input. */
+    while (!uc->started)
         if (read_head(uc) <= 0)
             return;
-    if (!uc->started)
-        return;
     switch (px_body_relay(&uc->body, in, uc->sink, high)) {
     case PX_BODY_DONE:
         uc->cbs->done(uc->arg);

@@ -2,8 +2,8 @@
  * back through callbacks. It borrows a connection from the pool (or opens
  * one under the connect deadline), gives the caller the output buffer for
  * the request head and body, runs the send and response deadlines, parses
- * the response head with the strict parser (interim 1xx dropped, 101 and
- * malformed heads failed), relays the response body into the buffer the
+ * the response head with the strict parser (interim 1xx handed to the
+ * caller, 101 and malformed heads failed), relays the response body into the buffer the
  * caller names with one px_body, and pauses reading the upstream while that
  * buffer is above the high-water mark. The caller owns the struct (embedded
  * in its request) and every buffer; the uclient owns the borrowed upstream
@@ -12,7 +12,7 @@
  *
  * Callbacks are always the last thing a uclient function does, so the
  * caller may finish the uclient, and free the struct, from inside any of
- * them except head(), which must not end the exchange. */
+ * them except head() and info(), which must not end the exchange. */
 #ifndef PX_UCLIENT_H
 #define PX_UCLIENT_H
 
@@ -34,6 +34,9 @@ struct px_uclient_cbs {
      * buffer the body goes to and *rechunk; returns 0, or -1 to fail the
      * exchange with 502. Must not finish the uclient. */
     int (*head)(void *arg, const struct px_h1_head *h, struct evbuffer **sink, int *rechunk);
+    /* An interim response (1xx but 101) h, borrowed until return; more
+     * heads follow. Must not finish the uclient. */
+    void (*info)(void *arg, const struct px_h1_head *h);
     /* The response is complete (its body relayed into the sink). */
     void (*done)(void *arg);
     /* The exchange failed and the upstream connection is closed: status is

@@ -11,6 +11,7 @@ PACKAGES=(
     libevent-dev libssl-dev libhiredis-dev libcriterion-dev liblmdb-dev libinih-dev
     redis-server nginx wrk python3 curl
     libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client
+    apache2 litmus rclone awscli python3-boto3 nodejs
 )
 if [[ "${FENCE_FUZZ:-0}" == 1 ]]; then
     PACKAGES+=(clang libclang-rt-14-dev)
@@ -18,7 +19,7 @@ fi
 # Packages whose install also starts a system service (ports 80 and 6379).
 # Our scripts and tests never use those services, so a service that cannot
 # start is not an error for us.
-SERVICE_PACKAGES=" nginx redis-server "
+SERVICE_PACKAGES=" nginx redis-server apache2 "
 
 say() { printf 'deps: %s\n' "$*"; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
@@ -37,7 +38,19 @@ for p in "${PACKAGES[@]}"; do
     fi
 done
 
+# The storage tests' S3 server (s3rver, pinned in tests/storage/node's lock
+# file) is installed project-locally from the npm registry, once.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+npm_deps() {
+    local dir="$ROOT/tests/storage/node"
+    [[ -f "$dir/node_modules/s3rver/package.json" ]] && return 0
+    command -v npm >/dev/null 2>&1 || die "npm not found (Debian: apt-get install npm)"
+    say "running: npm ci --prefix $dir (s3rver for tests/storage)"
+    npm ci --prefix "$dir" --no-audit --no-fund --silent || die "npm ci in $dir failed"
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
+    npm_deps
     say "all ${#PACKAGES[@]} packages present, nothing to install"
     exit 0
 fi
@@ -88,3 +101,4 @@ for p in "${missing[@]}"; do
 done
 [[ ${#still[@]} -eq 0 ]] || die "still missing after install: ${still[*]}"
 say "installed: ${missing[*]}"
+npm_deps

@@ -165,7 +165,7 @@ static const struct rq reqs[] = {
      0, "GET", "/", 1, PX_H1_BODY_NONE, 0, 1, 0, "a",
      {{"keep-alive", PX_H1_F_HOP}, {"te", PX_H1_F_HOP}, {"upgrade", PX_H1_F_HOP}}},
     {"hop fields 2", S(GET11 H "Trailer: X\r\nProxy-Connection: x\r\n\r\n"), 0, "GET", "/", 1,
-     PX_H1_BODY_NONE, 0, 1, 0, "a", {{"trailer", PX_H1_F_HOP}, {"proxy-connection", PX_H1_F_HOP}}},
+     PX_H1_BODY_NONE, 0, 1, 0, "a", {{"trailer", PX_H1_F_TRAILER}, {"proxy-connection", PX_H1_F_HOP}}},
     {"host port", S(GET11 "Host: Example.COM:8080\r\n\r\n"), 0, "GET", "/", 1, PX_H1_BODY_NONE, 0,
      1, 0, "Example.COM:8080", {{0}}},
     {"host ipv4", S(GET11 "Host: 127.0.0.1:80\r\n\r\n"), 0, "GET", "/", 1, PX_H1_BODY_NONE, 0, 1,

@@ -50,41 +50,61 @@ struct req_case {
     int checked;
     uint64_t token;
     const char *want;
+    int relay_expect;
 };
 
 static const struct req_case req_cases[] = {
     {"plain GET: our fields appended", "GET /a HTTP/1.1\r\nHost: s\r\n\r\n", 0, 0,
      "GET /a HTTP/1.1\r\nHost: s\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
-     "Via: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\n\r\n"},
+     "Via: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\n\r\n", 0},
     {"hop-by-hop and framing replaced by ours",
      "PUT /a HTTP/1.1\r\nHost: s\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\n"
      "Content-Length: 3\r\nTE: trailers\r\n\r\n",
      0, 0,
      "PUT /a HTTP/1.1\r\nHost: s\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
-     "Via: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\nContent-Length: 3\r\n\r\n"},
+     "Via: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\nContent-Length: 3\r\n\r\n", 0},
     {"chunked stays chunked", "POST /a HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\n\r\n", 0,
      0,
      "POST /a HTTP/1.1\r\nHost: s\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
-     "Via: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\nTransfer-Encoding: chunked\r\n\r\n"},
+     "Via: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\nTransfer-Encoding: chunked\r\n\r\n", 0},
     {"checked token written canonically once",
      "PUT /a HTTP/1.1\r\nHost: s\r\nfencing-token:  007 \r\nContent-Length: 0\r\n\r\n", 1, 7,
      "PUT /a HTTP/1.1\r\nHost: s\r\nFencing-Token: 7\r\nX-Forwarded-For: 10.0.0.9\r\n"
      "X-Forwarded-Proto: http\r\nVia: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\n"
-     "Content-Length: 0\r\n\r\n"},
+     "Content-Length: 0\r\n\r\n", 0},
     {"unchecked token passes as sent", "GET /a HTTP/1.1\r\nHost: s\r\nFencing-Token: x\r\n\r\n", 0, 0,
      "GET /a HTTP/1.1\r\nHost: s\r\nFencing-Token: x\r\nX-Forwarded-For: 10.0.0.9\r\n"
-     "X-Forwarded-Proto: http\r\nVia: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\n\r\n"},
+     "X-Forwarded-Proto: http\r\nVia: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\n\r\n", 0},
     {"X-Forwarded-For and Via extended, theirs dropped",
      "GET /a HTTP/1.0\r\nHost: s\r\nX-Forwarded-For: 1.2.3.4\r\nVia: 1.1 lb\r\n"
      "X-Forwarded-Proto: https\r\nX-Request-Id: abc\r\nExpect: 100-continue\r\n\r\n",
      0, 0,
      "GET /a HTTP/1.1\r\nHost: s\r\nX-Forwarded-For: 1.2.3.4, 10.0.0.9\r\n"
-     "X-Forwarded-Proto: http\r\nVia: 1.1 lb, 1.0 fenceproxy\r\nX-Request-Id: rid1\r\n\r\n"},
+     "X-Forwarded-Proto: http\r\nVia: 1.1 lb, 1.0 fenceproxy\r\nX-Request-Id: rid1\r\n\r\n", 0},
+    {"every X-Forwarded-For and Via field joined in order",
+     "GET /a HTTP/1.1\r\nHost: s\r\nX-Forwarded-For: 1.1.1.1\r\nVia: 1.1 a\r\n"
+     "X-Forwarded-For: 2.2.2.2, 3.3.3.3\r\nVia: 1.0 b\r\n\r\n",
+     0, 0,
+     "GET /a HTTP/1.1\r\nHost: s\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9\r\n"
+     "X-Forwarded-Proto: http\r\nVia: 1.1 a, 1.0 b, 1.1 fenceproxy\r\nX-Request-Id: rid1\r\n\r\n", 0},
+    {"Expect relayed when asked",
+     "PUT /a HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n", 0, 0,
+     "PUT /a HTTP/1.1\r\nHost: s\r\nExpect: 100-continue\r\nX-Forwarded-For: 10.0.0.9\r\n"
+     "X-Forwarded-Proto: http\r\nVia: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\nContent-Length: 1\r\n"
+     "\r\n",
+     1},
+    {"absolute-form goes on as origin-form",
+     "GET http://px.test/a?b HTTP/1.1\r\nHost: px.test\r\n\r\n", 0, 0,
+     "GET /a?b HTTP/1.1\r\nHost: px.test\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
+     "Via: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\n\r\n", 0},
+    {"OPTIONS * as it is", "OPTIONS * HTTP/1.1\r\nHost: px.test\r\n\r\n", 0, 0,
+     "OPTIONS * HTTP/1.1\r\nHost: px.test\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
+     "Via: 1.1 fenceproxy\r\nX-Request-Id: rid1\r\n\r\n", 0},
     {"fields without a space gain one and fit the bound",
      "GET /a HTTP/1.1\r\nHost:s\r\na:1\r\nb:2\r\nc:3\r\nd:4\r\ne:5\r\nf:6\r\ng:7\r\nh:8\r\n\r\n", 0, 0,
      "GET /a HTTP/1.1\r\nHost: s\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\ne: 5\r\nf: 6\r\ng: 7\r\n"
      "h: 8\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\nVia: 1.1 fenceproxy\r\n"
-     "X-Request-Id: rid1\r\n\r\n"},
+     "X-Request-Id: rid1\r\n\r\n", 0},
 };
 
 Test(rewrite, request_heads)
@@ -105,6 +125,7 @@ Test(rewrite, request_heads)
         rq.token = tc->token;
         rq.peer_ip = "10.0.0.9";
         rq.request_id = "rid1";
+        rq.relay_expect = tc->relay_expect;
         out = run(px_rw_request_max(&rq), wr_req, &rq, &len);
         cr_expect(len == strlen(tc->want) && memcmp(out, tc->want, len) == 0,
                   "%s:\n got: %.*s\nwant: %s", tc->name, (int)len, out, tc->want);
