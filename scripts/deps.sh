@@ -12,7 +12,11 @@ PACKAGES=(
     redis-server nginx wrk python3 curl
     libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client
     apache2 litmus rclone awscli python3-boto3 nodejs
+    zookeeper libzookeeper-mt-dev
 )
+# npm for the storage tests' S3 server: Debian ships it as its own package;
+# a Node.js that brings its own npm (NodeSource) needs none.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 if [[ "${FENCE_FUZZ:-0}" == 1 ]]; then
     PACKAGES+=(clang libclang-rt-14-dev)
 fi
@@ -44,7 +48,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 npm_deps() {
     local dir="$ROOT/tests/storage/node"
     [[ -f "$dir/node_modules/s3rver/package.json" ]] && return 0
-    command -v npm >/dev/null 2>&1 || die "npm not found (Debian: apt-get install npm)"
+    command -v npm >/dev/null 2>&1 || die "npm not found after installing it"
     say "running: npm ci --prefix $dir (s3rver for tests/storage)"
     npm ci --prefix "$dir" --no-audit --no-fund --silent || die "npm ci in $dir failed"
 }
