@@ -123,7 +123,7 @@ write_nginx_conf "$WORK/up" "
         root $WORK/up/www;
         client_max_body_size 2m;
         # PUT: WebDAV, which answers once the whole body is in, like a
-        # storage server. (With `return 204` nginx answers at the head,
+        # storage server. (With 'return 204' nginx answers at the head,
         # and a proxy then closes a slow body at once: no slow body.)
         location /w/ {
             dav_methods PUT;
@@ -154,10 +154,12 @@ write_nginx_conf "$WORK/ngx" "
     }"
 
 mkdir -p "$WORK/hap"
-# nbthread 1: one event loop, like the nginx worker and fenceproxy.
+# nbthread 1: one event loop, like the nginx worker and fenceproxy. No
+# maxconn: HAProxy derives it from RLIMIT_NOFILE (it reserves 2 descriptors
+# per connection and refuses to start when maxconn does not fit, as
+# fenceproxy would lower it).
 cat >"$WORK/hap/haproxy.cfg" <<EOF
 global
-    maxconn $((IDLE + 200))
     nbthread 1
 defaults
     mode http
@@ -325,14 +327,15 @@ cat <<EOF
 
 ### 1. Pipelining flood: GET 1 KiB pipelined, never read (${FLOOD} s)
 
-| connections | proxy | RSS start (MiB) | RSS max (MiB) | RSS end (MiB) | requests sent by the client | connections still open | responses read in the next 1 s (non-200) |
-|---:|---|---:|---:|---:|---:|---:|---:|
+| connections | proxy | RSS start (MiB) | RSS at 1 s (MiB) | RSS max (MiB) | max first reached at (s) | RSS end (MiB) | requests sent by the client | connections still open | responses read in the next 1 s (non-200) |
+|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
 for k in 1 4; do
     for t in $TARGETS; do
         c=flood$k
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s (%s) |\n' "$k" "${NAME[$t]}" \
-            "$(mib "$(get $c "$t" rss_start_kib)")" "$(mib "$(get $c "$t" rss_max_kib)")" \
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) |\n' "$k" "${NAME[$t]}" \
+            "$(mib "$(get $c "$t" rss_start_kib)")" "$(mib "$(get $c "$t" rss_1s_kib)")" \
+            "$(mib "$(get $c "$t" rss_max_kib)")" "$(get $c "$t" max_at_s)" \
             "$(mib "$(get $c "$t" rss_end_kib)")" "$(get $c "$t" requests_sent)" \
             "$(get $c "$t" open_at_end)/$k" "$(get $c "$t" read_200)" "$(get $c "$t" read_other)"
     done
@@ -342,11 +345,12 @@ cat <<EOF
 
 ### 2. Idle connections: $IDLE opened, nothing sent
 
-| proxy | open | refused (503) | RSS before (MiB) | RSS open (MiB) | per connection (bytes) | after one GET each: per connection (bytes) | RSS after close (MiB) |
-|---|---:|---:|---:|---:|---:|---:|---:|
+| proxy | held by the proxy | open at the client | refused (503) | RSS before (MiB) | RSS open (MiB) | per connection (bytes) | after one GET each: per connection (bytes) | RSS after close (MiB) |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
 for t in $TARGETS; do
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${NAME[$t]}" "$(get idle "$t" open)" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${NAME[$t]}" "$(get idle "$t" held)" \
+        "$(get idle "$t" open)" \
         "$(get idle "$t" refused_503)" "$(mib "$(get idle "$t" rss_base_kib)")" \
         "$(mib "$(get idle "$t" rss_open_kib)")" "$(get idle "$t" per_conn_b)" \
         "$(get idle "$t" per_conn_after_get_b)" "$(mib "$(get idle "$t" rss_closed_kib)")"
@@ -356,8 +360,8 @@ cat <<EOF
 
 ### 3. Legitimate GETs (200/s, new connection each, ${LEGIT} s) under slow attackers ($ATTACKERS)
 
-| proxy | attackers | ok / sent | p50 (us) | p99 (us) | max (us) | errors + timeouts + non-200 | attackers: connects, closed by the proxy, responses they got |
-|---|---|---:|---:|---:|---:|---:|---|
+| proxy | attackers | ok / sent | p50 (us) | p90 (us) | p99 (us) | max (us) | errors + timeouts + non-200 | attackers: connects, closed by the proxy, responses they got |
+|---|---|---:|---:|---:|---:|---:|---:|---|
 EOF
 declare -A KIND=([base]="none" [slowloris]="slowloris heads" [slowbody]="slow PUT bodies")
 for t in $TARGETS; do
@@ -366,8 +370,8 @@ for t in $TARGETS; do
         if [[ $c != base ]]; then
             att="$(get "$c-attacker" "$t" connects), $(get "$c-attacker" "$t" closed_by_proxy), $(get "$c-attacker" "$t" responses)"
         fi
-        printf '| %s | %s | %s / %s | %s | %s | %s | %s | %s |\n' "${NAME[$t]}" "${KIND[$c]}" \
-            "$(get $c "$t" ok)" "$(get $c "$t" requests)" "$(get $c "$t" p50_us)" \
+        printf '| %s | %s | %s / %s | %s | %s | %s | %s | %s | %s |\n' "${NAME[$t]}" "${KIND[$c]}" \
+            "$(get $c "$t" ok)" "$(get $c "$t" requests)" "$(get $c "$t" p50_us)" "$(get $c "$t" p90_us)" \
             "$(get $c "$t" p99_us)" "$(get $c "$t" max_us)" \
             "$(($(get $c "$t" errors) + $(get $c "$t" timeouts) + $(get $c "$t" non200)))" "$att"
     done

@@ -6,7 +6,8 @@ flood      K connections pipeline GETs as fast as the proxy takes them and
            moment and counts the responses that come back.
 idle       opens N connections that send nothing; the proxy's RSS before,
            with them open, after one GET on each (keep-alive idle), and after
-           they are closed.
+           they are closed; per connection = RSS delta / connections the
+           proxy holds (its descriptors, counted in /proc/PID/fd).
 legit      GETs at a fixed rate, a new connection each, open loop: latency is
            measured from the time a request was due, so a stalled proxy is not
            hidden by the client waiting (no coordinated omission).
@@ -45,6 +46,10 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def nfds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def rss_settled(pid, n=5, step=0.1):
@@ -96,7 +101,7 @@ def flood(a):
     while True:
         now = time.monotonic()
         if now >= next_sample:
-            samples.append(rss_kib(a.pid))
+            samples.append((rss_kib(a.pid), now - t0))
             next_sample += a.sample
         if now >= end:
             break
@@ -140,13 +145,17 @@ def flood(a):
             tail[fd] = buf[-12:]
     for s in socks.values():
         hard_close(s)
-    out(rss_start_kib=rss0, rss_max_kib=max(samples), rss_end_kib=rss_end,
+    peak = max(v for v, _ in samples)
+    out(rss_start_kib=rss0, rss_max_kib=peak, rss_end_kib=rss_end,
+        max_at_s=round(min(t for v, t in samples if v == peak), 2),
+        rss_1s_kib=next(v for v, t in samples if t >= min(1.0, a.seconds) - 1e-6),
         samples=len(samples), requests_sent=sum(sent.values()) // len(req),
         open_at_end=len(alive), read_200=ok, read_other=other)
 
 
 def idle(a):
     base = rss_settled(a.pid)
+    fd0 = nfds(a.pid)
     socks = []
     failed = 0
     deadline = time.monotonic() + 60
@@ -179,6 +188,9 @@ def idle(a):
             closed += 1
         hard_close(s)
     rss_open = rss_settled(a.pid)
+    # What the proxy holds: its descriptors (a connection in the listen
+    # backlog looks open to the client but costs the proxy nothing yet).
+    held = nfds(a.pid) - fd0
     # One GET on each, at most 32 in flight (so that the proxies need few
     # upstream connections): afterwards the connections are keep-alive idle.
     req = get_request(a.path)
@@ -218,12 +230,12 @@ def idle(a):
         hard_close(s)
     time.sleep(a.settle)
     rss_closed = rss_settled(a.pid)
-    n = len(opened)
-    out(rss_base_kib=base, attempted=a.conns, open=n, refused_503=refused, closed=closed,
-        failed=failed, rss_open_kib=rss_open, rss_after_get_kib=rss_req, get_ok=ok,
+    n = held
+    out(rss_base_kib=base, attempted=a.conns, open=len(opened), held=held,
+        refused_503=refused, closed=closed, failed=failed, rss_open_kib=rss_open, rss_after_get_kib=rss_req, get_ok=ok,
         rss_closed_kib=rss_closed,
-        per_conn_b=(rss_open - base) * 1024 // n if n else "-",
-        per_conn_after_get_b=(rss_req - base) * 1024 // n if n else "-")
+        per_conn_b=(rss_open - base) * 1024 // n if n > 0 else "-",
+        per_conn_after_get_b=(rss_req - base) * 1024 // n if n > 0 else "-")
 
 
 def pct(v, p):
@@ -305,7 +317,7 @@ def legit(a):
     for c in conns.values():
         hard_close(c[0])
     us = [int(x * 1e6) for x in lat]
-    out(requests=i, ok=len(us), p50_us=pct(us, 50), p99_us=pct(us, 99),
+    out(requests=i, ok=len(us), p50_us=pct(us, 50), p90_us=pct(us, 90), p99_us=pct(us, 99),
         max_us=max(us) if us else "-", errors=errors, timeouts=timeouts, non200=non200)
 
 
