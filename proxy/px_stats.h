@@ -27,6 +27,7 @@
     X(STORE_FAILED, "store_failed", 1, 1, 0)                  \
     X(STORE_FULL, "store_full", 1, 1, 1)                      \
     X(PREEMPTED, "preempted", 1, 1, 1)                        \
+    X(UPSTREAM_BUSY, "upstream_busy", 1, 1, 0)                \
     X(AUDIT_UNAVAILABLE, "audit_unavailable", 1, 1, 0)        \
     X(TOO_MANY_CONNECTIONS, "too_many_connections", 0, 1, 0)  \
     X(HEADER_TIMEOUT, "header_timeout", 0, 1, 0)
@@ -40,6 +41,10 @@
       "Requests forwarded to the upstream and not yet completed.")                   \
     G(UPSTREAM_IDLE, "fence_upstream_idle_connections",                              \
       "Idle keep-alive connections in the upstream pool.")                           \
+    G(UPSTREAM_OPEN, "fence_upstream_connections",                                   \
+      "Connections to the upstream, idle and in use (max_upstream_connections).")    \
+    G(UPSTREAM_QUEUED, "fence_upstream_queued_requests",                             \
+      "Requests waiting for an upstream connection.")                                 \
     G(STORE_UP, "fence_store_up",                                                     \
       "1 while the token store works, 0 after it failed (the proxy then rejects).")  \
     C(CONNECTIONS_ACCEPTED, "fence_connections_accepted_total",                       \
