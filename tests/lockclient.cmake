@@ -37,3 +37,9 @@ fence_test(test_lock_zk3
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 150)
 add_dependencies(test_lock_zk3 fencelock)
+# The Redlock backend against five real redis-servers per test.
+fence_test(test_lock_redlock
+  SOURCES lockclient/test_lock_redlock.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_redlock fencelock)
