@@ -31,6 +31,10 @@ struct px_config {
     uint64_t upstream_timeout_ms; /* 60 s: upstream response */
     uint64_t shutdown_grace_ms;   /* 10 s */
     char *log_level;              /* "info": error|warn|info|debug */
+    char *admin_token_file;       /* NULL: admin writes are refused (403) */
+    int admin_insecure;           /* on: a non-loopback admin_listen without a secret */
+    char *admin_token;            /* the secret read from admin_token_file (trailing
+                                   * newline removed), or NULL; owned */
     /* [store] */
     enum st_store_backend store_backend; /* file */
     char *store_path;             /* "/var/lib/fence" */

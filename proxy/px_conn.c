@@ -853,9 +853,22 @@ static void fence_decided(struct px_conn *c)
         pol_decide_check(g->dec, g->ticket.highest); /* STALE, with the highest */
         respond_rejection(c, g->dec);
         break;
+    case PX_FENCE_UNVERIFIED:
+        g->fenced = 0;
+        release_fence(c);
+        g->dec->verdict = POL_UNVERIFIED; /* 403, audited, nothing raised */
+        respond_rejection(c, g->dec);
+        break;
     case PX_FENCE_FAILED:
         g->fenced = 0;
         release_fence(c);
+        if (g->ticket.unreachable) {
+            /* The route's lock backend did not answer: fail closed. */
+            px_report_outcome(r->route_idx, PX_OUT_LOCK_BACKEND_FAILED);
+            audit(c, g->dec, "lock_backend_unavailable", 0);
+            respond_text(c, 503, "lock backend unavailable", 1);
+            break;
+        }
         if (g->ticket.full) {
             /* The store is at its maximum size: only new resources are
              * refused, and each refusal is audited. */
@@ -876,6 +889,15 @@ static void fence_decided(struct px_conn *c)
     }
 }
 
+/* The verifier of d's route (verify = URL), or NULL. */
+static const struct px_fence_verifier *gate_verifier(struct px_conn *c,
+                                                     const struct pol_decision *d)
+{
+    size_t i = route_index(c->ctx->cfg->routes, d->route);
+
+    return c->ctx->verifiers != NULL && i != SIZE_MAX ? c->ctx->verifiers[i] : NULL;
+}
+
 /* Admits the gates in order; forwards once every one has let the request
  * through (S1-S3 hold for each resource it writes). */
 static void admit_next(struct px_conn *c)
@@ -889,8 +911,9 @@ static void admit_next(struct px_conn *c)
         return;
     }
     g = &r->gates[r->gate_at];
-    fr = px_fence_admit(c->ctx->fence, g->dec->resource, g->dec->resource_len, g->dec->token,
-                        &g->ticket, fence_cb, c);
+    fr = px_fence_admit_verified(c->ctx->fence, g->dec->resource, g->dec->resource_len,
+                                 g->dec->token, gate_verifier(c, g->dec), &g->ticket, fence_cb,
+                                 c);
     g->ticket.result = fr;
     g->fenced = fr == PX_FENCE_GO || fr == PX_FENCE_WAIT;
     if (g->fenced)

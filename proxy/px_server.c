@@ -31,6 +31,7 @@
 #include "px_stats.h"
 #include "px_transport.h"
 #include "px_upstream.h"
+#include "px_verify.h"
 
 #define PX_LOG_BUFFER       (4u * 1024 * 1024) /* per log writer */
 #define PX_UPSTREAM_IDLE_MS 30000              /* below common upstream keep-alives */
@@ -256,6 +257,51 @@ out:
     return rc;
 }
 
+/* One verifier per route with verify = URL (px_verify), as an array by
+ * route index for px_conn. */
+static int open_verifiers(struct px_ctx *ctx, char *err, size_t errlen)
+{
+    size_t n = pol_routes_count(ctx->cfg->routes), used = 0;
+    const struct px_fence_verifier **ifs = NULL;
+
+    for (size_t i = 0; i < n; i++)
+        used += pol_routes_get(ctx->cfg->routes, i)->verify != NULL;
+    if (used == 0)
+        return 0;
+    ifs = calloc(n, sizeof(*ifs));
+    ctx->verify_owned = calloc(n, sizeof(*ctx->verify_owned));
+    ctx->verifiers = ifs;
+    if (ifs == NULL || ctx->verify_owned == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct pol_route *r = pol_routes_get(ctx->cfg->routes, i);
+        if (r->verify == NULL)
+            continue;
+        ctx->verify_owned[i] = px_verify_new(ctx->base, r, err, errlen);
+        if (ctx->verify_owned[i] == NULL)
+            return -1;
+        ifs[i] = px_verify_fence(ctx->verify_owned[i]);
+        px_log_info("route %s: tokens verified with %s (lock name %s%s)", r->name, r->verify,
+                    r->lock_name != NULL ? r->lock_name : POL_LOCK_NAME_VAR,
+                    r->require_live_lease ? ", live lease required" : "");
+    }
+    return 0;
+}
+
+static void close_verifiers(struct px_ctx *ctx)
+{
+    size_t n = pol_routes_count(ctx->cfg->routes);
+
+    for (size_t i = 0; ctx->verify_owned != NULL && i < n; i++)
+        px_verify_free(&ctx->verify_owned[i]);
+    free(ctx->verify_owned);
+    free((void *)ctx->verifiers);
+    ctx->verify_owned = NULL;
+    ctx->verifiers = NULL;
+}
+
 static int init_stats(const struct px_config *cfg)
 {
     size_t n = pol_routes_count(cfg->routes);
@@ -381,6 +427,8 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     ctx->store_ev =
         event_new(ctx->base, st_store_notify_fd(ctx->store), EV_READ | EV_PERSIST, store_cb, ctx);
     ctx->fence = px_fence_new(ctx->store);
+    if (open_verifiers(ctx, err, errlen) != 0)
+        goto fail;
     ctx->listener_retry = evtimer_new(ctx->base, listener_retry_cb, ctx);
     ctx->grace_timer = evtimer_new(ctx->base, grace_cb, ctx);
     ctx->sig_int = evsignal_new(ctx->base, SIGINT, stop_cb, ctx);
@@ -440,6 +488,7 @@ void px_server_free(struct px_ctx *ctx)
     if (ctx->listener != NULL)
         evconnlistener_free(ctx->listener);
     px_upool_free(ctx->upool);
+    close_verifiers(ctx); /* before the fence: no verdict arrives afterwards */
     px_fence_free(ctx->fence);
     st_store_close(&ctx->store);
     px_audit_close(&ctx->audit);
