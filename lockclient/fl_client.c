@@ -27,8 +27,8 @@ struct fl_client {
     char err[512];
 };
 
-static const struct fl_backend_ops *const backends[] = {&fl_redis_ops, &fl_etcd_ops};
-#define SCHEMES "redis://, etcd://"
+static const struct fl_backend_ops *const backends[] = {&fl_redis_ops, &fl_etcd_ops, &fl_zk_ops};
+#define SCHEMES "redis://, etcd://, zk://"
 
 int64_t fl_now_ms(void)
 {

@@ -3,7 +3,7 @@
  * SHA1 is computed here, so no SCRIPT LOAD round trip), falling back to EVAL
  * when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH). Keys are
  * fence:{NAME}:lock (value: owner id, with a PX expiry), fence:{NAME}:token
- * (the counter, no expiry) and fence:{NAME}:wake (a list that release pushes
+ * (the last token issued, no expiry) and fence:{NAME}:wake (a list that release pushes
  * one element to, so a waiter blocked in BLPOP wakes at once); the {NAME}
  * hash tag keeps all three in one cluster slot so a script may touch them.
  * The session of a hold is its owner id, kept alive per lock by PEXPIRE.
@@ -20,8 +20,16 @@
 
 #include "fl_backend.h"
 
-/* SET NX PX then INCR, only on success: the token is issued atomically with
- * the lock, so tokens strictly increase per name across owners. Returns the
+/* SET NX PX then the next token, only on success: the token is issued
+ * atomically with the lock, so tokens strictly increase per name across
+ * owners. The next token is max(counter + 1, Redis TIME in microseconds):
+ * a counter lost with a restart without persistence, or rewound to an RDB
+ * snapshot by kill -9, restarts above every token issued before, as long as
+ * Redis's wall clock has not stepped back by more than the time the restart
+ * took, and no name is acquired more than once per microsecond on average
+ * (one script per acquire and one per release keep far below that); A3 in
+ * docs/safety.md, the design in docs/lockclient.md. Lua numbers are doubles:
+ * exact below 2^53 us, i.e. until the year 2255. Returns the
  * token (> 0), or -1 - PTTL if the lock is held by another owner (so a
  * waiter knows how long to block at most). If this very owner already holds
  * it (a retry after the reply to the first try was lost; owner ids are unique
@@ -31,7 +39,12 @@
 static const char script_acquire[] =
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
     "  redis.call('DEL', KEYS[3])\n"
-    "  return redis.call('INCR', KEYS[2])\n"
+    "  local t = redis.call('TIME')\n"
+    "  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "  local n = tonumber(redis.call('GET', KEYS[2]) or '0') + 1\n"
+    "  if now > n then n = now end\n"
+    "  redis.call('SET', KEYS[2], string.format('%.0f', n))\n"
+    "  return n\n"
     "end\n"
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
@@ -58,8 +71,8 @@ static const char script_release[] = "if redis.call('GET', KEYS[1]) == ARGV[1] t
                                      "end\n"
                                      "return 0\n";
 
-/* The holder's token is the counter while the lock key exists: acquire
- * increments only when it sets the key. */
+/* The holder's token is the last token issued while the lock key exists:
+ * acquire writes a new one only when it sets the key. */
 static const char script_verify[] = "if not redis.call('GET', KEYS[1]) then return 0 end\n"
                                     "if redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end\n"
                                     "return 0\n";

@@ -29,6 +29,8 @@ struct px_config {
     uint64_t idle_timeout_ms;     /* 60 s: client keep-alive idle */
     uint64_t upstream_connect_timeout_ms; /* 5 s */
     uint64_t upstream_timeout_ms; /* 60 s: upstream response */
+    uint64_t max_upstream_connections; /* 1024 */
+    uint64_t upstream_queue_timeout_ms; /* 5 s */
     uint64_t shutdown_grace_ms;   /* 10 s */
     char *log_level;              /* "info": error|warn|info|debug */
     char *admin_token_file;       /* NULL: admin writes are refused (403) */

@@ -42,6 +42,7 @@
 #include "px_stats.h"
 #include "px_transport.h"
 #include "px_uclient.h"
+#include "px_upstream.h"
 
 /* Backpressure: stop reading a side while the other side's output holds
  * more than HIGH bytes; resume below LOW. Bounds memory per connection. */
@@ -59,7 +60,7 @@
 static const unsigned legal[C_COUNT] = {
     [C_HEAD] = TO(C_HEAD) | TO(C_DECIDE) | TO(C_CLOSING) | TO(C_DEAD),
     [C_DECIDE] = TO(C_HEAD) | TO(C_CONNECT) | TO(C_FORWARD) | TO(C_CLOSING) | TO(C_DEAD),
-    [C_CONNECT] = TO(C_FORWARD) | TO(C_CLOSING) | TO(C_DEAD),
+    [C_CONNECT] = TO(C_CONNECT) | TO(C_FORWARD) | TO(C_CLOSING) | TO(C_DEAD),
     [C_FORWARD] = TO(C_HEAD) | TO(C_CLOSING) | TO(C_DEAD),
     [C_CLOSING] = TO(C_LINGER) | TO(C_DEAD),
     [C_LINGER] = TO(C_DEAD),
@@ -99,6 +100,7 @@ enum tmode {
     T_IDLE, /* no byte of a head yet: close quietly */
     T_HEAD, /* a head is arriving: 408 */
     T_EXPECT, /* the upstream has not answered Expect: send the body anyway */
+    T_QUEUE,  /* queued for an upstream connection too long: 503 */
     T_END   /* closing or lingering: close */
 };
 
@@ -123,6 +125,8 @@ struct px_req {
     struct px_gate gates[2];
     unsigned n_gates, gate_at;
     struct px_uclient uc; /* the upstream exchange */
+    struct px_upool_waiter qw; /* queued for an upstream connection */
+    int queue_ready;           /* the pool granted qw a connection */
     char rid[80];         /* X-Request-Id */
     struct px_body body;  /* the request body, client to upstream */
     int expect_wait;      /* the body waits for the upstream's 100 Continue */
@@ -175,6 +179,7 @@ static void fence_decided(struct px_conn *c);
 static void flush_all(struct px_conn *c);
 static void start_body(struct px_conn *c);
 static void preempt(struct px_conn *c);
+static void forward(struct px_conn *c);
 
 /* Performs every state change and checks it against the table: an illegal
  * one is a bug (debug builds abort; release builds log it and go on). */
@@ -225,6 +230,7 @@ static void req_free(struct px_conn *c)
     if (r == NULL)
         return;
     px_uclient_finish(&r->uc, 0);
+    px_upool_cancel(c->ctx->upool, &r->qw);
     release_fence(c);
     px_body_clear(&r->body);
     px_body_clear(&r->uc.body);
@@ -282,6 +288,8 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
         fence_decided(c);
     else if ((c->state == C_CONNECT || c->state == C_FORWARD) && c->req->preempted)
         preempt(c);
+    else if (c->state == C_CONNECT && c->req->queue_ready)
+        forward(c); /* the pool kept a connection for us */
     flush_all(c);
 }
 
@@ -693,6 +701,16 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
     return 0;
 }
 
+/* The pool kept a connection for this request (called from inside the pool:
+ * only schedule). */
+static void queue_granted(void *arg)
+{
+    struct px_conn *c = arg;
+
+    c->req->queue_ready = 1;
+    event_active(c->kick, EV_TIMEOUT, 0);
+}
+
 /* Sends the accepted request upstream: starts the exchange, writes the
  * head, and starts the body. */
 static void forward(struct px_conn *c)
@@ -700,6 +718,7 @@ static void forward(struct px_conn *c)
     struct px_ctx *ctx = c->ctx;
     struct px_req *r = c->req;
     struct px_uclient_cfg ucfg;
+    int rc;
 
     memset(&ucfg, 0, sizeof(ucfg));
     ucfg.lim = &ctx->rlim;
@@ -708,7 +727,24 @@ static void forward(struct px_conn *c)
     ucfg.high = PX_BUF_HIGH;
     ucfg.low = PX_BUF_LOW;
     ucfg.head_request = r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4);
-    if (px_uclient_start(&r->uc, ctx->upool, &ucfg, &uc_cbs, c) < 0) {
+    rc = px_uclient_start(&r->uc, ctx->upool, &ucfg, &uc_cbs, c,
+                          r->queue_ready ? &r->qw : NULL);
+    r->queue_ready = 0;
+    if (rc == PX_UC_BUSY) {
+        /* max_upstream_connections: queue, first come first served, under
+         * upstream_queue_timeout (the fence ticket is held meanwhile). */
+        if (c->state != C_CONNECT) {
+            set_state(c, C_CONNECT);
+            set_timer(c, T_QUEUE, &ctx->tv.queue);
+        }
+        r->qw.cb = queue_granted;
+        r->qw.arg = c;
+        px_upool_wait(ctx->upool, &r->qw);
+        return;
+    }
+    if (c->tmode == T_QUEUE)
+        set_timer(c, T_OFF, NULL);
+    if (rc < 0) {
         uc_failed(c, 502, "cannot open a connection", 0);
         return;
     }
@@ -1304,6 +1340,15 @@ static void timer_run(struct px_conn *c)
     if (c->tmode == T_EXPECT) {
         c->tmode = T_OFF;
         start_body(c);
+        return;
+    }
+    if (c->tmode == T_QUEUE) {
+        c->tmode = T_OFF;
+        px_upool_cancel(c->ctx->upool, &c->req->qw);
+        release_fence(c);
+        px_report_outcome(c->req->route_idx, PX_OUT_UPSTREAM_BUSY);
+        px_clog_warn(c->id, c->peer, "no upstream connection within upstream_queue_timeout");
+        respond_local(c, 503, "text/plain", "Retry-After: 1\r\n", "upstream busy\n", 14, 1);
         return;
     }
     if (c->tmode == T_HEAD) {

@@ -64,7 +64,7 @@ struct px_ctx {
     struct px_h1_limits lim;         /* request heads */
     struct px_h1_limits rlim;        /* response heads */
     struct {                         /* libevent common timeouts: O(1) timers */
-        struct timeval header, idle, upstream, connect, linger, expect;
+        struct timeval header, idle, upstream, connect, linger, expect, queue;
     } tv;
     size_t token_header_len;
     char upstream_origin[320];       /* "http://host:port", for Location */

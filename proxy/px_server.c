@@ -410,6 +410,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     common_tv(ctx->base, cfg->upstream_connect_timeout_ms, &ctx->tv.connect);
     common_tv(ctx->base, PX_LINGER_MS, &ctx->tv.linger);
     common_tv(ctx->base, PX_EXPECT_MS, &ctx->tv.expect);
+    common_tv(ctx->base, cfg->upstream_queue_timeout_ms, &ctx->tv.queue);
     memset(&scfg, 0, sizeof(scfg));
     scfg.backend = cfg->store_backend;
     scfg.path = cfg->store_path;
@@ -443,7 +444,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         goto fail;
     }
     ctx->upool = px_upool_new(ctx->base, &px_transport_tcp, cfg->upstream_host, cfg->upstream_port,
-                              PX_UPSTREAM_IDLE_MS, err, errlen);
+                              cfg->max_upstream_connections, PX_UPSTREAM_IDLE_MS, err, errlen);
     if (ctx->upool == NULL)
         goto fail;
     if (cfg->audit_path != NULL) {

@@ -27,6 +27,7 @@
     X(STORE_FAILED, "store_failed", 1, 1, 0)                  \
     X(STORE_FULL, "store_full", 1, 1, 1)                      \
     X(PREEMPTED, "preempted", 1, 1, 1)                        \
+    X(UPSTREAM_BUSY, "upstream_busy", 1, 1, 0)                \
     X(AUDIT_UNAVAILABLE, "audit_unavailable", 1, 1, 0)        \
     X(UNVERIFIED_TOKEN, "unverified_token", 1, 1, 1)          \
     X(LOCK_BACKEND_FAILED, "lock_backend_unavailable", 1, 1, 1) \
@@ -42,6 +43,10 @@
       "Requests forwarded to the upstream and not yet completed.")                   \
     G(UPSTREAM_IDLE, "fence_upstream_idle_connections",                              \
       "Idle keep-alive connections in the upstream pool.")                           \
+    G(UPSTREAM_OPEN, "fence_upstream_connections",                                   \
+      "Connections to the upstream, idle and in use (max_upstream_connections).")    \
+    G(UPSTREAM_QUEUED, "fence_upstream_queued_requests",                             \
+      "Requests waiting for an upstream connection.")                                 \
     G(STORE_UP, "fence_store_up",                                                     \
       "1 while the token store works, 0 after it failed (the proxy then rejects).")  \
     C(CONNECTIONS_ACCEPTED, "fence_connections_accepted_total",                       \
