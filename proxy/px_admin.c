@@ -528,7 +528,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     }
     c->a = a;
     {
-        char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
+        char host[48] = "?", serv[8] = "?"; /* numeric: an IPv6 address and a port fit */
         if (sa != NULL)
             getnameinfo(sa, (socklen_t)salen, host, sizeof host, serv, sizeof serv,
                         NI_NUMERICHOST | NI_NUMERICSERV);

@@ -96,9 +96,9 @@ static void teardown(void)
     bdir = NULL;
 }
 
-TestSuite(verify_redis, .init = setup_redis, .fini = teardown, .timeout = 60);
+TestSuite(verify_redis, .init = setup_redis, .fini = teardown, .timeout = 90);
 TestSuite(verify_etcd, .init = setup_etcd, .fini = teardown, .timeout = 90);
-TestSuite(operator, .init = setup_redis, .fini = teardown, .timeout = 60);
+TestSuite(operator, .init = setup_redis, .fini = teardown, .timeout = 90);
 
 static int put_resp(const char *path, const char *token, struct ts_resp *r)
 {
