@@ -26,8 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "fc_duration.h"
+#include "fencelock.h"
 #include "pol_chars.h"
 #include "pol_route.h"
 
@@ -48,7 +52,9 @@ enum key_type {
     K_ENUM,          /* one of choices, stored as its int value */
     K_WORD,          /* one of choices, stored as the text */
     K_ROUTE_MODE,    /* pol_route_parse_mode */
-    K_ROUTE_METHODS  /* pol_route_parse_methods */
+    K_ROUTE_METHODS, /* pol_route_parse_methods */
+    K_LOCK_URL,      /* a lock backend URL that libfencelock accepts */
+    K_LOCK_NAME      /* a lock_name template (pol_route_check_lock_name) */
 };
 
 enum sect { S_NONE, S_PROXY, S_STORE, S_AUDIT, S_ROUTE };
@@ -131,6 +137,10 @@ static const struct key keys[] = {
      access_format_choices, KF_RELOAD, "access log lines: text or json (one object a line)"},
     {S_PROXY, "log_level", K_WORD, PC(log_level), "info", 0, 0, level_choices, KF_RELOAD,
      "diagnostic log level: error, warn, info or debug"},
+    {S_PROXY, "admin_token_file", K_PATH_OFF, PC(admin_token_file), "off", 0, 0, NULL, 0,
+     "file holding the bearer secret admin writes need (mode 0600 or stricter), or off"},
+    {S_PROXY, "admin_insecure", K_ENUM, PC(admin_insecure), "off", 0, 0, on_off_choices, 0,
+     "on: allow a non-loopback admin_listen without admin_token_file"},
     {S_STORE, "backend", K_ENUM, PC(store_backend), "file", 0, 0, backend_choices, 0,
      "token store: file (durable, LMDB) or memory (tests only)"},
     {S_STORE, "path", K_STRING, PC(store_path), "/var/lib/fence", 0, 0, NULL, 0,
@@ -157,6 +167,14 @@ static const struct key keys[] = {
      KF_RELOAD, "how the store resolves paths: normalized (file system) or opaque (S3 keys)"},
     {S_ROUTE, "error_format", K_ENUM, RT(error_format), "json", 0, 0, errfmt_choices,
      KF_RELOAD, "rejection bodies: json or s3 (XML <Error> as S3 clients parse)"},
+    {S_ROUTE, "verify", K_LOCK_URL, RT(verify), "off", 0, 0, NULL, 0,
+     "lock backend URL (as fencelock --backend), or off: an advance is verified first"},
+    {S_ROUTE, "require_live_lease", K_ENUM, RT(require_live_lease), "off", 0, 0, on_off_choices,
+     0, "on: a token equal to the highest is also checked to be held now (needs verify)"},
+    {S_ROUTE, "live_lease_cache", K_DURATION, RT(live_lease_cache_ms), "0ms", 0, DAY_MS, NULL, 0,
+     "with require_live_lease: reuse a check for up to this long, never past the lease"},
+    {S_ROUTE, "lock_name", K_LOCK_NAME, RT(lock_name), POL_LOCK_NAME_VAR, 0, 0, NULL, 0,
+     "lock name for a resource, with {resource}; default: the resource key itself"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -596,6 +614,30 @@ static int apply(const struct key *k, void *base, struct px_config *cfg, const c
         if (rc != 0)
             snprintf(msg, cap, "'%s' is not prefix, path or segments:N (N >= 1)", v);
         break;
+    case K_LOCK_URL: {
+        char why[200];
+        struct fl_client *lc;
+        if (strcmp(v, "off") == 0) {
+            rc = set_string(base, k->off, NULL, msg, cap);
+            break;
+        }
+        lc = fl_client_new(v, why, sizeof why);
+        if (lc == NULL) {
+            snprintf(msg, cap, "'%s' is not a lock backend URL: %s", v, why);
+            break;
+        }
+        fl_client_free(&lc);
+        rc = set_string(base, k->off, v, msg, cap);
+        break;
+    }
+    case K_LOCK_NAME:
+        if (pol_route_check_lock_name(v, names, sizeof names) != 0) {
+            snprintf(msg, cap, "'%s' %s", v, names);
+            break;
+        }
+        /* The key itself is stored as NULL: no template to apply. */
+        rc = set_string(base, k->off, strcmp(v, POL_LOCK_NAME_VAR) == 0 ? NULL : v, msg, cap);
+        break;
     case K_ROUTE_METHODS:
         if (check_methods(v, msg, cap) != 0)
             break;
@@ -657,8 +699,7 @@ static void route_close(struct load *ld)
             fail(ld, ld->route_prefix_line, "%s", msg);
     }
 out:
-    free(ld->route.prefix);
-    ld->route.prefix = NULL;
+    pol_route_release(&ld->route);
 }
 
 static int valid_route_name(const char *s)
@@ -877,6 +918,60 @@ static int is_wildcard(const char *h)
     return strcmp(h, "0.0.0.0") == 0 || strcmp(h, "::") == 0 || strcmp(h, "*") == 0;
 }
 
+/* Reads the admin secret from admin_token_file: a regular file that only
+ * its owner may read (refused when group or others have any access), one
+ * line of 16..4096 bytes without control bytes. */
+static void read_admin_token(struct load *ld)
+{
+    struct px_config *cfg = ld->cfg;
+    unsigned line = ld->key_line[key_index(S_PROXY, "admin_token_file")];
+    char buf[4098];
+    struct stat st;
+    ssize_t n = -1;
+    size_t len;
+    int fd = open(cfg->admin_token_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        fail(ld, line, "admin_token_file %s: %s", cfg->admin_token_file, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fail(ld, line, "admin_token_file %s is not a regular file", cfg->admin_token_file);
+        goto out;
+    }
+    if ((st.st_mode & 077) != 0) {
+        fail(ld, line, "admin_token_file %s is accessible to group or others (mode %03o): "
+             "chmod 600 it", cfg->admin_token_file, (unsigned)(st.st_mode & 0777));
+        goto out;
+    }
+    n = read(fd, buf, sizeof buf - 1);
+    if (n < 0) {
+        fail(ld, line, "admin_token_file %s: %s", cfg->admin_token_file, strerror(errno));
+        goto out;
+    }
+    len = (size_t)n;
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    buf[len] = '\0';
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] > 0x7e) {
+            len = 0; /* refused below */
+            break;
+        }
+    if (len < 16 || (size_t)n >= sizeof buf - 1) {
+        fail(ld, line, "admin_token_file %s must hold one line of 16..4096 printable "
+             "characters (no spaces)", cfg->admin_token_file);
+        goto out;
+    }
+    cfg->admin_token = strdup(buf);
+    if (cfg->admin_token == NULL)
+        fail(ld, line, "out of memory");
+out:
+    explicit_bzero(buf, sizeof buf);
+    if (fd >= 0)
+        close(fd);
+}
+
 /* Checks that need the whole file: required keys and keys that depend on
  * each other. */
 static void check_whole(struct load *ld)
@@ -890,6 +985,8 @@ static void check_whole(struct load *ld)
             !(ld->seen & (1ULL << i)))
             fail(ld, 0, "[%s] %s is required", sect_names[keys[i].sect], keys[i].name);
     }
+    if (!ld->failed && cfg->admin_token_file != NULL)
+        read_admin_token(ld);
     if (ld->failed || strcmp(cfg->admin_listen, "off") == 0)
         goto out;
     if (px_config_split_hostport(cfg->listen, &lh, &lp) != 0 ||
@@ -899,10 +996,18 @@ static void check_whole(struct load *ld)
     }
     if (!is_loopback(ah)) {
         int i = key_index(S_PROXY, "admin_listen");
+        if (cfg->admin_token == NULL && !cfg->admin_insecure) {
+            fail(ld, ld->key_line[i],
+                 "admin_listen %s is not a loopback address: set admin_token_file (admin "
+                 "writes then need its secret), or admin_insecure = on",
+                 cfg->admin_listen);
+            goto out;
+        }
         warn(ld, ld->key_line[i],
-             "admin_listen %s is not a loopback address: /metrics and /tokens answer "
-             "anyone who can reach it (the admin API has no authentication)",
-             cfg->admin_listen);
+             "admin_listen %s is not a loopback address: /metrics and /tokens answer reads "
+             "from anyone who can reach it%s",
+             cfg->admin_listen,
+             cfg->admin_token == NULL ? ", and writes are refused (no admin_token_file)" : "");
     }
     /* Same port on the same or a wildcard address would collide at bind. */
     if (lp == ap && (strcmp(lh, ah) == 0 || is_wildcard(lh) || is_wildcard(ah))) {
@@ -957,7 +1062,7 @@ out:
     if (ld.fp != NULL)
         fclose(ld.fp);
     free(ld.buf);
-    free(ld.route.prefix);
+    pol_route_release(&ld.route);
     if (ld.failed) {
         if (err != NULL && errlen > 0) {
             if (ld.err_line > 0)
@@ -989,6 +1094,9 @@ void px_config_free(struct px_config **cfgp)
     }
     free(cfg->upstream_host);
     free(cfg->warnings);
+    if (cfg->admin_token != NULL)
+        explicit_bzero(cfg->admin_token, strlen(cfg->admin_token));
+    free(cfg->admin_token);
     pol_routes_free(cfg->routes);
     free(cfg);
 }

@@ -35,6 +35,10 @@ struct px_config {
     char *log_level;              /* "info": error|warn|info|debug */
     uint64_t resource_cache;      /* 1048576: resources cached by the fence */
     char *access_log_format;      /* "text" or "json" */
+    char *admin_token_file;       /* NULL: admin writes are refused (403) */
+    int admin_insecure;           /* on: a non-loopback admin_listen without a secret */
+    char *admin_token;            /* the secret read from admin_token_file (trailing
+                                   * newline removed), or NULL; owned */
     /* [store] */
     enum st_store_backend store_backend; /* file */
     char *store_path;             /* "/var/lib/fence" */

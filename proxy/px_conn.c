@@ -896,9 +896,22 @@ static void fence_decided(struct px_conn *c)
         pol_decide_check(g->dec, g->ticket.highest); /* STALE, with the highest */
         respond_rejection(c, g->dec);
         break;
+    case PX_FENCE_UNVERIFIED:
+        g->fenced = 0;
+        release_fence(c);
+        g->dec->verdict = POL_UNVERIFIED; /* 403, audited, nothing raised */
+        respond_rejection(c, g->dec);
+        break;
     case PX_FENCE_FAILED:
         g->fenced = 0;
         release_fence(c);
+        if (g->ticket.unreachable) {
+            /* The route's lock backend did not answer: fail closed. */
+            px_report_outcome(r->route_idx, PX_OUT_LOCK_BACKEND_FAILED);
+            audit(c, g->dec, "lock_backend_unavailable", 0);
+            respond_text(c, 503, "lock backend unavailable", 1);
+            break;
+        }
         if (g->ticket.full) {
             /* The store is at its maximum size: only new resources are
              * refused, and each refusal is audited. */
@@ -919,6 +932,23 @@ static void fence_decided(struct px_conn *c)
     }
 }
 
+/* The verifier of d's route (verify = URL), or NULL. Verifiers belong to
+ * the routes of the snapshot the proxy started with (a reload cannot change
+ * them): found by the route's name. */
+static const struct px_fence_verifier *gate_verifier(struct px_conn *c,
+                                                     const struct pol_decision *d)
+{
+    const struct pol_routes *rt;
+
+    if (c->ctx->verifiers == NULL || d->route == NULL || d->route->verify == NULL)
+        return NULL;
+    rt = c->ctx->verify_cfg->routes;
+    for (size_t i = 0; i < pol_routes_count(rt); i++)
+        if (strcmp(pol_routes_get(rt, i)->name, d->route->name) == 0)
+            return c->ctx->verifiers[i];
+    return NULL;
+}
+
 /* Admits the gates in order; forwards once every one has let the request
  * through (S1-S3 hold for each resource it writes). */
 static void admit_next(struct px_conn *c)
@@ -932,8 +962,9 @@ static void admit_next(struct px_conn *c)
         return;
     }
     g = &r->gates[r->gate_at];
-    fr = px_fence_admit(c->ctx->fence, g->dec->resource, g->dec->resource_len, g->dec->token,
-                        &g->ticket, fence_cb, c);
+    fr = px_fence_admit_verified(c->ctx->fence, g->dec->resource, g->dec->resource_len,
+                                 g->dec->token, gate_verifier(c, g->dec), &g->ticket, fence_cb,
+                                 c);
     g->ticket.result = fr;
     g->fenced = fr == PX_FENCE_GO || fr == PX_FENCE_WAIT;
     if (g->fenced)

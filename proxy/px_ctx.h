@@ -18,6 +18,8 @@ struct evconnlistener;
 struct px_config;
 struct px_upool;
 struct px_fence;
+struct px_fence_verifier;
+struct px_verify;
 struct st_store;
 struct px_audit;
 struct px_logw;
@@ -45,6 +47,12 @@ struct px_ctx {
     struct st_store *store;
     struct event *store_ev;
     struct px_fence *fence;
+    /* Per route index: the route's token verifier (verify = URL), or NULL;
+     * the array is NULL when no route verifies. Built by px_server. */
+    const struct px_fence_verifier *const *verifiers;
+    struct px_verify **verify_owned; /* the same, owned: one per route (NULL entries) */
+    struct px_config *verify_cfg;    /* the snapshot verifiers[] is indexed by (held):
+                                        the one the proxy started with */
     struct px_audit *audit;          /* NULL when audit is off */
     struct px_logw *access;          /* NULL when the access log is off */
     struct px_admin *admin;          /* NULL when admin_listen = off */

@@ -21,6 +21,8 @@ enum px_outcome px_report_verdict_outcome(enum pol_verdict v)
         return PX_OUT_STALE_TOKEN;
     case POL_MISSING:
         return PX_OUT_MISSING_TOKEN;
+    case POL_UNVERIFIED:
+        return PX_OUT_UNVERIFIED_TOKEN;
     default:
         return PX_OUT_MALFORMED_TOKEN;
     }

@@ -32,6 +32,7 @@
 #include "px_stats.h"
 #include "px_transport.h"
 #include "px_upstream.h"
+#include "px_verify.h"
 
 #define PX_LOG_BUFFER       (4u * 1024 * 1024) /* per log writer */
 #define PX_UPSTREAM_IDLE_MS 30000              /* below common upstream keep-alives */
@@ -190,6 +191,39 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
 
 static int init_stats(const struct px_config *cfg);
 
+static int same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Verifiers (their worker threads and lock clients) are made at start, one
+ * per route that has `verify`: a reload may not add or change one (it would
+ * need a new client), only drop a route. */
+static int verify_reload_check(const struct px_ctx *ctx, const struct px_config *cfg, char *err,
+                               size_t errlen)
+{
+    for (size_t i = 0; i < pol_routes_count(cfg->routes); i++) {
+        const struct pol_route *nr = pol_routes_get(cfg->routes, i), *or = NULL;
+        const struct pol_routes *old = ctx->verify_cfg != NULL ? ctx->verify_cfg->routes : NULL;
+        for (size_t j = 0; old != NULL && j < pol_routes_count(old); j++)
+            if (strcmp(pol_routes_get(old, j)->name, nr->name) == 0)
+                or = pol_routes_get(old, j);
+        if (nr->verify == NULL && (or == NULL || or->verify == NULL))
+            continue;
+        if (or == NULL || !same_str(or->verify, nr->verify) ||
+            !same_str(or->lock_name, nr->lock_name) ||
+            or->require_live_lease != nr->require_live_lease ||
+            or->live_lease_cache_ms != nr->live_lease_cache_ms) {
+            snprintf(err, errlen,
+                     "%s: [route %s] verify, lock_name, require_live_lease and "
+                     "live_lease_cache cannot change on a reload (restart instead)",
+                     ctx->cfg_path, nr->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* SIGUSR1: reopen the logs (after logrotate moved them). */
 static void reopen_logs(struct px_ctx *ctx)
 {
@@ -252,6 +286,7 @@ int px_server_reload(struct px_ctx *ctx, char *err, size_t errlen)
     if (cfg == NULL)
         goto out;
     if (px_config_reload_check(ctx->cfg, cfg, ctx->cfg_path, err, errlen) < 0 ||
+        verify_reload_check(ctx, cfg, err, errlen) < 0 ||
         px_server_fit_fds(cfg, 0, err, errlen) < 0)
         goto out;
     err[0] = '\0';
@@ -388,6 +423,53 @@ out:
     return rc;
 }
 
+/* One verifier per route with verify = URL (px_verify), as an array by
+ * route index for px_conn. */
+static int open_verifiers(struct px_ctx *ctx, char *err, size_t errlen)
+{
+    size_t n = pol_routes_count(ctx->cfg->routes), used = 0;
+    const struct px_fence_verifier **ifs = NULL;
+
+    for (size_t i = 0; i < n; i++)
+        used += pol_routes_get(ctx->cfg->routes, i)->verify != NULL;
+    if (used == 0)
+        return 0;
+    ifs = calloc(n, sizeof(*ifs));
+    ctx->verify_owned = calloc(n, sizeof(*ctx->verify_owned));
+    ctx->verifiers = ifs;
+    ctx->verify_cfg = px_config_hold(ctx->cfg); /* the routes the verifiers borrow */
+    if (ifs == NULL || ctx->verify_owned == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct pol_route *r = pol_routes_get(ctx->cfg->routes, i);
+        if (r->verify == NULL)
+            continue;
+        ctx->verify_owned[i] = px_verify_new(ctx->base, r, err, errlen);
+        if (ctx->verify_owned[i] == NULL)
+            return -1;
+        ifs[i] = px_verify_fence(ctx->verify_owned[i]);
+        px_log_info("route %s: tokens verified with %s (lock name %s%s)", r->name, r->verify,
+                    r->lock_name != NULL ? r->lock_name : POL_LOCK_NAME_VAR,
+                    r->require_live_lease ? ", live lease required" : "");
+    }
+    return 0;
+}
+
+static void close_verifiers(struct px_ctx *ctx)
+{
+    size_t n = ctx->verify_cfg != NULL ? pol_routes_count(ctx->verify_cfg->routes) : 0;
+
+    for (size_t i = 0; ctx->verify_owned != NULL && i < n; i++)
+        px_verify_free(&ctx->verify_owned[i]);
+    free(ctx->verify_owned);
+    free((void *)ctx->verifiers);
+    ctx->verify_owned = NULL;
+    ctx->verifiers = NULL;
+    px_config_free(&ctx->verify_cfg);
+}
+
 static int init_stats(const struct px_config *cfg)
 {
     size_t n = pol_routes_count(cfg->routes);
@@ -506,6 +588,8 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
     ctx->fence = px_fence_new(ctx->store);
     if (ctx->fence != NULL)
         px_fence_set_max_resources(ctx->fence, (size_t)cfg->resource_cache);
+    if (open_verifiers(ctx, err, errlen) != 0)
+        goto fail;
     ctx->listener_retry = evtimer_new(ctx->base, listener_retry_cb, ctx);
     ctx->grace_timer = evtimer_new(ctx->base, grace_cb, ctx);
     ctx->sig_int = evsignal_new(ctx->base, SIGINT, stop_cb, ctx);
@@ -567,6 +651,7 @@ void px_server_free(struct px_ctx *ctx)
     if (ctx->listener != NULL)
         evconnlistener_free(ctx->listener);
     px_upool_free(ctx->upool);
+    close_verifiers(ctx); /* before the fence: no verdict arrives afterwards */
     px_fence_free(ctx->fence);
     st_store_close(&ctx->store);
     px_audit_close(&ctx->audit);

@@ -29,6 +29,8 @@
     X(PREEMPTED, "preempted", 1, 1, 1)                        \
     X(UPSTREAM_BUSY, "upstream_busy", 1, 1, 0)                \
     X(AUDIT_UNAVAILABLE, "audit_unavailable", 1, 1, 0)        \
+    X(UNVERIFIED_TOKEN, "unverified_token", 1, 1, 1)          \
+    X(LOCK_BACKEND_FAILED, "lock_backend_unavailable", 1, 1, 1) \
     X(TOO_MANY_CONNECTIONS, "too_many_connections", 0, 1, 0)  \
     X(HEADER_TIMEOUT, "header_timeout", 0, 1, 0)
 
@@ -72,6 +74,16 @@
       "Configuration reloads refused (invalid file, or a key that needs a restart).") \
     G(CONFIG_GENERATION, "fence_config_generation",                                   \
       "The configuration in effect: 1 at start, +1 per applied reload.")             \
+    C(VERIFY_CALLS, "fence_verify_calls_total",                                       \
+      "Token checks sent to a route's lock backend (verify = URL).")                 \
+    C(VERIFY_CACHE_HITS, "fence_verify_cache_hits_total",                             \
+      "Live-lease checks answered from the lease-bounded cache.")                   \
+    C(VERIFY_ERRORS, "fence_verify_errors_total",                                     \
+      "Token checks the lock backend did not answer (the request got 503).")        \
+    C(ADMIN_AUTH_FAILURES, "fence_admin_auth_failures_total",                         \
+      "Admin writes refused for a missing or wrong bearer secret (403).")           \
+    C(OPERATOR_SETS, "fence_operator_sets_total",                                     \
+      "Highest tokens set by an operator (fenceproxy tokens set).")                 \
     C(PIPELINE_PAUSES, "fence_pipeline_pauses_total",                                 \
       "Times a pipelined request waited for the client to read earlier responses.")  \
     H(UPSTREAM_DURATION, "fence_upstream_duration_seconds",                           \
