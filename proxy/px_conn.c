@@ -112,7 +112,10 @@ struct px_gate {
 };
 
 struct px_req {
-    struct px_h1_head h; /* slices of buf */
+    struct px_config *cfg; /* the snapshot it started under (held): a reload
+                              changes the next request, not this one */
+    struct px_upool *pool; /* the pool it queued on or borrowed from */
+    struct px_h1_head h;   /* slices of buf */
     char *buf;           /* copy of the head bytes; owned */
     char *path;          /* the target's key path (pol_decide_target); owned */
     char *dpath;         /* the Destination's (COPY, MOVE); owned */
@@ -230,13 +233,15 @@ static void req_free(struct px_conn *c)
     if (r == NULL)
         return;
     px_uclient_finish(&r->uc, 0);
-    px_upool_cancel(c->ctx->upool, &r->qw);
+    if (r->pool != NULL)
+        px_upool_cancel(r->pool, &r->qw);
     release_fence(c);
     px_body_clear(&r->body);
     px_body_clear(&r->uc.body);
     free(r->buf);
     free(r->path);
     free(r->dpath);
+    px_config_free(&r->cfg);
     free(r);
     c->req = NULL;
 }
@@ -330,7 +335,8 @@ static void report_of(const struct px_conn *c, const struct px_req *r, int statu
     x->conn_id = c->id;
     x->peer = c->peer;
     x->subject = c->ctx->client_tr->ops->subject(c->bev);
-    x->token_field = c->ctx->cfg->token_header;
+    x->token_field = r != NULL ? r->cfg->token_header : c->ctx->cfg->token_header;
+    x->json = strcmp((r != NULL ? r->cfg : c->ctx->cfg)->access_log_format, "json") == 0;
     x->request_id = "";
     x->status = status;
     x->bytes = bytes;
@@ -443,7 +449,7 @@ static void respond_refusal(struct px_conn *c, const struct pol_decision *d, enu
         highest = 0; /* not cached: never looked up for a request refused from its head */
     if (px_stats_outcome_audited(o))
         audit(c, d, reason, highest);
-    px_report_outcome(route_index(c->ctx->cfg->routes, d->route), o);
+    px_report_outcome(route_index(r->cfg->routes, d->route), o);
     px_clog_info(c->id, c->peer, "%s %.*s %.*s resource=%.*s token=%" PRIu64 " highest=%" PRIu64,
                  reason, (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
                  (int)d->resource_len, d->resource, d->token, d->highest);
@@ -687,8 +693,8 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
 
     memset(&rq, 0, sizeof(rq));
     rq.h = &r->h;
-    rq.token_field = c->ctx->cfg->token_header;
-    rq.token_field_len = c->ctx->token_header_len;
+    rq.token_field = r->cfg->token_header;
+    rq.token_field_len = strlen(r->cfg->token_header);
     rq.token_checked = r->n_gates > 0; /* every gate passed: forwarding now */
     rq.token = r->n_gates > 0 ? r->gates[0].dec->token : 0;
     rq.peer_ip = c->peer_ip;
@@ -729,8 +735,9 @@ static void forward(struct px_conn *c)
     ucfg.high = PX_BUF_HIGH;
     ucfg.low = PX_BUF_LOW;
     ucfg.head_request = r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4);
-    rc = px_uclient_start(&r->uc, ctx->upool, &ucfg, &uc_cbs, c,
-                          r->queue_ready ? &r->qw : NULL);
+    if (r->pool == NULL)
+        r->pool = ctx->upool; /* a reload's new pool serves the next requests */
+    rc = px_uclient_start(&r->uc, r->pool, &ucfg, &uc_cbs, c, r->queue_ready ? &r->qw : NULL);
     r->queue_ready = 0;
     if (rc == PX_UC_BUSY) {
         /* max_upstream_connections: queue, first come first served, under
@@ -741,7 +748,7 @@ static void forward(struct px_conn *c)
         }
         r->qw.cb = queue_granted;
         r->qw.arg = c;
-        px_upool_wait(ctx->upool, &r->qw);
+        px_upool_wait(r->pool, &r->qw);
         return;
     }
     if (c->tmode == T_QUEUE)
@@ -891,9 +898,22 @@ static void fence_decided(struct px_conn *c)
         pol_decide_check(g->dec, g->ticket.highest); /* STALE, with the highest */
         respond_rejection(c, g->dec);
         break;
+    case PX_FENCE_UNVERIFIED:
+        g->fenced = 0;
+        release_fence(c);
+        g->dec->verdict = POL_UNVERIFIED; /* 403, audited, nothing raised */
+        respond_rejection(c, g->dec);
+        break;
     case PX_FENCE_FAILED:
         g->fenced = 0;
         release_fence(c);
+        if (g->ticket.unreachable) {
+            /* The route's lock backend did not answer: fail closed. */
+            px_report_outcome(r->route_idx, PX_OUT_LOCK_BACKEND_FAILED);
+            audit(c, g->dec, "lock_backend_unavailable", 0);
+            respond_text(c, 503, "lock backend unavailable", 1);
+            break;
+        }
         if (g->ticket.full) {
             /* The store is at its maximum size: only new resources are
              * refused, and each refusal is audited. */
@@ -914,6 +934,23 @@ static void fence_decided(struct px_conn *c)
     }
 }
 
+/* The verifier of d's route (verify = URL), or NULL. Verifiers belong to
+ * the routes of the snapshot the proxy started with (a reload cannot change
+ * them): found by the route's name. */
+static const struct px_fence_verifier *gate_verifier(struct px_conn *c,
+                                                     const struct pol_decision *d)
+{
+    const struct pol_routes *rt;
+
+    if (c->ctx->verifiers == NULL || d->route == NULL || d->route->verify == NULL)
+        return NULL;
+    rt = c->ctx->verify_cfg->routes;
+    for (size_t i = 0; i < pol_routes_count(rt); i++)
+        if (strcmp(pol_routes_get(rt, i)->name, d->route->name) == 0)
+            return c->ctx->verifiers[i];
+    return NULL;
+}
+
 /* Admits the gates in order; forwards once every one has let the request
  * through (S1-S3 hold for each resource it writes). */
 static void admit_next(struct px_conn *c)
@@ -927,8 +964,9 @@ static void admit_next(struct px_conn *c)
         return;
     }
     g = &r->gates[r->gate_at];
-    fr = px_fence_admit(c->ctx->fence, g->dec->resource, g->dec->resource_len, g->dec->token,
-                        &g->ticket, fence_cb, c);
+    fr = px_fence_admit_verified(c->ctx->fence, g->dec->resource, g->dec->resource_len,
+                                 g->dec->token, gate_verifier(c, g->dec), &g->ticket, fence_cb,
+                                 c);
     g->ticket.result = fr;
     g->fenced = fr == PX_FENCE_GO || fr == PX_FENCE_WAIT;
     if (g->fenced)
@@ -984,8 +1022,9 @@ static int is_rejection(enum pol_verdict v)
 static int classify(struct px_conn *c, const char *path, size_t len, char **buf,
                     struct pol_decision *d)
 {
-    const struct px_config *cfg = c->ctx->cfg;
     struct px_req *r = c->req;
+    const struct px_config *cfg = r->cfg;
+    size_t tlen = strlen(cfg->token_header);
     struct pol_facts facts;
     size_t cap = 3 * len + 1; /* a byte may be re-written as %XX */
 
@@ -997,7 +1036,7 @@ static int classify(struct px_conn *c, const char *path, size_t len, char **buf,
     facts.method_len = r->h.method_len;
     for (unsigned i = 0; i < r->h.n_fields; i++) {
         const struct px_h1_field *f = &r->h.fields[i];
-        if (f->name_len == c->ctx->token_header_len && px_h1_name_is(f, cfg->token_header)) {
+        if (f->name_len == tlen && px_h1_name_is(f, cfg->token_header)) {
             if (facts.token_fields++ == 0) {
                 facts.token = f->value;
                 facts.token_len = f->value_len;
@@ -1066,7 +1105,7 @@ static void decide(struct px_conn *c)
 {
     struct px_ctx *ctx = c->ctx;
     struct px_req *r = c->req;
-    const struct px_config *cfg = ctx->cfg;
+    const struct px_config *cfg = r->cfg;
     const char *path = r->h.origin, *dpath;
     size_t len = r->h.origin_len, dlen;
     int dest;
@@ -1189,6 +1228,7 @@ static void process_head(struct px_conn *c)
         return;
     }
     memcpy(r->buf, p, h.head_len);
+    r->cfg = px_config_hold(ctx->cfg);
     r->h = h;
     head_rebase(&r->h, p, r->buf);
     evbuffer_drain(in, h.head_len);
@@ -1325,7 +1365,7 @@ static void timer_run(struct px_conn *c)
     }
     if (c->tmode == T_QUEUE) {
         c->tmode = T_OFF;
-        px_upool_cancel(c->ctx->upool, &c->req->qw);
+        px_upool_cancel(c->req->pool, &c->req->qw);
         release_fence(c);
         px_report_outcome(c->req->route_idx, PX_OUT_UPSTREAM_BUSY);
         px_clog_warn(c->id, c->peer, "no upstream connection within upstream_queue_timeout");

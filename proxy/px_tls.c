@@ -36,7 +36,8 @@
 
 struct tls_impl {
     struct px_transport tr;      /* tr.impl points here */
-    const struct px_config *cfg; /* borrowed */
+    const struct px_config *cfg; /* &own: the TLS keys only */
+    struct px_config own;        /* copies (a reload frees the snapshot) */
     int server;
     int host_is_ip;              /* client: name check by address */
     SSL_CTX *ctx;                /* current; every SSL holds its own reference */
@@ -428,6 +429,43 @@ static const struct px_transport_ops tls_ops = {
     .subject = tls_subject,
 };
 
+static void own_free(struct px_config *o)
+{
+    char **s[] = {&o->upstream, &o->upstream_host, &o->upstream_ca, &o->upstream_cert,
+                  &o->upstream_key, &o->tls_cert, &o->tls_key, &o->tls_ciphers,
+                  &o->tls_ciphersuites, &o->tls_client_ca};
+
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        free(*s[i]);
+        *s[i] = NULL;
+    }
+}
+
+/* Copies the keys this module reads from cfg into o (zeroed). 0 / -1. */
+static int own_copy(struct px_config *o, const struct px_config *cfg)
+{
+    const char *from[] = {cfg->upstream, cfg->upstream_host, cfg->upstream_ca,
+                          cfg->upstream_cert, cfg->upstream_key, cfg->tls_cert, cfg->tls_key,
+                          cfg->tls_ciphers, cfg->tls_ciphersuites, cfg->tls_client_ca};
+    char **to[] = {&o->upstream, &o->upstream_host, &o->upstream_ca, &o->upstream_cert,
+                   &o->upstream_key, &o->tls_cert, &o->tls_key, &o->tls_ciphers,
+                   &o->tls_ciphersuites, &o->tls_client_ca};
+
+    memset(o, 0, sizeof(*o));
+    o->upstream_tls = cfg->upstream_tls;
+    o->tls_min_version = cfg->tls_min_version;
+    o->tls_verify_client = cfg->tls_verify_client;
+    o->tls_session_cache = cfg->tls_session_cache;
+    o->tls_session_timeout_ms = cfg->tls_session_timeout_ms;
+    for (size_t i = 0; i < sizeof to / sizeof to[0]; i++) {
+        if (from[i] != NULL && (*to[i] = strdup(from[i])) == NULL) {
+            own_free(o);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static struct px_transport *tls_new(const struct px_config *cfg, int server, char *err,
                                     size_t errlen)
 {
@@ -443,7 +481,12 @@ static struct px_transport *tls_new(const struct px_config *cfg, int server, cha
     }
     impl->tr.ops = &tls_ops;
     impl->tr.impl = impl;
-    impl->cfg = cfg;
+    if (own_copy(&impl->own, cfg) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    impl->cfg = &impl->own;
+    cfg = impl->cfg;
     impl->server = server;
     if (!server)
         impl->host_is_ip = inet_pton(AF_INET, cfg->upstream_host, a) == 1 ||
@@ -453,6 +496,8 @@ static struct px_transport *tls_new(const struct px_config *cfg, int server, cha
         goto fail;
     return &impl->tr;
 fail:
+    if (impl != NULL)
+        own_free(&impl->own);
     free(impl);
     return NULL;
 }
@@ -500,6 +545,7 @@ void px_tls_free(struct px_transport **t)
     impl = (*t)->impl;
     SSL_SESSION_free(impl->session);
     SSL_CTX_free(impl->ctx);
+    own_free(&impl->own);
     free(impl);
     *t = NULL;
 }

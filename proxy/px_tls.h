@@ -17,17 +17,19 @@ struct px_config;
 struct px_transport;
 
 /* A server transport from cfg's [tls] section (cfg->tls_cert set). The
- * files are read now. Returns NULL with a message in err. cfg is borrowed
- * and outlives the transport. Free with px_tls_free(). */
+ * files are read now. Returns NULL with a message in err. What it needs of
+ * cfg is copied (a reload may free cfg). Free with px_tls_free(). */
 struct px_transport *px_tls_server_new(const struct px_config *cfg, char *err, size_t errlen);
 
 /* A client transport to cfg's https upstream (cfg->upstream_tls set):
  * upstream_ca, upstream_cert/upstream_key, [tls] min_version; SNI and the
  * certificate's name are cfg->upstream_host. NULL with a message in err.
- * cfg is borrowed and outlives it. Free with px_tls_free(). */
+ * cfg is copied. Free with px_tls_free(). */
 struct px_transport *px_tls_client_new(const struct px_config *cfg, char *err, size_t errlen);
 
-/* Rereads the certificates, keys and CA files (SIGHUP). New connections use
+/* Rereads the certificates, keys and CA files (SIGHUP), from the paths of
+ * the config the transport was made with ([tls] and the upstream_* keys
+ * cannot change on a reload; the files behind them can). New connections use
  * them; established ones keep their session. When a file is bad the old
  * ones stay and the error is logged. Returns 0, or -1 (kept the old). */
 int px_tls_reload(struct px_transport *t);

@@ -32,7 +32,15 @@ struct px_upool {
     size_t n_granted;              /* waiters a connection is kept for */
     size_t n_waiting;
     TAILQ_HEAD(, px_upool_waiter) waiters;
+    int retired;                   /* replaced by a reload: drains, then frees itself */
 };
+
+/* A retired pool goes once nothing refers to it. */
+static void maybe_free(struct px_upool *p)
+{
+    if (p->retired && p->n_open == 0 && p->n_waiting == 0 && p->n_granted == 0)
+        free(p);
+}
 
 /* Connections a new exchange could have now: idle ones plus room. */
 static size_t free_slots(const struct px_upool *p)
@@ -91,7 +99,24 @@ void px_upool_cancel(struct px_upool *p, struct px_upool_waiter *w)
         w->granted = 0;
         p->n_granted--;
         grant(p);
+    } else {
+        return; /* neither: p may be gone (a retired pool), do not touch it */
     }
+    maybe_free(p);
+}
+
+void px_upool_retire(struct px_upool *p)
+{
+    while (p->idle_head != NULL)
+        px_upool_close(p->idle_head); /* not retired yet: p stays */
+    p->retired = 1;
+    maybe_free(p);
+}
+
+void px_upool_set_max(struct px_upool *p, size_t max_conns)
+{
+    p->max_conns = max_conns;
+    grant(p);
 }
 
 size_t px_upool_open(const struct px_upool *p)
@@ -173,6 +198,7 @@ void px_upool_close(struct px_uconn *u)
     }
     free(u);
     grant(p); /* room for a queued request */
+    maybe_free(p);
 }
 
 void px_upool_free(struct px_upool *p)
@@ -243,6 +269,10 @@ void px_upool_put(struct px_uconn *u)
     struct px_upool *p = u->pool;
     struct timeval tv, now;
 
+    if (p->retired) {
+        px_upool_close(u); /* the reload's new pool serves from now on */
+        return;
+    }
     event_base_gettimeofday_cached(p->base, &now);
     tv.tv_sec = (time_t)(p->idle_ms / 1000);
     tv.tv_usec = (suseconds_t)(p->idle_ms % 1000) * 1000;

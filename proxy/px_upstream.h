@@ -61,8 +61,19 @@ int px_upool_may_start(struct px_upool *p, struct px_upool_waiter *w);
 void px_upool_wait(struct px_upool *p, struct px_upool_waiter *w);
 
 /* Withdraws w, queued or granted (a grant passes to the next waiter).
- * Accepts a waiter never queued. */
+ * Accepts a waiter never queued or already served, and then does not touch
+ * p (which may be a retired pool that is gone). */
 void px_upool_cancel(struct px_upool *p, struct px_upool_waiter *w);
+
+/* A reload replaced the pool: idle connections close now, lent ones close
+ * when they come back, queued requests are still served by it, and the
+ * pool frees itself once nothing is open, queued or granted. The caller
+ * must not use p after this except through connections and waiters it
+ * already holds. */
+void px_upool_retire(struct px_upool *p);
+
+/* Changes the bound (a reload); queued requests are granted what it frees. */
+void px_upool_set_max(struct px_upool *p, size_t max_conns);
 
 /* Connections open now (idle and lent) and requests queued. */
 size_t px_upool_open(const struct px_upool *p);

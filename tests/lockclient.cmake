@@ -42,3 +42,9 @@ fence_test(test_etcd_tls
   SOURCES lockclient/test_etcd_tls.c
   LIBS fencetestsupport fencelock_lib fenceetcd
   TIMEOUT 120)
+# The Redlock backend against five real redis-servers per test.
+fence_test(test_lock_redlock
+  SOURCES lockclient/test_lock_redlock.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_redlock fencelock)

@@ -4,7 +4,10 @@
  * tokens rising in order of entry, FIFO hand-over with waiters listed in
  * order, a try-lock and a timed-out wait that leave no node, verify, the CLI's
  * lines and exit codes, a lock left to the session timeout by `fencelock
- * acquire`, and loss after SIGSTOP past the session timeout (exit 75). */
+ * acquire`, loss after SIGSTOP past the session timeout (exit 75), and a
+ * create whose connection is cut after the server got it (a fault-injecting
+ * relay in this process) that finds its own node again instead of leaving an
+ * orphan that blocks the queue. */
 #include <criterion/criterion.h>
 #include <criterion/hooks.h>
 #include <errno.h>
@@ -15,6 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -456,4 +463,181 @@ Test(lockzk, unreachable_server_exits_69_naming_it)
     rc = lf_cli(&F, args, NULL, OUT, sizeof OUT, ERR, sizeof ERR, 20000);
     cr_expect_eq(rc, 69, "exit %d: %s", rc, ERR);
     cr_expect(strstr(ERR, url + 5) != NULL, "message lacks the address: %s", ERR);
+}
+
+/* ---- a fault-injecting TCP relay between the client and ZooKeeper ----
+ * One connection at a time (a ZooKeeper client has one). Client-to-server
+ * bytes are parsed as ZooKeeper frames (4-byte length, then for every frame
+ * after the connect request an xid and an op type). While armed, the first
+ * create (op 1) or create2 (op 15) of a lock-* node is forwarded, the server's answer is
+ * swallowed for 300 ms (the node exists on the server by then) and both
+ * sockets are closed: the client sees a connection loss in the middle of
+ * its create. Later connections are relayed untouched. */
+struct relay {
+    int lfd, port, upstream;
+    atomic_int stop, armed, creates, cuts;
+    pthread_t thread;
+};
+
+static int relay_pump(struct relay *r, int cfd, int sfd)
+{
+    unsigned char in[65536];
+    size_t have = 0;
+    int first = 1;
+
+    while (!atomic_load(&r->stop)) {
+        struct pollfd p[2] = {{cfd, POLLIN, 0}, {sfd, POLLIN, 0}};
+        ssize_t n;
+
+        if (poll(p, 2, 100) < 0)
+            return -1;
+        if (p[1].revents) {
+            char buf[65536];
+
+            n = recv(sfd, buf, sizeof buf, 0);
+            if (n <= 0 || ts_send_all(cfd, buf, (size_t)n) < 0)
+                return 0;
+        }
+        if (!p[0].revents)
+            continue;
+        n = recv(cfd, in + have, sizeof in - have, 0);
+        if (n <= 0)
+            return 0;
+        have += (size_t)n;
+        /* Forward whole frames only, so a cut falls right after one. */
+        for (;;) {
+            uint32_t len;
+            size_t whole;
+
+            if (have < 4)
+                break;
+            len = (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
+            whole = 4 + (size_t)len;
+            if (whole > sizeof in)
+                return -1;
+            if (have < whole)
+                break;
+            if (ts_send_all(sfd, in, whole) < 0)
+                return 0;
+            if (!first && len >= 8) {
+                int op = (int)((uint32_t)in[8] << 24 | (uint32_t)in[9] << 16 |
+                               (uint32_t)in[10] << 8 | in[11]);
+
+                uint32_t plen = len >= 12 ? (uint32_t)in[12] << 24 | (uint32_t)in[13] << 16 |
+                                                (uint32_t)in[14] << 8 | in[15]
+                                          : 0;
+
+                /* A create of a queue node (not of a parent). */
+                if ((op == 1 || op == 15) && plen < len - 12 &&
+                    memmem(in + 16, plen, "/lock-", 6) != NULL) {
+                    atomic_fetch_add(&r->creates, 1);
+                    if (atomic_exchange(&r->armed, 0)) {
+                        char buf[4096];
+                        int64_t t0 = fl_now_ms();
+
+                        while (fl_now_ms() - t0 < 300) {
+                            struct pollfd q = {sfd, POLLIN, 0};
+
+                            if (poll(&q, 1, 50) > 0 && recv(sfd, buf, sizeof buf, 0) <= 0)
+                                break;
+                        }
+                        atomic_fetch_add(&r->cuts, 1);
+                        return 0;
+                    }
+                }
+            }
+            first = 0;
+            memmove(in, in + whole, have - whole);
+            have -= whole;
+        }
+    }
+    return 0;
+}
+
+static void *relay_main(void *arg)
+{
+    struct relay *r = arg;
+
+    while (!atomic_load(&r->stop)) {
+        struct pollfd p = {r->lfd, POLLIN, 0};
+        int cfd, sfd;
+
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        cfd = accept(r->lfd, NULL, NULL);
+        if (cfd < 0)
+            continue;
+        sfd = ts_connect(r->upstream);
+        if (sfd >= 0)
+            relay_pump(r, cfd, sfd);
+        close(cfd);
+        if (sfd >= 0)
+            close(sfd);
+    }
+    return NULL;
+}
+
+static void relay_start(struct relay *r, int upstream)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+
+    memset(r, 0, sizeof *r);
+    r->upstream = upstream;
+    r->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(r->lfd, 0);
+    cr_assert_eq(bind(r->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(r->lfd, 4), 0);
+    cr_assert_eq(getsockname(r->lfd, (struct sockaddr *)&a, &alen), 0);
+    r->port = ntohs(a.sin_port);
+    cr_assert_eq(pthread_create(&r->thread, NULL, relay_main, r), 0);
+}
+
+static void relay_stop(struct relay *r)
+{
+    atomic_store(&r->stop, 1);
+    pthread_join(r->thread, NULL);
+    close(r->lfd);
+}
+
+Test(lockzk, connection_lost_during_create_finds_its_own_node_no_orphan)
+{
+    struct fl_client *direct = client(), *c;
+    struct fl_lease *l = NULL, *next = NULL;
+    struct fl_lock_status st;
+    struct relay r;
+    char url[64], err[256];
+    int rc;
+
+    /* The server was started by the runner: its port comes with the URL. */
+    cr_assert_not_null(strrchr(ZURL, ':'));
+    relay_start(&r, atoi(strrchr(ZURL, ':') + 1));
+    snprintf(url, sizeof url, "zk://127.0.0.1:%d", r.port);
+    c = fl_client_new(url, err, sizeof err);
+    cr_assert_not_null(c, "%s", err);
+    fl_client_set_timeout(c, 5000);
+    /* A first lock sets up the session and the parents through the relay. */
+    cr_assert_eq(fl_acquire(c, "warm", 10000, 0, &l), FL_OK, "%s", fl_client_error(c));
+    cr_assert_eq(fl_release(c, l), FL_OK);
+    fl_lease_free(&l);
+    atomic_store(&r.creates, 0);
+    atomic_store(&r.armed, 1);
+    rc = fl_acquire(c, "P", 10000, 0, &l);
+    cr_assert_eq(rc, FL_OK, "acquire after the cut: %s", fl_client_error(c));
+    cr_expect_eq(atomic_load(&r.cuts), 1, "the relay did not cut the create");
+    cr_expect_eq(atomic_load(&r.creates), 1, "a second create: the first node is an orphan");
+    cr_assert_eq(fl_status(direct, "P", &st), FL_OK, "%s", fl_client_error(direct));
+    cr_expect_eq(st.held, 1);
+    cr_expect_str_eq(st.owner, l->owner, "the holder is not the node the cut create made");
+    cr_expect_eq(st.token, l->token);
+    cr_expect_eq(st.waiters, 0, "an orphan node waits behind the holder");
+    cr_assert_eq(fl_release(c, l), FL_OK, "%s", fl_client_error(c));
+    /* Nothing blocks the queue: another client gets the lock at once. */
+    cr_expect_eq(fl_acquire(direct, "P", 10000, 0, &next), FL_OK, "%s", fl_client_error(direct));
+    fl_release(direct, next);
+    fl_lease_free(&next);
+    fl_lease_free(&l);
+    fl_client_free(&c);
+    fl_client_free(&direct);
+    relay_stop(&r);
 }
