@@ -62,6 +62,9 @@ struct px_ctx {
     /* Called by px_conn when its last connection is gone (a draining
      * server stops then). Set by px_server. */
     void (*conns_gone)(struct px_ctx *ctx);
+    /* px_server_reload(), for the admin listener's POST /reload (set by
+     * px_server, so px_admin need not include it). */
+    int (*reload)(struct px_ctx *ctx, char *err, size_t errlen);
     uint64_t next_conn_id;
     uint64_t rid_base;               /* random, for X-Request-Id */
     uint64_t rid_counter;

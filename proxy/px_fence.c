@@ -611,3 +611,35 @@ int px_fence_set(struct px_fence *f, const char *key, size_t klen, uint64_t toke
     res_touch(r); /* applies it now if nothing is admitted on r */
     return 0;
 }
+
+struct each_ctx {
+    void (*fn)(const struct px_fence_view *v, void *arg);
+    void *arg;
+};
+
+static void each_one(const struct fc_hmap_node *n, void *arg)
+{
+    const struct px_fence_res *r = (const struct px_fence_res *)(const void *)n;
+    const struct each_ctx *e = arg;
+    const struct px_fence_ticket *t;
+    struct px_fence_view v;
+
+    memset(&v, 0, sizeof(v));
+    v.key = r->key;
+    v.klen = r->klen;
+    v.highest = r->highest;
+    v.durable = r->durable;
+    v.inflight = r->active;
+    v.inflight_token = r->active_token;
+    TAILQ_FOREACH(t, &r->waiting, link)
+        v.waiting++;
+    e->fn(&v, e->arg);
+}
+
+void px_fence_each(const struct px_fence *f, size_t limit,
+                   void (*fn)(const struct px_fence_view *v, void *arg), void *arg)
+{
+    struct each_ctx e = {fn, arg};
+
+    fc_hmap_each(f->table, limit, each_one, &e);
+}

@@ -543,6 +543,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
     snprintf(ctx->reload_result, sizeof(ctx->reload_result), "none yet");
     ctx->client_tr = &px_transport_tcp;
     ctx->conns_gone = conns_gone;
+    ctx->reload = px_server_reload;
     ctx->conns = px_conn_set_new();
     if (ctx->conns == NULL) {
         snprintf(err, errlen, "out of memory");
