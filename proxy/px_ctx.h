@@ -41,6 +41,7 @@ struct px_ctx {
     struct px_upool *upool;
     struct st_store *store;
     struct event *store_ev;
+    int store_unreachable;        /* last seen st_store_unreachable(), for the log */
     struct px_fence *fence;
     struct px_audit *audit;          /* NULL when audit is off */
     struct px_logw *access;          /* NULL when the access log is off */

@@ -281,10 +281,12 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
                 ticket_finish(t, PX_FENCE_FAILED);
             }
         }
-        /* A full store refused a new resource's advance and has not failed:
-         * nothing above the durable highest went through, so the next
-         * request may try again (S1 holds against the durable highest). */
-        if (rc == ST_STORE_EFULL && r->pending == 0)
+        /* A full store refused a new resource's advance, or an unreachable
+         * one (etcd) did not answer, and it has not failed: nothing above
+         * the durable highest went through, so the next request may try
+         * again (S1 holds against the durable highest; an advance that did
+         * land in etcd comes back as the highest of the next one). */
+        if ((rc == ST_STORE_EFULL || rc == ST_STORE_EUNAVAIL) && r->pending == 0)
             r->highest = r->durable;
         res_touch(r);
         return;
