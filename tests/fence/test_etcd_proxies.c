@@ -142,6 +142,14 @@ Test(etcdpx, etcd_down_gives_503_and_nothing_forwarded)
     memset(&r, 0, sizeof r);
     cr_expect_eq(put(2, 10, "z", &r), 503, "P3 has not loaded the resource: no local answer");
     ts_resp_free(&r);
+    /* The same token again: still 503 (the advance of 11 may have landed,
+     * so P1 neither forgets it nor forwards it without an answer). */
+    memset(&r, 0, sizeof r);
+    cr_expect_eq(put(0, 11, "y", &r), 503, "retry of 11 without etcd");
+    ts_resp_free(&r);
+    memset(&r, 0, sizeof r);
+    cr_expect_eq(put(0, 10, "y", &r), 409, "10 is below the 11 whose outcome is unknown");
+    ts_resp_free(&r);
     cr_expect_eq(ts_upstream_count(up), before, "something was forwarded without etcd");
     memset(&r, 0, sizeof r);
     cr_expect_eq(ts_http_get(px[0].admin_port, "/healthz", &r), 503);
