@@ -42,11 +42,11 @@
 #endif
 #define TTL 4       /* lease TTL */
 #define MARGIN 1    /* self-fencing and lock-delay margin */
-#define UT 2        /* upstream_timeout */
+#define UT 3        /* upstream_timeout */
 #define HWAIT 3     /* bounded wait of a hand-over request, then 503 */
-#define MAXT 12     /* ticks explored */
-#define MAXTOK 3    /* tokens 1..MAXTOK */
-#define NREQ 2      /* requests per proxy */
+#define MAXT 10     /* ticks explored */
+#define MAXTOK 2    /* tokens 1..MAXTOK */
+#define NREQ 1      /* requests per proxy */
 #define NONE 255
 
 byte now = 0;
@@ -163,7 +163,8 @@ proctype Keep(byte p)
 end:
     do
     :: atomic {
-        now <= lease_exp[p] && fence_at[p] < now + TTL - MARGIN ->
+        /* renews one tick before its deadline, or later if it was paused */
+        now <= lease_exp[p] && now + 1 >= fence_at[p] && fence_at[p] < now + TTL - MARGIN ->
         lease_exp[p] = now + TTL;
         fence_at[p] = now + TTL - MARGIN
        }
