@@ -53,8 +53,7 @@ CPU_PROXY=${BENCH_CPU_PROXY:-0}
 CPU_LOAD=${BENCH_CPU_LOAD:-1}
 TMP_PARENT=${BENCH_TMPDIR:-/var/tmp}
 
-say() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+source "$BENCH/lib.sh"
 
 while getopts "b:r:d:kp:h" opt; do
     case $opt in
@@ -85,20 +84,10 @@ PIDS=()
 WRK_PID=""
 
 cleanup() {
-    local rc=$? pid
+    local rc=$?
     trap - EXIT INT TERM
     if [[ -n $WRK_PID ]]; then kill "$WRK_PID" 2>/dev/null || true; fi
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    # Bounded wait (5 s), then KILL what is left.
-    for _ in $(seq 50); do
-        local alive=0
-        for pid in "${PIDS[@]}"; do
-            if kill -0 "$pid" 2>/dev/null; then alive=1; fi
-        done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    stop_pids "${PIDS[@]}"
     if ((KEEP)); then
         say "kept $WORK"
     else
@@ -110,67 +99,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# port_busy PORT: true when something accepts connections on 127.0.0.1:PORT.
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 30000))
-        if [[ $USED_PORTS != *" $p "* ]] && ! port_busy "$p"; then
-            USED_PORTS+="$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
 UP_PORT=$(free_port)
 NGX_PORT=$(free_port)
 FP_PORT=$(free_port)
 FP_ADMIN=$(free_port)
-
-# wait_http URL: polls until URL answers at all (any status), 5 s at most.
-wait_http() {
-    for _ in $(seq 100); do
-        if curl -s -o /dev/null --max-time 1 "$1"; then return 0; fi
-        sleep 0.05
-    done
-    return 1
-}
-
-user_line=""
-if [[ $(id -u) -eq 0 ]]; then user_line="user root;"; fi
-
-# write_nginx_conf DIR SERVER_BLOCK...: a one-worker nginx whose files all live
-# in DIR. keepalive_requests is raised on every side: nginx's default (1000)
-# would make nginx, and only nginx, close client connections every 1000
-# requests.
-write_nginx_conf() {
-    local dir=$1
-    shift
-    mkdir -p "$dir/tmp"
-    cat >"$dir/nginx.conf" <<EOF
-$user_line
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    default_type application/octet-stream;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-$*
-}
-EOF
-}
 
 mkdir -p "$WORK/up/www"
 head -c 1024 /dev/zero | tr '\0' 'a' >"$WORK/up/www/1k.bin"
@@ -427,7 +359,7 @@ cat <<EOF
 ### Run
 - fenceproxy: $PROXY_BIN (built $(date -r "$PROXY_BIN" '+%F %T')); repository HEAD at run time: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
 - $ROUNDS rounds x ${DURATION} s per run, interleaved; medians over the rounds; measured in ${elapsed} s
-- machine: $ncpu CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)
+- machine: $(machine_desc)
 - store: $(df -PT "$WORK" | awk 'NR == 2 { print $2 }') under $TMP_PARENT; $(nginx -v 2>&1 | sed 's/^nginx version: //'); $(wrk -v 2>&1 | head -n 1 | awk '{ print "wrk " $2 }')
 - pinning: proxy under test (nginx or fenceproxy) on CPU $CPU_PROXY; upstream nginx and wrk on CPU $CPU_LOAD
 - 1-minute load average before each run: $(awk -F'\t' 'NR > 1 { v = $12 + 0; if (n++ == 0 || v < min) min = v; if (v > max) max = v } END { print "min " min ", max " max }' "$RESULTS")

@@ -1,7 +1,9 @@
 /* fencelock.h: the public API of libfencelock. A client talks to one lock
  * backend given by URL
  * (redis://[user:password@|:password@]host[:port][/db] or
- * etcd://host:port[,host:port...]),
+ * etcd://host:port[,host:port...] or zk://host:port[,host:port...][/chroot]
+ * or redlock://host:port,host:port,... with an odd number >= 3 of Redis
+ * masters),
  * takes named locks as leases, each with a fencing token that strictly
  * increases per lock name, renews them (by hand or with a watchdog thread)
  * and releases them. Storage servers compare those tokens (see fenceproxy) so

@@ -53,6 +53,8 @@ static void usage(FILE *f)
                "      --http-proxy: CMD's plain-HTTP requests go through a local proxy\n"
                "      that adds Fencing-Token (HTTP_PROXY and http_proxy are set)\n"
                "backend: --backend URL, else $FENCE_BACKEND, else " DEFAULT_BACKEND "\n"
+               "  redis://[[user]:password@]host[:port][/db], etcd://host:port[,...],\n"
+               "  zk://host:port[,...][/chroot], redlock://host:port,host:port,host:port[,...]\n"
                "exit: 0 ok, 1 not acquired/not owner, 2 usage, 69 backend unreachable,\n"
                "      75 lock lost during run\n");
 }

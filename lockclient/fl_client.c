@@ -27,8 +27,9 @@ struct fl_client {
     char err[512];
 };
 
-static const struct fl_backend_ops *const backends[] = {&fl_redis_ops, &fl_etcd_ops};
-#define SCHEMES "redis://, etcd://"
+static const struct fl_backend_ops *const backends[] = {&fl_redis_ops, &fl_etcd_ops, &fl_zk_ops,
+                                                          &fl_redlock_ops};
+#define SCHEMES "redis://, etcd://, zk://, redlock://"
 
 int64_t fl_now_ms(void)
 {
@@ -209,9 +210,14 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
 
         c->ops->cancel(c->b, name, l->owner, ignored, sizeof ignored);
     }
-    if (rc == FL_ERR_NOT_ACQUIRED)
-        snprintf(c->err, sizeof c->err, "lock '%s' is held; not acquired within %llu ms", name,
-                 (unsigned long long)wait_ms);
+    if (rc == FL_ERR_NOT_ACQUIRED) {
+        /* The backend's reason (a holder, or no validity left) is kept. */
+        char why[sizeof c->err];
+
+        snprintf(why, sizeof why, "%s", c->err);
+        snprintf(c->err, sizeof c->err, "not acquired within %llu ms: %.400s",
+                 (unsigned long long)wait_ms, why[0] ? why : "lock is held");
+    }
     if (rc != FL_OK)
         goto out;
     l->token = g.token;

@@ -3,12 +3,13 @@
  * SHA1 is computed here, so no SCRIPT LOAD round trip), falling back to EVAL
  * when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH). Keys are
  * fence:{NAME}:lock (value: owner id, with a PX expiry), fence:{NAME}:token
- * (the counter, no expiry) and fence:{NAME}:wake (a list that release pushes
+ * (the last token issued, no expiry) and fence:{NAME}:wake (a list that release pushes
  * one element to, so a waiter blocked in BLPOP wakes at once); the {NAME}
  * hash tag keeps all three in one cluster slot so a script may touch them.
  * The session of a hold is its owner id, kept alive per lock by PEXPIRE.
  * Owns one hiredis context, dropped after any I/O error and reopened by the
- * next call. */
+ * next call. Also serves fl_redlock.c one node at a time through
+ * fl_redis_internal.h, so hiredis stays in this file. */
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -19,9 +20,18 @@
 #include <sys/time.h>
 
 #include "fl_backend.h"
+#include "fl_redis_internal.h"
 
-/* SET NX PX then INCR, only on success: the token is issued atomically with
- * the lock, so tokens strictly increase per name across owners. Returns the
+/* SET NX PX then the next token, only on success: the token is issued
+ * atomically with the lock, so tokens strictly increase per name across
+ * owners. The next token is max(counter + 1, Redis TIME in microseconds):
+ * a counter lost with a restart without persistence, or rewound to an RDB
+ * snapshot by kill -9, restarts above every token issued before, as long as
+ * Redis's wall clock has not stepped back by more than the time the restart
+ * took, and no name is acquired more than once per microsecond on average
+ * (one script per acquire and one per release keep far below that); A3 in
+ * docs/safety.md, the design in docs/lockclient.md. Lua numbers are doubles:
+ * exact below 2^53 us, i.e. until the year 2255. Returns the
  * token (> 0), or -1 - PTTL if the lock is held by another owner (so a
  * waiter knows how long to block at most). If this very owner already holds
  * it (a retry after the reply to the first try was lost; owner ids are unique
@@ -31,7 +41,12 @@
 static const char script_acquire[] =
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
     "  redis.call('DEL', KEYS[3])\n"
-    "  return redis.call('INCR', KEYS[2])\n"
+    "  local t = redis.call('TIME')\n"
+    "  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "  local n = tonumber(redis.call('GET', KEYS[2]) or '0') + 1\n"
+    "  if now > n then n = now end\n"
+    "  redis.call('SET', KEYS[2], string.format('%.0f', n))\n"
+    "  return n\n"
     "end\n"
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
@@ -58,8 +73,8 @@ static const char script_release[] = "if redis.call('GET', KEYS[1]) == ARGV[1] t
                                      "end\n"
                                      "return 0\n";
 
-/* The holder's token is the counter while the lock key exists: acquire
- * increments only when it sets the key. */
+/* The holder's token is the last token issued while the lock key exists:
+ * acquire writes a new one only when it sets the key. */
 static const char script_verify[] = "if not redis.call('GET', KEYS[1]) then return 0 end\n"
                                     "if redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end\n"
                                     "return 0\n";
@@ -72,10 +87,30 @@ static const char script_status[] = "local o = redis.call('GET', KEYS[1])\n"
                                     "if not t then t = '0' end\n"
                                     "return {o, p, t}\n";
 
-enum { SCRIPT_ACQUIRE, SCRIPT_RENEW, SCRIPT_RELEASE, SCRIPT_STATUS, SCRIPT_VERIFY, SCRIPT_COUNT };
+/* Redlock's second phase (fl_redlock.c): while this owner still holds the
+ * lock on this node, raise the token to ARGV[2] (the maximum the holder saw
+ * over its majority), so the next holder's acquire on this node issues a
+ * token above it. 1 if raised or already there, 0 if the lock has another
+ * owner or none. */
+static const char script_raise[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "local t = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+    "local w = tonumber(ARGV[2])\n"
+    "if w > t then redis.call('SET', KEYS[2], string.format('%.0f', w)) end\n"
+    "return 1\n";
 
-static const char *const scripts[SCRIPT_COUNT] = {script_acquire, script_renew, script_release,
-                                                  script_status, script_verify};
+enum {
+    SCRIPT_ACQUIRE,
+    SCRIPT_RENEW,
+    SCRIPT_RELEASE,
+    SCRIPT_STATUS,
+    SCRIPT_VERIFY,
+    SCRIPT_RAISE,
+    SCRIPT_COUNT
+};
+
+static const char *const scripts[SCRIPT_COUNT] = {script_acquire, script_renew,  script_release,
+                                                  script_status,  script_verify, script_raise};
 
 struct fl_backend {
     redisContext *ctx; /* NULL when not connected */
@@ -87,6 +122,7 @@ struct fl_backend {
     char address[300];
     char sha[SCRIPT_COUNT][41];
     uint64_t timeout_ms;
+    int stale; /* the last I/O error was a closed connection, not a timeout */
 };
 
 static void redis_free(struct fl_backend *b)
@@ -233,6 +269,8 @@ static redisReply *command(struct fl_backend *b, int argc, const char **argv, co
     if (r == NULL) {
         snprintf(err, errlen, "redis at %s: %s", b->address,
                  b->ctx->errstr[0] ? b->ctx->errstr : "I/O error");
+        b->stale = b->ctx->err == REDIS_ERR_EOF ||
+                   (b->ctx->err == REDIS_ERR_IO && (errno == ECONNRESET || errno == EPIPE));
         drop(b);
     }
     return r;
@@ -588,3 +626,100 @@ const struct fl_backend_ops fl_redis_ops = {
     .address = redis_address,
     .free = redis_free,
 };
+
+/* ---- one node of a Redlock (fl_redis_internal.h) ---- */
+
+#define NODE(n) ((struct fl_backend *)(n))
+
+struct fl_redis_node *fl_redis_node_open(const char *url, char *err, size_t errlen)
+{
+    return (struct fl_redis_node *)redis_open(url, err, errlen);
+}
+
+void fl_redis_node_free(struct fl_redis_node *n)
+{
+    redis_free(NODE(n));
+}
+
+int fl_redis_node_connect(struct fl_redis_node *n, uint64_t timeout_ms, char *err, size_t errlen)
+{
+    return redis_connect(NODE(n), timeout_ms, err, errlen);
+}
+
+const char *fl_redis_node_address(const struct fl_redis_node *n)
+{
+    return ((const struct fl_backend *)n)->address;
+}
+
+int fl_redis_node_stale(struct fl_redis_node *n)
+{
+    int s = NODE(n)->stale;
+
+    NODE(n)->stale = 0;
+    return s;
+}
+
+int fl_redis_node_try(struct fl_redis_node *n, const char *name, const char *owner,
+                      uint64_t ttl_ms, uint64_t *token, int64_t *pttl_ms, char *err,
+                      size_t errlen)
+{
+    struct fl_backend *b = NODE(n);
+    char ttl[24];
+    const char *args[2] = {owner, ttl};
+    redisReply *r = NULL;
+    int rc;
+
+    snprintf(ttl, sizeof ttl, "%" PRIu64, ttl_ms);
+    rc = run_script(b, SCRIPT_ACQUIRE, name, 2, args, &r, err, errlen);
+    if (rc != FL_OK)
+        return rc;
+    if (want_integer(b, r, err, errlen) < 0) {
+        rc = FL_ERR_BACKEND;
+    } else if (r->integer > 0) {
+        *token = (uint64_t)r->integer;
+    } else {
+        *pttl_ms = -1 - r->integer;
+        rc = FL_ERR_NOT_ACQUIRED;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int fl_redis_node_raise(struct fl_redis_node *n, const char *name, const char *owner,
+                        uint64_t token, char *err, size_t errlen)
+{
+    char tok[24];
+
+    snprintf(tok, sizeof tok, "%" PRIu64, token);
+    return compare_and_act(NODE(n), SCRIPT_RAISE, name, owner, tok, err, errlen);
+}
+
+int fl_redis_node_renew(struct fl_redis_node *n, const char *name, const char *owner,
+                        uint64_t ttl_ms, char *err, size_t errlen)
+{
+    struct fl_grant g;
+
+    return redis_renew(NODE(n), name, owner, ttl_ms, &g, err, errlen);
+}
+
+int fl_redis_node_release(struct fl_redis_node *n, const char *name, const char *owner, char *err,
+                          size_t errlen)
+{
+    return redis_release(NODE(n), name, owner, err, errlen);
+}
+
+int fl_redis_node_status(struct fl_redis_node *n, const char *name, struct fl_lock_status *st,
+                         char *err, size_t errlen)
+{
+    return redis_status(NODE(n), name, st, err, errlen);
+}
+
+int fl_redis_node_wait(struct fl_redis_node *n, const char *name, int64_t wait_ms, char *err,
+                       size_t errlen)
+{
+    struct fl_backend *b = NODE(n);
+
+    if (b->ctx == NULL && redis_connect(b, b->timeout_ms, err, errlen) != FL_OK)
+        return FL_ERR_BACKEND;
+    return wait_wake(b, name, wait_ms, err, errlen);
+}

@@ -260,7 +260,12 @@ static const struct reject_kind *reject_kind(enum pol_verdict v)
         "The path could name more than one object on this route (dot or empty segment, "
         "escaped slash, backslash or control byte)"};
 
+    static const struct reject_kind unverified = {
+        403, "Forbidden", "unverified_token", "UnverifiedFencingToken",
+        "The lock service does not confirm this fencing token as the current holder's"};
+
     switch (v) {
+    case POL_UNVERIFIED: return &unverified;
     case POL_STALE: return &stale;
     case POL_MISSING: return &missing;
     case POL_MALFORMED: return &malformed;
@@ -283,6 +288,10 @@ static int json_body(const struct pol_decision *d, const struct reject_kind *k, 
     if (d->verdict == POL_STALE) {
         int n = snprintf(num, sizeof num, "\",\"token\":%" PRIu64 ",\"highest\":%" PRIu64 "}",
                          d->token, d->highest);
+        return buf_append(buf, blen, bcap, num, (size_t)n);
+    }
+    if (d->verdict == POL_UNVERIFIED) {
+        int n = snprintf(num, sizeof num, "\",\"token\":%" PRIu64 "}", d->token);
         return buf_append(buf, blen, bcap, num, (size_t)n);
     }
     return buf_append(buf, blen, bcap, "\"}", 2);

@@ -20,8 +20,10 @@ enum pol_verdict {
     POL_STALE,      /* token < highest: 409 */
     POL_ACCEPT,     /* token == highest: forward */
     POL_ADVANCE,    /* token > highest: record, then forward */
-    POL_BAD_TARGET  /* the target (or Destination) is a spelling that its
+    POL_BAD_TARGET, /* the target (or Destination) is a spelling that its
                        normalized route refuses (POL_TARGET_AMBIGUOUS): 400 */
+    POL_UNVERIFIED  /* token > highest (or, require_live_lease, == highest) that the
+                       route's lock backend does not confirm as the holder's: 403 */
 };
 
 /* What the proxy knows of a request once its head is parsed. Borrowed. */
@@ -70,7 +72,7 @@ int pol_decide_target(const struct pol_routes *rt, const char *target, size_t le
  * d->verdict to STALE, ACCEPT or ADVANCE and d->highest. */
 void pol_decide_check(struct pol_decision *d, uint64_t highest);
 
-/* The response for a rejection (MISSING, MALFORMED, STALE, BAD_TARGET). */
+/* The response for a rejection (MISSING, MALFORMED, STALE, BAD_TARGET, UNVERIFIED). */
 struct pol_response {
     int status;                 /* 409, 428, 400 */
     const char *reason;         /* "Conflict", ... (static) */
@@ -85,15 +87,16 @@ struct pol_response {
  * d->route (JSON when d->route is NULL). The status codes are the same in
  * every format. JSON (request_id unused, the body of earlier releases):
  *   {"error":"stale_token","resource":"/o/u","token":4,"highest":5}
- *   {"error":"missing_token"|"malformed_token"|"ambiguous_path","resource":"..."}
+ *   {"error":"missing_token"|"malformed_token"|"ambiguous_path"|"unverified_token",
+ *    "resource":"..."} (unverified_token also carries "token":T)
  * S3 (application/xml; what S3 SDKs parse as an error):
  *   <?xml version="1.0" encoding="UTF-8"?>
 <Error><Code>C</Code>
  *   <Message>M</Message><Resource>R</Resource>[<FencingToken>T</FencingToken>
  *   <HighestToken>H</HighestToken>][<RequestId>I</RequestId>]</Error>
  * (one line), C = StaleFencingToken (409; the token elements only here),
- * MissingFencingToken (428), InvalidFencingToken (400) or InvalidURI (400,
- * BAD_TARGET); RequestId when request_id is not NULL. Both formats escape
+ * MissingFencingToken (428), InvalidFencingToken (400), InvalidURI (400,
+ * BAD_TARGET) or UnverifiedFencingToken (403, UNVERIFIED); RequestId when request_id is not NULL. Both formats escape
  * the resource and the request id for any byte they may hold (XML: the five
  * entities, and bytes XML cannot carry as %XX). Returns 0, or -1 when d is
  * not a rejection or on allocation failure. request_id is borrowed. */

@@ -8,6 +8,7 @@
 #include "pol_route.h"
 
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +29,7 @@ void pol_routes_free(struct pol_routes *rt)
     if (rt == NULL)
         return;
     for (size_t i = 0; i < rt->n; i++)
-        free(rt->v[i].prefix);
+        pol_route_release(&rt->v[i]);
     free(rt->v);
     free(rt);
 }
@@ -42,6 +43,62 @@ void pol_route_defaults(struct pol_route *r)
     r->semantics = POL_PATH_NORMALIZED;
     r->error_format = POL_ERRFMT_JSON;
     (void)pol_route_parse_methods(r, POL_ROUTE_DEFAULT_METHODS);
+}
+
+void pol_route_release(struct pol_route *r)
+{
+    if (r == NULL)
+        return;
+    free(r->prefix);
+    free(r->verify);
+    free(r->lock_name);
+    r->prefix = r->verify = r->lock_name = NULL;
+}
+
+int pol_route_check_lock_name(const char *tmpl, char *err, size_t errlen)
+{
+    const char *at = strstr(tmpl, POL_LOCK_NAME_VAR);
+    size_t vl = strlen(POL_LOCK_NAME_VAR);
+
+    if (at == NULL || strstr(at + vl, POL_LOCK_NAME_VAR) != NULL) {
+        snprintf(err, errlen, "must hold %s exactly once", POL_LOCK_NAME_VAR);
+        return -1;
+    }
+    for (const char *p = tmpl; *p != '\0'; p++) {
+        if (p == at) {
+            p += vl - 1;
+            continue;
+        }
+        if (*p == '{' || *p == '}') {
+            snprintf(err, errlen, "only %s may be in braces", POL_LOCK_NAME_VAR);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+long pol_route_lock_name(const struct pol_route *r, const char *key, size_t klen, char *out,
+                         size_t cap)
+{
+    const char *t = r != NULL ? r->lock_name : NULL;
+    const char *at;
+    size_t pre, post, vl = strlen(POL_LOCK_NAME_VAR);
+
+    if (t == NULL || (at = strstr(t, POL_LOCK_NAME_VAR)) == NULL) {
+        pre = post = 0;
+        at = t = "";
+    } else {
+        pre = (size_t)(at - t);
+        post = strlen(at + vl);
+    }
+    if (klen > (size_t)LONG_MAX / 2 || pre + klen + post >= cap)
+        return -1;
+    memcpy(out, t, pre);
+    memcpy(out + pre, key, klen);
+    if (post > 0)
+        memcpy(out + pre + klen, at + vl, post);
+    out[pre + klen + post] = '\0';
+    return (long)(pre + klen + post);
 }
 
 int pol_route_parse_mode(struct pol_route *r, const char *text)
@@ -155,6 +212,18 @@ static int route_valid(const struct pol_route *r, char *err, size_t errlen)
             return -1;
         }
     }
+    if (r->lock_name != NULL) {
+        char why[96];
+        if (pol_route_check_lock_name(r->lock_name, why, sizeof why) != 0) {
+            snprintf(err, errlen, "route %s: lock_name %s", r->name, why);
+            return -1;
+        }
+    }
+    if ((r->require_live_lease || r->lock_name != NULL) && r->verify == NULL) {
+        snprintf(err, errlen, "route %s: %s needs verify = URL", r->name,
+                 r->require_live_lease ? "require_live_lease" : "lock_name");
+        return -1;
+    }
     return 0;
 }
 
@@ -205,7 +274,15 @@ int pol_routes_add(struct pol_routes *rt, const struct pol_route *r, char *err, 
     }
     rt->v[rt->n] = *r;
     rt->v[rt->n].prefix = prefix;
+    rt->v[rt->n].verify = r->verify != NULL ? strdup(r->verify) : NULL;
+    rt->v[rt->n].lock_name = r->lock_name != NULL ? strdup(r->lock_name) : NULL;
     prefix = NULL;
+    if ((r->verify != NULL && rt->v[rt->n].verify == NULL) ||
+        (r->lock_name != NULL && rt->v[rt->n].lock_name == NULL)) {
+        pol_route_release(&rt->v[rt->n]);
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
     rt->n++;
     rc = 0;
 out:

@@ -8,6 +8,7 @@
 #define POL_ROUTE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define POL_ROUTE_NAME_MAX 64
 #define POL_ROUTE_METHODS_MAX 16
@@ -49,7 +50,16 @@ struct pol_route {
     int missing_allow;            /* 1: missing_token = allow */
     enum pol_path_semantics semantics; /* normalized (default) or opaque */
     enum pol_error_format error_format; /* json (default) or s3 */
+    /* Token verification (config: verify, require_live_lease, lock_name,
+     * live_lease_cache). Plain data here: the proxy does the asking. */
+    char *verify;                 /* lock backend URL, or NULL: tokens not verified */
+    char *lock_name;              /* template with {resource}, or NULL: the key itself */
+    int require_live_lease;       /* 1: T == H also needs the lock held now */
+    uint64_t live_lease_cache_ms; /* how long a live check may be reused (0: never) */
 };
+
+/* The placeholder a lock_name template must hold once. */
+#define POL_LOCK_NAME_VAR "{resource}"
 
 struct pol_routes; /* opaque table */
 
@@ -64,6 +74,21 @@ void pol_routes_free(struct pol_routes *rt);
  * POL_ROUTE_DEFAULT_METHODS, missing_token reject, normalized paths, JSON
  * errors; name and prefix empty. */
 void pol_route_defaults(struct pol_route *r);
+
+/* Frees the strings r owns (prefix, verify, lock_name) and NULLs them; for a
+ * route being filled in by a parser. Accepts NULL. */
+void pol_route_release(struct pol_route *r);
+
+/* Checks a lock_name template: POL_LOCK_NAME_VAR exactly once, no other
+ * '{' or '}'. Returns 0, or -1 with the reason in err. */
+int pol_route_check_lock_name(const char *tmpl, char *err, size_t errlen);
+
+/* The lock name for resource key (klen bytes) under r: r->lock_name with
+ * POL_LOCK_NAME_VAR replaced by the key, or the key itself. Written to out
+ * (cap bytes, NUL-terminated). Returns its length, or -1 when it does not
+ * fit. */
+long pol_route_lock_name(const struct pol_route *r, const char *key, size_t klen, char *out,
+                         size_t cap);
 
 /* Parses "prefix" | "path" | "segments:N" into r. Returns 0 or -1. */
 int pol_route_parse_mode(struct pol_route *r, const char *text);

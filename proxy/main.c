@@ -1,6 +1,7 @@
 /* fenceproxy: command line. `fenceproxy -c FILE` runs the proxy,
  * `fenceproxy -t -c FILE` checks a config, `fenceproxy audit ...` works on
- * audit logs, `fenceproxy store ...` creates and checks the token store. Everything else lives in the px_* modules. */
+ * audit logs, `fenceproxy store ...` creates and checks the token store, `fenceproxy tokens ...`
+ * reads and sets highest tokens through the admin API. Everything else lives in the px_* modules. */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "px_log.h"
 #include "px_server.h"
 #include "px_storecli.h"
+#include "px_tokencli.h"
 
 #define FENCEPROXY_VERSION "0.1.0"
 
@@ -22,6 +24,8 @@ static void usage(FILE *f)
                "       fenceproxy audit tail [-n N] [--resource R] FILE\n"
                "       fenceproxy store init -c FILE [--floor N]\n"
                "       fenceproxy store check -c FILE\n"
+               "       fenceproxy tokens -c FILE list [PREFIX] | get RESOURCE |\n"
+               "                         set RESOURCE TOKEN --reason TEXT\n"
                "       fenceproxy -v             print the version\n");
 }
 
@@ -38,6 +42,8 @@ int main(int argc, char **argv)
         return px_auditcli_main(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "store") == 0)
         return px_storecli_main(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "tokens") == 0)
+        return px_tokencli_main(argc - 1, argv + 1);
     while ((opt = getopt(argc, argv, "c:thv")) != -1) {
         switch (opt) {
         case 'c':
@@ -91,7 +97,7 @@ int main(int argc, char **argv)
     if (err[0] != '\0')
         px_log_warn("%s", err);
     signal(SIGPIPE, SIG_IGN);
-    ctx = px_server_new(cfg, err, sizeof(err));
+    ctx = px_server_new(cfg, conf, err, sizeof(err));
     if (ctx == NULL) {
         px_log_error("%s", err);
         goto out;

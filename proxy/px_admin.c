@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,6 +35,7 @@
 #include "pol_decide.h"
 #include "st_store.h"
 #include "px_audit.h"
+#include "px_clock.h"
 #include "px_config.h"
 #include "px_ctx.h"
 #include "px_fence.h"
@@ -54,8 +56,24 @@ struct token_query {
     int head_only;
 };
 
+/* A PUT /tokens/RESOURCE waiting for the fence (drain, then the store).
+ * c is NULL once orphaned; the fence's callback frees it. */
+struct set_query {
+    struct admin_conn *c;
+    struct px_admin *a;  /* for the audit record; the admin outlives the fence's callbacks */
+    char *key;
+    size_t klen;
+    uint64_t token;
+    char *reason;
+    char *operator_id;
+    char peer[64];
+    char target[256];
+};
+
 struct admin_conn {
     struct px_admin *a;
+    struct set_query *sq; /* pending set, or NULL */
+    char peer[64];       /* "ip:port" */
     struct bufferevent *bev;
     struct event *timer;
     struct token_query *q; /* pending /tokens, or NULL */
@@ -78,6 +96,8 @@ static void conn_free(struct admin_conn *c)
     c->a->n_conns--;
     if (c->q != NULL)
         c->q->c = NULL; /* its callback frees it */
+    if (c->sq != NULL)
+        c->sq->c = NULL; /* the fence's callback frees it */
     if (c->bev != NULL)
         bufferevent_free(c->bev);
     if (c->timer != NULL)
@@ -191,16 +211,206 @@ static void sync_audit_stats(struct px_admin *a)
     }
 }
 
+/* Whether the request carries "Authorization: Bearer <the secret>". The
+ * comparison takes the same time whatever the given value holds: it runs
+ * over the whole secret and never stops early. */
+static int authorized(const struct px_config *cfg, const struct px_h1_head *h)
+{
+    const char *secret = cfg->admin_token;
+    size_t slen, glen = 0;
+    const char *given = "";
+    unsigned char diff;
+
+    if (secret == NULL)
+        return 0;
+    for (unsigned i = 0; i < h->n_fields; i++) {
+        const struct px_h1_field *f = &h->fields[i];
+        if (f->name_len == 13 && px_h1_name_is(f, "Authorization") && f->value_len > 7 &&
+            strncasecmp(f->value, "Bearer ", 7) == 0) {
+            given = f->value + 7;
+            glen = f->value_len - 7;
+            break;
+        }
+    }
+    slen = strlen(secret);
+    diff = glen != slen;
+    for (size_t i = 0; i < slen; i++)
+        diff |= (unsigned char)((i < glen ? (unsigned char)given[i] : 0) ^
+                                (unsigned char)secret[i]);
+    return diff == 0;
+}
+
+static void set_done(void *arg, int rc, uint64_t old, uint64_t highest)
+{
+    struct set_query *q = arg;
+    struct px_ctx *ctx = q->a->ctx;
+    char *esc = NULL, *body = NULL;
+    size_t elen = 0, ecap = 0;
+    int n = -1;
+
+    if (rc == 0) {
+        struct px_audit_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.event = "operator_set";
+        ev.route = "";
+        ev.resource = q->key;
+        ev.resource_len = q->klen;
+        ev.token_present = ev.token_is_number = 1;
+        ev.token = q->token;
+        ev.highest = highest;
+        ev.has_old = 1;
+        ev.old = old;
+        ev.method = "PUT";
+        ev.method_len = 3;
+        ev.path = q->target;
+        ev.path_len = strlen(q->target);
+        ev.client = q->peer;
+        ev.request_id = "";
+        ev.reason = q->reason;
+        ev.operator_id = q->operator_id;
+        ev.ts_ms = px_clock_wall_ms();
+        if (ctx->audit != NULL) {
+            if (px_audit_record(ctx->audit, &ev) == 0)
+                px_stats_inc(PX_ST_AUDIT_RECORDS);
+            else
+                px_stats_inc(PX_ST_AUDIT_DROPPED);
+        }
+        px_stats_inc(PX_ST_OPERATOR_SETS);
+        px_log_warn("operator %s from %s set the highest of %.*s from %" PRIu64 " to %" PRIu64
+                    ": %s", q->operator_id, q->peer, (int)q->klen, q->key, old, highest,
+                    q->reason);
+    }
+    if (q->c != NULL) {
+        q->c->sq = NULL;
+        if (rc == 0 && pol_json_append_escaped(&esc, &elen, &ecap, q->key, q->klen) == 0)
+            n = asprintf(&body, "{\"resource\":\"%.*s\",\"old\":%" PRIu64 ",\"highest\":%" PRIu64
+                         "}\n", (int)elen, esc != NULL ? esc : "", old, highest);
+        if (rc == 0 && n >= 0)
+            reply(q->c, 200, 0, "application/json", body, (size_t)n);
+        else if (rc == 0)
+            reply_text(q->c, 500, 0, "out of memory\n");
+        else if (rc == ST_STORE_EFULL)
+            reply_text(q->c, 503, 0, "token store full\n");
+        else
+            reply_text(q->c, 503, 0, "token store failed: nothing was set\n");
+        if (n < 0)
+            body = NULL;
+    }
+    free(esc);
+    free(body);
+    free(q->key);
+    free(q->reason);
+    free(q->operator_id);
+    free(q);
+}
+
+/* The value of query parameter name in q (after '?'), %-decoded, or NULL.
+ * The caller frees it. */
+static char *query_param(const char *q, const char *name)
+{
+    size_t nl = strlen(name);
+
+    while (q != NULL && *q != '\0') {
+        const char *end = strchr(q, '&');
+        size_t len = end != NULL ? (size_t)(end - q) : strlen(q);
+        if (len > nl && strncmp(q, name, nl) == 0 && q[nl] == '=') {
+            char *raw = strndup(q + nl + 1, len - nl - 1), *v;
+            if (raw == NULL)
+                return NULL;
+            v = evhttp_uridecode(raw, 1, NULL);
+            free(raw);
+            return v;
+        }
+        q = end != NULL ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* PUT /tokens/RESOURCE?token=N&reason=TEXT[&operator=WHO]: the operator's
+ * reset (px_fence_set: atomic with respect to requests, durable before the
+ * answer), audited as operator_set. rest is after "/tokens/". */
+static void handle_set(struct admin_conn *c, const char *uri, const char *rest)
+{
+    struct px_ctx *ctx = c->a->ctx;
+    const char *qs = strchr(rest, '?');
+    char *path = strndup(rest, qs != NULL ? (size_t)(qs - rest) : strlen(rest));
+    char *tok = query_param(qs != NULL ? qs + 1 : NULL, "token");
+    struct set_query *q = calloc(1, sizeof(*q));
+    char *end = NULL;
+    unsigned long long v = 0;
+
+    if (path == NULL || q == NULL) {
+        reply_text(c, 500, 0, "out of memory\n");
+        goto out;
+    }
+    q->key = evhttp_uridecode(path, 0, &q->klen);
+    q->reason = query_param(qs != NULL ? qs + 1 : NULL, "reason");
+    q->operator_id = query_param(qs != NULL ? qs + 1 : NULL, "operator");
+    if (q->key == NULL || q->klen == 0) {
+        reply_text(c, 400, 0, "resource missing\n");
+        goto out;
+    }
+    errno = 0;
+    if (tok != NULL && tok[0] >= '0' && tok[0] <= '9')
+        v = strtoull(tok, &end, 10);
+    if (tok == NULL || end == NULL || *end != '\0' || errno != 0) {
+        reply_text(c, 400, 0, "token=N (0..18446744073709551615) is required\n");
+        goto out;
+    }
+    if (q->reason == NULL || q->reason[0] == '\0' || strlen(q->reason) > 1024) {
+        reply_text(c, 400, 0, "reason=TEXT (1..1024 bytes) is required\n");
+        goto out;
+    }
+    if (q->operator_id == NULL && (q->operator_id = strdup("unknown")) == NULL) {
+        reply_text(c, 500, 0, "out of memory\n");
+        goto out;
+    }
+    q->token = v;
+    q->a = c->a;
+    q->c = c;
+    snprintf(q->peer, sizeof q->peer, "%s", c->peer);
+    snprintf(q->target, sizeof q->target, "%.*s", (int)strcspn(uri, "?"), uri);
+    if (px_fence_set(ctx->fence, q->key, q->klen, v, set_done, q) != 0) {
+        reply_text(c, 409, 0, "a set of this resource is already under way\n");
+        goto out;
+    }
+    c->sq = q;
+    q = NULL;
+out:
+    if (q != NULL) {
+        free(q->key);
+        free(q->reason);
+        free(q->operator_id);
+        free(q);
+    }
+    free(tok);
+    free(path);
+}
+
 static void dispatch(struct admin_conn *c, const struct px_h1_head *h)
 {
     struct px_ctx *ctx = c->a->ctx;
     char uri[ADMIN_MAX_HEAD + 1];
     int head_only = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
+    int put = h->method_len == 3 && memcmp(h->method, "PUT", 3) == 0;
     char *text;
     size_t len;
 
-    if (!head_only && !(h->method_len == 3 && memcmp(h->method, "GET", 3) == 0)) {
-        reply_text(c, 405, 0, "only GET\n");
+    if (!head_only && !put && !(h->method_len == 3 && memcmp(h->method, "GET", 3) == 0)) {
+        reply_text(c, 405, 0, "only GET, HEAD and PUT /tokens/RESOURCE\n");
+        return;
+    }
+    if (put && !authorized(ctx->cfg, h)) {
+        /* Reads stay open; every write needs the secret. */
+        px_stats_inc(PX_ST_ADMIN_AUTH_FAILURES);
+        px_log_warn("admin: %.*s %.*s from %s refused: %s", (int)h->method_len, h->method,
+                    (int)(h->target_len > 200 ? 200 : h->target_len), h->target, c->peer,
+                    ctx->cfg->admin_token == NULL ? "no admin_token_file is configured"
+                                                  : "missing or wrong bearer secret");
+        reply_text(c, 403, 0,
+                   ctx->cfg->admin_token == NULL
+                       ? "admin writes are disabled: no admin_token_file\n"
+                       : "forbidden: Authorization: Bearer <admin secret> required\n");
         return;
     }
     if (h->body != PX_H1_BODY_NONE && !(h->body == PX_H1_BODY_LENGTH && h->content_length == 0)) {
@@ -232,6 +442,10 @@ static void dispatch(struct admin_conn *c, const struct px_h1_head *h)
         }
         reply(c, 200, head_only, "text/plain; version=0.0.4", text, len);
         free(text);
+    } else if (put && strncmp(uri, "/tokens/", 8) == 0) {
+        handle_set(c, uri, uri + 8);
+    } else if (put) {
+        reply_text(c, 404, 0, "not found\n");
     } else if (strncmp(uri, "/tokens/", 8) == 0) {
         handle_tokens(c, head_only, uri + 8);
     } else {
@@ -249,7 +463,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
     size_t n = evbuffer_get_length(in);
     const char *buf;
 
-    if (c->replied || c->q != NULL)
+    if (c->replied || c->q != NULL || c->sq != NULL)
         return;
     if (n > ADMIN_MAX_HEAD)
         n = ADMIN_MAX_HEAD;
@@ -302,8 +516,6 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     struct timeval tv = {PX_ADMIN_HEAD_MS / 1000, (PX_ADMIN_HEAD_MS % 1000) * 1000};
 
     (void)l;
-    (void)sa;
-    (void)salen;
     if (a->n_conns >= PX_ADMIN_MAX_CONNS) {
         if (a->ctx->client_tr->ops->refuse(fd, busy, sizeof(busy) - 1) < 0)
             px_log_debug("admin: 503 over the limit not sent: %s", strerror(errno));
@@ -317,6 +529,13 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         return;
     }
     c->a = a;
+    {
+        char host[48] = "?", serv[8] = "?"; /* numeric: an IPv6 address and a port fit */
+        if (sa != NULL)
+            getnameinfo(sa, (socklen_t)salen, host, sizeof host, serv, sizeof serv,
+                        NI_NUMERICHOST | NI_NUMERICSERV);
+        snprintf(c->peer, sizeof c->peer, "%s:%s", host, serv);
+    }
     TAILQ_INSERT_TAIL(&a->conns, c, link);
     a->n_conns++;
     c->bev = px_transport_accept(a->ctx->client_tr, a->ctx->base, fd); /* owns fd now */

@@ -167,6 +167,8 @@ static int format_into(const struct px_audit_event *ev, const char *prev, char *
         return -1;
     }
     n = snprintf(tmp, sizeof tmp, ",\"highest\":%" PRIu64, ev->highest);
+    if (ev->has_old)
+        n += snprintf(tmp + n, sizeof tmp - (size_t)n, ",\"old\":%" PRIu64, ev->old);
     if (put(b, len, cap, tmp, (size_t)n) != 0 ||
         put_field(b, len, cap, "method", ev->method, ev->method_len) != 0 ||
         put_field(b, len, cap, "path", ev->path, ev->path_len) != 0 ||
@@ -174,6 +176,11 @@ static int format_into(const struct px_audit_event *ev, const char *prev, char *
         return -1;
     if (ev->forwarded_for != NULL &&
         put_field(b, len, cap, "forwarded_for", ev->forwarded_for, ev->forwarded_for_len) != 0)
+        return -1;
+    if ((ev->reason != NULL &&
+         put_field(b, len, cap, "reason", ev->reason, strlen(ev->reason)) != 0) ||
+        (ev->operator_id != NULL &&
+         put_field(b, len, cap, "operator", ev->operator_id, strlen(ev->operator_id)) != 0))
         return -1;
     if (put_field(b, len, cap, "request_id", ev->request_id, ev->request_id_len) != 0 ||
         put_field(b, len, cap, "prev", prev, 64) != 0 || put(b, len, cap, "}", 1) != 0)

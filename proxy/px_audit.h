@@ -22,7 +22,7 @@ struct px_audit;
  * the others are NUL-terminated. */
 struct px_audit_event {
     const char *event; /* "stale_token", "missing_token", "malformed_token",
-                          "inflight_timeout" */
+                          "inflight_timeout", "unverified_token", "operator_set", ... */
     const char *route; /* the route's name */
     const char *resource;
     size_t resource_len;
@@ -42,6 +42,12 @@ struct px_audit_event {
     const char *request_id;
     size_t request_id_len;
     uint64_t ts_ms; /* wall clock, ms since the epoch, from the caller */
+    /* operator_set only (fenceproxy tokens set): "old":N after "highest",
+     * then "reason" and "operator" after "client"; left out when unset. */
+    int has_old;
+    uint64_t old;
+    const char *reason;      /* NUL-terminated, or NULL */
+    const char *operator_id; /* who asked: the CLI's user@host, or NULL */
 };
 
 /* Opens path for appending (created 0640) behind a writer buffer of 1 MiB.

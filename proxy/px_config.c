@@ -26,8 +26,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "fc_duration.h"
+#include "fencelock.h"
 #include "pol_chars.h"
 #include "pol_route.h"
 
@@ -48,7 +52,9 @@ enum key_type {
     K_ENUM,          /* one of choices, stored as its int value */
     K_WORD,          /* one of choices, stored as the text */
     K_ROUTE_MODE,    /* pol_route_parse_mode */
-    K_ROUTE_METHODS  /* pol_route_parse_methods */
+    K_ROUTE_METHODS, /* pol_route_parse_methods */
+    K_LOCK_URL,      /* a lock backend URL that libfencelock accepts */
+    K_LOCK_NAME      /* a lock_name template (pol_route_check_lock_name) */
 };
 
 enum sect { S_NONE, S_PROXY, S_STORE, S_AUDIT, S_ROUTE };
@@ -85,6 +91,7 @@ static const struct choice semantics_choices[] = {
 static const struct choice errfmt_choices[] = {
     {"json", POL_ERRFMT_JSON}, {"s3", POL_ERRFMT_S3}, {NULL, 0}};
 static const struct choice on_off_choices[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
+static const struct choice access_format_choices[] = {{"text", 0}, {"json", 0}, {NULL, 0}};
 
 _Static_assert(sizeof(enum st_store_backend) == sizeof(int), "enum stored as int");
 _Static_assert(sizeof(enum pol_path_semantics) == sizeof(int), "enum stored as int");
@@ -96,7 +103,7 @@ _Static_assert(sizeof(enum pol_error_format) == sizeof(int), "enum stored as int
 static const struct key keys[] = {
     {S_PROXY, "listen", K_HOSTPORT, PC(listen), "127.0.0.1:8080", 0, 0, NULL, 0,
      "address the proxy serves clients on (host:port, [v6]:port)"},
-    {S_PROXY, "upstream", K_URL, PC(upstream), NULL, 0, 0, NULL, KF_REQUIRED,
+    {S_PROXY, "upstream", K_URL, PC(upstream), NULL, 0, 0, NULL, KF_REQUIRED | KF_RELOAD,
      "the storage server, http://host:port (https is not supported yet)"},
     {S_PROXY, "admin_listen", K_HOSTPORT_OFF, PC(admin_listen), "127.0.0.1:8081", 0, 0, NULL,
      0, "admin API address (healthz, metrics, tokens), or off; never the data port"},
@@ -118,10 +125,22 @@ static const struct key keys[] = {
      1, DAY_MS, NULL, KF_RELOAD, "upstream connect deadline; then 504"},
     {S_PROXY, "upstream_timeout", K_DURATION, PC(upstream_timeout_ms), "60s", 1, DAY_MS,
      NULL, KF_RELOAD, "wait for the upstream's response; then 504"},
+    {S_PROXY, "max_upstream_connections", K_UINT, PC(max_upstream_connections), "1024", 1,
+     1000000, NULL, KF_RELOAD, "connections to the upstream at once; beyond it requests queue"},
+    {S_PROXY, "upstream_queue_timeout", K_DURATION, PC(upstream_queue_timeout_ms), "5s", 1,
+     DAY_MS, NULL, KF_RELOAD, "how long a request queues for an upstream connection; then 503"},
     {S_PROXY, "shutdown_grace", K_DURATION, PC(shutdown_grace_ms), "10s", 0, DAY_MS, NULL,
      KF_RELOAD, "on SIGTERM/SIGINT, time in-flight requests get to finish"},
+    {S_PROXY, "resource_cache", K_UINT, PC(resource_cache), "1048576", 1, 1ULL << 32, NULL,
+     KF_RELOAD, "resources whose highest token is kept in memory; beyond it idle ones go"},
+    {S_PROXY, "access_log_format", K_WORD, PC(access_log_format), "text", 0, 0,
+     access_format_choices, KF_RELOAD, "access log lines: text or json (one object a line)"},
     {S_PROXY, "log_level", K_WORD, PC(log_level), "info", 0, 0, level_choices, KF_RELOAD,
      "diagnostic log level: error, warn, info or debug"},
+    {S_PROXY, "admin_token_file", K_PATH_OFF, PC(admin_token_file), "off", 0, 0, NULL, 0,
+     "file holding the bearer secret admin writes need (mode 0600 or stricter), or off"},
+    {S_PROXY, "admin_insecure", K_ENUM, PC(admin_insecure), "off", 0, 0, on_off_choices, 0,
+     "on: allow a non-loopback admin_listen without admin_token_file"},
     {S_STORE, "backend", K_ENUM, PC(store_backend), "file", 0, 0, backend_choices, 0,
      "token store: file (durable, LMDB), etcd (shared by several proxies) or memory (tests)"},
     {S_STORE, "path", K_STRING, PC(store_path), "/var/lib/fence", 0, 0, NULL, 0,
@@ -158,6 +177,14 @@ static const struct key keys[] = {
      KF_RELOAD, "how the store resolves paths: normalized (file system) or opaque (S3 keys)"},
     {S_ROUTE, "error_format", K_ENUM, RT(error_format), "json", 0, 0, errfmt_choices,
      KF_RELOAD, "rejection bodies: json or s3 (XML <Error> as S3 clients parse)"},
+    {S_ROUTE, "verify", K_LOCK_URL, RT(verify), "off", 0, 0, NULL, 0,
+     "lock backend URL (as fencelock --backend), or off: an advance is verified first"},
+    {S_ROUTE, "require_live_lease", K_ENUM, RT(require_live_lease), "off", 0, 0, on_off_choices,
+     0, "on: a token equal to the highest is also checked to be held now (needs verify)"},
+    {S_ROUTE, "live_lease_cache", K_DURATION, RT(live_lease_cache_ms), "0ms", 0, DAY_MS, NULL, 0,
+     "with require_live_lease: reuse a check for up to this long, never past the lease"},
+    {S_ROUTE, "lock_name", K_LOCK_NAME, RT(lock_name), POL_LOCK_NAME_VAR, 0, 0, NULL, 0,
+     "lock name for a resource, with {resource}; default: the resource key itself"},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -597,6 +624,30 @@ static int apply(const struct key *k, void *base, struct px_config *cfg, const c
         if (rc != 0)
             snprintf(msg, cap, "'%s' is not prefix, path or segments:N (N >= 1)", v);
         break;
+    case K_LOCK_URL: {
+        char why[200];
+        struct fl_client *lc;
+        if (strcmp(v, "off") == 0) {
+            rc = set_string(base, k->off, NULL, msg, cap);
+            break;
+        }
+        lc = fl_client_new(v, why, sizeof why);
+        if (lc == NULL) {
+            snprintf(msg, cap, "'%s' is not a lock backend URL: %s", v, why);
+            break;
+        }
+        fl_client_free(&lc);
+        rc = set_string(base, k->off, v, msg, cap);
+        break;
+    }
+    case K_LOCK_NAME:
+        if (pol_route_check_lock_name(v, names, sizeof names) != 0) {
+            snprintf(msg, cap, "'%s' %s", v, names);
+            break;
+        }
+        /* The key itself is stored as NULL: no template to apply. */
+        rc = set_string(base, k->off, strcmp(v, POL_LOCK_NAME_VAR) == 0 ? NULL : v, msg, cap);
+        break;
     case K_ROUTE_METHODS:
         if (check_methods(v, msg, cap) != 0)
             break;
@@ -658,8 +709,7 @@ static void route_close(struct load *ld)
             fail(ld, ld->route_prefix_line, "%s", msg);
     }
 out:
-    free(ld->route.prefix);
-    ld->route.prefix = NULL;
+    pol_route_release(&ld->route);
 }
 
 static int valid_route_name(const char *s)
@@ -908,6 +958,60 @@ static void check_endpoints(struct load *ld)
     }
 }
 
+/* Reads the admin secret from admin_token_file: a regular file that only
+ * its owner may read (refused when group or others have any access), one
+ * line of 16..4096 bytes without control bytes. */
+static void read_admin_token(struct load *ld)
+{
+    struct px_config *cfg = ld->cfg;
+    unsigned line = ld->key_line[key_index(S_PROXY, "admin_token_file")];
+    char buf[4098];
+    struct stat st;
+    ssize_t n = -1;
+    size_t len;
+    int fd = open(cfg->admin_token_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        fail(ld, line, "admin_token_file %s: %s", cfg->admin_token_file, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fail(ld, line, "admin_token_file %s is not a regular file", cfg->admin_token_file);
+        goto out;
+    }
+    if ((st.st_mode & 077) != 0) {
+        fail(ld, line, "admin_token_file %s is accessible to group or others (mode %03o): "
+             "chmod 600 it", cfg->admin_token_file, (unsigned)(st.st_mode & 0777));
+        goto out;
+    }
+    n = read(fd, buf, sizeof buf - 1);
+    if (n < 0) {
+        fail(ld, line, "admin_token_file %s: %s", cfg->admin_token_file, strerror(errno));
+        goto out;
+    }
+    len = (size_t)n;
+    while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+        len--;
+    buf[len] = '\0';
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] > 0x7e) {
+            len = 0; /* refused below */
+            break;
+        }
+    if (len < 16 || (size_t)n >= sizeof buf - 1) {
+        fail(ld, line, "admin_token_file %s must hold one line of 16..4096 printable "
+             "characters (no spaces)", cfg->admin_token_file);
+        goto out;
+    }
+    cfg->admin_token = strdup(buf);
+    if (cfg->admin_token == NULL)
+        fail(ld, line, "out of memory");
+out:
+    explicit_bzero(buf, sizeof buf);
+    if (fd >= 0)
+        close(fd);
+}
+
 /* Checks that need the whole file: required keys and keys that depend on
  * each other. */
 static void check_whole(struct load *ld)
@@ -923,6 +1027,8 @@ static void check_whole(struct load *ld)
     }
     if (!ld->failed && cfg->store_backend == ST_STORE_ETCD)
         check_endpoints(ld);
+    if (!ld->failed && cfg->admin_token_file != NULL)
+        read_admin_token(ld);
     if (ld->failed || strcmp(cfg->admin_listen, "off") == 0)
         goto out;
     if (px_config_split_hostport(cfg->listen, &lh, &lp) != 0 ||
@@ -932,10 +1038,18 @@ static void check_whole(struct load *ld)
     }
     if (!is_loopback(ah)) {
         int i = key_index(S_PROXY, "admin_listen");
+        if (cfg->admin_token == NULL && !cfg->admin_insecure) {
+            fail(ld, ld->key_line[i],
+                 "admin_listen %s is not a loopback address: set admin_token_file (admin "
+                 "writes then need its secret), or admin_insecure = on",
+                 cfg->admin_listen);
+            goto out;
+        }
         warn(ld, ld->key_line[i],
-             "admin_listen %s is not a loopback address: /metrics and /tokens answer "
-             "anyone who can reach it (the admin API has no authentication)",
-             cfg->admin_listen);
+             "admin_listen %s is not a loopback address: /metrics and /tokens answer reads "
+             "from anyone who can reach it%s",
+             cfg->admin_listen,
+             cfg->admin_token == NULL ? ", and writes are refused (no admin_token_file)" : "");
     }
     /* Same port on the same or a wildcard address would collide at bind. */
     if (lp == ap && (strcmp(lh, ah) == 0 || is_wildcard(lh) || is_wildcard(ah))) {
@@ -958,6 +1072,8 @@ struct px_config *px_config_load(const char *path, char *err, size_t errlen)
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     cfg = calloc(1, sizeof *cfg);
+    if (cfg != NULL)
+        cfg->refs = 1;
     if (cfg == NULL || (cfg->routes = pol_routes_new()) == NULL) {
         fail(&ld, 0, "out of memory");
         goto out;
@@ -988,7 +1104,7 @@ out:
     if (ld.fp != NULL)
         fclose(ld.fp);
     free(ld.buf);
-    free(ld.route.prefix);
+    pol_route_release(&ld.route);
     if (ld.failed) {
         if (err != NULL && errlen > 0) {
             if (ld.err_line > 0)
@@ -1008,6 +1124,9 @@ void px_config_free(struct px_config **cfgp)
     if (cfgp == NULL || *cfgp == NULL)
         return;
     cfg = *cfgp;
+    *cfgp = NULL;
+    if (--cfg->refs > 0)
+        return;
     for (size_t i = 0; i < NKEYS; i++) {
         enum key_type t = keys[i].type;
         if (keys[i].sect != S_ROUTE && (t == K_STRING || t == K_PATH_OFF ||
@@ -1017,9 +1136,60 @@ void px_config_free(struct px_config **cfgp)
     }
     free(cfg->upstream_host);
     free(cfg->warnings);
+    if (cfg->admin_token != NULL)
+        explicit_bzero(cfg->admin_token, strlen(cfg->admin_token));
+    free(cfg->admin_token);
     pol_routes_free(cfg->routes);
     free(cfg);
-    *cfgp = NULL;
+}
+
+struct px_config *px_config_hold(const struct px_config *cfg)
+{
+    struct px_config *c = (struct px_config *)cfg; /* the count is not part of the snapshot */
+
+    c->refs++;
+    return c;
+}
+
+/* Whether key k has the same value in a and b. */
+static int same_value(const struct key *k, const struct px_config *a, const struct px_config *b)
+{
+    const char *pa = (const char *)a + k->off, *pb = (const char *)b + k->off;
+
+    switch (k->type) {
+    case K_STRING:
+    case K_PATH_OFF:
+    case K_HOSTPORT:
+    case K_HOSTPORT_OFF:
+    case K_URL:
+    case K_TOKEN:
+    case K_WORD: {
+        const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
+        return (sa == NULL && sb == NULL) || (sa != NULL && sb != NULL && strcmp(sa, sb) == 0);
+    }
+    case K_UINT:
+    case K_SIZE:
+    case K_DURATION:
+        return *(const uint64_t *)pa == *(const uint64_t *)pb;
+    case K_ENUM:
+        return *(const int *)pa == *(const int *)pb;
+    default:
+        return 1; /* route keys: always reloadable */
+    }
+}
+
+int px_config_reload_check(const struct px_config *old, const struct px_config *new,
+                           const char *path, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        if (k->sect == S_ROUTE || (k->flags & KF_RELOAD) || same_value(k, old, new))
+            continue;
+        snprintf(err, errlen, "%s: [%s] %s cannot change on a reload (restart instead)", path,
+                 sect_names[k->sect], k->name);
+        return -1;
+    }
+    return 0;
 }
 
 /* Resolves host of the key named key (text "host:port"); a failure goes

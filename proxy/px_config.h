@@ -29,8 +29,16 @@ struct px_config {
     uint64_t idle_timeout_ms;     /* 60 s: client keep-alive idle */
     uint64_t upstream_connect_timeout_ms; /* 5 s */
     uint64_t upstream_timeout_ms; /* 60 s: upstream response */
+    uint64_t max_upstream_connections; /* 1024 */
+    uint64_t upstream_queue_timeout_ms; /* 5 s */
     uint64_t shutdown_grace_ms;   /* 10 s */
     char *log_level;              /* "info": error|warn|info|debug */
+    uint64_t resource_cache;      /* 1048576: resources cached by the fence */
+    char *access_log_format;      /* "text" or "json" */
+    char *admin_token_file;       /* NULL: admin writes are refused (403) */
+    int admin_insecure;           /* on: a non-loopback admin_listen without a secret */
+    char *admin_token;            /* the secret read from admin_token_file (trailing
+                                   * newline removed), or NULL; owned */
     /* [store] */
     enum st_store_backend store_backend; /* file */
     char *store_path;             /* "/var/lib/fence" */
@@ -49,6 +57,7 @@ struct px_config {
     struct pol_routes *routes;    /* owned */
     /* "FILE:LINE: warning: ...\n" lines (escaped), or NULL; owned. */
     char *warnings;
+    unsigned refs;                /* holders (px_config_hold); not configuration */
 };
 
 /* Loads and validates path. Returns a new snapshot, or NULL with
@@ -61,8 +70,21 @@ struct px_config *px_config_load(const char *path, char *err, size_t errlen);
  * Blocking (getaddrinfo): for `-t` and start only. */
 int px_config_resolve(const struct px_config *cfg, const char *path, char *err, size_t errlen);
 
-/* Frees the snapshot and NULLs *cfg. Accepts NULL and *cfg == NULL. */
+/* Drops one hold on the snapshot (the loader's, or one of
+ * px_config_hold()'s), frees it with the last, and NULLs *cfg. Accepts NULL
+ * and *cfg == NULL. */
 void px_config_free(struct px_config **cfg);
+
+/* Takes one more hold on cfg (a request that started under it, the
+ * running proxy); drop it with px_config_free(). Loop thread only. */
+struct px_config *px_config_hold(const struct px_config *cfg);
+
+/* What a reload checks beyond px_config_load(): that no key that cannot
+ * change without a restart (listen, admin_listen, the store, the audit
+ * path) differs between old and new. Returns 0, or -1 with "PATH: [SECT]
+ * KEY cannot change on a reload (restart instead)" in err. */
+int px_config_reload_check(const struct px_config *old, const struct px_config *new,
+                           const char *path, char *err, size_t errlen);
 
 /* Splits "host:port" (IPv4, name, or [v6]:port) into host (malloc'd, caller
  * frees) and port. Returns 0 or -1. */

@@ -42,6 +42,7 @@
 #include "px_stats.h"
 #include "px_transport.h"
 #include "px_uclient.h"
+#include "px_upstream.h"
 
 /* Backpressure: stop reading a side while the other side's output holds
  * more than HIGH bytes; resume below LOW. Bounds memory per connection. */
@@ -59,7 +60,7 @@
 static const unsigned legal[C_COUNT] = {
     [C_HEAD] = TO(C_HEAD) | TO(C_DECIDE) | TO(C_CLOSING) | TO(C_DEAD),
     [C_DECIDE] = TO(C_HEAD) | TO(C_CONNECT) | TO(C_FORWARD) | TO(C_CLOSING) | TO(C_DEAD),
-    [C_CONNECT] = TO(C_FORWARD) | TO(C_CLOSING) | TO(C_DEAD),
+    [C_CONNECT] = TO(C_CONNECT) | TO(C_FORWARD) | TO(C_CLOSING) | TO(C_DEAD),
     [C_FORWARD] = TO(C_HEAD) | TO(C_CLOSING) | TO(C_DEAD),
     [C_CLOSING] = TO(C_LINGER) | TO(C_DEAD),
     [C_LINGER] = TO(C_DEAD),
@@ -99,6 +100,7 @@ enum tmode {
     T_IDLE, /* no byte of a head yet: close quietly */
     T_HEAD, /* a head is arriving: 408 */
     T_EXPECT, /* the upstream has not answered Expect: send the body anyway */
+    T_QUEUE,  /* queued for an upstream connection too long: 503 */
     T_END   /* closing or lingering: close */
 };
 
@@ -110,7 +112,10 @@ struct px_gate {
 };
 
 struct px_req {
-    struct px_h1_head h; /* slices of buf */
+    struct px_config *cfg; /* the snapshot it started under (held): a reload
+                              changes the next request, not this one */
+    struct px_upool *pool; /* the pool it queued on or borrowed from */
+    struct px_h1_head h;   /* slices of buf */
     char *buf;           /* copy of the head bytes; owned */
     char *path;          /* the target's key path (pol_decide_target); owned */
     char *dpath;         /* the Destination's (COPY, MOVE); owned */
@@ -123,6 +128,8 @@ struct px_req {
     struct px_gate gates[2];
     unsigned n_gates, gate_at;
     struct px_uclient uc; /* the upstream exchange */
+    struct px_upool_waiter qw; /* queued for an upstream connection */
+    int queue_ready;           /* the pool granted qw a connection */
     char rid[80];         /* X-Request-Id */
     struct px_body body;  /* the request body, client to upstream */
     int expect_wait;      /* the body waits for the upstream's 100 Continue */
@@ -175,6 +182,7 @@ static void fence_decided(struct px_conn *c);
 static void flush_all(struct px_conn *c);
 static void start_body(struct px_conn *c);
 static void preempt(struct px_conn *c);
+static void forward(struct px_conn *c);
 
 /* Performs every state change and checks it against the table: an illegal
  * one is a bug (debug builds abort; release builds log it and go on). */
@@ -225,12 +233,15 @@ static void req_free(struct px_conn *c)
     if (r == NULL)
         return;
     px_uclient_finish(&r->uc, 0);
+    if (r->pool != NULL)
+        px_upool_cancel(r->pool, &r->qw);
     release_fence(c);
     px_body_clear(&r->body);
     px_body_clear(&r->uc.body);
     free(r->buf);
     free(r->path);
     free(r->dpath);
+    px_config_free(&r->cfg);
     free(r);
     c->req = NULL;
 }
@@ -282,6 +293,8 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
         fence_decided(c);
     else if ((c->state == C_CONNECT || c->state == C_FORWARD) && c->req->preempted)
         preempt(c);
+    else if (c->state == C_CONNECT && c->req->queue_ready)
+        forward(c); /* the pool kept a connection for us */
     flush_all(c);
 }
 
@@ -321,7 +334,8 @@ static void report_of(const struct px_conn *c, const struct px_req *r, int statu
     memset(x, 0, sizeof(*x));
     x->conn_id = c->id;
     x->peer = c->peer;
-    x->token_field = c->ctx->cfg->token_header;
+    x->token_field = r != NULL ? r->cfg->token_header : c->ctx->cfg->token_header;
+    x->json = strcmp((r != NULL ? r->cfg : c->ctx->cfg)->access_log_format, "json") == 0;
     x->request_id = "";
     x->status = status;
     x->bytes = bytes;
@@ -434,7 +448,7 @@ static void respond_refusal(struct px_conn *c, const struct pol_decision *d, enu
         highest = 0; /* not cached: never looked up for a request refused from its head */
     if (px_stats_outcome_audited(o))
         audit(c, d, reason, highest);
-    px_report_outcome(route_index(c->ctx->cfg->routes, d->route), o);
+    px_report_outcome(route_index(r->cfg->routes, d->route), o);
     px_clog_info(c->id, c->peer, "%s %.*s %.*s resource=%.*s token=%" PRIu64 " highest=%" PRIu64,
                  reason, (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
                  (int)d->resource_len, d->resource, d->token, d->highest);
@@ -678,8 +692,8 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
 
     memset(&rq, 0, sizeof(rq));
     rq.h = &r->h;
-    rq.token_field = c->ctx->cfg->token_header;
-    rq.token_field_len = c->ctx->token_header_len;
+    rq.token_field = r->cfg->token_header;
+    rq.token_field_len = strlen(r->cfg->token_header);
     rq.token_checked = r->n_gates > 0; /* every gate passed: forwarding now */
     rq.token = r->n_gates > 0 ? r->gates[0].dec->token : 0;
     rq.peer_ip = c->peer_ip;
@@ -693,6 +707,16 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
     return 0;
 }
 
+/* The pool kept a connection for this request (called from inside the pool:
+ * only schedule). */
+static void queue_granted(void *arg)
+{
+    struct px_conn *c = arg;
+
+    c->req->queue_ready = 1;
+    event_active(c->kick, EV_TIMEOUT, 0);
+}
+
 /* Sends the accepted request upstream: starts the exchange, writes the
  * head, and starts the body. */
 static void forward(struct px_conn *c)
@@ -700,6 +724,7 @@ static void forward(struct px_conn *c)
     struct px_ctx *ctx = c->ctx;
     struct px_req *r = c->req;
     struct px_uclient_cfg ucfg;
+    int rc;
 
     memset(&ucfg, 0, sizeof(ucfg));
     ucfg.lim = &ctx->rlim;
@@ -708,7 +733,25 @@ static void forward(struct px_conn *c)
     ucfg.high = PX_BUF_HIGH;
     ucfg.low = PX_BUF_LOW;
     ucfg.head_request = r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4);
-    if (px_uclient_start(&r->uc, ctx->upool, &ucfg, &uc_cbs, c) < 0) {
+    if (r->pool == NULL)
+        r->pool = ctx->upool; /* a reload's new pool serves the next requests */
+    rc = px_uclient_start(&r->uc, r->pool, &ucfg, &uc_cbs, c, r->queue_ready ? &r->qw : NULL);
+    r->queue_ready = 0;
+    if (rc == PX_UC_BUSY) {
+        /* max_upstream_connections: queue, first come first served, under
+         * upstream_queue_timeout (the fence ticket is held meanwhile). */
+        if (c->state != C_CONNECT) {
+            set_state(c, C_CONNECT);
+            set_timer(c, T_QUEUE, &ctx->tv.queue);
+        }
+        r->qw.cb = queue_granted;
+        r->qw.arg = c;
+        px_upool_wait(r->pool, &r->qw);
+        return;
+    }
+    if (c->tmode == T_QUEUE)
+        set_timer(c, T_OFF, NULL);
+    if (rc < 0) {
         uc_failed(c, 502, "cannot open a connection", 0);
         return;
     }
@@ -853,9 +896,22 @@ static void fence_decided(struct px_conn *c)
         pol_decide_check(g->dec, g->ticket.highest); /* STALE, with the highest */
         respond_rejection(c, g->dec);
         break;
+    case PX_FENCE_UNVERIFIED:
+        g->fenced = 0;
+        release_fence(c);
+        g->dec->verdict = POL_UNVERIFIED; /* 403, audited, nothing raised */
+        respond_rejection(c, g->dec);
+        break;
     case PX_FENCE_FAILED:
         g->fenced = 0;
         release_fence(c);
+        if (g->ticket.unreachable) {
+            /* The route's lock backend did not answer: fail closed. */
+            px_report_outcome(r->route_idx, PX_OUT_LOCK_BACKEND_FAILED);
+            audit(c, g->dec, "lock_backend_unavailable", 0);
+            respond_text(c, 503, "lock backend unavailable", 1);
+            break;
+        }
         if (g->ticket.full) {
             /* The store is at its maximum size: only new resources are
              * refused, and each refusal is audited. */
@@ -876,6 +932,23 @@ static void fence_decided(struct px_conn *c)
     }
 }
 
+/* The verifier of d's route (verify = URL), or NULL. Verifiers belong to
+ * the routes of the snapshot the proxy started with (a reload cannot change
+ * them): found by the route's name. */
+static const struct px_fence_verifier *gate_verifier(struct px_conn *c,
+                                                     const struct pol_decision *d)
+{
+    const struct pol_routes *rt;
+
+    if (c->ctx->verifiers == NULL || d->route == NULL || d->route->verify == NULL)
+        return NULL;
+    rt = c->ctx->verify_cfg->routes;
+    for (size_t i = 0; i < pol_routes_count(rt); i++)
+        if (strcmp(pol_routes_get(rt, i)->name, d->route->name) == 0)
+            return c->ctx->verifiers[i];
+    return NULL;
+}
+
 /* Admits the gates in order; forwards once every one has let the request
  * through (S1-S3 hold for each resource it writes). */
 static void admit_next(struct px_conn *c)
@@ -889,8 +962,9 @@ static void admit_next(struct px_conn *c)
         return;
     }
     g = &r->gates[r->gate_at];
-    fr = px_fence_admit(c->ctx->fence, g->dec->resource, g->dec->resource_len, g->dec->token,
-                        &g->ticket, fence_cb, c);
+    fr = px_fence_admit_verified(c->ctx->fence, g->dec->resource, g->dec->resource_len,
+                                 g->dec->token, gate_verifier(c, g->dec), &g->ticket, fence_cb,
+                                 c);
     g->ticket.result = fr;
     g->fenced = fr == PX_FENCE_GO || fr == PX_FENCE_WAIT;
     if (g->fenced)
@@ -946,8 +1020,9 @@ static int is_rejection(enum pol_verdict v)
 static int classify(struct px_conn *c, const char *path, size_t len, char **buf,
                     struct pol_decision *d)
 {
-    const struct px_config *cfg = c->ctx->cfg;
     struct px_req *r = c->req;
+    const struct px_config *cfg = r->cfg;
+    size_t tlen = strlen(cfg->token_header);
     struct pol_facts facts;
     size_t cap = 3 * len + 1; /* a byte may be re-written as %XX */
 
@@ -959,7 +1034,7 @@ static int classify(struct px_conn *c, const char *path, size_t len, char **buf,
     facts.method_len = r->h.method_len;
     for (unsigned i = 0; i < r->h.n_fields; i++) {
         const struct px_h1_field *f = &r->h.fields[i];
-        if (f->name_len == c->ctx->token_header_len && px_h1_name_is(f, cfg->token_header)) {
+        if (f->name_len == tlen && px_h1_name_is(f, cfg->token_header)) {
             if (facts.token_fields++ == 0) {
                 facts.token = f->value;
                 facts.token_len = f->value_len;
@@ -1028,7 +1103,7 @@ static void decide(struct px_conn *c)
 {
     struct px_ctx *ctx = c->ctx;
     struct px_req *r = c->req;
-    const struct px_config *cfg = ctx->cfg;
+    const struct px_config *cfg = r->cfg;
     const char *path = r->h.origin, *dpath;
     size_t len = r->h.origin_len, dlen;
     int dest;
@@ -1151,6 +1226,7 @@ static void process_head(struct px_conn *c)
         return;
     }
     memcpy(r->buf, p, h.head_len);
+    r->cfg = px_config_hold(ctx->cfg);
     r->h = h;
     head_rebase(&r->h, p, r->buf);
     evbuffer_drain(in, h.head_len);
@@ -1281,6 +1357,15 @@ static void timer_run(struct px_conn *c)
     if (c->tmode == T_EXPECT) {
         c->tmode = T_OFF;
         start_body(c);
+        return;
+    }
+    if (c->tmode == T_QUEUE) {
+        c->tmode = T_OFF;
+        px_upool_cancel(c->req->pool, &c->req->qw);
+        release_fence(c);
+        px_report_outcome(c->req->route_idx, PX_OUT_UPSTREAM_BUSY);
+        px_clog_warn(c->id, c->peer, "no upstream connection within upstream_queue_timeout");
+        respond_local(c, 503, "text/plain", "Retry-After: 1\r\n", "upstream busy\n", 14, 1);
         return;
     }
     if (c->tmode == T_HEAD) {

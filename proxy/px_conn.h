@@ -19,8 +19,9 @@ enum px_conn_state {
     /* A parsed request waits for the fence (the store or the ordering
      * gate); nothing of it has gone upstream, the client is not read. */
     C_DECIDE,
-    /* Admitted; a new upstream connection is being opened under the
-     * connect deadline. The head is queued on it. */
+    /* Admitted; queued for an upstream connection (max_upstream_connections,
+     * under upstream_queue_timeout), or a new one is being opened under the
+     * connect deadline with the head queued on it. */
     C_CONNECT,
     /* The exchange runs: the request body goes up, the response comes
      * down. The upstream client owns the upstream deadlines. */

@@ -18,6 +18,8 @@ struct evconnlistener;
 struct px_config;
 struct px_upool;
 struct px_fence;
+struct px_fence_verifier;
+struct px_verify;
 struct st_store;
 struct px_audit;
 struct px_logw;
@@ -33,7 +35,10 @@ struct px_transport;
 #define PX_EXPECT_MS 1000
 
 struct px_ctx {
-    const struct px_config *cfg;     /* borrowed; outlives the ctx */
+    struct px_config *cfg;           /* the current snapshot (held); a reload swaps it */
+    char *cfg_path;                  /* the file it came from; owned */
+    uint64_t cfg_generation;         /* 1 at start, +1 per applied reload */
+    char reload_result[256];         /* "ok" or the last failed reload's message */
     struct event_base *base;
     struct evconnlistener *listener;
     const struct px_transport *client_tr; /* how accepted clients speak */
@@ -43,10 +48,16 @@ struct px_ctx {
     struct event *store_ev;
     int store_unreachable;        /* last seen st_store_unreachable(), for the log */
     struct px_fence *fence;
+    /* Per route index: the route's token verifier (verify = URL), or NULL;
+     * the array is NULL when no route verifies. Built by px_server. */
+    const struct px_fence_verifier *const *verifiers;
+    struct px_verify **verify_owned; /* the same, owned: one per route (NULL entries) */
+    struct px_config *verify_cfg;    /* the snapshot verifiers[] is indexed by (held):
+                                        the one the proxy started with */
     struct px_audit *audit;          /* NULL when audit is off */
     struct px_logw *access;          /* NULL when the access log is off */
     struct px_admin *admin;          /* NULL when admin_listen = off */
-    struct event *sig_int, *sig_term, *sig_hup;
+    struct event *sig_int, *sig_term, *sig_hup, *sig_usr1;
     struct event *grace_timer;
     struct px_conn_set *conns;       /* owned by px_conn (px_conn_set_new) */
     /* Called by px_conn when its last connection is gone (a draining
@@ -59,7 +70,7 @@ struct px_ctx {
     struct px_h1_limits lim;         /* request heads */
     struct px_h1_limits rlim;        /* response heads */
     struct {                         /* libevent common timeouts: O(1) timers */
-        struct timeval header, idle, upstream, connect, linger, expect;
+        struct timeval header, idle, upstream, connect, linger, expect, queue;
     } tv;
     size_t token_header_len;
     char upstream_origin[320];       /* "http://host:port", for Location */

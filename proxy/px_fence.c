@@ -13,9 +13,29 @@
 #include "fc_hmap.h"
 #include "st_store.h"
 
-enum ticket_state { T_NONE = 0, T_LOADING, T_WAITING, T_ACTIVE };
+enum ticket_state { T_NONE = 0, T_LOADING, T_WAITING, T_ACTIVE, T_VERIFYING, T_HELD };
 
 TAILQ_HEAD(ticket_list, px_fence_ticket);
+
+/* One check under way with the lock backend for a token of a resource;
+ * every ticket with that token in the resource's verifying list waits for
+ * it (concurrent advances to one token share one check). Freed by its
+ * verdict, or by px_fence_free(). */
+struct vjob {
+    struct px_fence_res *res;
+    uint64_t token;
+    TAILQ_ENTRY(vjob) link;  /* in the fence's list */
+};
+
+/* The operator's reset of one resource, waiting for what was admitted
+ * before it to drain, then for the store. */
+struct set_op {
+    uint64_t token;
+    uint64_t old;
+    int submitted;
+    px_fence_set_cb cb;
+    void *arg;
+};
 
 struct px_fence_res {
     struct fc_hmap_node node;  /* in the fence's table */
@@ -29,6 +49,9 @@ struct px_fence_res {
     struct ticket_list loading; /* admitted before the store answered */
     struct ticket_list waiting; /* admitted, waiting for S2/S3 */
     struct ticket_list inflight; /* in flight (GO, not done) */
+    struct ticket_list verifying; /* waiting for the lock backend's verdict */
+    struct ticket_list held;    /* admitted while a set was pending */
+    struct set_op *set;         /* an operator reset under way, or NULL */
     unsigned pending;           /* store calls whose callback has not run */
     int in_idle;                /* on the fence's idle list */
     TAILQ_ENTRY(px_fence_res) idle_link;
@@ -42,6 +65,7 @@ struct px_fence {
     size_t inflight;
     size_t max_res;                  /* cached resources before idle ones go */
     TAILQ_HEAD(, px_fence_res) idle; /* evictable, least recently used first */
+    TAILQ_HEAD(, vjob) vjobs;        /* checks under way */
 };
 
 struct px_fence *px_fence_new(struct st_store *store)
@@ -53,6 +77,7 @@ struct px_fence *px_fence_new(struct st_store *store)
     f->store = store;
     f->max_res = PX_FENCE_MAX_RESOURCES;
     TAILQ_INIT(&f->idle);
+    TAILQ_INIT(&f->vjobs);
     f->table = fc_hmap_new(1024);
     if (f->table == NULL)
         goto fail;
@@ -66,8 +91,15 @@ void px_fence_free(struct px_fence *f)
 {
     if (f == NULL)
         return;
-    for (struct fc_hmap_node *n; f->table != NULL && (n = fc_hmap_pop(f->table)) != NULL;)
-        free(FC_HMAP_ENTRY(n, struct px_fence_res, node));
+    for (struct vjob *j; (j = TAILQ_FIRST(&f->vjobs)) != NULL;) {
+        TAILQ_REMOVE(&f->vjobs, j, link);
+        free(j);
+    }
+    for (struct fc_hmap_node *n; f->table != NULL && (n = fc_hmap_pop(f->table)) != NULL;) {
+        struct px_fence_res *r = FC_HMAP_ENTRY(n, struct px_fence_res, node);
+        free(r->set);
+        free(r);
+    }
     fc_hmap_free(&f->table);
     free(f);
 }
@@ -97,6 +129,8 @@ static struct px_fence_res *res_get(struct px_fence *f, const char *key, size_t 
     TAILQ_INIT(&r->loading);
     TAILQ_INIT(&r->waiting);
     TAILQ_INIT(&r->inflight);
+    TAILQ_INIT(&r->verifying);
+    TAILQ_INIT(&r->held);
     fc_hmap_insert(f->table, &r->node, r->key, klen);
     return r;
 }
@@ -107,8 +141,11 @@ static struct px_fence_res *res_get(struct px_fence *f, const char *key, size_t 
 static int res_idle(const struct px_fence_res *r)
 {
     return r->loaded && !r->reading && r->pending == 0 && r->active == 0 &&
-           r->durable == r->highest && TAILQ_EMPTY(&r->loading) && TAILQ_EMPTY(&r->waiting);
+           r->durable == r->highest && TAILQ_EMPTY(&r->loading) && TAILQ_EMPTY(&r->waiting) &&
+           TAILQ_EMPTY(&r->verifying) && TAILQ_EMPTY(&r->held) && r->set == NULL;
 }
+
+static void try_set(struct px_fence_res *r);
 
 /* Keeps r's place on the idle list right after any change to r, then drops
  * the least recently used idle entries while the cache is over its size.
@@ -118,6 +155,8 @@ static void res_touch(struct px_fence_res *r)
     struct px_fence *f = r->fence;
     struct px_fence_res *old;
 
+    if (r->set != NULL)
+        try_set(r);
     if (r->in_idle) {
         TAILQ_REMOVE(&f->idle, r, idle_link);
         r->in_idle = 0;
@@ -194,8 +233,103 @@ static void preempt_active(struct px_fence_res *r)
     }
 }
 
-/* Admission once the resource is loaded. Returns GO/STALE/FAILED decided at
- * once, or WAIT with t queued. */
+static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence_ticket *t);
+
+/* Admits every ticket of list (taken off it first) again, in order, as
+ * on_loaded does: GO and decided ones are told, the others wait. */
+static void readmit(struct px_fence_res *r, struct ticket_list *list)
+{
+    struct ticket_list todo = TAILQ_HEAD_INITIALIZER(todo);
+    struct px_fence_ticket *t;
+
+    TAILQ_CONCAT(&todo, list, link);
+    while ((t = TAILQ_FIRST(&todo)) != NULL) {
+        enum px_fence_result res;
+        TAILQ_REMOVE(&todo, t, link);
+        t->state = T_NONE;
+        res = admit_loaded(r, t);
+        if (res == PX_FENCE_GO) {
+            t->result = res; /* admit_loaded counted it in flight */
+            t->cb(t, t->arg);
+        } else if (res != PX_FENCE_WAIT) {
+            ticket_finish(t, res);
+        }
+    }
+}
+
+/* The backend's verdict on job's token: the tickets with it that still
+ * wait are admitted (HELD, as verified), refused (NOT_HELD) or failed
+ * (UNREACHABLE). */
+static void on_verdict(void *arg, enum px_verdict v)
+{
+    struct vjob *j = arg;
+    struct px_fence_res *r = j->res;
+    struct ticket_list mine = TAILQ_HEAD_INITIALIZER(mine);
+    struct px_fence_ticket *t, *next;
+
+    TAILQ_REMOVE(&r->fence->vjobs, j, link);
+    r->pending--;
+    for (t = TAILQ_FIRST(&r->verifying); t != NULL; t = next) {
+        next = TAILQ_NEXT(t, link);
+        if (t->token == j->token) {
+            TAILQ_REMOVE(&r->verifying, t, link);
+            TAILQ_INSERT_TAIL(&mine, t, link);
+        }
+    }
+    free(j);
+    if (v == PX_VERDICT_HELD) {
+        TAILQ_FOREACH(t, &mine, link)
+            t->verified = 1;
+        readmit(r, &mine);
+    } else {
+        while ((t = TAILQ_FIRST(&mine)) != NULL) {
+            TAILQ_REMOVE(&mine, t, link);
+            t->unreachable = v == PX_VERDICT_UNREACHABLE;
+            ticket_finish(t, v == PX_VERDICT_NOT_HELD ? PX_FENCE_UNVERIFIED : PX_FENCE_FAILED);
+        }
+    }
+    res_touch(r);
+}
+
+/* Asks t's verifier about t's token, or joins the check already under way
+ * for that token on r. Returns WAIT (t queued), FAILED (cannot ask), or
+ * what admission gives when the verifier knows at once. */
+static enum px_fence_result verify(struct px_fence_res *r, struct px_fence_ticket *t)
+{
+    struct px_fence *f = r->fence;
+    struct vjob *j;
+    int rc;
+
+    TAILQ_FOREACH(j, &f->vjobs, link)
+    {
+        if (j->res == r && j->token == t->token)
+            goto queue;
+    }
+    j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return PX_FENCE_FAILED;
+    j->res = r;
+    j->token = t->token;
+    rc = t->verifier->check(t->verifier->impl, r->key, r->klen, t->token, on_verdict, j);
+    if (rc != 0) {
+        free(j);
+        if (rc > 0) {
+            t->verified = 1;
+            return admit_loaded(r, t);
+        }
+        t->unreachable = 1;
+        return PX_FENCE_FAILED;
+    }
+    TAILQ_INSERT_TAIL(&f->vjobs, j, link);
+    r->pending++;
+queue:
+    t->state = T_VERIFYING;
+    TAILQ_INSERT_TAIL(&r->verifying, t, link);
+    return PX_FENCE_WAIT;
+}
+
+/* Admission once the resource is loaded. Returns GO/STALE/FAILED/UNVERIFIED
+ * decided at once, or WAIT with t queued. */
 static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence_ticket *t)
 {
     struct px_fence *f = r->fence;
@@ -206,6 +340,8 @@ static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence
         t->highest = r->highest;
         return PX_FENCE_STALE;
     }
+    if (t->verifier != NULL && !t->verified && (t->token > r->highest || t->verifier->live))
+        return verify(r, t); /* S2: nothing is raised before the backend says HELD */
     if (TAILQ_EMPTY(&r->waiting) && may_go(r, t->token)) {
         r->active_token = t->token;
         r->active++;
@@ -239,10 +375,20 @@ static void on_loaded(void *arg, int rc, uint64_t highest)
 
     r->pending--;
     if (rc != 0) {
-        /* Not loaded: refuse what waited. */
+        /* Not loaded: refuse what waited, and a reset waiting for the load. */
         while ((t = TAILQ_FIRST(&r->loading)) != NULL) {
             TAILQ_REMOVE(&r->loading, t, link);
             ticket_finish(t, PX_FENCE_FAILED);
+        }
+        if (r->set != NULL && !r->set->submitted) {
+            struct set_op *op = r->set;
+            r->set = NULL;
+            op->cb(op->arg, -1, 0, 0);
+            free(op);
+            while ((t = TAILQ_FIRST(&r->held)) != NULL) {
+                TAILQ_REMOVE(&r->held, t, link);
+                ticket_finish(t, PX_FENCE_FAILED);
+            }
         }
         r->reading = 0; /* the next request retries the read */
         res_touch(r);
@@ -252,18 +398,7 @@ static void on_loaded(void *arg, int rc, uint64_t highest)
     r->loaded = 1;
     r->highest = highest > r->highest ? highest : r->highest;
     r->durable = highest;
-    while ((t = TAILQ_FIRST(&r->loading)) != NULL) {
-        enum px_fence_result res;
-        TAILQ_REMOVE(&r->loading, t, link);
-        t->state = T_NONE;
-        res = admit_loaded(r, t);
-        if (res == PX_FENCE_GO) {
-            t->result = res; /* admit_loaded counted it in flight */
-            t->cb(t, t->arg);
-        } else if (res != PX_FENCE_WAIT) {
-            ticket_finish(t, res);
-        }
-    }
+    readmit(r, &r->loading);
     res_touch(r);
 }
 
@@ -306,18 +441,34 @@ enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t 
                                     uint64_t token, struct px_fence_ticket *t, px_fence_cb cb,
                                     void *arg)
 {
+    return px_fence_admit_verified(f, key, klen, token, NULL, t, cb, arg);
+}
+
+enum px_fence_result px_fence_admit_verified(struct px_fence *f, const char *key, size_t klen,
+                                             uint64_t token, const struct px_fence_verifier *v,
+                                             struct px_fence_ticket *t, px_fence_cb cb,
+                                             void *arg)
+{
     struct px_fence_res *r;
 
     memset(t, 0, sizeof(*t));
     t->token = token;
     t->cb = cb;
     t->arg = arg;
+    t->verifier = v;
     if (st_store_failed(f->store))
         return PX_FENCE_FAILED;
     r = res_get(f, key, klen);
     if (r == NULL)
         return PX_FENCE_FAILED;
     t->res = r;
+    if (r->set != NULL) {
+        /* S3 for the operator's reset: decided against the new highest. */
+        t->state = T_HELD;
+        TAILQ_INSERT_TAIL(&r->held, t, link);
+        res_touch(r);
+        return PX_FENCE_WAIT;
+    }
     if (!r->loaded) {
         t->state = T_LOADING;
         TAILQ_INSERT_TAIL(&r->loading, t, link);
@@ -331,7 +482,7 @@ enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t 
     }
     {
         enum px_fence_result res = admit_loaded(r, t);
-        if (res == PX_FENCE_STALE || res == PX_FENCE_FAILED)
+        if (res == PX_FENCE_STALE || res == PX_FENCE_FAILED || res == PX_FENCE_UNVERIFIED)
             t->res = NULL;
         res_touch(r); /* every change of r ends here: an idle entry may go */
         return res;
@@ -350,6 +501,12 @@ void px_fence_done(struct px_fence *f, struct px_fence_ticket *t)
         break;
     case T_WAITING:
         TAILQ_REMOVE(&r->waiting, t, link);
+        break;
+    case T_VERIFYING:
+        TAILQ_REMOVE(&r->verifying, t, link); /* its check still counts as pending */
+        break;
+    case T_HELD:
+        TAILQ_REMOVE(&r->held, t, link);
         break;
     case T_ACTIVE:
         TAILQ_REMOVE(&r->inflight, t, link);
@@ -389,4 +546,73 @@ int px_fence_peek(const struct px_fence *f, const char *key, size_t klen, uint64
 size_t px_fence_inflight(const struct px_fence *f)
 {
     return f->inflight;
+}
+
+/* ---- the operator's reset ---------------------------------------------- */
+
+static void on_set(void *arg, int rc, uint64_t highest)
+{
+    struct px_fence_res *r = arg;
+    struct set_op *op = r->set;
+
+    r->pending--;
+    r->set = NULL;
+    if (rc == 0) {
+        /* S1 from now on against the new value; nothing admitted under the
+         * old one is left (try_set waited for them). */
+        r->highest = highest;
+        r->durable = highest;
+    }
+    op->cb(op->arg, rc, op->old, rc == 0 ? highest : 0);
+    free(op);
+    readmit(r, &r->held);
+    res_touch(r);
+}
+
+/* Applies r's pending set once everything admitted before it has drained:
+ * nothing in flight, waiting, loading or being verified, no store call
+ * outstanding. Loads the resource first when it is not cached. */
+static void try_set(struct px_fence_res *r)
+{
+    struct px_fence *f = r->fence;
+    struct set_op *op = r->set;
+
+    if (op->submitted)
+        return;
+    if (!r->loaded) {
+        if (!r->reading) {
+            r->reading = 1;
+            r->pending++;
+            st_store_get(f->store, r->key, r->klen, on_loaded, r);
+        }
+        return;
+    }
+    if (r->reading || r->pending > 0 || r->active > 0 || !TAILQ_EMPTY(&r->loading) ||
+        !TAILQ_EMPTY(&r->waiting) || !TAILQ_EMPTY(&r->verifying))
+        return;
+    op->submitted = 1;
+    op->old = r->highest;
+    r->pending++;
+    st_store_set(f->store, r->key, r->klen, op->token, on_set, r);
+}
+
+int px_fence_set(struct px_fence *f, const char *key, size_t klen, uint64_t token,
+                 px_fence_set_cb cb, void *arg)
+{
+    struct px_fence_res *r = res_get(f, key, klen);
+    struct set_op *op;
+
+    if (r == NULL || r->set != NULL)
+        return -1;
+    op = calloc(1, sizeof(*op));
+    if (op == NULL) {
+        res_touch(r);
+        return -1;
+    }
+    op->token = token;
+    op->cb = cb;
+    op->arg = arg;
+    r->set = op;
+    res_touch(r); /* applies it now if nothing is admitted on r */
+    return 0;
 }

@@ -24,7 +24,35 @@ enum px_fence_result {
     PX_FENCE_GO,           /* forward now; call px_fence_done() when finished */
     PX_FENCE_STALE,        /* refuse with 409; ticket->highest says why */
     PX_FENCE_FAILED,       /* the store failed (or is full: ticket->full): 503 */
-    PX_FENCE_WAIT          /* ticket queued: the callback will say */
+    PX_FENCE_WAIT,         /* ticket queued: the callback will say */
+    PX_FENCE_UNVERIFIED    /* the route's lock backend does not confirm the token
+                            * as the holder's: refuse (403), nothing was raised */
+};
+
+/* What a lock backend says about a token (px_fence_verifier). */
+enum px_verdict {
+    PX_VERDICT_HELD,        /* the token is the current holder's */
+    PX_VERDICT_NOT_HELD,    /* free, or held with another token */
+    PX_VERDICT_UNREACHABLE  /* no answer: fail closed (503) */
+};
+
+/* Called once with the verdict of a check that returned 0; on the loop
+ * thread, never from inside check(). */
+typedef void (*px_verdict_cb)(void *arg, enum px_verdict v);
+
+/* How px_fence asks a route's lock backend whether a token is the current
+ * holder's, without knowing the backend (px_verify implements it; its
+ * worker thread does the blocking calls). Borrowed by every ticket admitted
+ * with it; must outlive them. */
+struct px_fence_verifier {
+    /* Asks about token for resource key (klen bytes, copied). Returns 1 when
+     * the answer is HELD at once (a live check still cached; cb not called),
+     * 0 when asked (cb runs later), -1 when it cannot ask now (queue full:
+     * treated as unreachable). */
+    int (*check)(void *impl, const char *key, size_t klen, uint64_t token, px_verdict_cb cb,
+                 void *arg);
+    void *impl;
+    int live; /* require_live_lease: T == H is checked too, not only an advance */
 };
 
 struct px_fence_ticket;
@@ -42,6 +70,9 @@ struct px_fence_ticket {
     enum px_fence_result result;
     int full;                      /* for FAILED: the store is full and refused a new
                                     * resource; it has not failed (store_full) */
+    int unreachable;               /* for FAILED: the lock backend gave no answer */
+    const struct px_fence_verifier *verifier; /* NULL: tokens not verified */
+    int verified;                  /* internal: the backend confirmed token */
     int state;                     /* internal */
     px_fence_cb cb;
     px_fence_cb preempt;           /* NULL: never told (px_fence_on_preempt) */
@@ -54,7 +85,8 @@ struct px_fence_ticket {
 struct px_fence *px_fence_new(struct st_store *store);
 
 /* Frees the fence and its resource table; tickets still queued are dropped
- * without callbacks. Accepts NULL. */
+ * without callbacks. Free the verifiers first (no verdict may arrive
+ * afterwards); pending sets are dropped without callbacks. Accepts NULL. */
 void px_fence_free(struct px_fence *f);
 
 /* Admits token for resource key (klen bytes, copied). On GO/STALE/FAILED the
@@ -65,6 +97,32 @@ void px_fence_free(struct px_fence *f);
 enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t klen,
                                     uint64_t token, struct px_fence_ticket *t,
                                     px_fence_cb cb, void *arg);
+
+/* px_fence_admit() on a route whose tokens are verified (v borrowed; NULL:
+ * not verified). S2 with verification: a token above the highest is asked
+ * about first (tickets with the same token share one check) and raises
+ * nothing until v says HELD; NOT_HELD decides UNVERIFIED, UNREACHABLE
+ * decides FAILED with ticket->unreachable. With v->live a token equal to
+ * the highest is asked about too. */
+enum px_fence_result px_fence_admit_verified(struct px_fence *f, const char *key, size_t klen,
+                                             uint64_t token, const struct px_fence_verifier *v,
+                                             struct px_fence_ticket *t, px_fence_cb cb,
+                                             void *arg);
+
+/* Operator reset done: rc 0 with the highest before (old) and after (the
+ * set token, or the store's floor), ST_STORE_EFULL or -1 (store failed).
+ * Loop thread, from the store's dispatch. */
+typedef void (*px_fence_set_cb)(void *arg, int rc, uint64_t old, uint64_t highest);
+
+/* Sets key's highest to token, lower or higher (`fenceproxy tokens set`).
+ * Atomic with respect to requests (S3): requests admitted before it
+ * (in flight, waiting, being loaded or verified) drain first, requests
+ * admitted after it wait and are then decided against the new highest;
+ * the value is durable in the store before cb runs. Returns 0 (cb runs
+ * later), or -1 when a set of key is already under way or on allocation
+ * failure (cb never runs). arg is borrowed until cb. */
+int px_fence_set(struct px_fence *f, const char *key, size_t klen, uint64_t token,
+                 px_fence_set_cb cb, void *arg);
 
 /* Asks to be told, through cb (same rules as the decision callback: record
  * and schedule only; do not call px_fence_done() from inside), when a higher

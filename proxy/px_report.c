@@ -3,6 +3,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -20,6 +21,8 @@ enum px_outcome px_report_verdict_outcome(enum pol_verdict v)
         return PX_OUT_STALE_TOKEN;
     case POL_MISSING:
         return PX_OUT_MISSING_TOKEN;
+    case POL_UNVERIFIED:
+        return PX_OUT_UNVERIFIED_TOKEN;
     default:
         return PX_OUT_MALFORMED_TOKEN;
     }
@@ -42,6 +45,66 @@ static const struct px_h1_field *find_field(const struct px_h1_head *h, const ch
     return NULL;
 }
 
+/* Appends len bytes of s to the growing buffer. 0 or -1 (no memory). */
+static int add_raw(char **buf, size_t *blen, size_t *bcap, const char *s, size_t len)
+{
+    if (*blen + len + 1 > *bcap) {
+        size_t cap = (*bcap ? *bcap * 2 : 256) + len;
+        char *nb = realloc(*buf, cap);
+        if (nb == NULL)
+            return -1;
+        *buf = nb;
+        *bcap = cap;
+    }
+    memcpy(*buf + *blen, s, len);
+    *blen += len;
+    (*buf)[*blen] = '\0';
+    return 0;
+}
+
+/* The JSON form of the access log line, into a malloc'd buffer (*len);
+ * NULL when out of memory. */
+static char *access_json(const struct px_report *x, const char *ts, unsigned ms, size_t *len)
+{
+    const struct px_h1_head *h = x->h;
+    char *b = NULL, num[160];
+    size_t n = 0, cap = 0;
+    int k;
+
+    k = snprintf(num, sizeof(num), "{\"ts\":\"%s.%03uZ\",\"client\":\"", ts, ms);
+    if (add_raw(&b, &n, &cap, num, (size_t)k) < 0 ||
+        pol_json_append_escaped(&b, &n, &cap, x->peer, strlen(x->peer)) < 0)
+        goto fail;
+    if (h != NULL) {
+        if (add_raw(&b, &n, &cap, "\",\"method\":\"", 12) < 0 ||
+            pol_json_append_escaped(&b, &n, &cap, h->method, h->method_len) < 0 ||
+            add_raw(&b, &n, &cap, "\",\"target\":\"", 12) < 0 ||
+            pol_json_append_escaped(&b, &n, &cap, h->target, h->target_len) < 0 ||
+            add_raw(&b, &n, &cap, "\",\"version\":\"", 13) < 0 ||
+            add_raw(&b, &n, &cap, h->minor == 1 ? "1.1" : "1.0", 3) < 0)
+            goto fail;
+        k = snprintf(num, sizeof(num),
+                     "\",\"status\":%d,\"bytes\":%" PRIu64 ",\"upstream_ms\":%.3f,\"request_id\":\"",
+                     x->status, x->bytes, x->upstream_s * 1000.0);
+        if (add_raw(&b, &n, &cap, num, (size_t)k) < 0 ||
+            pol_json_append_escaped(&b, &n, &cap, x->request_id, strlen(x->request_id)) < 0 ||
+            add_raw(&b, &n, &cap, "\"}\n", 3) < 0)
+            goto fail;
+    } else {
+        k = snprintf(num, sizeof(num),
+                     "\",\"method\":null,\"target\":null,\"version\":null,\"status\":%d,"
+                     "\"bytes\":%" PRIu64 ",\"upstream_ms\":0,\"request_id\":null}\n",
+                     x->status, x->bytes);
+        if (add_raw(&b, &n, &cap, num, (size_t)k) < 0)
+            goto fail;
+    }
+    *len = n;
+    return b;
+fail:
+    free(b);
+    return NULL;
+}
+
 void px_report_access(struct px_logw *access, const struct px_report *x)
 {
     char line[1024];
@@ -56,6 +119,14 @@ void px_report_access(struct px_logw *access, const struct px_report *x)
         return;
     gmtime_r(&secs, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (x->json) {
+        size_t len;
+        char *j = access_json(x, ts, (unsigned)(now % 1000), &len);
+        if (j == NULL || px_logw_write(access, j, len) < 0)
+            px_stats_inc(PX_ST_ACCESS_LOG_DROPPED);
+        free(j);
+        return;
+    }
     if (h != NULL)
         n = snprintf(line, sizeof(line),
                      "%s.%03uZ %s \"%.*s %.*s HTTP/1.%d\" %d %" PRIu64 " %.3f %s\n", ts,

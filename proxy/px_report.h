@@ -27,14 +27,18 @@ struct px_report {
     int status;
     uint64_t bytes;                  /* body bytes sent to the client */
     double upstream_s;               /* seconds at the upstream; 0 when local */
+    int json;                        /* access_log_format = json */
 };
 
 /* The outcome of a token decision that refuses (MISSING, MALFORMED,
  * STALE), for the table. */
 enum px_outcome px_report_verdict_outcome(enum pol_verdict v);
 
-/* One access log line (nothing when access is NULL); a line the writer
- * cannot take is counted as dropped. */
+/* One access log line (nothing when access is NULL), as text or, with
+ * x->json, one JSON object: {"ts","client","method","target","version",
+ * "status","bytes","upstream_ms","request_id"} (method, target and request
+ * id null when the request was refused before its head parsed). A line the
+ * writer cannot take is counted as dropped. */
 void px_report_access(struct px_logw *access, const struct px_report *x);
 
 /* One audit record of event with the given highest (nothing when audit is

@@ -28,9 +28,11 @@
 #include "px_fence.h"
 #include "px_log.h"
 #include "px_logw.h"
+#include "px_sd.h"
 #include "px_stats.h"
 #include "px_transport.h"
 #include "px_upstream.h"
+#include "px_verify.h"
 
 #define PX_LOG_BUFFER       (4u * 1024 * 1024) /* per log writer */
 #define PX_UPSTREAM_IDLE_MS 30000              /* below common upstream keep-alives */
@@ -202,11 +204,44 @@ static void stop_cb(evutil_socket_t sig, short what, void *arg)
         event_base_loopexit(ctx->base, NULL);
 }
 
-static void hup_cb(evutil_socket_t sig, short what, void *arg)
-{
-    struct px_ctx *ctx = arg;
+static int init_stats(const struct px_config *cfg);
 
-    px_log_info("SIGHUP: reopening logs");
+static int same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* Verifiers (their worker threads and lock clients) are made at start, one
+ * per route that has `verify`: a reload may not add or change one (it would
+ * need a new client), only drop a route. */
+static int verify_reload_check(const struct px_ctx *ctx, const struct px_config *cfg, char *err,
+                               size_t errlen)
+{
+    for (size_t i = 0; i < pol_routes_count(cfg->routes); i++) {
+        const struct pol_route *nr = pol_routes_get(cfg->routes, i), *or = NULL;
+        const struct pol_routes *old = ctx->verify_cfg != NULL ? ctx->verify_cfg->routes : NULL;
+        for (size_t j = 0; old != NULL && j < pol_routes_count(old); j++)
+            if (strcmp(pol_routes_get(old, j)->name, nr->name) == 0)
+                or = pol_routes_get(old, j);
+        if (nr->verify == NULL && (or == NULL || or->verify == NULL))
+            continue;
+        if (or == NULL || !same_str(or->verify, nr->verify) ||
+            !same_str(or->lock_name, nr->lock_name) ||
+            or->require_live_lease != nr->require_live_lease ||
+            or->live_lease_cache_ms != nr->live_lease_cache_ms) {
+            snprintf(err, errlen,
+                     "%s: [route %s] verify, lock_name, require_live_lease and "
+                     "live_lease_cache cannot change on a reload (restart instead)",
+                     ctx->cfg_path, nr->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* SIGUSR1: reopen the logs (after logrotate moved them). */
+static void reopen_logs(struct px_ctx *ctx)
+{
     px_stats_inc(PX_ST_LOG_REOPENS);
     if (ctx->audit != NULL)
         px_audit_reopen(ctx->audit);
@@ -214,13 +249,145 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
         px_logw_reopen(ctx->access);
 }
 
+static void usr1_cb(evutil_socket_t sig, short what, void *arg)
+{
+    px_log_info("SIGUSR1: reopening logs");
+    reopen_logs(arg);
+}
+
+/* SIGHUP: reload the configuration, and reopen the logs (as before reloads
+ * existed, so rotation scripts that send SIGHUP keep working). */
+static void hup_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct px_ctx *ctx = arg;
+    char err[1024];
+
+    px_log_info("SIGHUP: reloading %s and reopening logs", ctx->cfg_path);
+    if (px_server_reload(ctx, err, sizeof(err)) < 0)
+        px_log_error("reload refused, the running configuration stays: %s", err);
+    reopen_logs(ctx);
+}
+
+/* Timeouts and limits of a snapshot, into the context (common timeouts:
+ * the same few durations for every connection). */
+static void apply_limits(struct px_ctx *ctx, const struct px_config *cfg)
+{
+    ctx->lim.max_head = cfg->max_header_bytes;
+    ctx->lim.max_line = 8192;
+    ctx->lim.max_fields = 100;
+    ctx->rlim = ctx->lim;
+    ctx->rlim.max_head = cfg->max_response_header_bytes;
+    ctx->token_header_len = strlen(cfg->token_header);
+    snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "http://%s:%d", cfg->upstream_host,
+             cfg->upstream_port);
+    ctx->upstream_origin_len = strlen(ctx->upstream_origin);
+    common_tv(ctx->base, cfg->header_timeout_ms, &ctx->tv.header);
+    common_tv(ctx->base, cfg->idle_timeout_ms, &ctx->tv.idle);
+    common_tv(ctx->base, cfg->upstream_timeout_ms, &ctx->tv.upstream);
+    common_tv(ctx->base, cfg->upstream_connect_timeout_ms, &ctx->tv.connect);
+    common_tv(ctx->base, PX_LINGER_MS, &ctx->tv.linger);
+    common_tv(ctx->base, PX_EXPECT_MS, &ctx->tv.expect);
+    common_tv(ctx->base, cfg->upstream_queue_timeout_ms, &ctx->tv.queue);
+}
+
+int px_server_reload(struct px_ctx *ctx, char *err, size_t errlen)
+{
+    struct px_config *cfg = px_config_load(ctx->cfg_path, err, errlen);
+    struct px_upool *pool = NULL;
+    struct px_logw *access = NULL;
+    enum px_log_level level;
+    int rc = -1;
+
+    if (cfg == NULL)
+        goto out;
+    if (px_config_reload_check(ctx->cfg, cfg, ctx->cfg_path, err, errlen) < 0 ||
+        verify_reload_check(ctx, cfg, err, errlen) < 0 ||
+        px_server_fit_fds(cfg, 0, err, errlen) < 0)
+        goto out;
+    err[0] = '\0';
+    /* Everything that can fail comes first; then nothing is left half done. */
+    if (strcmp(cfg->upstream, ctx->cfg->upstream) != 0) {
+        pool = px_upool_new(ctx->base, &px_transport_tcp, cfg->upstream_host, cfg->upstream_port,
+                            cfg->max_upstream_connections, PX_UPSTREAM_IDLE_MS, err, errlen);
+        if (pool == NULL)
+            goto out;
+    }
+    if (cfg->access_log != NULL &&
+        (ctx->cfg->access_log == NULL || strcmp(cfg->access_log, ctx->cfg->access_log) != 0)) {
+        access = px_logw_open(cfg->access_log, PX_LOG_BUFFER, err, errlen);
+        if (access == NULL)
+            goto out;
+    }
+    if (init_stats(cfg) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (pool != NULL) {
+        px_upool_retire(ctx->upool); /* lent connections finish their exchanges */
+        ctx->upool = pool;
+        pool = NULL;
+        px_log_info("reload: upstream is now %s", cfg->upstream);
+    } else {
+        px_upool_set_max(ctx->upool, cfg->max_upstream_connections);
+    }
+    if (access != NULL || cfg->access_log == NULL) {
+        px_logw_close(&ctx->access);
+        ctx->access = access;
+        access = NULL;
+    }
+    apply_limits(ctx, cfg);
+    px_fence_set_max_resources(ctx->fence, (size_t)cfg->resource_cache);
+    if (px_log_level_parse(cfg->log_level, &level) == 0)
+        px_log_init(level);
+    for (const char *w = cfg->warnings; w != NULL && *w != '\0'; w += strcspn(w, "\n") + 1)
+        px_log_warn("%.*s", (int)strcspn(w, "\n"), w);
+    px_config_free(&ctx->cfg); /* requests still under it keep their hold */
+    ctx->cfg = cfg;
+    cfg = NULL;
+    ctx->cfg_generation++;
+    px_stats_gauge_set(PX_G_CONFIG_GENERATION, (int64_t)ctx->cfg_generation);
+    px_stats_inc(PX_ST_CONFIG_RELOADS);
+    snprintf(ctx->reload_result, sizeof(ctx->reload_result), "ok");
+    px_log_info("reload: configuration generation %llu in effect",
+                (unsigned long long)ctx->cfg_generation);
+    rc = 0;
+out:
+    if (rc < 0) {
+        px_stats_inc(PX_ST_CONFIG_RELOAD_FAILURES);
+        snprintf(ctx->reload_result, sizeof(ctx->reload_result), "%s", err);
+    }
+    px_upool_free(pool);
+    px_logw_close(&access);
+    px_config_free(&cfg);
+    return rc;
+}
+
 static int open_listener(struct px_ctx *ctx, char *err, size_t errlen)
 {
     char *host = NULL;
-    int port, rc = -1, gai;
+    int port, rc = -1, gai, fd;
     struct addrinfo hints, *res = NULL;
     char portstr[16];
 
+    /* A socket a service manager holds for us (systemd socket activation):
+     * while the proxy restarts, connections wait in its backlog. */
+    fd = px_sd_listen_fd(err, errlen);
+    if (fd == -2)
+        goto out;
+    if (fd >= 0) {
+        ctx->listener = evconnlistener_new(ctx->base, accept_cb, ctx,
+                                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+        if (ctx->listener == NULL) {
+            snprintf(err, errlen, "socket activation: descriptor %d: %s", fd, strerror(errno));
+            goto out;
+        }
+        px_log_info("listening on descriptor %d from the service manager (socket activation)",
+                    fd);
+        evconnlistener_set_error_cb(ctx->listener, accept_error_cb);
+        rc = 0;
+        goto out;
+    }
+    err[0] = '\0';
     if (px_config_split_hostport(ctx->cfg->listen, &host, &port) < 0) {
         snprintf(err, errlen, "listen %s: expected host:port", ctx->cfg->listen);
         goto out;
@@ -269,6 +436,53 @@ static int open_admin(struct px_ctx *ctx, char *err, size_t errlen)
 out:
     free(host);
     return rc;
+}
+
+/* One verifier per route with verify = URL (px_verify), as an array by
+ * route index for px_conn. */
+static int open_verifiers(struct px_ctx *ctx, char *err, size_t errlen)
+{
+    size_t n = pol_routes_count(ctx->cfg->routes), used = 0;
+    const struct px_fence_verifier **ifs = NULL;
+
+    for (size_t i = 0; i < n; i++)
+        used += pol_routes_get(ctx->cfg->routes, i)->verify != NULL;
+    if (used == 0)
+        return 0;
+    ifs = calloc(n, sizeof(*ifs));
+    ctx->verify_owned = calloc(n, sizeof(*ctx->verify_owned));
+    ctx->verifiers = ifs;
+    ctx->verify_cfg = px_config_hold(ctx->cfg); /* the routes the verifiers borrow */
+    if (ifs == NULL || ctx->verify_owned == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct pol_route *r = pol_routes_get(ctx->cfg->routes, i);
+        if (r->verify == NULL)
+            continue;
+        ctx->verify_owned[i] = px_verify_new(ctx->base, r, err, errlen);
+        if (ctx->verify_owned[i] == NULL)
+            return -1;
+        ifs[i] = px_verify_fence(ctx->verify_owned[i]);
+        px_log_info("route %s: tokens verified with %s (lock name %s%s)", r->name, r->verify,
+                    r->lock_name != NULL ? r->lock_name : POL_LOCK_NAME_VAR,
+                    r->require_live_lease ? ", live lease required" : "");
+    }
+    return 0;
+}
+
+static void close_verifiers(struct px_ctx *ctx)
+{
+    size_t n = ctx->verify_cfg != NULL ? pol_routes_count(ctx->verify_cfg->routes) : 0;
+
+    for (size_t i = 0; ctx->verify_owned != NULL && i < n; i++)
+        px_verify_free(&ctx->verify_owned[i]);
+    free(ctx->verify_owned);
+    free((void *)ctx->verifiers);
+    ctx->verify_owned = NULL;
+    ctx->verifiers = NULL;
+    px_config_free(&ctx->verify_cfg);
 }
 
 static int init_stats(const struct px_config *cfg)
@@ -327,7 +541,8 @@ int px_server_fit_fds(struct px_config *cfg, int dry_run, char *msg, size_t cap)
     return 0;
 }
 
-struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errlen)
+struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char *err,
+                             size_t errlen)
 {
     struct px_ctx *ctx = calloc(1, sizeof(*ctx));
     struct st_store_config scfg;
@@ -337,7 +552,10 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    ctx->cfg = cfg;
+    ctx->cfg = px_config_hold(cfg);
+    ctx->cfg_path = strdup(path != NULL ? path : "");
+    ctx->cfg_generation = 1;
+    snprintf(ctx->reload_result, sizeof(ctx->reload_result), "none yet");
     ctx->client_tr = &px_transport_tcp;
     ctx->conns_gone = conns_gone;
     ctx->conns = px_conn_set_new();
@@ -345,21 +563,13 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    ctx->lim.max_head = cfg->max_header_bytes;
-    ctx->lim.max_line = 8192;
-    ctx->lim.max_fields = 100;
-    ctx->rlim = ctx->lim;
-    ctx->rlim.max_head = cfg->max_response_header_bytes;
-    ctx->token_header_len = strlen(cfg->token_header);
-    snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "http://%s:%d", cfg->upstream_host,
-             cfg->upstream_port);
-    ctx->upstream_origin_len = strlen(ctx->upstream_origin);
     if (getrandom(&ctx->rid_base, sizeof(ctx->rid_base), 0) != sizeof(ctx->rid_base))
         ctx->rid_base = (uint64_t)time(NULL) * 2654435761u;
     if (init_stats(cfg) < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
+    px_stats_gauge_set(PX_G_CONFIG_GENERATION, 1);
     ecfg = event_config_new();
     if (ecfg != NULL)
         /* Coalesce the read/write interest changes of one loop iteration
@@ -373,12 +583,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "cannot create the event loop");
         goto fail;
     }
-    common_tv(ctx->base, cfg->header_timeout_ms, &ctx->tv.header);
-    common_tv(ctx->base, cfg->idle_timeout_ms, &ctx->tv.idle);
-    common_tv(ctx->base, cfg->upstream_timeout_ms, &ctx->tv.upstream);
-    common_tv(ctx->base, cfg->upstream_connect_timeout_ms, &ctx->tv.connect);
-    common_tv(ctx->base, PX_LINGER_MS, &ctx->tv.linger);
-    common_tv(ctx->base, PX_EXPECT_MS, &ctx->tv.expect);
+    apply_limits(ctx, cfg);
     memset(&scfg, 0, sizeof(scfg));
     scfg.backend = cfg->store_backend;
     scfg.path = cfg->store_path;
@@ -400,21 +605,27 @@ struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errl
     ctx->store_ev =
         event_new(ctx->base, st_store_notify_fd(ctx->store), EV_READ | EV_PERSIST, store_cb, ctx);
     ctx->fence = px_fence_new(ctx->store);
+    if (ctx->fence != NULL)
+        px_fence_set_max_resources(ctx->fence, (size_t)cfg->resource_cache);
+    if (open_verifiers(ctx, err, errlen) != 0)
+        goto fail;
     ctx->listener_retry = evtimer_new(ctx->base, listener_retry_cb, ctx);
     ctx->grace_timer = evtimer_new(ctx->base, grace_cb, ctx);
     ctx->sig_int = evsignal_new(ctx->base, SIGINT, stop_cb, ctx);
     ctx->sig_term = evsignal_new(ctx->base, SIGTERM, stop_cb, ctx);
     ctx->sig_hup = evsignal_new(ctx->base, SIGHUP, hup_cb, ctx);
+    ctx->sig_usr1 = evsignal_new(ctx->base, SIGUSR1, usr1_cb, ctx);
     if (ctx->store_ev == NULL || ctx->fence == NULL || ctx->listener_retry == NULL ||
         ctx->grace_timer == NULL || ctx->sig_int == NULL || ctx->sig_term == NULL ||
-        ctx->sig_hup == NULL || event_add(ctx->store_ev, NULL) < 0 ||
+        ctx->sig_hup == NULL || ctx->sig_usr1 == NULL || event_add(ctx->sig_usr1, NULL) < 0 ||
+        event_add(ctx->store_ev, NULL) < 0 ||
         event_add(ctx->sig_int, NULL) < 0 || event_add(ctx->sig_term, NULL) < 0 ||
         event_add(ctx->sig_hup, NULL) < 0) {
         snprintf(err, errlen, "cannot set up events");
         goto fail;
     }
     ctx->upool = px_upool_new(ctx->base, &px_transport_tcp, cfg->upstream_host, cfg->upstream_port,
-                              PX_UPSTREAM_IDLE_MS, err, errlen);
+                              cfg->max_upstream_connections, PX_UPSTREAM_IDLE_MS, err, errlen);
     if (ctx->upool == NULL)
         goto fail;
     if (cfg->audit_path != NULL) {
@@ -459,6 +670,7 @@ void px_server_free(struct px_ctx *ctx)
     if (ctx->listener != NULL)
         evconnlistener_free(ctx->listener);
     px_upool_free(ctx->upool);
+    close_verifiers(ctx); /* before the fence: no verdict arrives afterwards */
     px_fence_free(ctx->fence);
     st_store_close(&ctx->store);
     px_audit_close(&ctx->audit);
@@ -475,8 +687,12 @@ void px_server_free(struct px_ctx *ctx)
         event_free(ctx->sig_term);
     if (ctx->sig_hup != NULL)
         event_free(ctx->sig_hup);
+    if (ctx->sig_usr1 != NULL)
+        event_free(ctx->sig_usr1);
     if (ctx->base != NULL)
         event_base_free(ctx->base);
     px_stats_free();
+    px_config_free(&ctx->cfg);
+    free(ctx->cfg_path);
     free(ctx);
 }

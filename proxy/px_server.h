@@ -28,9 +28,20 @@ struct px_ctx;
  * Returns 0 or -1. */
 int px_server_fit_fds(struct px_config *cfg, int dry_run, char *msg, size_t cap);
 
-/* Builds the context from cfg (borrowed), opening listeners, store, logs and
- * the upstream pool. Returns NULL with a message in err. */
-struct px_ctx *px_server_new(const struct px_config *cfg, char *err, size_t errlen);
+/* Builds the context from cfg (held: the context keeps its own reference;
+ * path is copied, for reloads), opening listeners, store, logs and the
+ * upstream pool. Returns NULL with a message in err. */
+struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char *err,
+                             size_t errlen);
+
+/* Reloads the configuration from the file the proxy started with: parses
+ * and validates a new snapshot (as `-t` does), refuses a change of a key
+ * that needs a restart, and otherwise swaps it in: requests in flight finish
+ * under the snapshot they started with, the next requests use the new one.
+ * The fence state, the store and the audit chain are untouched. Returns 0,
+ * or -1 with the reason (FILE:LINE: message) in err; the old snapshot then
+ * stays. Loop thread. */
+int px_server_reload(struct px_ctx *ctx, char *err, size_t errlen);
 
 /* Runs the loop until a stop signal and the drain. Returns 0 on a clean
  * stop, -1 on a fatal error. */

@@ -27,7 +27,10 @@
     X(STORE_FAILED, "store_failed", 1, 1, 0)                  \
     X(STORE_FULL, "store_full", 1, 1, 1)                      \
     X(PREEMPTED, "preempted", 1, 1, 1)                        \
+    X(UPSTREAM_BUSY, "upstream_busy", 1, 1, 0)                \
     X(AUDIT_UNAVAILABLE, "audit_unavailable", 1, 1, 0)        \
+    X(UNVERIFIED_TOKEN, "unverified_token", 1, 1, 1)          \
+    X(LOCK_BACKEND_FAILED, "lock_backend_unavailable", 1, 1, 1) \
     X(TOO_MANY_CONNECTIONS, "too_many_connections", 0, 1, 0)  \
     X(HEADER_TIMEOUT, "header_timeout", 0, 1, 0)
 
@@ -40,6 +43,10 @@
       "Requests forwarded to the upstream and not yet completed.")                   \
     G(UPSTREAM_IDLE, "fence_upstream_idle_connections",                              \
       "Idle keep-alive connections in the upstream pool.")                           \
+    G(UPSTREAM_OPEN, "fence_upstream_connections",                                   \
+      "Connections to the upstream, idle and in use (max_upstream_connections).")    \
+    G(UPSTREAM_QUEUED, "fence_upstream_queued_requests",                             \
+      "Requests waiting for an upstream connection.")                                 \
     G(STORE_UP, "fence_store_up",                                                     \
       "1 while the token store works, 0 after it failed (the proxy then rejects).")  \
     C(CONNECTIONS_ACCEPTED, "fence_connections_accepted_total",                       \
@@ -60,7 +67,23 @@
       "Audit records not written (buffer full, write error, file removed).")         \
     C(ACCESS_LOG_DROPPED, "fence_access_log_dropped_total",                           \
       "Access log lines dropped because the writer's buffer was full.")              \
-    C(LOG_REOPENS, "fence_log_reopens_total", "Log reopen requests (SIGHUP).")        \
+    C(LOG_REOPENS, "fence_log_reopens_total", "Log reopen requests (SIGHUP, SIGUSR1).") \
+    C(CONFIG_RELOADS, "fence_config_reloads_total",                                   \
+      "Configuration reloads applied (SIGHUP, POST /reload).")                       \
+    C(CONFIG_RELOAD_FAILURES, "fence_config_reload_failures_total",                   \
+      "Configuration reloads refused (invalid file, or a key that needs a restart).") \
+    G(CONFIG_GENERATION, "fence_config_generation",                                   \
+      "The configuration in effect: 1 at start, +1 per applied reload.")             \
+    C(VERIFY_CALLS, "fence_verify_calls_total",                                       \
+      "Token checks sent to a route's lock backend (verify = URL).")                 \
+    C(VERIFY_CACHE_HITS, "fence_verify_cache_hits_total",                             \
+      "Live-lease checks answered from the lease-bounded cache.")                   \
+    C(VERIFY_ERRORS, "fence_verify_errors_total",                                     \
+      "Token checks the lock backend did not answer (the request got 503).")        \
+    C(ADMIN_AUTH_FAILURES, "fence_admin_auth_failures_total",                         \
+      "Admin writes refused for a missing or wrong bearer secret (403).")           \
+    C(OPERATOR_SETS, "fence_operator_sets_total",                                     \
+      "Highest tokens set by an operator (fenceproxy tokens set).")                 \
     C(PIPELINE_PAUSES, "fence_pipeline_pauses_total",                                 \
       "Times a pipelined request waited for the client to read earlier responses.")  \
     H(UPSTREAM_DURATION, "fence_upstream_duration_seconds",                           \

@@ -53,11 +53,14 @@ static void set_deadline(struct px_uclient *uc)
 }
 
 int px_uclient_start(struct px_uclient *uc, struct px_upool *pool, const struct px_uclient_cfg *cfg,
-                     const struct px_uclient_cbs *cbs, void *arg)
+                     const struct px_uclient_cbs *cbs, void *arg, struct px_upool_waiter *w)
 {
-    struct px_uconn *u = px_upool_take(pool);
+    struct px_uconn *u;
 
     memset(uc, 0, sizeof(*uc));
+    if (!px_upool_may_start(pool, w))
+        return PX_UC_BUSY;
+    u = px_upool_take(pool);
     uc->cfg = *cfg;
     uc->cbs = cbs;
     uc->arg = arg;

@@ -25,6 +25,7 @@
 
 struct evbuffer;
 struct px_upool;
+struct px_upool_waiter;
 struct px_uconn;
 
 struct px_uclient_cbs {
@@ -75,11 +76,17 @@ struct px_uclient {
     int paused;                        /* reading paused for the sink */
 };
 
+/* px_uclient_start() found every upstream connection busy. */
+#define PX_UC_BUSY 1
+
 /* Starts an exchange on a pooled connection or a new one. cbs and arg are
- * borrowed for the exchange. Returns 0, or -1 when no connection could even
- * be started (nothing to finish then). */
+ * borrowed for the exchange; w is the caller's waiter if the pool granted
+ * it a connection (px_upool_wait), else NULL. Returns 0; PX_UC_BUSY when the
+ * pool is at max_upstream_connections or others queue first (queue w and
+ * call again once granted); or -1 when no connection could even be started
+ * (nothing to finish then). */
 int px_uclient_start(struct px_uclient *uc, struct px_upool *pool, const struct px_uclient_cfg *cfg,
-                     const struct px_uclient_cbs *cbs, void *arg);
+                     const struct px_uclient_cbs *cbs, void *arg, struct px_upool_waiter *w);
 
 /* The buffer the request head and body are written to. Active only. */
 struct evbuffer *px_uclient_output(const struct px_uclient *uc);

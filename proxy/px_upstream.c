@@ -27,11 +27,111 @@ struct px_upool {
     uint64_t next_id;
     struct px_uconn *idle_head;
     size_t n_idle;
+    size_t n_open;                 /* idle and lent */
+    size_t max_conns;              /* 0: no bound */
+    size_t n_granted;              /* waiters a connection is kept for */
+    size_t n_waiting;
+    TAILQ_HEAD(, px_upool_waiter) waiters;
+    int retired;                   /* replaced by a reload: drains, then frees itself */
 };
 
+/* A retired pool goes once nothing refers to it. */
+static void maybe_free(struct px_upool *p)
+{
+    if (p->retired && p->n_open == 0 && p->n_waiting == 0 && p->n_granted == 0)
+        free(p);
+}
+
+/* Connections a new exchange could have now: idle ones plus room. */
+static size_t free_slots(const struct px_upool *p)
+{
+    size_t room = p->max_conns == 0 ? SIZE_MAX / 2
+                  : p->n_open < p->max_conns ? p->max_conns - p->n_open
+                                             : 0;
+
+    return p->n_idle + room;
+}
+
+/* Grants freed connections to the first waiters, one each. */
+static void grant(struct px_upool *p)
+{
+    struct px_upool_waiter *w;
+
+    while (p->n_granted < free_slots(p) && (w = TAILQ_FIRST(&p->waiters)) != NULL) {
+        TAILQ_REMOVE(&p->waiters, w, link);
+        p->n_waiting--;
+        w->queued = 0;
+        w->granted = 1;
+        p->n_granted++;
+        px_stats_gauge_set(PX_G_UPSTREAM_QUEUED, (int64_t)p->n_waiting);
+        w->cb(w->arg);
+    }
+}
+
+int px_upool_may_start(struct px_upool *p, struct px_upool_waiter *w)
+{
+    if (w != NULL && w->granted) {
+        w->granted = 0;
+        p->n_granted--;
+        return 1;
+    }
+    return p->n_waiting == 0 && free_slots(p) > p->n_granted;
+}
+
+void px_upool_wait(struct px_upool *p, struct px_upool_waiter *w)
+{
+    w->queued = 1;
+    w->granted = 0;
+    TAILQ_INSERT_TAIL(&p->waiters, w, link);
+    p->n_waiting++;
+    px_stats_gauge_set(PX_G_UPSTREAM_QUEUED, (int64_t)p->n_waiting);
+    grant(p); /* a slot may be free already (a grant withdrawn meanwhile) */
+}
+
+void px_upool_cancel(struct px_upool *p, struct px_upool_waiter *w)
+{
+    if (w->queued) {
+        TAILQ_REMOVE(&p->waiters, w, link);
+        p->n_waiting--;
+        w->queued = 0;
+        px_stats_gauge_set(PX_G_UPSTREAM_QUEUED, (int64_t)p->n_waiting);
+    } else if (w->granted) {
+        w->granted = 0;
+        p->n_granted--;
+        grant(p);
+    } else {
+        return; /* neither: p may be gone (a retired pool), do not touch it */
+    }
+    maybe_free(p);
+}
+
+void px_upool_retire(struct px_upool *p)
+{
+    while (p->idle_head != NULL)
+        px_upool_close(p->idle_head); /* not retired yet: p stays */
+    p->retired = 1;
+    maybe_free(p);
+}
+
+void px_upool_set_max(struct px_upool *p, size_t max_conns)
+{
+    p->max_conns = max_conns;
+    grant(p);
+}
+
+size_t px_upool_open(const struct px_upool *p)
+{
+    return p->n_open;
+}
+
+size_t px_upool_waiting(const struct px_upool *p)
+{
+    return p->n_waiting;
+}
+
 struct px_upool *px_upool_new(struct event_base *base, const struct px_transport *tr,
-                              const char *host, int port, uint64_t idle_ms, char *err,
-                              size_t errlen)
+                              const char *host, int port, size_t max_conns, uint64_t idle_ms,
+                              char *err, size_t errlen)
 {
     struct px_upool *p = NULL;
     struct addrinfo hints, *res = NULL;
@@ -54,6 +154,8 @@ struct px_upool *px_upool_new(struct event_base *base, const struct px_transport
     }
     p->base = base;
     p->tr = tr;
+    p->max_conns = max_conns;
+    TAILQ_INIT(&p->waiters);
     p->idle_ms = idle_ms;
     memcpy(&p->addr, res->ai_addr, res->ai_addrlen);
     p->addrlen = res->ai_addrlen;
@@ -83,12 +185,20 @@ static void idle_unlink(struct px_uconn *u)
 
 void px_upool_close(struct px_uconn *u)
 {
+    struct px_upool *p;
+
     if (u == NULL)
         return;
+    p = u->pool;
     idle_unlink(u);
-    if (u->bev != NULL)
+    if (u->bev != NULL) {
         bufferevent_free(u->bev);
+        p->n_open--;
+        px_stats_gauge_set(PX_G_UPSTREAM_OPEN, (int64_t)p->n_open);
+    }
     free(u);
+    grant(p); /* room for a queued request */
+    maybe_free(p);
 }
 
 void px_upool_free(struct px_upool *p)
@@ -145,6 +255,8 @@ struct px_uconn *px_upool_connect(struct px_upool *p)
     u->bev = px_transport_connect(p->tr, p->base, (struct sockaddr *)&p->addr, p->addrlen);
     if (u->bev == NULL)
         goto fail;
+    p->n_open++;
+    px_stats_gauge_set(PX_G_UPSTREAM_OPEN, (int64_t)p->n_open);
     px_stats_inc(PX_ST_UPSTREAM_OPENED);
     return u;
 fail:
@@ -157,6 +269,10 @@ void px_upool_put(struct px_uconn *u)
     struct px_upool *p = u->pool;
     struct timeval tv, now;
 
+    if (p->retired) {
+        px_upool_close(u); /* the reload's new pool serves from now on */
+        return;
+    }
     event_base_gettimeofday_cached(p->base, &now);
     tv.tv_sec = (time_t)(p->idle_ms / 1000);
     tv.tv_usec = (suseconds_t)(p->idle_ms % 1000) * 1000;
@@ -174,6 +290,7 @@ void px_upool_put(struct px_uconn *u)
     p->idle_head = u;
     p->n_idle++;
     px_stats_gauge_set(PX_G_UPSTREAM_IDLE, (int64_t)p->n_idle);
+    grant(p); /* an idle connection for a queued request */
 }
 
 size_t px_upool_idle(const struct px_upool *p)

@@ -12,6 +12,7 @@ PACKAGES=(
     redis-server nginx wrk python3 curl
     libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client
     apache2 litmus rclone awscli python3-boto3 nodejs
+    zookeeper libzookeeper-mt-dev
     spin
 )
 # npm for the storage tests' S3 server: Debian ships it as its own package;

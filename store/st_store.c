@@ -278,6 +278,20 @@ void st_store_advance(struct st_store *s, const char *key, size_t klen, uint64_t
     s->ops->submit(s, r);
 }
 
+void st_store_set(struct st_store *s, const char *key, size_t klen, uint64_t token,
+                  st_store_cb cb, void *arg)
+{
+    struct st_store_req *r = req_new(ST_REQ_SET, key, klen, cb, arg);
+
+    r->token = token;
+    if (st_store_failed(s)) {
+        r->rc = -1;
+        st_store_complete(s, r);
+        return;
+    }
+    s->ops->submit(s, r);
+}
+
 void st_store_set_commit_hook(struct st_store *s, st_store_commit_hook hook, void *arg)
 {
     s->hook = hook;

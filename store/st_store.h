@@ -119,6 +119,17 @@ void st_store_get(struct st_store *s, const char *key, size_t klen,
 void st_store_advance(struct st_store *s, const char *key, size_t klen,
                        uint64_t token, st_store_cb cb, void *arg);
 
+/* Sets the highest token of key to exactly token, lower or higher than the
+ * stored one (the operator's reset: `fenceproxy tokens set`), with the same
+ * durability as an advance (fsync'd before cb runs with rc 0) and the same
+ * record checksum. cb gets the highest after the set: token, or the store's
+ * operator floor when token is below it (the floor still holds). Served in
+ * submission order with gets and advances (an advance submitted after it
+ * compares with the new value). A new key in a full store completes with
+ * ST_STORE_EFULL; an I/O error fails the store like an advance's. */
+void st_store_set(struct st_store *s, const char *key, size_t klen, uint64_t token,
+                  st_store_cb cb, void *arg);
+
 /* Whether the store has failed (an I/O error happened). */
 int st_store_failed(const struct st_store *s);
 

@@ -291,7 +291,9 @@ static void run_batch(struct etcd_store *es, struct st_store_req *batch)
             char *k;
 
             r = batch;
-            k = etcd_key(es, r->key, r->klen);
+            /* The operator's reset (ST_REQ_SET) is not done through the etcd
+             * backend yet (etcdctl put is): refused, never taken for a get. */
+            k = r->kind == ST_REQ_SET ? NULL : etcd_key(es, r->key, r->klen);
             if (k == NULL) {
                 batch = r->next;
                 r->rc = ST_STORE_EUNAVAIL;

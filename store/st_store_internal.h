@@ -15,6 +15,7 @@
 enum st_req_kind {
     ST_REQ_GET,
     ST_REQ_ADVANCE,
+    ST_REQ_SET,    /* the operator's reset: token replaces the stored value */
     ST_REQ_COMMIT  /* a commit report for the hook; no key, no cb */
 };
 
@@ -26,7 +27,7 @@ struct st_store_req {
     st_store_cb cb;
     void *arg;
     int rc;            /* result: 0, -1, ST_STORE_EFULL or ST_STORE_EUNAVAIL */
-    uint64_t token;    /* ADVANCE: the requested token */
+    uint64_t token;    /* ADVANCE, SET: the requested token */
     uint64_t highest;  /* result: the highest after the operation */
     size_t batch;      /* COMMIT: advances in the commit */
     double seconds;    /* COMMIT: write + fsync time */

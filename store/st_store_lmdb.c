@@ -289,6 +289,18 @@ static int read_token(struct lmdb_store *ls, MDB_txn *txn, MDB_val *k, uint64_t 
     return 0;
 }
 
+/* The token of the record at k as stored, without the floor (0 when
+ * absent or unreadable: then a set writes it anyway). */
+static uint64_t raw_token(struct lmdb_store *ls, MDB_txn *txn, MDB_val *k)
+{
+    MDB_val v;
+    uint64_t t = 0;
+
+    if (mdb_get(txn, ls->tok, k, &v) != 0 || decode_rec(ls->meta.id, k, &v, &t) != 0)
+        return 0;
+    return t;
+}
+
 /* Refreshes the map size and the bytes in use (pages up to the last one). */
 static void update_fill(struct lmdb_store *ls)
 {
@@ -338,7 +350,10 @@ static int batch_try(void *arg)
         if (rc != 0)
             goto out;
         r->rc = 0;
-        if (r->kind == ST_REQ_ADVANCE && r->token > cur) {
+        /* A set writes its token whatever the stored one (the operator's
+         * reset); reading still raises it to the floor. */
+        if ((r->kind == ST_REQ_ADVANCE && r->token > cur) ||
+            (r->kind == ST_REQ_SET && (!found || r->token != raw_token(ls, txn, &k)))) {
             unsigned char rec[REC_SIZE];
             MDB_val v = {.mv_size = REC_SIZE, .mv_data = rec};
             if (!found && bt->full_mode) {
@@ -352,7 +367,7 @@ static int batch_try(void *arg)
             if (rc != 0)
                 goto out;
             puts++;
-            cur = r->token;
+            cur = r->token > ls->meta.floor ? r->token : ls->meta.floor;
         }
         r->highest = cur;
     }
@@ -403,7 +418,7 @@ static void run_batch(struct lmdb_store *ls, struct st_store_req *batch)
     double t0 = now_s();
 
     for (struct st_store_req *r = batch; r != NULL; r = r->next)
-        if (r->kind == ST_REQ_ADVANCE)
+        if (r->kind == ST_REQ_ADVANCE || r->kind == ST_REQ_SET)
             bt.n_adv++;
     if (st_store_failed(ls->s) || ls->poisoned || !file_ok(ls)) {
         rc = -1;

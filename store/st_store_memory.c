@@ -37,7 +37,8 @@ static void mem_submit(struct st_store *s, struct st_store_req *req)
     struct mem_entry *e = n != NULL ? FC_HMAP_ENTRY(n, struct mem_entry, node) : NULL;
 
     req->rc = 0;
-    if (req->kind == ST_REQ_ADVANCE && (e == NULL || e->highest < req->token)) {
+    if ((req->kind == ST_REQ_ADVANCE && (e == NULL || e->highest < req->token)) ||
+        req->kind == ST_REQ_SET) {
         if (e == NULL) {
             e = calloc(1, sizeof *e + req->klen);
             if (e == NULL) {

@@ -19,3 +19,27 @@ fence_test(test_lock_etcd
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_etcd fencelock)
+# Redis killed with SIGKILL and restarted (no persistence; RDB snapshots
+# only): tokens keep rising and never repeat.
+fence_test(test_lock_restart
+  SOURCES lockclient/test_lock_restart.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 60)
+# The ZooKeeper backend against a real standalone server (one per binary).
+fence_test(test_lock_zk
+  SOURCES lockclient/test_lock_zk.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_zk fencelock)
+# The ZooKeeper backend against a real 3-server ensemble (leader killed).
+fence_test(test_lock_zk3
+  SOURCES lockclient/test_lock_zk3.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 150)
+add_dependencies(test_lock_zk3 fencelock)
+# The Redlock backend against five real redis-servers per test.
+fence_test(test_lock_redlock
+  SOURCES lockclient/test_lock_redlock.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_redlock fencelock)

@@ -21,7 +21,60 @@ static const char routes[] = "[route objects]\nprefix = /objects/\nresource = se
  * on a new port. */
 #define START_TRIES 4
 
+/* Starts the lock backend named lock and sets e->backend. 0 / -1. */
+static int start_lock(struct e2e *e, const char *lock)
+{
+    char sub[1100];
+    size_t off;
+    int rc = -1;
+
+    if (strcmp(lock, "redis") == 0) {
+        for (int i = 0; rc < 0 && i < START_TRIES; i++)
+            if ((e->redis_port = ts_free_port()) >= 0)
+                rc = ts_redis_start(&e->redis, e->dir, e->redis_port);
+        if (rc == 0)
+            snprintf(e->backend, sizeof e->backend, "redis://127.0.0.1:%d", e->redis_port);
+        return rc;
+    }
+    if (strcmp(lock, "redlock") == 0) {
+        off = (size_t)snprintf(e->backend, sizeof e->backend, "redlock://");
+        for (int n = 0; n < 3; n++) {
+            snprintf(sub, sizeof sub, "%s/redlock%d", e->dir, n);
+            if (mkdir(sub, 0755) != 0)
+                return -1;
+            rc = -1;
+            for (int i = 0; rc < 0 && i < START_TRIES; i++)
+                if ((e->redlock_port[n] = ts_free_port()) >= 0)
+                    rc = ts_redis_start(&e->redlock[n], sub, e->redlock_port[n]);
+            if (rc < 0)
+                return -1;
+            off += (size_t)snprintf(e->backend + off, sizeof e->backend - off, "%s127.0.0.1:%d",
+                                    n ? "," : "", e->redlock_port[n]);
+        }
+        return 0;
+    }
+    if (strcmp(lock, "etcd") == 0) {
+        if (ts_etcd_start(&e->etcd, e->dir, 1) < 0)
+            return -1;
+        snprintf(e->backend, sizeof e->backend, "%s", e->etcd.url);
+        return 0;
+    }
+    if (strcmp(lock, "zk") == 0) {
+        if (ts_zk_start(&e->zk, e->dir, 1) < 0)
+            return -1;
+        snprintf(e->backend, sizeof e->backend, "%s", e->zk.url);
+        return 0;
+    }
+    fprintf(stderr, "e2e: unknown lock backend '%s'\n", lock);
+    return -1;
+}
+
 int e2e_start(struct e2e *e, const char *tag)
+{
+    return e2e_start_with(e, tag, "redis");
+}
+
+int e2e_start_with(struct e2e *e, const char *tag, const char *lock)
 {
     char rtag[64];
     int rc = -1;
@@ -46,13 +99,8 @@ int e2e_start(struct e2e *e, const char *tag)
     snprintf(rtag, sizeof rtag, "e2e-%s", tag);
     if ((e->dir = ts_tempdir(rtag)) == NULL)
         return -1;
-    for (int i = 0; rc < 0 && i < START_TRIES; i++)
-        if ((e->redis_port = ts_free_port()) >= 0)
-            rc = ts_redis_start(&e->redis, e->dir, e->redis_port);
-    if (rc < 0)
+    if (start_lock(e, lock) < 0)
         return -1;
-    snprintf(e->backend, sizeof e->backend, "redis://127.0.0.1:%d", e->redis_port);
-    rc = -1;
     for (int i = 0; rc < 0 && i < START_TRIES; i++)
         if ((e->nginx_port = ts_free_port()) >= 0)
             rc = ts_nginx_start(&e->nginx, e->dir, e->nginx_port);
@@ -78,6 +126,17 @@ void e2e_stop(struct e2e *e, int dump)
     e->px.dir = NULL;
     ts_proc_stop(&e->nginx, SIGTERM, 3000);
     ts_proc_stop(&e->redis, SIGTERM, 3000);
+    for (int i = 0; i < 3; i++)
+        ts_proc_stop(&e->redlock[i], SIGTERM, 3000);
+    if (dump) {
+        ts_etcd_dump_logs(&e->etcd);
+        ts_zk_dump_logs(&e->zk);
+        for (int i = 0; i < 3; i++)
+            if (e->redlock[i].log[0] != '\0')
+                ts_proc_dump_log(&e->redlock[i]);
+    }
+    ts_etcd_stop(&e->etcd);
+    ts_zk_stop(&e->zk);
     if (dump) {
         if (e->nginx.log[0] != '\0')
             ts_proc_dump_log(&e->nginx);

@@ -48,6 +48,16 @@ static char OUT[4096], ERR[4096];
     lf_cli(&F, (char *[]){"--backend", F.url, __VA_ARGS__, NULL}, NULL, OUT, sizeof OUT, ERR,      \
            sizeof ERR, 15000)
 
+static int matches(const char *text, const char *re);
+
+/* The token of a "free token=N" status line in OUT (asserts the line's
+ * shape). */
+static unsigned long long free_token(void)
+{
+    cr_assert(matches(OUT, "^free token=[0-9]+\n$"), "status line: '%s'", OUT);
+    return strtoull(OUT + strlen("free token="), NULL, 10);
+}
+
 static int matches(const char *text, const char *re)
 {
     regex_t r;
@@ -67,12 +77,13 @@ Test(lockcli, acquire_status_renew_release_lines_and_codes)
 
     rc = CLI("acquire", "/objects/user42", "--ttl", "5s", "--wait", "0");
     lf_assert(&F, rc == 0, "acquire exit %d: %s", rc, ERR);
-    cr_assert(matches(OUT, "^token=1 owner=[0-9a-f]{32} ttl_ms=5000\n$"), "line: '%s'", OUT);
+    cr_assert(matches(OUT, "^token=[1-9][0-9]* owner=[0-9a-f]{32} ttl_ms=5000\n$"), "line: '%s'",
+              OUT);
     cr_assert_eq(sscanf(OUT, "token=%llu owner=%128s", &token, owner), 2);
 
     rc = CLI("status", "/objects/user42");
     cr_expect_eq(rc, 0);
-    snprintf(line, sizeof line, "^held owner=%s ttl_ms=[0-9]+ token=1\n$", owner);
+    snprintf(line, sizeof line, "^held owner=%s ttl_ms=[0-9]+ token=%llu\n$", owner, token);
     cr_expect(matches(OUT, line), "status line: '%s'", OUT);
 
     /* Held: not acquired within --wait, exit 1 with a message. */
@@ -93,13 +104,18 @@ Test(lockcli, acquire_status_renew_release_lines_and_codes)
     cr_expect_eq(CLI("release", "/objects/user42", "--owner", owner), 0, "%s", ERR);
     cr_expect_str_eq(OUT, "");
 
+    /* The refused acquire issued no token: the last one is still ours. */
     cr_expect_eq(CLI("status", "/objects/user42"), 0);
-    cr_expect_str_eq(OUT, "free token=1\n");
+    snprintf(line, sizeof line, "free token=%llu\n", token);
+    cr_expect_str_eq(OUT, line);
     cr_expect_eq(CLI("status", "/never/used"), 0);
     cr_expect_str_eq(OUT, "free token=0\n");
 
     cr_expect_eq(CLI("acquire", "/objects/user42", "--ttl=2s"), 0);
-    cr_expect(matches(OUT, "^token=2 owner=[0-9a-f]{32} ttl_ms=2000\n$"), "line: '%s'", OUT);
+    cr_expect(matches(OUT, "^token=[1-9][0-9]* owner=[0-9a-f]{32} ttl_ms=2000\n$"), "line: '%s'",
+              OUT);
+    cr_expect_gt(strtoull(OUT + strlen("token="), NULL, 10), token, "not above %llu: '%s'", token,
+                 OUT);
 }
 
 Test(lockcli, backend_from_environment)
@@ -112,7 +128,7 @@ Test(lockcli, backend_from_environment)
     rc = lf_cli(&F, (char *[]){"acquire", "envlock", "--ttl", "1s", NULL}, envv, OUT, sizeof OUT,
                 ERR, sizeof ERR, 15000);
     cr_expect_eq(rc, 0, "exit %d: %s", rc, ERR);
-    cr_expect(matches(OUT, "^token=1 owner="), "'%s'", OUT);
+    cr_expect(matches(OUT, "^token=[1-9][0-9]* owner="), "'%s'", OUT);
     /* --backend wins over the environment. */
     snprintf(env, sizeof env, "FENCE_BACKEND=redis://127.0.0.1:1");
     rc = lf_cli(&F, (char *[]){"--backend", F.url, "status", "envlock", NULL}, envv, OUT,
@@ -158,8 +174,8 @@ Test(lockcli, usage_errors_exit_2)
         cr_expect(strstr(ERR, "usage:") != NULL, "%s: no usage text: '%s'", usage_cases[i].why,
                   ERR);
     }
-    cr_expect_eq(lf_cli(&F, (char *[]){"--backend", "zk://h:1", "status", "x", NULL}, NULL, OUT,
-                        sizeof OUT, ERR, sizeof ERR, 15000),
+    cr_expect_eq(lf_cli(&F, (char *[]){"--backend", "memcached://h:1", "status", "x", NULL}, NULL,
+                        OUT, sizeof OUT, ERR, sizeof ERR, 15000),
                  2, "unsupported scheme");
     cr_expect_eq(lf_cli(&F, (char *[]){"--bogus", "status", "x", NULL}, NULL, OUT, sizeof OUT, ERR,
                         sizeof ERR, 15000),
@@ -201,7 +217,7 @@ Test(lockcli, backend_down_exits_69_naming_the_address)
 Test(lockcli, run_sets_environment_releases_and_passes_exit_status)
 {
     char script[2600], envfile[1100], *text;
-    unsigned long long tok = 0;
+    unsigned long long tok = 0, t2;
     char lock[128], owner[128];
     int rc;
 
@@ -213,20 +229,24 @@ Test(lockcli, run_sets_environment_releases_and_passes_exit_status)
     text = ts_read_file(envfile, NULL);
     cr_assert_not_null(text);
     cr_assert_eq(sscanf(text, "%llu %127s %127s", &tok, lock, owner), 3, "env: '%s'", text);
-    cr_expect_eq(tok, 1);
+    cr_expect_gt(tok, 0);
     cr_expect_str_eq(lock, "/objects/r");
     cr_expect(matches(owner, "^[0-9a-f]{32}$"), "owner '%s'", owner);
     free(text);
     cr_expect_eq(CLI("status", "/objects/r"), 0);
-    cr_expect_str_eq(OUT, "free token=1\n", "not released after run");
+    cr_expect_eq(free_token(), tok, "not released after run: '%s'", OUT);
 
-    /* Killed by a signal: 128 + signal number. PATH lookup for the command. */
+    /* Killed by a signal: 128 + signal number. PATH lookup for the command.
+     * Each run holds a token above the one before. */
     rc = CLI("run", "/objects/r", "--", "sh", "-c", "kill -KILL $$");
     cr_expect_eq(rc, 128 + SIGKILL, "exit %d", rc);
+    cr_expect_eq(CLI("status", "/objects/r"), 0);
+    t2 = free_token();
+    cr_expect_gt(t2, tok);
     rc = CLI("run", "/objects/r", "--", "true");
     cr_expect_eq(rc, 0);
     cr_expect_eq(CLI("status", "/objects/r"), 0);
-    cr_expect_str_eq(OUT, "free token=3\n");
+    cr_expect_gt(free_token(), t2, "'%s'", OUT);
 
     /* Held elsewhere with --wait 0: exit 1 and the command never runs. */
     cr_expect_eq(CLI("acquire", "/objects/r", "--ttl", "10s"), 0);
@@ -236,7 +256,7 @@ Test(lockcli, run_sets_environment_releases_and_passes_exit_status)
     rc = CLI("run", "/objects/other", "--", "/nonexistent/cmd");
     cr_expect_eq(rc, 127, "exit %d", rc);
     cr_expect_eq(CLI("status", "/objects/other"), 0);
-    cr_expect_str_eq(OUT, "free token=1\n");
+    cr_expect_gt(free_token(), 0, "'%s'", OUT);
 }
 
 /* Starts `fencelock run NAME --ttl TTL -- sh -c SCRIPT` in the background. */
@@ -291,6 +311,7 @@ static void sigstop_past_ttl(int other_takes_lock)
     struct fl_lease *other = NULL;
     struct fl_lock_status st;
     char script[2600], pidfile[1100];
+    uint64_t first;
     int64_t t0;
     pid_t child;
     int status = 0;
@@ -303,6 +324,8 @@ static void sigstop_past_ttl(int other_takes_lock)
     cr_assert_gt(child, 0);
     cr_assert_eq(fl_status(c, "/objects/stopped", &st), FL_OK);
     cr_expect_eq(st.held, 1);
+    first = st.token;
+    cr_expect_gt(first, 0);
 
     cr_assert_eq(ts_proc_signal(&run, SIGSTOP), 0);
     ts_sleep_ms(1100); /* more than two TTLs */
@@ -330,7 +353,8 @@ static void sigstop_past_ttl(int other_takes_lock)
     if (other_takes_lock) {
         cr_expect_eq(st.held, 1);
         cr_expect_str_eq(st.owner, other->owner, "the new holder's lock was touched");
-        cr_expect_eq(st.token, 2);
+        cr_expect_eq(st.token, other->token);
+        cr_expect_gt(other->token, first, "the stopped holder had %" PRIu64, first);
     } else {
         cr_expect_eq(st.held, 0);
     }
@@ -372,19 +396,21 @@ Test(lockcli, run_forwards_sigterm_to_the_command)
     }
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 7, "status %d", status);
     cr_expect_eq(CLI("status", "/objects/fwd"), 0);
-    cr_expect_str_eq(OUT, "free token=1\n");
+    cr_expect_gt(free_token(), 0, "not released: '%s'", OUT);
 }
 
 Test(lockcli_aof, run_survives_redis_restart_within_ttl, .init = setup_aof, .fini = teardown,
      .timeout = 60)
 {
     struct ts_proc run;
-    char script[2600], pidfile[1100], done[1100];
+    char script[2600], pidfile[1100], done[1100], *text;
+    unsigned long long held;
     int status = 0;
 
     snprintf(pidfile, sizeof pidfile, "%s/child.pid", F.dir);
     snprintf(done, sizeof done, "%s/done", F.dir);
-    snprintf(script, sizeof script, "echo $$ > %s; sleep 2.5; echo ok > %s", pidfile, done);
+    snprintf(script, sizeof script, "echo $$ > %s; sleep 2.5; echo $FENCE_TOKEN > %s", pidfile,
+             done);
     start_run(&run, "/objects/restart", "1500ms", script);
     wait_pidfile(pidfile, &run);
     ts_sleep_ms(400);
@@ -401,7 +427,11 @@ Test(lockcli_aof, run_survives_redis_restart_within_ttl, .init = setup_aof, .fin
         ts_proc_dump_log(&F.redis);
         cr_assert_fail("run status %d, want exit 0", status);
     }
-    cr_expect_eq(access(done, F_OK), 0, "command did not complete");
+    text = ts_read_file(done, NULL);
+    cr_assert_not_null(text, "command did not complete");
+    held = strtoull(text, NULL, 10);
+    free(text);
+    cr_expect_gt(held, 0);
     cr_expect_eq(CLI("status", "/objects/restart"), 0);
-    cr_expect_str_eq(OUT, "free token=1\n", "lock not released or token lost: %s", OUT);
+    cr_expect_eq(free_token(), held, "lock not released or token lost: %s", OUT);
 }

@@ -345,17 +345,28 @@ Test(config, inline_comments_and_colons_as_inih_has_them)
     px_config_free(&cfg);
 }
 
-Test(config, a_non_loopback_admin_address_is_a_warning_with_its_line)
+Test(config, a_non_loopback_admin_address_needs_a_secret_or_admin_insecure)
 {
     char err[512], want[700], *path = NULL;
     struct px_config *cfg =
         load_text(MIN "listen = 127.0.0.1:80\nadmin_listen = 0.0.0.0:81\n", &path, err, sizeof err);
 
+    cr_assert_null(cfg, "a non-loopback admin without admin_token_file must be refused");
+    snprintf(want, sizeof want,
+             "%s:4: admin_listen 0.0.0.0:81 is not a loopback address: set admin_token_file "
+             "(admin writes then need its secret), or admin_insecure = on",
+             path);
+    cr_expect_str_eq(err, want);
+    free(path);
+    path = NULL;
+    cfg = load_text(MIN "listen = 127.0.0.1:80\nadmin_listen = 0.0.0.0:81\nadmin_insecure = on\n",
+                    &path, err, sizeof err);
     cr_assert_not_null(cfg, "%s", err);
     cr_assert_not_null(cfg->warnings);
     snprintf(want, sizeof want,
              "%s:4: warning: admin_listen 0.0.0.0:81 is not a loopback address: /metrics and "
-             "/tokens answer anyone who can reach it (the admin API has no authentication)\n",
+             "/tokens answer reads from anyone who can reach it, and writes are refused (no "
+             "admin_token_file)\n",
              path);
     cr_expect_str_eq(cfg->warnings, want);
     px_config_free(&cfg);
@@ -363,6 +374,31 @@ Test(config, a_non_loopback_admin_address_is_a_warning_with_its_line)
     cfg = load_text(MIN "admin_listen = [::1]:81\n", NULL, err, sizeof err);
     cr_assert_not_null(cfg, "%s", err);
     cr_expect_null(cfg->warnings, "loopback: no warning");
+    px_config_free(&cfg);
+}
+
+Test(config, verify_keys_are_checked_with_their_line)
+{
+    char err[512];
+    struct px_config *cfg;
+
+    cfg = load_text(MIN "[route r]\nprefix = /r/\nverify = ftp://x:1\n", NULL, err, sizeof err);
+    cr_expect_null(cfg);
+    cr_expect(strstr(err, ":5: verify: 'ftp://x:1' is not a lock backend URL") != NULL, "%s", err);
+    cfg = load_text(MIN "[route r]\nprefix = /r/\nverify = redis://127.0.0.1:1\n"
+                        "lock_name = locks/{key}\n",
+                    NULL, err, sizeof err);
+    cr_expect_null(cfg);
+    cr_expect(strstr(err, ":6: lock_name:") != NULL, "%s", err);
+    cfg = load_text(MIN "[route r]\nprefix = /r/\nrequire_live_lease = on\n", NULL, err,
+                    sizeof err);
+    cr_expect_null(cfg);
+    cr_expect(strstr(err, "require_live_lease needs verify = URL") != NULL, "%s", err);
+    cfg = load_text(MIN "[route r]\nprefix = /r/\nverify = etcd://127.0.0.1:2379\n"
+                        "require_live_lease = on\nlive_lease_cache = 500ms\n"
+                        "lock_name = locks{resource}/w\n",
+                    NULL, err, sizeof err);
+    cr_assert_not_null(cfg, "%s", err);
     px_config_free(&cfg);
 }
 

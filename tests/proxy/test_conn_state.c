@@ -22,6 +22,7 @@ static const struct edge legal[] = {
     {C_DECIDE, C_FORWARD},   /* admitted, a pooled upstream connection */
     {C_DECIDE, C_CLOSING},   /* a local answer that ends the connection */
     {C_DECIDE, C_DEAD},      /* the client went away while waiting */
+    {C_CONNECT, C_CONNECT},  /* granted a queued upstream connection: connecting */
     {C_CONNECT, C_FORWARD},  /* connected */
     {C_CONNECT, C_CLOSING},  /* connect failed or timed out: 502/504 */
     {C_CONNECT, C_DEAD},     /* the client went away */

@@ -201,20 +201,8 @@ out:
 
 static void raw_store_start(struct raw_store *s)
 {
-    struct sockaddr_in a;
-    socklen_t alen = sizeof(a);
-    int one = 1;
-
-    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(s->lfd, 0);
-    setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(s->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(listen(s->lfd, 4), 0);
-    cr_assert_eq(getsockname(s->lfd, (struct sockaddr *)&a, &alen), 0);
-    s->port = ntohs(a.sin_port);
+    s->lfd = ts_listen(&s->port);
+    cr_assert_geq(s->lfd, 0, "cannot listen on loopback");
     cr_assert_eq(pthread_create(&s->th, NULL, raw_store_run, s), 0);
 }
 

@@ -172,3 +172,44 @@ Test(headers, access_log_one_line_per_request)
     free(log);
     pxt_pass();
 }
+
+/* access_log_format = json: one JSON object a line, which python3's json
+ * module reads back with the same fields the text line has; a target with
+ * quotes and control bytes stays one valid line. */
+Test(headers, access_log_as_json_lines)
+{
+    const char odd[] = "GET /obj/%22q%22?a=\"b\" HTTP/1.1\r\nHost: a\r\nX-Request-Id: rid-j\r\n\r\n";
+    char path[1100], cmd[2048];
+    struct ts_resp r;
+    char *log;
+    FILE *f;
+    int rc;
+
+    pxt_setup("access_log_format = json\n");
+    cr_assert_eq(ts_http_get(pxt.px.port, "/obj/j", &r), 200);
+    ts_resp_free(&r);
+    ts_http_raw(pxt.px.port, odd, sizeof(odd) - 1, NULL, 5000);
+    log = pxt_access_log(2);
+    cr_assert_not_null(log, "no access log");
+    snprintf(path, sizeof(path), "%s.copy", pxt.px.access);
+    f = fopen(path, "w");
+    cr_assert(f != NULL);
+    fputs(log, f);
+    fclose(f);
+    free(log);
+    snprintf(cmd, sizeof(cmd),
+             "/usr/bin/python3 -c 'import json,sys\n"
+             "ls=[json.loads(l) for l in open(sys.argv[1])]\n"
+             "assert len(ls)==2, ls\n"
+             "a,b=ls\n"
+             "assert a[\"method\"]==\"GET\" and a[\"target\"]==\"/obj/j\" and a[\"status\"]==200, a\n"
+             "assert a[\"version\"]==\"1.1\" and a[\"client\"].startswith(\"127.0.0.1:\"), a\n"
+             "assert isinstance(a[\"bytes\"], int) and isinstance(a[\"upstream_ms\"], float), a\n"
+             "assert b[\"request_id\"]==\"rid-j\", b\n"
+             "' %s",
+             path);
+    cr_assert(access("/usr/bin/python3", X_OK) == 0, "python3 is needed to read the JSON log");
+    rc = system(cmd);
+    cr_assert_eq(rc, 0, "the JSON access log did not parse or lacks fields (see above)");
+    pxt_pass();
+}

@@ -265,3 +265,86 @@ Test(limits, pipelined_flood_of_a_client_that_never_reads_stays_bounded)
         close(f[i].fd);
     pxt_pass();
 }
+
+/* A GET on a new connection, not read yet. */
+static int send_get(const char *path)
+{
+    char req[256];
+    int fd = pxt_connect();
+    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+
+    pxt_send(fd, req, (size_t)n);
+    return fd;
+}
+
+/* The value of the sample line that starts with line_prefix (not its
+ * HELP line), or -1. */
+static int metric(const char *line_prefix)
+{
+    struct ts_resp r;
+    char want[256];
+    const char *p;
+    int v = -1;
+
+    snprintf(want, sizeof(want), "\n%s", line_prefix);
+    if (ts_http_get(pxt.px.admin_port, "/metrics", &r) == 200 &&
+        (p = strstr(r.body, want)) != NULL)
+        v = atoi(p + strlen(want));
+    ts_resp_free(&r);
+    return v;
+}
+
+/* max_upstream_connections bounds the connections to the store: a request
+ * beyond it queues (first come, first served) and goes out on the first
+ * connection that frees; one that queues past upstream_queue_timeout gets
+ * 503 with Retry-After, counted. */
+Test(limits, upstream_connections_are_bounded_and_queue_with_a_deadline)
+{
+    struct ts_resp r;
+    char v[32];
+    int a, b, q;
+
+    pxt_setup("max_upstream_connections = 2\nupstream_queue_timeout = 1s\n");
+    cr_assert_eq(ts_upstream_hold(pxt.up, "GET /held"), 0);
+    a = send_get("/held/a");
+    b = send_get("/held/b");
+    pxt_wait_count(2, 5000);
+    q = send_get("/queued");
+    ts_sleep_ms(300);
+    cr_assert_eq(ts_upstream_connections(pxt.up), 2, "a third connection was opened");
+    cr_assert_eq(metric("fence_upstream_queued_requests "), 1);
+    cr_assert_eq(metric("fence_upstream_connections "), 2);
+    /* the first held request ends: its connection carries the queued one */
+    ts_upstream_release(pxt.up, "GET /held");
+    cr_assert_eq(ts_http_read(a, &r, 5000, 0), 0);
+    cr_assert_eq(r.status, 200);
+    ts_resp_free(&r);
+    cr_assert_eq(ts_http_read(b, &r, 5000, 0), 0);
+    ts_resp_free(&r);
+    cr_assert_eq(ts_http_read(q, &r, 5000, 0), 0);
+    cr_assert_eq(r.status, 200, "the queued request got %d", r.status);
+    ts_resp_free(&r);
+    cr_assert_leq(ts_upstream_connections(pxt.up), 2, "more than 2 connections to the store");
+    close(a);
+    close(b);
+    close(q);
+    /* both busy again, and the queue deadline passes */
+    cr_assert_eq(ts_upstream_hold(pxt.up, "GET /held"), 0);
+    a = send_get("/held/c");
+    b = send_get("/held/d");
+    pxt_wait_count(5, 5000);
+    q = send_get("/late");
+    cr_assert_eq(ts_http_read(q, &r, 5000, 0), 0);
+    cr_assert_eq(r.status, 503);
+    cr_assert(ts_resp_header(&r, "Retry-After", v, sizeof(v)));
+    cr_assert_str_eq(v, "1");
+    ts_resp_free(&r);
+    cr_assert_eq(ts_upstream_count(pxt.up), 5, "the timed-out request reached the store");
+    cr_assert_eq(metric("fence_rejections_total{reason=\"upstream_busy\"} "), 1);
+    cr_assert_eq(metric("fence_upstream_queued_requests "), 0);
+    ts_upstream_release(pxt.up, "GET /held");
+    close(a);
+    close(b);
+    close(q);
+    pxt_pass();
+}

@@ -755,3 +755,69 @@ Test(store, file_creation_killed_before_its_first_commit)
     blank_env();
     refused(&c, "an emptied store (blank environment)");
 }
+
+static struct res set1(struct st_store *s, const char *k, uint64_t t)
+{
+    struct res r = {0, 99, 99};
+    st_store_set(s, k, strlen(k), t, on_done, &r);
+    run_until(s, &r.calls, 1);
+    cr_expect_eq(r.calls, 1);
+    return r;
+}
+
+/* The operator's reset: a set lowers (or raises) a highest, in order with
+ * advances, durably (the file store keeps it across a reopen, its record
+ * checked like an advance's), and never below the operator floor. */
+static void check_set(enum st_store_backend b)
+{
+    struct st_store *s = open_store(b, 0);
+    struct res r;
+
+    cr_assert_eq(ADV(s, "/poisoned", 999999999999999999ULL).rc, 0);
+    r = set1(s, "/poisoned", 42);
+    cr_expect_eq(r.rc, 0);
+    cr_expect_eq(r.highest, 42);
+    cr_expect_eq(GET(s, "/poisoned").highest, 42);
+    cr_expect_eq(ADV(s, "/poisoned", 43).highest, 43, "an advance compares with the set value");
+    cr_expect_eq(set1(s, "/new", 7).highest, 7);
+    cr_expect_eq(set1(s, "/new", 7).highest, 7);
+    /* Submitted back to back: served in order, the last one wins. */
+    struct res a = {0, 99, 99}, c = {0, 99, 99};
+    st_store_advance(s, "/order", 6, 100, on_done, &a);
+    st_store_set(s, "/order", 6, 5, on_done, &c);
+    run_until(s, &c.calls, 1);
+    run_until(s, &a.calls, 1);
+    cr_expect_eq(a.highest, 100);
+    cr_expect_eq(c.highest, 5);
+    cr_expect_eq(GET(s, "/order").highest, 5);
+    st_store_close(&s);
+    if (b != ST_STORE_FILE)
+        return;
+    s = open_store(b, 0);
+    cr_expect_eq(GET(s, "/poisoned").highest, 43);
+    cr_expect_eq(GET(s, "/new").highest, 7);
+    cr_expect_eq(GET(s, "/order").highest, 5);
+    st_store_close(&s);
+}
+
+Test(store, memory_set_lowers) { check_set(ST_STORE_MEMORY); }
+Test(store, file_set_lowers_durably) { check_set(ST_STORE_FILE); }
+
+Test(store, file_set_respects_the_floor)
+{
+    char marker[160];
+    struct st_store_config c = marked(marker, sizeof marker);
+    struct st_store *s;
+
+    c.floor = 500;
+    s = open_cfg(&c);
+    cr_assert_not_null(s);
+    cr_expect_eq(set1(s, "/f", 10).highest, 500, "a set below the floor gives the floor");
+    cr_expect_eq(set1(s, "/f", 700).highest, 700);
+    cr_expect_eq(set1(s, "/f", 600).highest, 600);
+    st_store_close(&s);
+    c.floor = 0;
+    s = open_cfg(&c);
+    cr_expect_eq(GET(s, "/f").highest, 600);
+    st_store_close(&s);
+}

@@ -100,6 +100,11 @@ int ts_nginx_start(struct ts_proc *p, const char *dir, int port);
  * Returns the fd (caller closes) or -1. */
 int ts_connect(int port);
 
+/* A listening socket on 127.0.0.1 at a port the kernel picks (*port set),
+ * for a small upstream a test plays itself. Returns the fd (caller closes)
+ * or -1. */
+int ts_listen(int *port);
+
 /* Writes all len bytes (MSG_NOSIGNAL, retries EINTR). 0 / -1. */
 int ts_send_all(int fd, const void *buf, size_t len);
 
