@@ -450,6 +450,8 @@ static void dispatch(struct admin_conn *c, const struct px_h1_head *h)
     } else if (strcmp(uri, "/healthz") == 0) {
         if (st_store_failed(ctx->store))
             reply_text(c, 503, head_only, "store failed\n");
+        else if (st_store_unreachable(ctx->store, NULL, 0))
+            reply_text(c, 503, head_only, "store unreachable\n");
         else if (ctx->shutting_down)
             reply_text(c, 503, head_only, "shutting down\n");
         else if (ctx->audit != NULL && !px_audit_writable(ctx->audit))

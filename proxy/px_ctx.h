@@ -46,6 +46,7 @@ struct px_ctx {
     struct px_upool *upool;
     struct st_store *store;
     struct event *store_ev;
+    int store_unreachable;        /* last seen st_store_unreachable(), for the log */
     struct px_fence *fence;
     /* Per route index: the route's token verifier (verify = URL), or NULL;
      * the array is NULL when no route verifies. Built by px_server. */

@@ -14,7 +14,9 @@ fence_test(test_destination SOURCES fence/test_destination.c LIBS fencetestsuppo
 fence_test(test_audit_faults SOURCES fence/test_audit_faults.c LIBS fencetestsupport TIMEOUT 180)
 # The admin listener and descriptor limits under abuse (issue 19).
 fence_test(test_admin_limits SOURCES fence/test_admin_limits.c LIBS fencetestsupport TIMEOUT 180)
+# Three proxies on one etcd token store (issue 14).
+fence_test(test_etcd_proxies SOURCES fence/test_etcd_proxies.c LIBS fencetestsupport TIMEOUT 120)
 foreach(t test_fence test_crash test_admin test_audit_faults test_admin_limits test_destination
-    test_preempt test_reload test_socket_activation test_status_page)
+    test_preempt test_reload test_socket_activation test_status_page test_etcd_proxies)
   add_dependencies(${t} fenceproxy)
 endforeach()
