@@ -137,3 +137,16 @@ size_t fc_hmap_buckets(const struct fc_hmap *m)
 {
     return m->nb;
 }
+
+void fc_hmap_each(const struct fc_hmap *m, size_t limit,
+                  void (*fn)(const struct fc_hmap_node *n, void *arg), void *arg)
+{
+    size_t calls = 0;
+
+    for (size_t i = 0; i < m->nb; i++)
+        for (const struct fc_hmap_node *n = m->b[i]; n != NULL; n = n->next) {
+            if (limit != 0 && calls++ >= limit)
+                return;
+            fn(n, arg);
+        }
+}

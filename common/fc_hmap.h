@@ -57,6 +57,11 @@ struct fc_hmap_node *fc_hmap_pop(struct fc_hmap *m);
 /* Entries in the map. */
 size_t fc_hmap_count(const struct fc_hmap *m);
 
+/* Calls fn(node, arg) for every entry, in no particular order; fn must not
+ * change the map. At most limit calls (0: no limit). */
+void fc_hmap_each(const struct fc_hmap *m, size_t limit,
+                  void (*fn)(const struct fc_hmap_node *n, void *arg), void *arg);
+
 /* Buckets of the table (for tests of the growth policy). */
 size_t fc_hmap_buckets(const struct fc_hmap *m);
 

@@ -640,9 +640,12 @@ int ec_delete(struct ec_client *c, const struct ec_range_req *q, int64_t deadlin
     return rc;
 }
 
-static const char *const cmp_targets[] = {"CREATE", "MOD", "VERSION", "LEASE"};
-static const char *const cmp_fields[] = {"create_revision", "mod_revision", "version", "lease"};
+static const char *const cmp_targets[] = {"CREATE", "MOD", "VERSION", "LEASE", "VALUE"};
+static const char *const cmp_fields[] = {"create_revision", "mod_revision", "version", "lease",
+                                         "value"};
 static const char *const cmp_ops[] = {"EQUAL", "GREATER", "LESS", "NOT_EQUAL"};
+
+static json_object *txn_json(const struct ec_txn_req *q);
 
 static json_object *ops_json(const struct ec_op *ops, size_t n)
 {
@@ -670,6 +673,10 @@ static json_object *ops_json(const struct ec_op *ops, size_t n)
             inner = delete_json(&ops[i].range);
             kind = "request_delete_range";
             break;
+        case EC_OP_TXN:
+            inner = ops[i].txn != NULL ? txn_json(ops[i].txn) : NULL;
+            kind = "request_txn";
+            break;
         }
         if (inner == NULL)
             goto fail;
@@ -681,77 +688,128 @@ fail:
     return NULL;
 }
 
+/* {"compare": [...], "success": [...], "failure": [...]}, or NULL. */
+static json_object *txn_json(const struct ec_txn_req *q)
+{
+    json_object *req = json_object_new_object(), *cmps = NULL, *t, *e;
+
+    if (req == NULL || (cmps = json_object_new_array()) == NULL)
+        goto fail;
+    json_object_object_add(req, "compare", cmps);
+    for (size_t i = 0; i < q->ncmp; i++) {
+        const struct ec_cmp *c = &q->cmp[i];
+        json_object *o = json_object_new_object();
+
+        if (o == NULL)
+            goto fail;
+        json_object_array_add(cmps, o);
+        if (j_add_b64(o, "key", c->key, strlen(c->key)) < 0)
+            goto fail;
+        json_object_object_add(o, "target", json_object_new_string(cmp_targets[c->target]));
+        json_object_object_add(o, "result", json_object_new_string(cmp_ops[c->op]));
+        if (c->target == EC_TARGET_VALUE) {
+            if (j_add_b64(o, "value", c->value ? c->value : "", c->value_len) < 0)
+                goto fail;
+        } else {
+            j_add_int(o, cmp_fields[c->target], c->n);
+        }
+    }
+    if ((t = ops_json(q->then, q->nthen)) == NULL)
+        goto fail;
+    json_object_object_add(req, "success", t);
+    if ((e = ops_json(q->els, q->nelse)) == NULL)
+        goto fail;
+    json_object_object_add(req, "failure", e);
+    return req;
+fail:
+    json_object_put(req);
+    return NULL;
+}
+
 void ec_txn_result_free(struct ec_txn_result *r)
 {
     if (r == NULL)
         return;
-    for (size_t i = 0; i < r->n; i++)
+    for (size_t i = 0; i < r->n; i++) {
         ec_kvs_free(&r->res[i].kvs);
+        if (r->res[i].txn != NULL) {
+            ec_txn_result_free(r->res[i].txn);
+            free(r->res[i].txn);
+        }
+    }
     free(r->res);
     memset(r, 0, sizeof *r);
+}
+
+/* Reads a txn answer for q into out (recursively for nested txns). 0, or -1
+ * malformed (*oom_out set when it was out of memory instead). */
+static int read_txn(json_object *resp, const struct ec_txn_req *q, struct ec_txn_result *out,
+                    int depth, int *oom_out)
+{
+    json_object *arr = j_get(resp, "responses");
+    const struct ec_op *ops;
+    size_t n;
+
+    out->succeeded = j_bool(resp, "succeeded");
+    ops = out->succeeded ? q->then : q->els;
+    n = arr && json_object_is_type(arr, json_type_array) ? json_object_array_length(arr) : 0;
+    if (depth > 16 || n != (out->succeeded ? q->nthen : q->nelse))
+        return -1;
+    if (n && (out->res = calloc(n, sizeof *out->res)) == NULL) {
+        *oom_out = 1;
+        return -1;
+    }
+    out->n = n;
+    for (size_t i = 0; i < n; i++) {
+        json_object *r = json_object_array_get_idx(arr, i), *x;
+
+        if ((x = j_get(r, "response_range")) != NULL && read_kvs(x, &out->res[i].kvs) < 0)
+            return -1;
+        if ((x = j_get(r, "response_delete_range")) != NULL)
+            out->res[i].deleted = j_int(x, "deleted");
+        if (ops[i].type == EC_OP_TXN) {
+            if ((x = j_get(r, "response_txn")) == NULL)
+                return -1;
+            if ((out->res[i].txn = calloc(1, sizeof *out->res[i].txn)) == NULL) {
+                *oom_out = 1;
+                return -1;
+            }
+            if (read_txn(x, ops[i].txn, out->res[i].txn, depth + 1, oom_out) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+int ec_txn_nested(struct ec_client *c, const struct ec_txn_req *q, int64_t deadline_ms,
+                  struct ec_txn_result *out)
+{
+    json_object *req, *resp = NULL;
+    int rc, nomem = 0;
+
+    memset(out, 0, sizeof *out);
+    if ((req = txn_json(q)) == NULL)
+        return oom(c);
+    rc = call(c, "/v3/kv/txn", req, deadline_ms, &resp);
+    if (rc != EC_OK)
+        goto out;
+    out->revision = j_int(j_get(resp, "header"), "revision");
+    if (read_txn(resp, q, out, 0, &nomem) < 0)
+        rc = nomem ? oom(c) : malformed(c, "txn");
+out:
+    json_object_put(req);
+    json_object_put(resp);
+    return rc;
 }
 
 int ec_txn(struct ec_client *c, const struct ec_cmp *cmp, size_t ncmp, const struct ec_op *then,
            size_t nthen, const struct ec_op *els, size_t nelse, int64_t deadline_ms,
            struct ec_txn_result *out)
 {
-    json_object *req = json_object_new_object(), *resp = NULL, *cmps, *t, *e, *arr;
-    int rc = EC_ERR_INTERNAL;
-    size_t n;
+    struct ec_txn_req q = {.cmp = cmp, .ncmp = ncmp, .then = then, .nthen = nthen, .els = els,
+                           .nelse = nelse};
 
-    memset(out, 0, sizeof *out);
-    if (req == NULL || (cmps = json_object_new_array()) == NULL)
-        goto nomem;
-    json_object_object_add(req, "compare", cmps);
-    for (size_t i = 0; i < ncmp; i++) {
-        json_object *o = json_object_new_object();
-
-        if (o == NULL)
-            goto nomem;
-        json_object_array_add(cmps, o);
-        if (j_add_b64(o, "key", cmp[i].key, strlen(cmp[i].key)) < 0)
-            goto nomem;
-        json_object_object_add(o, "target", json_object_new_string(cmp_targets[cmp[i].target]));
-        json_object_object_add(o, "result", json_object_new_string(cmp_ops[cmp[i].op]));
-        j_add_int(o, cmp_fields[cmp[i].target], cmp[i].n);
-    }
-    if ((t = ops_json(then, nthen)) == NULL)
-        goto nomem;
-    json_object_object_add(req, "success", t);
-    if ((e = ops_json(els, nelse)) == NULL)
-        goto nomem;
-    json_object_object_add(req, "failure", e);
-    rc = call(c, "/v3/kv/txn", req, deadline_ms, &resp);
-    if (rc != EC_OK)
-        goto out;
-    out->succeeded = j_bool(resp, "succeeded");
-    out->revision = j_int(j_get(resp, "header"), "revision");
-    arr = j_get(resp, "responses");
-    n = arr && json_object_is_type(arr, json_type_array) ? json_object_array_length(arr) : 0;
-    if (n != (out->succeeded ? nthen : nelse)) {
-        rc = malformed(c, "txn");
-        goto out;
-    }
-    if (n && (out->res = calloc(n, sizeof *out->res)) == NULL)
-        goto nomem;
-    out->n = n;
-    for (size_t i = 0; i < n; i++) {
-        json_object *r = json_object_array_get_idx(arr, i), *x;
-
-        if ((x = j_get(r, "response_range")) != NULL && read_kvs(x, &out->res[i].kvs) < 0) {
-            rc = malformed(c, "txn");
-            goto out;
-        }
-        if ((x = j_get(r, "response_delete_range")) != NULL)
-            out->res[i].deleted = j_int(x, "deleted");
-    }
-    goto out;
-nomem:
-    rc = oom(c);
-out:
-    json_object_put(req);
-    json_object_put(resp);
-    return rc;
+    return ec_txn_nested(c, &q, deadline_ms, out);
 }
 
 /* Builds {"ID": id} or {"TTL": ttl}. */

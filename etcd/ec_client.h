@@ -65,31 +65,56 @@ struct ec_range_req {
     int count_only, keys_only;
 };
 
-enum ec_cmp_target { EC_TARGET_CREATE, EC_TARGET_MOD, EC_TARGET_VERSION, EC_TARGET_LEASE };
+enum ec_cmp_target {
+    EC_TARGET_CREATE,
+    EC_TARGET_MOD,
+    EC_TARGET_VERSION,
+    EC_TARGET_LEASE,
+    EC_TARGET_VALUE /* bytewise against value; false on a missing key */
+};
 enum ec_cmp_op { EC_EQUAL, EC_GREATER, EC_LESS, EC_NOT_EQUAL };
 
-/* One compare of a txn: target(key) op n. */
+/* One compare of a txn: target(key) op n (or op value for EC_TARGET_VALUE). */
 struct ec_cmp {
     const char *key;
     enum ec_cmp_target target;
     enum ec_cmp_op op;
     int64_t n;
+    const void *value; /* EC_TARGET_VALUE: value_len bytes */
+    size_t value_len;
 };
 
-enum ec_op_type { EC_OP_RANGE, EC_OP_PUT, EC_OP_DELETE };
+enum ec_op_type { EC_OP_RANGE, EC_OP_PUT, EC_OP_DELETE, EC_OP_TXN };
 
-/* One operation of a txn. Put uses range.key, value and lease. */
+struct ec_txn_req;
+
+/* One operation of a txn. Put uses range.key, value and lease; a nested txn
+ * (EC_OP_TXN) uses txn (borrowed). etcd limits the ops of each level to its
+ * --max-txn-ops minus the ops of the levels above (128 by default). */
 struct ec_op {
     enum ec_op_type type;
     struct ec_range_req range;
     const void *value;
     size_t value_len;
     int64_t lease;
+    const struct ec_txn_req *txn;
 };
 
+/* A txn as data, for nesting (ec_txn_nested). Arrays borrowed. */
+struct ec_txn_req {
+    const struct ec_cmp *cmp;
+    size_t ncmp;
+    const struct ec_op *then, *els;
+    size_t nthen, nelse;
+};
+
+struct ec_txn_result;
+
 struct ec_op_result {
-    struct ec_kvs kvs; /* EC_OP_RANGE */
-    int64_t deleted;   /* EC_OP_DELETE */
+    struct ec_kvs kvs;           /* EC_OP_RANGE */
+    int64_t deleted;             /* EC_OP_DELETE */
+    struct ec_txn_result *txn;   /* EC_OP_TXN: the nested result (owned by the
+                                  * containing result) */
 };
 
 /* The result of a txn: the responses of the branch taken. Free with
@@ -151,6 +176,10 @@ int ec_txn(struct ec_client *c, const struct ec_cmp *cmp, size_t ncmp, const str
            size_t nthen, const struct ec_op *els, size_t nelse, int64_t deadline_ms,
            struct ec_txn_result *out);
 void ec_txn_result_free(struct ec_txn_result *r);
+
+/* The same txn given as one ec_txn_req (whose ops may be nested txns). */
+int ec_txn_nested(struct ec_client *c, const struct ec_txn_req *q, int64_t deadline_ms,
+                  struct ec_txn_result *out);
 
 /* Grants a lease of ttl_s seconds: *id and *ttl_out (what the server
  * granted, it may raise a small TTL). */

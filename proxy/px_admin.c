@@ -42,6 +42,7 @@
 #include "px_http1.h"
 #include "px_log.h"
 #include "px_stats.h"
+#include "px_status.h"
 #include "px_transport.h"
 
 #define ADMIN_MAX_HEAD 8192
@@ -392,12 +393,13 @@ static void dispatch(struct admin_conn *c, const struct px_h1_head *h)
     struct px_ctx *ctx = c->a->ctx;
     char uri[ADMIN_MAX_HEAD + 1];
     int head_only = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
-    int put = h->method_len == 3 && memcmp(h->method, "PUT", 3) == 0;
+    int post = h->method_len == 4 && memcmp(h->method, "POST", 4) == 0;
+    int put = post || (h->method_len == 3 && memcmp(h->method, "PUT", 3) == 0); /* a write */
     char *text;
     size_t len;
 
     if (!head_only && !put && !(h->method_len == 3 && memcmp(h->method, "GET", 3) == 0)) {
-        reply_text(c, 405, 0, "only GET, HEAD and PUT /tokens/RESOURCE\n");
+        reply_text(c, 405, 0, "only GET, HEAD, PUT /tokens/RESOURCE and POST /reload\n");
         return;
     }
     if (put && !authorized(ctx->cfg, h)) {
@@ -419,9 +421,37 @@ static void dispatch(struct admin_conn *c, const struct px_h1_head *h)
     }
     memcpy(uri, h->target, h->target_len);
     uri[h->target_len] = '\0';
-    if (strcmp(uri, "/healthz") == 0) {
+    if (post) {
+        char err[1024];
+        if (strcmp(uri, "/reload") != 0) {
+            reply_text(c, 404, 0, "not found\n");
+        } else if (ctx->reload(ctx, err, sizeof(err)) < 0) {
+            char msg[1100];
+            px_log_error("reload (POST /reload from %s) refused: %s", c->peer, err);
+            snprintf(msg, sizeof(msg), "reload refused: %s\n", err);
+            reply_text(c, 400, 0, msg);
+        } else {
+            char msg[64];
+            px_log_info("reload (POST /reload from %s) applied", c->peer);
+            snprintf(msg, sizeof(msg), "reloaded: generation %llu\n",
+                     (unsigned long long)ctx->cfg_generation);
+            reply_text(c, 200, 0, msg);
+        }
+    } else if (strcmp(uri, "/") == 0 || strcmp(uri, "/status.json") == 0) {
+        int html = uri[1] == '\0';
+        text = html ? px_status_html(ctx, &len) : px_status_json(ctx, &len);
+        if (text == NULL) {
+            reply_text(c, 500, head_only, "out of memory\n");
+            return;
+        }
+        reply(c, 200, head_only, html ? "text/html; charset=utf-8" : "application/json", text,
+              len);
+        free(text);
+    } else if (strcmp(uri, "/healthz") == 0) {
         if (st_store_failed(ctx->store))
             reply_text(c, 503, head_only, "store failed\n");
+        else if (st_store_unreachable(ctx->store, NULL, 0))
+            reply_text(c, 503, head_only, "store unreachable\n");
         else if (ctx->shutting_down)
             reply_text(c, 503, head_only, "shutting down\n");
         else if (ctx->audit != NULL && !px_audit_writable(ctx->audit))

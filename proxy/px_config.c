@@ -82,7 +82,7 @@ struct key {
 };
 
 static const struct choice backend_choices[] = {
-    {"file", ST_STORE_FILE}, {"memory", ST_STORE_MEMORY}, {NULL, 0}};
+    {"file", ST_STORE_FILE}, {"memory", ST_STORE_MEMORY}, {"etcd", ST_STORE_ETCD}, {NULL, 0}};
 static const struct choice level_choices[] = {
     {"error", 0}, {"warn", 0}, {"info", 0}, {"debug", 0}, {NULL, 0}};
 static const struct choice missing_choices[] = {{"reject", 0}, {"allow", 1}, {NULL, 0}};
@@ -152,7 +152,7 @@ static const struct key keys[] = {
     {S_PROXY, "admin_insecure", K_ENUM, PC(admin_insecure), "off", 0, 0, on_off_choices, 0,
      "on: allow a non-loopback admin_listen without admin_token_file"},
     {S_STORE, "backend", K_ENUM, PC(store_backend), "file", 0, 0, backend_choices, 0,
-     "token store: file (durable, LMDB) or memory (tests only)"},
+     "token store: file (durable, LMDB), etcd (shared by several proxies) or memory (tests)"},
     {S_STORE, "path", K_STRING, PC(store_path), "/var/lib/fence", 0, 0, NULL, 0,
      "directory of the file store"},
     {S_STORE, "marker", K_STRING, PC(store_marker), "auto", 0, 0, NULL, 0,
@@ -161,6 +161,16 @@ static const struct key keys[] = {
      "largest size of the file store; beyond it new resources get 503 (store_full)"},
     {S_STORE, "floor", K_UINT, PC(store_floor), "0", 0, UINT64_MAX, NULL, 0,
      "operator floor: every resource's highest is raised to it at start (recovery; 0 none)"},
+    {S_STORE, "endpoints", K_STRING, PC(store_endpoints), "127.0.0.1:2379", 0, 0, NULL, 0,
+     "etcd store: the members' client addresses, host:port,host:port,..."},
+    {S_STORE, "prefix", K_STRING, PC(store_prefix), "/fence/", 0, 0, NULL, 0,
+     "etcd store: prefix of every key the proxy writes (tokens under PREFIX tok/)"},
+    {S_STORE, "lease_ttl", K_DURATION, PC(store_lease_ttl_ms), "10s", 2000, 3600000, NULL, 0,
+     "etcd store: TTL of the proxy's etcd lease (resource ownership)"},
+    {S_STORE, "max_txn_ops", K_UINT, PC(store_max_txn_ops), "128", 3, 65536, NULL, 0,
+     "etcd store: etcd's --max-txn-ops; a group commit holds up to this minus 2 advances"},
+    {S_STORE, "timeout", K_DURATION, PC(store_timeout_ms), "2s", 100, 60000, NULL, 0,
+     "etcd store: deadline of one etcd request; then 503 (fail closed)"},
     {S_AUDIT, "path", K_PATH_OFF, PC(audit_path), "off", 0, 0, NULL, 0,
      "audit log file (JSON lines, hash-chained), or off"},
     {S_AUDIT, "required", K_ENUM, PC(audit_required), "off", 0, 0, on_off_choices, 0,
@@ -979,6 +989,36 @@ static void check_tls(struct load *ld)
              "upstream_ca, upstream_cert and upstream_key need upstream = https://...");
 }
 
+/* [store] endpoints with backend = etcd: given, and a list of host:port. */
+static void check_endpoints(struct load *ld)
+{
+    int i = key_index(S_STORE, "endpoints");
+    const char *p = ld->cfg->store_endpoints;
+
+    if (!(ld->seen & (1ULL << i))) {
+        fail(ld, ld->key_line[key_index(S_STORE, "backend")],
+             "[store] endpoints is required with backend = etcd");
+        return;
+    }
+    while (!ld->failed) {
+        size_t n = strcspn(p, ",");
+        char *one = strndup(p, n), *host = NULL;
+        int port;
+
+        if (one == NULL) {
+            fail(ld, 0, "out of memory");
+            return;
+        }
+        if (px_config_split_hostport(one, &host, &port) != 0)
+            fail(ld, ld->key_line[i], "endpoints: '%s' is not host:port", one);
+        free(one);
+        free(host);
+        if (p[n] == '\0')
+            break;
+        p += n + 1;
+    }
+}
+
 /* Reads the admin secret from admin_token_file: a regular file that only
  * its owner may read (refused when group or others have any access), one
  * line of 16..4096 bytes without control bytes. */
@@ -1047,6 +1087,8 @@ static void check_whole(struct load *ld)
             fail(ld, 0, "[%s] %s is required", sect_names[keys[i].sect], keys[i].name);
     }
     check_tls(ld);
+    if (!ld->failed && cfg->store_backend == ST_STORE_ETCD)
+        check_endpoints(ld);
     if (!ld->failed && cfg->admin_token_file != NULL)
         read_admin_token(ld);
     if (ld->failed || strcmp(cfg->admin_listen, "off") == 0)

@@ -52,6 +52,11 @@ struct px_config {
     uint64_t store_max_size;      /* 64 GiB: the file store's map grows up to it */
     uint64_t store_floor;         /* 0: none; else every highest is at least this */
     char *store_marker;           /* "auto" (the default) becomes "<store_path>.id" */
+    char *store_endpoints;        /* etcd: "127.0.0.1:2379" */
+    char *store_prefix;           /* etcd: "/fence/" */
+    uint64_t store_lease_ttl_ms;  /* etcd: 10 s, the proxy's lease (ownership) */
+    uint64_t store_max_txn_ops;   /* etcd: 128 (etcd's --max-txn-ops) */
+    uint64_t store_timeout_ms;    /* etcd: 2 s per request */
     /* [audit] */
     char *audit_path;             /* NULL: audit off */
     int audit_required;           /* on: 503 to fenced requests while records cannot be written */

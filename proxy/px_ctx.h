@@ -49,6 +49,7 @@ struct px_ctx {
     struct px_upool *upool;
     struct st_store *store;
     struct event *store_ev;
+    int store_unreachable;        /* last seen st_store_unreachable(), for the log */
     struct px_fence *fence;
     /* Per route index: the route's token verifier (verify = URL), or NULL;
      * the array is NULL when no route verifies. Built by px_server. */
@@ -65,6 +66,9 @@ struct px_ctx {
     /* Called by px_conn when its last connection is gone (a draining
      * server stops then). Set by px_server. */
     void (*conns_gone)(struct px_ctx *ctx);
+    /* px_server_reload(), for the admin listener's POST /reload (set by
+     * px_server, so px_admin need not include it). */
+    int (*reload)(struct px_ctx *ctx, char *err, size_t errlen);
     uint64_t next_conn_id;
     uint64_t rid_base;               /* random, for X-Request-Id */
     uint64_t rid_counter;

@@ -350,9 +350,11 @@ static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence
         f->inflight++;
         return PX_FENCE_GO;
     }
-    if (t->token > r->highest) {
+    if (t->token > r->highest ||
+        (t->token == r->highest && r->durable < t->token && r->pending == 0)) {
         /* S1: from here on lower tokens are refused; S2: the request waits
-         * for the store to acknowledge the advance. */
+         * for the store to acknowledge the advance (again, when an earlier
+         * advance of this token got no answer from the store). */
         r->highest = t->token;
         r->pending++;
         st_store_advance(f->store, r->key, r->klen, t->token, on_advanced, r);
@@ -418,7 +420,10 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
         }
         /* A full store refused a new resource's advance and has not failed:
          * nothing above the durable highest went through, so the next
-         * request may try again (S1 holds against the durable highest). */
+         * request may try again (S1 holds against the durable highest).
+         * An unreachable store (ST_STORE_EUNAVAIL) is different: the
+         * advance may have landed, so the highest stays raised (S1) and the
+         * next request with that token asks the store again (admit_loaded). */
         if (rc == ST_STORE_EFULL && r->pending == 0)
             r->highest = r->durable;
         res_touch(r);
@@ -610,4 +615,36 @@ int px_fence_set(struct px_fence *f, const char *key, size_t klen, uint64_t toke
     r->set = op;
     res_touch(r); /* applies it now if nothing is admitted on r */
     return 0;
+}
+
+struct each_ctx {
+    void (*fn)(const struct px_fence_view *v, void *arg);
+    void *arg;
+};
+
+static void each_one(const struct fc_hmap_node *n, void *arg)
+{
+    const struct px_fence_res *r = (const struct px_fence_res *)(const void *)n;
+    const struct each_ctx *e = arg;
+    const struct px_fence_ticket *t;
+    struct px_fence_view v;
+
+    memset(&v, 0, sizeof(v));
+    v.key = r->key;
+    v.klen = r->klen;
+    v.highest = r->highest;
+    v.durable = r->durable;
+    v.inflight = r->active;
+    v.inflight_token = r->active_token;
+    TAILQ_FOREACH(t, &r->waiting, link)
+        v.waiting++;
+    e->fn(&v, e->arg);
+}
+
+void px_fence_each(const struct px_fence *f, size_t limit,
+                   void (*fn)(const struct px_fence_view *v, void *arg), void *arg)
+{
+    struct each_ctx e = {fn, arg};
+
+    fc_hmap_each(f->table, limit, each_one, &e);
 }

@@ -145,6 +145,20 @@ int px_fence_peek(const struct px_fence *f, const char *key, size_t klen,
 /* Changes the cache size (default PX_FENCE_MAX_RESOURCES; at least 1). */
 void px_fence_set_max_resources(struct px_fence *f, size_t n);
 
+/* What the status page shows of one cached resource. */
+struct px_fence_view {
+    const char *key; /* borrowed for the callback */
+    size_t klen;
+    uint64_t highest, durable;
+    uint64_t inflight_token; /* valid when inflight > 0 */
+    size_t inflight, waiting;
+};
+
+/* Calls fn for up to limit cached resources (no particular order). fn must
+ * not call into the fence. */
+void px_fence_each(const struct px_fence *f, size_t limit,
+                   void (*fn)(const struct px_fence_view *v, void *arg), void *arg);
+
 /* Requests in flight (GO, not done) across all resources. */
 size_t px_fence_inflight(const struct px_fence *f);
 

@@ -151,6 +151,51 @@ void px_report_access(struct px_logw *access, const struct px_report *x)
         px_stats_inc(PX_ST_ACCESS_LOG_DROPPED);
 }
 
+static struct {
+    struct px_report_recent ring[PX_REPORT_RECENT];
+    size_t next, n;
+} recent;
+
+/* a slice into a fixed buffer, cut */
+static void put(char *dst, size_t cap, const char *s, size_t len)
+{
+    if (len >= cap)
+        len = cap - 1;
+    memcpy(dst, s != NULL ? s : "", s != NULL ? len : 0);
+    dst[s != NULL ? len : 0] = '\0';
+}
+
+static void remember(const struct px_audit_event *ev)
+{
+    struct px_report_recent *e = &recent.ring[recent.next];
+
+    memset(e, 0, sizeof(*e));
+    e->ts_ms = ev->ts_ms;
+    put(e->event, sizeof(e->event), ev->event, strlen(ev->event));
+    put(e->route, sizeof(e->route), ev->route, strlen(ev->route));
+    put(e->resource, sizeof(e->resource), ev->resource, ev->resource_len);
+    if (ev->token_present && ev->token_is_number)
+        snprintf(e->token, sizeof(e->token), "%" PRIu64, ev->token);
+    else if (ev->token_present)
+        put(e->token, sizeof(e->token), ev->token_raw, ev->token_raw_len);
+    e->highest = ev->highest;
+    put(e->method, sizeof(e->method), ev->method, ev->method_len);
+    put(e->path, sizeof(e->path), ev->path, ev->path_len);
+    put(e->client, sizeof(e->client), ev->client, strlen(ev->client));
+    recent.next = (recent.next + 1) % PX_REPORT_RECENT;
+    if (recent.n < PX_REPORT_RECENT)
+        recent.n++;
+}
+
+size_t px_report_recent(struct px_report_recent *out, size_t max)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < recent.n && k < max; i++)
+        out[k++] = recent.ring[(recent.next + PX_REPORT_RECENT - 1 - i) % PX_REPORT_RECENT];
+    return k;
+}
+
 void px_report_audit(struct px_audit *audit, const struct px_report *x, const char *event,
                      uint64_t highest)
 {
@@ -193,6 +238,7 @@ void px_report_audit(struct px_audit *audit, const struct px_report *x, const ch
     ev.request_id = x->request_id;
     ev.request_id_len = strlen(x->request_id);
     ev.ts_ms = px_clock_wall_ms();
+    remember(&ev);
     if (px_audit_record(audit, &ev) < 0) {
         px_stats_inc(PX_ST_AUDIT_DROPPED);
         px_clog_error(x->conn_id, x->peer, "audit record dropped (writer buffer full): %s %s",

@@ -48,6 +48,25 @@ void px_report_access(struct px_logw *access, const struct px_report *x);
 void px_report_audit(struct px_audit *audit, const struct px_report *x, const char *event,
                      uint64_t highest);
 
+/* The last audited events (newest first), for the status page: copies,
+ * cut to the field sizes. Kept with the metrics (one loop thread). */
+#define PX_REPORT_RECENT 32
+struct px_report_recent {
+    uint64_t ts_ms;
+    char event[32];
+    char route[64];
+    char resource[256];
+    char token[32];  /* the number, the raw text, or "" when absent */
+    uint64_t highest;
+    char method[16];
+    char path[256];
+    char client[64];
+};
+
+/* Copies up to max of the last audited events into out, newest first;
+ * returns how many. */
+size_t px_report_recent(struct px_report_recent *out, size_t max);
+
 /* Counts outcome o for route route_idx in the metrics its row names
  * (fence_requests_total, fence_rejections_total). */
 void px_report_outcome(size_t route_idx, enum px_outcome o);

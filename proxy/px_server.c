@@ -85,6 +85,20 @@ static void store_fill(struct px_ctx *ctx)
     }
 }
 
+/* Logs once per change whether a networked store (etcd) is reachable; while
+ * it is not, fenced requests get 503 (S6). */
+static void store_reach(struct px_ctx *ctx)
+{
+    char why[256];
+    int now = st_store_unreachable(ctx->store, why, sizeof why);
+
+    if (now && !ctx->store_unreachable)
+        px_log_error("token store unreachable, refusing fenced requests: %s", why);
+    else if (!now && ctx->store_unreachable)
+        px_log_info("token store reachable again");
+    ctx->store_unreachable = now;
+}
+
 static void store_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct px_ctx *ctx = arg;
@@ -97,6 +111,7 @@ static void store_cb(evutil_socket_t fd, short what, void *arg)
         px_log_error("token store failed, refusing fenced requests: %s", e != NULL ? e : "?");
         px_stats_gauge_set(PX_G_STORE_UP, 0);
     }
+    store_reach(ctx);
     store_fill(ctx);
 }
 
@@ -559,6 +574,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
     ctx->client_tr = &px_transport_tcp;
     ctx->client_proto = "http";
     ctx->conns_gone = conns_gone;
+    ctx->reload = px_server_reload;
     ctx->conns = px_conn_set_new();
     if (ctx->conns == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -591,6 +607,10 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
     scfg.max_size = (size_t)cfg->store_max_size;
     scfg.marker = cfg->store_marker;
     scfg.floor = cfg->store_floor;
+    scfg.endpoints = cfg->store_endpoints;
+    scfg.prefix = cfg->store_prefix;
+    scfg.max_txn_ops = (unsigned)cfg->store_max_txn_ops;
+    scfg.timeout_ms = cfg->store_timeout_ms;
     scfg.log = store_log;
     /* S6: a missing, damaged or replaced store refuses the start here. */
     ctx->store = st_store_open(&scfg, err, errlen);

@@ -209,6 +209,16 @@ uint64_t px_stats_request_get(size_t route_idx, enum px_outcome o)
     return row != NULL && (unsigned)o < PX_OUT_COUNT ? row[o] : 0;
 }
 
+uint64_t px_stats_requests_total(void)
+{
+    uint64_t n = 0;
+
+    for (size_t r = 0; st.requests != NULL && r <= st.n_routes; r++)
+        for (size_t o = 0; o < PX_OUT_COUNT; o++)
+            n += st.requests[r][o];
+    return n;
+}
+
 uint64_t px_stats_reject_get(enum px_outcome r)
 {
     return (unsigned)r < PX_OUT_COUNT ? st.rejections[r] : 0;

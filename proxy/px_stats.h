@@ -166,6 +166,8 @@ uint64_t px_stats_get(enum px_stat s);
 int64_t px_stats_gauge_get(enum px_gauge g);
 uint64_t px_stats_request_get(size_t route_idx, enum px_outcome o);
 uint64_t px_stats_reject_get(enum px_outcome o);
+/* Finished requests over every route and outcome. */
+uint64_t px_stats_requests_total(void);
 uint64_t px_stats_hist_count(enum px_hist h);
 double px_stats_hist_sum(enum px_hist h);
 

@@ -8,11 +8,12 @@ set -euo pipefail
 
 PACKAGES=(
     build-essential cmake pkg-config
-    libevent-dev libssl-dev libhiredis-dev libcriterion-dev liblmdb-dev libinih-dev
+    libevent-dev libssl-dev libhiredis-dev libcriterion-dev liblmdb-dev
     redis-server nginx wrk python3 curl
     libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client
     apache2 litmus rclone awscli python3-boto3 nodejs
     zookeeper libzookeeper-mt-dev
+    chromium spin
 )
 # npm for the storage tests' S3 server: Debian ships it as its own package;
 # a Node.js that brings its own npm (NodeSource) needs none.

@@ -33,6 +33,7 @@ struct st_store {
     _Atomic uint64_t used, max;    /* fill level, set by the backend */
     atomic_int full;
     int warned;                    /* st_store_fill_crossed()'s latch; loop thread */
+    char unreach[256];             /* why the backend's server is unreachable, or ""; mu */
 };
 
 void st_store_set_impl(struct st_store *s, void *impl)
@@ -170,6 +171,7 @@ struct st_store *st_store_open(const struct st_store_config *cfg, char *err, siz
     switch (cfg->backend) {
     case ST_STORE_MEMORY: s->ops = &st_store_memory_ops; break;
     case ST_STORE_FILE: s->ops = &st_store_lmdb_ops; break;
+    case ST_STORE_ETCD: s->ops = &st_store_etcd_ops; break;
     default:
         snprintf(err, errlen, "store: unknown backend");
         goto fail;
@@ -294,6 +296,26 @@ void st_store_set_commit_hook(struct st_store *s, st_store_commit_hook hook, voi
 {
     s->hook = hook;
     s->hook_arg = arg;
+}
+
+void st_store_set_unreachable(struct st_store *s, const char *why)
+{
+    pthread_mutex_lock(&s->mu);
+    snprintf(s->unreach, sizeof s->unreach, "%s", why != NULL ? why : "");
+    pthread_mutex_unlock(&s->mu);
+}
+
+int st_store_unreachable(const struct st_store *s, char *buf, size_t len)
+{
+    struct st_store *m = (struct st_store *)s;
+    int on;
+
+    pthread_mutex_lock(&m->mu);
+    on = m->unreach[0] != '\0';
+    if (buf != NULL && len > 0)
+        snprintf(buf, len, "%s", m->unreach);
+    pthread_mutex_unlock(&m->mu);
+    return on;
 }
 
 void st_store_set_fill(struct st_store *s, uint64_t used, uint64_t max, int full)

@@ -1,8 +1,8 @@
 /* st_store: the per-resource highest-token store. One small asynchronous
  * interface with backends behind an ops table (st_store_internal.h):
- * "memory" (tests, no durability) and "file" (LMDB on local disk, durable,
- * group commit on a writer thread). Later backends (Redis, etcd) plug in the
- * same way. The store never calls back from inside a request function: every
+ * "memory" (tests, no durability), "file" (LMDB on local disk, durable,
+ * group commit on a writer thread) and "etcd" (a shared store for several
+ * proxies, group commit in etcd txns on a worker thread). The store never calls back from inside a request function: every
  * completion is queued, the store's notify fd becomes readable, and the
  * owner's event loop calls st_store_dispatch(), which runs the callbacks on
  * the loop thread. So the store needs no event library and never blocks the
@@ -17,7 +17,7 @@
 
 struct st_store;
 
-enum st_store_backend { ST_STORE_MEMORY, ST_STORE_FILE };
+enum st_store_backend { ST_STORE_MEMORY, ST_STORE_FILE, ST_STORE_ETCD };
 
 /* How st_store_open() treats a file store that is not there (see
  * docs/operations.md, "Token store faults"):
@@ -42,6 +42,10 @@ struct st_store_config {
                                 * missing store is then always created */
     enum st_store_mode mode;
     uint64_t floor;            /* operator floor: every highest is at least this */
+    const char *endpoints;     /* ST_STORE_ETCD: "host:port,..." (borrowed during open) */
+    const char *prefix;        /* ST_STORE_ETCD: key prefix, e.g. "/fence/" (borrowed) */
+    unsigned max_txn_ops;      /* ST_STORE_ETCD: etcd's --max-txn-ops; 0 = 128 */
+    uint64_t timeout_ms;       /* ST_STORE_ETCD: deadline of one etcd call; 0 = 2000 */
     st_store_log_fn log;       /* may be NULL */
     void *log_arg;
 };
@@ -58,9 +62,16 @@ struct st_store_config {
  * and advances of keys already stored go on. */
 #define ST_STORE_EFULL (-2)
 
+/* rc of a request the store could not serve now (etcd: no member answered
+ * in time, no leader): nothing was acknowledged, the store has not failed
+ * for good, and later requests try again. Callers answer 503 (fail closed,
+ * never a local fallback). */
+#define ST_STORE_EUNAVAIL (-3)
+
 /* Completion: rc 0 and the resource's highest token after the operation, or
  * rc -1 when the store failed (nothing was made durable; fail closed), or
- * rc ST_STORE_EFULL (advance of a new key in a full store). arg is
+ * rc ST_STORE_EFULL (advance of a new key in a full store), or
+ * rc ST_STORE_EUNAVAIL (the store is unreachable for now). arg is
  * the caller's, passed back untouched. Called from st_store_dispatch() only. */
 typedef void (*st_store_cb)(void *arg, int rc, uint64_t highest);
 
@@ -129,6 +140,11 @@ const char *st_store_error(const struct st_store *s);
 /* The file store's fill level: bytes in use and the maximum (max_size);
  * both 0 for the memory backend. Any thread. */
 void st_store_fill(const struct st_store *s, uint64_t *used, uint64_t *max);
+
+/* Why the store could not be reached the last time it tried (etcd: no
+ * member answered), as text copied into buf; returns 1 while unreachable,
+ * 0 once a request succeeded again (buf then ""). Any thread. */
+int st_store_unreachable(const struct st_store *s, char *buf, size_t len);
 
 /* Whether the last advance of a new key was refused for lack of room. */
 int st_store_full(const struct st_store *s);

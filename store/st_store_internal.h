@@ -26,7 +26,7 @@ struct st_store_req {
     enum st_req_kind kind;
     st_store_cb cb;
     void *arg;
-    int rc;            /* result: 0 or -1 */
+    int rc;            /* result: 0, -1, ST_STORE_EFULL or ST_STORE_EUNAVAIL */
     uint64_t token;    /* ADVANCE, SET: the requested token */
     uint64_t highest;  /* result: the highest after the operation */
     size_t batch;      /* COMMIT: advances in the commit */
@@ -52,6 +52,7 @@ struct st_store_ops {
 
 extern const struct st_store_ops st_store_memory_ops;
 extern const struct st_store_ops st_store_lmdb_ops;
+extern const struct st_store_ops st_store_etcd_ops;
 
 /* The backend's private state. */
 void st_store_set_impl(struct st_store *s, void *impl);
@@ -68,6 +69,10 @@ void st_store_complete_list(struct st_store *s, struct st_store_req *head);
  * st_store_error(). Any thread. */
 void st_store_fail(struct st_store *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* The backend reports whether it reaches its server: why not (copied), or
+ * NULL once it does again. Any thread. */
+void st_store_set_unreachable(struct st_store *s, const char *why);
 
 /* The backend reports its fill level and whether it is full. Any thread. */
 void st_store_set_fill(struct st_store *s, uint64_t used, uint64_t max, int full);

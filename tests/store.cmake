@@ -22,3 +22,7 @@ set_target_properties(fence_fault_shim PROPERTIES
   LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests OUTPUT_NAME fence_fault_shim)
 fence_test(test_store_faults SOURCES store/test_store_faults.c LIBS fencetestsupport TIMEOUT 180)
 add_dependencies(test_store_faults fence_fault_shim fenceproxy)
+
+# The etcd token store against real etcd members (one, and three with the
+# leader killed under load).
+fence_test(test_store_etcd SOURCES store/test_store_etcd.c LIBS fencestore fencetestsupport TIMEOUT 180)

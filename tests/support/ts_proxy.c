@@ -52,12 +52,15 @@ int ts_proxy_write_conf(struct ts_proxy *px, int upstream_port, const char *extr
         fprintf(stderr, "ts_proxy: %s: %s\n", px->conf, strerror(errno));
         return -1;
     }
+    if (px->store_conf != NULL)
+        fprintf(f, "%s\n", px->store_conf);
+    else
+        fprintf(f, "[store]\nbackend = file\npath = %s\n", px->store);
     fprintf(f,
-            "[store]\nbackend = file\npath = %s\n"
             "[audit]\npath = %s\n"
             "[proxy]\nlisten = 127.0.0.1:%d\nadmin_listen = 127.0.0.1:%d\n"
             "upstream = %s:%d\naccess_log = %s\nlog_level = debug\n%s\n",
-            px->store, px->audit, px->port, px->admin_port,
+            px->audit, px->port, px->admin_port,
             px->upstream_base != NULL ? px->upstream_base : "http://127.0.0.1", upstream_port,
             px->access, extra != NULL ? extra : "");
     /* TLS mode: the same test over TLS listeners, unless it sets its own. */

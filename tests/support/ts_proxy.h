@@ -30,13 +30,17 @@ struct ts_proxy {
      * and admin_port speaks TLS. 0 otherwise. */
     int tls;
     char tls_dir[1024];
+    const char *store_conf; /* NULL: [store] file at store; else the whole [store]
+                             * section written instead (borrowed; set before
+                             * ts_proxy_write_conf) */
 };
 
 /* Creates the temp dir (tag names it) and picks ports. 0 / -1. */
 int ts_proxy_init(struct ts_proxy *px, const char *tag);
 
 /* Writes the config: [proxy] listen/admin_listen/access_log/upstream (port
- * upstream_port on 127.0.0.1), [store] file at px->store, [audit] at px->audit,
+ * upstream_port on 127.0.0.1), [store] file at px->store (or px->store_conf),
+ * [audit] at px->audit,
  * then extra (more keys or sections, verbatim; may be NULL). The [proxy]
  * section stays open at the end of the generated part, so extra may start
  * with more [proxy] keys before its own sections. 0 / -1. */
