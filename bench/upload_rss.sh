@@ -12,6 +12,8 @@
 # between them (/proc/PID/clear_refs), and prints one line per framing:
 # "framing=F peak_rss_kib=N size=BYTES seconds=S status=HTTP stored=BYTES".
 # Exits 1 when an upload failed or a peak RSS is 64 MiB or more.
+# TLS=1 runs both hops over TLS (certificates made here by openssl): curl
+# to a [tls] listener, the proxy to nginx with ssl as an https upstream.
 set -eu
 
 BUILD=${1:-build}
@@ -50,6 +52,30 @@ wait_port() {
 NPORT=$(free_port)
 PPORT=$(free_port)
 mkdir -p "$DIR/data" "$DIR/tmp" "$DIR/store"
+TLS=${TLS:-0}
+SCHEME=http
+NGINX_SSL=
+PROXY_TLS=
+CURL_TLS=()
+if [ "$TLS" = 1 ]; then
+    command -v openssl >/dev/null || { echo "upload_rss: openssl not found" >&2; exit 2; }
+    (cd "$DIR" &&
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout ca.key -out ca.pem -days 2 -subj '/CN=upload CA' &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -keyout srv.key -out srv.csr -subj '/CN=localhost' &&
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > srv.ext &&
+        openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 1 -days 2 \
+            -extfile srv.ext -out srv.pem) >/dev/null 2>&1 ||
+        { echo "upload_rss: openssl could not make certificates" >&2; exit 2; }
+    SCHEME=https
+    NGINX_SSL="ssl; ssl_certificate $DIR/srv.pem; ssl_certificate_key $DIR/srv.key"
+    PROXY_TLS="upstream_ca = $DIR/ca.pem
+[tls]
+cert = $DIR/srv.pem
+key = $DIR/srv.key"
+    CURL_TLS=(--cacert "$DIR/ca.pem")
+fi
 USER_LINE=
 [ "$(id -u)" = 0 ] && USER_LINE="user root;"
 cat > "$DIR/nginx.conf" <<EOF
@@ -68,7 +94,7 @@ http {
     uwsgi_temp_path $DIR/tmp/uwsgi;
     scgi_temp_path $DIR/tmp/scgi;
     server {
-        listen 127.0.0.1:$NPORT;
+        listen 127.0.0.1:$NPORT ${NGINX_SSL:-};
         root $DIR/data;
         location / {
             dav_methods PUT DELETE;
@@ -81,10 +107,11 @@ EOF
 cat > "$DIR/fenceproxy.conf" <<EOF
 [proxy]
 listen = 127.0.0.1:$PPORT
-upstream = http://127.0.0.1:$NPORT
+upstream = $SCHEME://127.0.0.1:$NPORT
 admin_listen = off
 access_log = off
 upstream_timeout = 5m
+$PROXY_TLS
 [store]
 backend = memory
 EOF
@@ -104,11 +131,11 @@ upload() {
     start=$(date +%s.%N)
     if [ "$framing" = length ]; then
         code=$(head -c "$SIZE" /dev/zero |
-            curl -sS -o /dev/null -w '%{http_code}' -T - -H 'Transfer-Encoding:' \
-                -H "Content-Length: $SIZE" "http://127.0.0.1:$PPORT/upload.bin")
+            curl -sS ${CURL_TLS[@]+"${CURL_TLS[@]}"} -o /dev/null -w '%{http_code}' -T - -H 'Transfer-Encoding:' \
+                -H "Content-Length: $SIZE" "$SCHEME://127.0.0.1:$PPORT/upload.bin")
     else
         code=$(head -c "$SIZE" /dev/zero |
-            curl -sS -o /dev/null -w '%{http_code}' -T - "http://127.0.0.1:$PPORT/upload.bin")
+            curl -sS ${CURL_TLS[@]+"${CURL_TLS[@]}"} -o /dev/null -w '%{http_code}' -T - "$SCHEME://127.0.0.1:$PPORT/upload.bin")
     fi
     end=$(date +%s.%N)
     hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$PROXY_PID/status")
@@ -124,7 +151,7 @@ upload() {
     [ "$hwm" -lt 65536 ] || { echo "upload_rss: peak RSS $hwm KiB is not under 64 MiB" >&2; return 1; }
 }
 
-echo "fenceproxy $BIN, nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(nproc) CPUs"
+echo "tls=$TLS fenceproxy $BIN, nginx $("$NGINX" -v 2>&1 | sed 's/.*\///'), $(nproc) CPUs"
 echo "idle: $(awk '/^VmRSS:/ { print "rss_kib=" $2 }' "/proc/$PROXY_PID/status")"
 upload length
 upload chunked

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EC_MAX_ENDPOINTS 16
 #define EC_MAX_BODY      (64u << 20) /* largest answer accepted */
@@ -27,6 +28,8 @@ struct ec_client {
     char *list;  /* as given */
     char *ep[EC_MAX_ENDPOINTS];
     size_t nep, cur; /* cur: the endpoint that answered last */
+    int tls;         /* https to every member (ec_client_set_tls) */
+    char *ca, *cert, *key; /* PEM files; ca NULL: the system store */
     struct buf body;
     int code;
     char err[1024];
@@ -238,6 +241,9 @@ void ec_client_free(struct ec_client **cp)
     for (size_t i = 0; i < c->nep; i++)
         free(c->ep[i]);
     free(c->list);
+    free(c->ca);
+    free(c->cert);
+    free(c->key);
     free(c->body.p);
     free(c);
     *cp = NULL;
@@ -305,7 +311,8 @@ static int64_t attempt_ms(int64_t deadline_ms, size_t left_to_try)
     return share < rest ? share : rest;
 }
 
-static void setup_post(CURL *h, const char *url, const char *body, size_t len, int64_t ms)
+static void setup_post(const struct ec_client *c, CURL *h, const char *url, const char *body,
+                       size_t len, int64_t ms)
 {
     curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
@@ -314,8 +321,48 @@ static void setup_post(CURL *h, const char *url, const char *body, size_t len, i
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)len);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(ms < 1000 ? ms : 1000));
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, c->tls ? "https" : "http");
     curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    if (c->tls) {
+        /* The member's certificate is verified and must name it. */
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+        if (c->ca != NULL)
+            curl_easy_setopt(h, CURLOPT_CAINFO, c->ca);
+        if (c->cert != NULL) {
+            curl_easy_setopt(h, CURLOPT_SSLCERT, c->cert);
+            curl_easy_setopt(h, CURLOPT_SSLKEY, c->key);
+        }
+    }
+}
+
+int ec_client_set_tls(struct ec_client *c, const char *ca, const char *cert, const char *key,
+                      char *err, size_t errlen)
+{
+    const char *files[3] = {ca, cert, key};
+
+    if ((cert == NULL) != (key == NULL)) {
+        snprintf(err, errlen, "a client certificate needs its key and a key its certificate");
+        return -1;
+    }
+    for (size_t i = 0; i < 3; i++) {
+        if (files[i] != NULL && access(files[i], R_OK) != 0) {
+            snprintf(err, errlen, "%s: %s", files[i], strerror(errno));
+            return -1;
+        }
+    }
+    free(c->ca);
+    free(c->cert);
+    free(c->key);
+    c->ca = ca != NULL ? strdup(ca) : NULL;
+    c->cert = cert != NULL ? strdup(cert) : NULL;
+    c->key = key != NULL ? strdup(key) : NULL;
+    if ((ca != NULL && c->ca == NULL) || (cert != NULL && (c->cert == NULL || c->key == NULL))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->tls = 1;
+    return 0;
 }
 
 /* POSTs req to path on the members in turn until one answers. On EC_OK *resp
@@ -347,9 +394,9 @@ static int call(struct ec_client *c, const char *path, json_object *req, int64_t
             note_failure(c, c->ep[idx], "deadline passed");
             break;
         }
-        snprintf(url, sizeof url, "http://%s%s", c->ep[idx], path);
+        snprintf(url, sizeof url, "%s://%s%s", c->tls ? "https" : "http", c->ep[idx], path);
         c->body.len = 0;
-        setup_post(c->req, url, body, strlen(body), ms);
+        setup_post(c, c->req, url, body, strlen(body), ms);
         curl_easy_setopt(c->req, CURLOPT_HTTPHEADER, hdr);
         curl_easy_setopt(c->req, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(c->req, CURLOPT_WRITEDATA, &c->body);
@@ -943,10 +990,10 @@ int ec_watch(struct ec_client *c, const char *key, int64_t start_rev, int mask,
             rc = EC_OK; /* the deadline came: nothing fired */
             goto out;
         }
-        snprintf(url, sizeof url, "http://%s/v3/watch", c->ep[idx]);
+        snprintf(url, sizeof url, "%s://%s/v3/watch", c->tls ? "https" : "http", c->ep[idx]);
         w.line.len = 0;
         w.created = w.fired = w.bad = 0;
-        setup_post(c->watch, url, body, strlen(body), ms);
+        setup_post(c, c->watch, url, body, strlen(body), ms);
         curl_easy_setopt(c->watch, CURLOPT_HTTPHEADER, hdr);
         curl_easy_setopt(c->watch, CURLOPT_WRITEFUNCTION, on_watch);
         curl_easy_setopt(c->watch, CURLOPT_WRITEDATA, &w);

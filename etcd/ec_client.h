@@ -134,6 +134,14 @@ int64_t ec_now_ms(void);
  * ec_client_free. */
 struct ec_client *ec_client_new(const char *endpoints, char *err, size_t errlen);
 
+/* Speaks https to every member from now on, verifying each against ca (a
+ * PEM file; NULL: the system store) and its name, showing cert and key
+ * (PEM files, both or neither) when a member asks for a client
+ * certificate. Paths are copied; the files are read by each connection.
+ * Returns 0, or -1 with a message in err (a file not readable). */
+int ec_client_set_tls(struct ec_client *c, const char *ca, const char *cert, const char *key,
+                      char *err, size_t errlen);
+
 /* Closes the connections, frees c, sets *c to NULL. Accepts NULL. */
 void ec_client_free(struct ec_client **c);
 

@@ -100,6 +100,7 @@ struct fl_backend_ops {
 extern const struct fl_backend_ops fl_redis_ops;
 /* The etcd backend (fl_etcd.c). */
 extern const struct fl_backend_ops fl_etcd_ops;
+extern const struct fl_backend_ops fl_etcds_ops; /* etcds://: the same over https */
 /* The ZooKeeper backend (fl_zk.c). */
 extern const struct fl_backend_ops fl_zk_ops;
 /* The Redlock backend over N Redis masters (fl_redlock.c). */

@@ -27,9 +27,9 @@ struct fl_client {
     char err[512];
 };
 
-static const struct fl_backend_ops *const backends[] = {&fl_redis_ops, &fl_etcd_ops, &fl_zk_ops,
-                                                          &fl_redlock_ops};
-#define SCHEMES "redis://, etcd://, zk://, redlock://"
+static const struct fl_backend_ops *const backends[] = {&fl_redis_ops, &fl_etcd_ops,
+                                                        &fl_etcds_ops, &fl_zk_ops, &fl_redlock_ops};
+#define SCHEMES "redis://, etcd://, etcds://, zk://, redlock://"
 
 int64_t fl_now_ms(void)
 {

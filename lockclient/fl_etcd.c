@@ -43,22 +43,60 @@ static int64_t rt_deadline(const struct fl_backend *b)
     return fl_now_ms() + (int64_t)b->timeout_ms;
 }
 
-/* etcd://h:p[,h:p...] */
-static struct fl_backend *etcd_open(const char *url, char *err, size_t errlen)
+/* The TLS files of an etcds:// query: ca=, cert=, key= (each at most
+ * once, '&'-separated, no escapes) into tls[0..2] (malloc'd). 0 / -1. */
+static int tls_query(const char *q, char *tls[3], char *err, size_t errlen)
 {
-    static const char scheme[] = "etcd://";
-    struct fl_backend *b = NULL;
-    const char *eps;
+    static const char *const names[3] = {"ca", "cert", "key"};
 
-    if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
-        snprintf(err, errlen, "not an etcd:// URL: %s", url);
+    while (*q != '\0') {
+        size_t n = strcspn(q, "&"), k;
+        const char *eq = memchr(q, '=', n);
+        for (k = 0; k < 3 && eq != NULL; k++)
+            if ((size_t)(eq - q) == strlen(names[k]) && strncmp(q, names[k], eq - q) == 0)
+                break;
+        if (eq == NULL || k == 3 || tls[k] != NULL || eq + 1 == q + n) {
+            snprintf(err, errlen, "etcds URL query takes ca=FILE, cert=FILE and key=FILE: %.*s",
+                     (int)n, q);
+            return -1;
+        }
+        tls[k] = strndup(eq + 1, (size_t)(q + n - eq - 1));
+        if (tls[k] == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        q += n + (q[n] == '&');
+    }
+    return 0;
+}
+
+/* etcd://h:p[,h:p...], or etcds://h:p[,h:p...][?ca=F&cert=F&key=F] for
+ * https to every member (ca: the system store when left out). */
+static struct fl_backend *open_url(const char *url, int tls, char *err, size_t errlen)
+{
+    const char *scheme = tls ? "etcds://" : "etcd://";
+    struct fl_backend *b = NULL;
+    char *eps = NULL, *files[3] = {NULL, NULL, NULL}, *q;
+
+    if (strncmp(url, scheme, strlen(scheme)) != 0) {
+        snprintf(err, errlen, "not an %s URL: %s", scheme, url);
         goto fail;
     }
-    eps = url + sizeof scheme - 1;
+    eps = strdup(url + strlen(scheme));
+    if (eps == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    q = tls ? strchr(eps, '?') : NULL;
+    if (q != NULL)
+        *q++ = '\0';
     if (strchr(eps, '/') || strchr(eps, '@') || strchr(eps, '?')) {
-        snprintf(err, errlen, "etcd URL takes host:port[,host:port...] only: %s", url);
+        snprintf(err, errlen, "%s URL takes host:port[,host:port...]%s only: %s",
+                 tls ? "etcds" : "etcd", tls ? "[?ca=F&cert=F&key=F]" : "", url);
         goto fail;
     }
+    if (q != NULL && tls_query(q, files, err, errlen) < 0)
+        goto fail;
     b = calloc(1, sizeof *b);
     if (b == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -67,14 +105,31 @@ static struct fl_backend *etcd_open(const char *url, char *err, size_t errlen)
     b->timeout_ms = 2000;
     if ((b->ec = ec_client_new(eps, err, errlen)) == NULL)
         goto fail;
+    if (tls && ec_client_set_tls(b->ec, files[0], files[1], files[2], err, errlen) < 0)
+        goto fail;
     snprintf(b->address, sizeof b->address, "%s", eps);
-    return b;
+    goto out;
 fail:
     if (b) {
         ec_client_free(&b->ec);
         free(b);
     }
-    return NULL;
+    b = NULL;
+out:
+    free(eps);
+    for (int i = 0; i < 3; i++)
+        free(files[i]);
+    return b;
+}
+
+static struct fl_backend *etcd_open(const char *url, char *err, size_t errlen)
+{
+    return open_url(url, 0, err, errlen);
+}
+
+static struct fl_backend *etcds_open(const char *url, char *err, size_t errlen)
+{
+    return open_url(url, 1, err, errlen);
 }
 
 static int etcd_connect(struct fl_backend *b, uint64_t timeout_ms, char *err, size_t errlen)
@@ -564,6 +619,21 @@ static void etcd_free(struct fl_backend *b)
 const struct fl_backend_ops fl_etcd_ops = {
     .scheme = "etcd",
     .open = etcd_open,
+    .connect = etcd_connect,
+    .acquire = etcd_acquire,
+    .cancel = etcd_cancel,
+    .renew = etcd_renew,
+    .release = etcd_release,
+    .status = etcd_status,
+    .verify = etcd_verify,
+    .address = etcd_address,
+    .free = etcd_free,
+};
+
+/* The same backend over https (etcd's --cert-file, --client-cert-auth). */
+const struct fl_backend_ops fl_etcds_ops = {
+    .scheme = "etcds",
+    .open = etcds_open,
     .connect = etcd_connect,
     .acquire = etcd_acquire,
     .cancel = etcd_cancel,

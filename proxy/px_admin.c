@@ -522,7 +522,8 @@ static void write_cb(struct bufferevent *bev, void *arg)
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    (void)what;
+    if (what == BEV_EVENT_CONNECTED)
+        return; /* a TLS transport's handshake finished */
     conn_free(arg); /* EOF or error: nothing more to say */
 }
 

@@ -174,6 +174,10 @@ static int format_into(const struct px_audit_event *ev, const char *prev, char *
         put_field(b, len, cap, "path", ev->path, ev->path_len) != 0 ||
         put_field(b, len, cap, "client", ev->client, cstrlen(ev->client)) != 0)
         return -1;
+    if (ev->client_subject != NULL &&
+        put_field(b, len, cap, "client_subject", ev->client_subject,
+                  cstrlen(ev->client_subject)) != 0)
+        return -1;
     if (ev->forwarded_for != NULL &&
         put_field(b, len, cap, "forwarded_for", ev->forwarded_for, ev->forwarded_for_len) != 0)
         return -1;

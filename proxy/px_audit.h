@@ -37,6 +37,7 @@ struct px_audit_event {
     const char *path;
     size_t path_len;
     const char *client;        /* "ip:port" */
+    const char *client_subject; /* TLS client certificate; NULL: left out */
     const char *forwarded_for; /* NULL: the field is left out */
     size_t forwarded_for_len;
     const char *request_id;

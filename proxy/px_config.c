@@ -57,9 +57,9 @@ enum key_type {
     K_LOCK_NAME      /* a lock_name template (pol_route_check_lock_name) */
 };
 
-enum sect { S_NONE, S_PROXY, S_STORE, S_AUDIT, S_ROUTE };
+enum sect { S_NONE, S_PROXY, S_STORE, S_AUDIT, S_TLS, S_ROUTE };
 
-static const char *const sect_names[] = {"", "proxy", "store", "audit", "route"};
+static const char *const sect_names[] = {"", "proxy", "store", "audit", "tls", "route"};
 
 struct choice {
     const char *name;
@@ -91,6 +91,10 @@ static const struct choice semantics_choices[] = {
 static const struct choice errfmt_choices[] = {
     {"json", POL_ERRFMT_JSON}, {"s3", POL_ERRFMT_S3}, {NULL, 0}};
 static const struct choice on_off_choices[] = {{"off", 0}, {"on", 1}, {NULL, 0}};
+static const struct choice tls_version_choices[] = {
+    {"TLS1.2", PX_TLS_1_2}, {"TLS1.3", PX_TLS_1_3}, {NULL, 0}};
+static const struct choice verify_choices[] = {
+    {"off", PX_VERIFY_OFF}, {"optional", PX_VERIFY_OPTIONAL}, {"on", PX_VERIFY_ON}, {NULL, 0}};
 static const struct choice access_format_choices[] = {{"text", 0}, {"json", 0}, {NULL, 0}};
 
 _Static_assert(sizeof(enum st_store_backend) == sizeof(int), "enum stored as int");
@@ -104,7 +108,13 @@ static const struct key keys[] = {
     {S_PROXY, "listen", K_HOSTPORT, PC(listen), "127.0.0.1:8080", 0, 0, NULL, 0,
      "address the proxy serves clients on (host:port, [v6]:port)"},
     {S_PROXY, "upstream", K_URL, PC(upstream), NULL, 0, 0, NULL, KF_REQUIRED | KF_RELOAD,
-     "the storage server, http://host:port (https is not supported yet)"},
+     "the storage server, http://host:port or https://host:port"},
+    {S_PROXY, "upstream_ca", K_STRING, PC(upstream_ca), "system", 0, 0, NULL, 0,
+     "CA file (PEM) that verifies an https upstream, or system (the system store)"},
+    {S_PROXY, "upstream_cert", K_PATH_OFF, PC(upstream_cert), "off", 0, 0, NULL, 0,
+     "client certificate (PEM) the proxy shows an https upstream (mTLS), or off"},
+    {S_PROXY, "upstream_key", K_PATH_OFF, PC(upstream_key), "off", 0, 0, NULL, 0,
+     "key of upstream_cert (PEM), or off"},
     {S_PROXY, "admin_listen", K_HOSTPORT_OFF, PC(admin_listen), "127.0.0.1:8081", 0, 0, NULL,
      0, "admin API address (healthz, metrics, tokens), or off; never the data port"},
     {S_PROXY, "access_log", K_PATH_OFF, PC(access_log), "off", 0, 0, NULL, KF_RELOAD,
@@ -165,6 +175,25 @@ static const struct key keys[] = {
      "audit log file (JSON lines, hash-chained), or off"},
     {S_AUDIT, "required", K_ENUM, PC(audit_required), "off", 0, 0, on_off_choices, 0,
      "on: fenced requests get 503 while audit records cannot be written"},
+    {S_TLS, "cert", K_PATH_OFF, PC(tls_cert), "off", 0, 0, NULL, 0,
+     "certificate chain (PEM) of the data and admin listeners; off: plaintext"},
+    {S_TLS, "key", K_PATH_OFF, PC(tls_key), "off", 0, 0, NULL, 0,
+     "private key (PEM) of cert; reread with cert on SIGHUP"},
+    {S_TLS, "min_version", K_ENUM, PC(tls_min_version), "TLS1.2", 0, 0, tls_version_choices, 0,
+     "oldest protocol accepted (and offered upstream): TLS1.2 or TLS1.3"},
+    {S_TLS, "ciphers", K_STRING, PC(tls_ciphers), "HIGH:!aNULL:!kRSA:!MD5:!RC4:!3DES", 0, 0,
+     NULL, 0, "OpenSSL cipher list for TLS 1.2"},
+    {S_TLS, "ciphersuites", K_STRING, PC(tls_ciphersuites),
+     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256", 0, 0, NULL,
+     0, "TLS 1.3 cipher suites"},
+    {S_TLS, "client_ca", K_PATH_OFF, PC(tls_client_ca), "off", 0, 0, NULL, 0,
+     "CA file (PEM) that client certificates must chain to, or off"},
+    {S_TLS, "verify_client", K_ENUM, PC(tls_verify_client), "off", 0, 0, verify_choices, 0,
+     "client certificates: off, optional (verified when sent) or on (required)"},
+    {S_TLS, "session_cache", K_UINT, PC(tls_session_cache), "20480", 0, 10000000, NULL, 0,
+     "TLS sessions kept for resumption (0: none)"},
+    {S_TLS, "session_timeout", K_DURATION, PC(tls_session_timeout_ms), "5m", 1000, DAY_MS,
+     NULL, 0, "how long a session can be resumed"},
     {S_ROUTE, "prefix", K_STRING, RT(prefix), NULL, 0, 0, NULL, KF_REQUIRED | KF_RELOAD,
      "path prefix the route covers; the longest match wins"},
     {S_ROUTE, "resource", K_ROUTE_MODE, 0, "prefix", 0, 0, NULL, KF_RELOAD,
@@ -373,22 +402,19 @@ bad:
 }
 
 /* Parses an upstream URL into host and port. msg says why not. */
-static int parse_url(const char *v, char **host, int *port, char *msg, size_t cap)
+static int parse_url(const char *v, char **host, int *port, int *tls, char *msg, size_t cap)
 {
     char *hp = NULL;
     const char *rest;
     size_t n;
     int rc = -1;
 
-    if (strncasecmp(v, "https://", 8) == 0) {
-        snprintf(msg, cap, "https upstreams are not supported yet");
+    *tls = strncasecmp(v, "https://", 8) == 0;
+    if (!*tls && strncasecmp(v, "http://", 7) != 0) {
+        snprintf(msg, cap, "must be http://host:port or https://host:port");
         goto out;
     }
-    if (strncasecmp(v, "http://", 7) != 0) {
-        snprintf(msg, cap, "must be http://host:port");
-        goto out;
-    }
-    rest = v + 7;
+    rest = v + (*tls ? 8 : 7);
     n = strcspn(rest, "/?#@");
     if (rest[n] == '@' || rest[n] == '?' || rest[n] == '#' ||
         (rest[n] == '/' && rest[n + 1] != '\0')) {
@@ -566,7 +592,7 @@ static int apply(const struct key *k, void *base, struct px_config *cfg, const c
         rc = set_string(base, k->off, v, msg, cap);
         break;
     case K_URL:
-        if (parse_url(v, &host, &port, msg, cap) != 0)
+        if (parse_url(v, &host, &port, &cfg->upstream_tls, msg, cap) != 0)
             break;
         if (set_string(base, k->off, v, msg, cap) != 0)
             break;
@@ -752,7 +778,7 @@ static void section_header(struct load *ld, const char *p)
     }
     memcpy(name, p + 1, n);
     name[n] = '\0';
-    for (enum sect s = S_PROXY; s <= S_AUDIT; s++) {
+    for (enum sect s = S_PROXY; s <= S_TLS; s++) {
         if (strcmp(name, sect_names[s]) == 0) {
             if (ld->sects_seen & (1u << s)) {
                 fail(ld, ld->lineno, "duplicate section [%s]", name);
@@ -928,6 +954,41 @@ static int is_wildcard(const char *h)
     return strcmp(h, "0.0.0.0") == 0 || strcmp(h, "::") == 0 || strcmp(h, "*") == 0;
 }
 
+/* The line of key name in sect, or 0 when it was not in the file. */
+static unsigned line_of(const struct load *ld, enum sect sect, const char *name)
+{
+    int i = key_index(sect, name);
+
+    return i < 0 ? 0 : ld->key_line[i];
+}
+
+/* TLS keys that only make sense together. */
+static void check_tls(struct load *ld)
+{
+    const struct px_config *cfg = ld->cfg;
+
+    if (ld->failed)
+        return;
+    if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
+        fail(ld, line_of(ld, S_TLS, cfg->tls_cert != NULL ? "cert" : "key"),
+             "[tls] cert and key go together");
+    else if (cfg->tls_cert == NULL && (cfg->tls_client_ca != NULL || cfg->tls_verify_client))
+        fail(ld, line_of(ld, S_TLS, cfg->tls_client_ca != NULL ? "client_ca" : "verify_client"),
+             "client certificates need [tls] cert and key");
+    else if (cfg->tls_verify_client != PX_VERIFY_OFF && cfg->tls_client_ca == NULL)
+        fail(ld, line_of(ld, S_TLS, "verify_client"), "verify_client needs client_ca");
+    else if (cfg->tls_client_ca != NULL && cfg->tls_verify_client == PX_VERIFY_OFF)
+        fail(ld, line_of(ld, S_TLS, "client_ca"),
+             "client_ca without verify_client = optional or on would be ignored");
+    else if ((cfg->upstream_cert == NULL) != (cfg->upstream_key == NULL))
+        fail(ld, line_of(ld, S_PROXY, cfg->upstream_cert != NULL ? "upstream_cert" : "upstream_key"),
+             "upstream_cert and upstream_key go together");
+    else if (!cfg->upstream_tls && (cfg->upstream_cert != NULL ||
+                                    strcmp(cfg->upstream_ca, "system") != 0))
+        fail(ld, line_of(ld, S_PROXY, cfg->upstream_cert != NULL ? "upstream_cert" : "upstream_ca"),
+             "upstream_ca, upstream_cert and upstream_key need upstream = https://...");
+}
+
 /* [store] endpoints with backend = etcd: given, and a list of host:port. */
 static void check_endpoints(struct load *ld)
 {
@@ -1025,6 +1086,7 @@ static void check_whole(struct load *ld)
             !(ld->seen & (1ULL << i)))
             fail(ld, 0, "[%s] %s is required", sect_names[keys[i].sect], keys[i].name);
     }
+    check_tls(ld);
     if (!ld->failed && cfg->store_backend == ST_STORE_ETCD)
         check_endpoints(ld);
     if (!ld->failed && cfg->admin_token_file != NULL)
@@ -1079,7 +1141,7 @@ struct px_config *px_config_load(const char *path, char *err, size_t errlen)
         goto out;
     }
     ld.cfg = cfg;
-    for (enum sect s = S_PROXY; s <= S_AUDIT; s++)
+    for (enum sect s = S_PROXY; s <= S_TLS; s++)
         if (apply_defaults(&ld, s, cfg) != 0)
             goto out;
     ld.fp = fopen(path, "re");

@@ -13,12 +13,19 @@
 
 struct pol_routes;
 
+enum { PX_TLS_1_2 = 0, PX_TLS_1_3 = 1 };
+enum { PX_VERIFY_OFF = 0, PX_VERIFY_OPTIONAL = 1, PX_VERIFY_ON = 2 };
+
 struct px_config {
     /* [proxy] */
     char *listen;                 /* "127.0.0.1:8080" */
     char *upstream;               /* "http://127.0.0.1:8000" as written */
     char *upstream_host;          /* parsed from upstream */
     int upstream_port;
+    int upstream_tls;             /* 1: upstream = https://... */
+    char *upstream_ca;            /* "system" (default store) or a PEM file */
+    char *upstream_cert;          /* client certificate to the upstream, or NULL */
+    char *upstream_key;           /* its key; NULL when upstream_cert is */
     char *admin_listen;           /* "127.0.0.1:8081"; "off" disables */
     char *access_log;             /* path, or NULL for off */
     char *token_header;           /* "Fencing-Token" */
@@ -53,6 +60,16 @@ struct px_config {
     /* [audit] */
     char *audit_path;             /* NULL: audit off */
     int audit_required;           /* on: 503 to fenced requests while records cannot be written */
+    /* [tls]: the listeners (data and admin) speak TLS when cert is set */
+    char *tls_cert;               /* PEM chain, or NULL: plaintext listeners */
+    char *tls_key;                /* PEM key; required with cert */
+    int tls_min_version;          /* PX_TLS_1_2 (default) or PX_TLS_1_3 */
+    char *tls_ciphers;            /* OpenSSL cipher list for TLS 1.2 */
+    char *tls_ciphersuites;       /* TLS 1.3 suites */
+    char *tls_client_ca;          /* CA file for client certificates, or NULL */
+    int tls_verify_client;        /* PX_VERIFY_OFF, _OPTIONAL, _ON */
+    uint64_t tls_session_cache;   /* sessions kept for resumption (0: none) */
+    uint64_t tls_session_timeout_ms; /* lifetime of a cached session */
     /* [route NAME] ... */
     struct pol_routes *routes;    /* owned */
     /* "FILE:LINE: warning: ...\n" lines (escaped), or NULL; owned. */

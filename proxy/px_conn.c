@@ -334,6 +334,7 @@ static void report_of(const struct px_conn *c, const struct px_req *r, int statu
     memset(x, 0, sizeof(*x));
     x->conn_id = c->id;
     x->peer = c->peer;
+    x->subject = c->ctx->client_tr->ops->subject(c->bev);
     x->token_field = r != NULL ? r->cfg->token_header : c->ctx->cfg->token_header;
     x->json = strcmp((r != NULL ? r->cfg : c->ctx->cfg)->access_log_format, "json") == 0;
     x->request_id = "";
@@ -698,6 +699,7 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
     rq.token = r->n_gates > 0 ? r->gates[0].dec->token : 0;
     rq.peer_ip = c->peer_ip;
     rq.request_id = r->rid;
+    rq.proto = c->ctx->client_proto;
     rq.relay_expect = r->expect_wait;
     max = px_rw_request_max(&rq);
     if (evbuffer_reserve_space(o, (ev_ssize_t)max, &v, 1) < 1 || v.iov_len < max)
@@ -1321,6 +1323,8 @@ static void client_event_run(struct bufferevent *bev, short what, struct px_conn
 {
     struct px_req *r = c->req;
 
+    if (what == BEV_EVENT_CONNECTED)
+        return; /* a TLS transport's handshake finished; bytes come next */
     if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state != C_LINGER &&
         c->state != C_CLOSING &&
         (r != NULL || evbuffer_get_length(bufferevent_get_input(bev)) > 0 ||

@@ -42,6 +42,9 @@ struct px_ctx {
     struct event_base *base;
     struct evconnlistener *listener;
     const struct px_transport *client_tr; /* how accepted clients speak */
+    struct px_transport *tls_listen; /* owned: client_tr when [tls] cert is set */
+    const char *client_proto;        /* "https" with tls_listen, else "http" */
+    struct px_transport *tls_upstream; /* owned: the pool's for an https upstream */
     struct event *listener_retry;    /* re-enables accept after EMFILE */
     struct px_upool *upool;
     struct st_store *store;

@@ -136,6 +136,11 @@ void px_report_access(struct px_logw *access, const struct px_report *x)
     else
         n = snprintf(line, sizeof(line), "%s.%03uZ %s \"-\" %d %" PRIu64 " 0.000 -\n", ts,
                      (unsigned)(now % 1000), x->peer, x->status, x->bytes);
+    /* The client certificate's subject, when there is one, ends the line
+     * (RFC 2253 escapes quotes and control bytes). */
+    if (n > 0 && x->subject != NULL && (size_t)n < sizeof(line))
+        n = snprintf(line + n - 1, sizeof(line) - (size_t)n + 1, " subject=\"%.400s\"\n",
+                     x->subject) + n - 1;
     if (n < 0)
         return;
     if ((size_t)n >= sizeof(line)) {
@@ -224,6 +229,7 @@ void px_report_audit(struct px_audit *audit, const struct px_report *x, const ch
     ev.path = h->target;
     ev.path_len = h->target_len;
     ev.client = x->peer;
+    ev.client_subject = x->subject;
     xff = find_field(h, "X-Forwarded-For");
     if (xff != NULL) {
         ev.forwarded_for = xff->value;

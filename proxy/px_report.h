@@ -20,6 +20,7 @@ struct px_h1_head;
 struct px_report {
     uint64_t conn_id;
     const char *peer;                /* "ip:port" */
+    const char *subject;             /* client certificate's subject, or NULL */
     const struct px_h1_head *h;      /* NULL: refused before its head parsed */
     const struct pol_decision *dec;  /* NULL when it was never classified */
     const char *token_field;         /* the configured token field name */

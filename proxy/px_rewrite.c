@@ -112,7 +112,12 @@ size_t px_rw_request_head(const struct px_rw_request *rq, char *o)
     LIT(&b, "X-Forwarded-For: ");
     add_joined(&b, h, "X-Forwarded-For", 15);
     add(&b, rq->peer_ip, strlen(rq->peer_ip));
-    LIT(&b, "\r\nX-Forwarded-Proto: http\r\nVia: ");
+    LIT(&b, "\r\nX-Forwarded-Proto: ");
+    if (rq->proto != NULL)
+        add(&b, rq->proto, strlen(rq->proto));
+    else
+        LIT(&b, "http");
+    LIT(&b, "\r\nVia: ");
     add_joined(&b, h, "Via", 3);
     add(&b, h->minor == 1 ? "1.1" : "1.0", 3);
     LIT(&b, " fenceproxy\r\nX-Request-Id: ");

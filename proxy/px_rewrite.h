@@ -25,6 +25,7 @@ struct px_rw_request {
     uint64_t token;
     const char *peer_ip;           /* appended to X-Forwarded-For */
     const char *request_id;        /* X-Request-Id */
+    const char *proto;             /* X-Forwarded-Proto; NULL: "http" */
     int relay_expect;              /* pass Expect on (the upstream answers it) */
 };
 

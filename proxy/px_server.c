@@ -30,6 +30,7 @@
 #include "px_logw.h"
 #include "px_sd.h"
 #include "px_stats.h"
+#include "px_tls.h"
 #include "px_transport.h"
 #include "px_upstream.h"
 #include "px_verify.h"
@@ -265,6 +266,13 @@ static void hup_cb(evutil_socket_t sig, short what, void *arg)
     px_log_info("SIGHUP: reloading %s and reopening logs", ctx->cfg_path);
     if (px_server_reload(ctx, err, sizeof(err)) < 0)
         px_log_error("reload refused, the running configuration stays: %s", err);
+    /* Certificates and keys are reread even when the file did not change:
+     * new connections use them, open ones keep their session; a bad file
+     * keeps the old ones (logged). */
+    if (ctx->tls_listen != NULL)
+        (void)px_tls_reload(ctx->tls_listen);
+    if (ctx->tls_upstream != NULL)
+        (void)px_tls_reload(ctx->tls_upstream);
     reopen_logs(ctx);
 }
 
@@ -278,8 +286,8 @@ static void apply_limits(struct px_ctx *ctx, const struct px_config *cfg)
     ctx->rlim = ctx->lim;
     ctx->rlim.max_head = cfg->max_response_header_bytes;
     ctx->token_header_len = strlen(cfg->token_header);
-    snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "http://%s:%d", cfg->upstream_host,
-             cfg->upstream_port);
+    snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "%s://%s:%d",
+             cfg->upstream_tls ? "https" : "http", cfg->upstream_host, cfg->upstream_port);
     ctx->upstream_origin_len = strlen(ctx->upstream_origin);
     common_tv(ctx->base, cfg->header_timeout_ms, &ctx->tv.header);
     common_tv(ctx->base, cfg->idle_timeout_ms, &ctx->tv.idle);
@@ -306,6 +314,13 @@ int px_server_reload(struct px_ctx *ctx, char *err, size_t errlen)
         goto out;
     err[0] = '\0';
     /* Everything that can fail comes first; then nothing is left half done. */
+    /* The TLS client transport was made for the upstream's name (SNI and
+     * the certificate check); an https upstream changes with a restart. */
+    if (strcmp(cfg->upstream, ctx->cfg->upstream) != 0 && (cfg->upstream_tls || ctx->cfg->upstream_tls)) {
+        snprintf(err, errlen, "%s: an https upstream cannot change on a reload (restart instead)",
+                 ctx->cfg_path);
+        goto out;
+    }
     if (strcmp(cfg->upstream, ctx->cfg->upstream) != 0) {
         pool = px_upool_new(ctx->base, &px_transport_tcp, cfg->upstream_host, cfg->upstream_port,
                             cfg->max_upstream_connections, PX_UPSTREAM_IDLE_MS, err, errlen);
@@ -557,6 +572,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
     ctx->cfg_generation = 1;
     snprintf(ctx->reload_result, sizeof(ctx->reload_result), "none yet");
     ctx->client_tr = &px_transport_tcp;
+    ctx->client_proto = "http";
     ctx->conns_gone = conns_gone;
     ctx->reload = px_server_reload;
     ctx->conns = px_conn_set_new();
@@ -625,7 +641,22 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
         snprintf(err, errlen, "cannot set up events");
         goto fail;
     }
-    ctx->upool = px_upool_new(ctx->base, &px_transport_tcp, cfg->upstream_host, cfg->upstream_port,
+    /* The transports are chosen here, once: nothing per request asks. */
+    if (cfg->tls_cert != NULL) {
+        ctx->tls_listen = px_tls_server_new(cfg, err, errlen);
+        if (ctx->tls_listen == NULL)
+            goto fail;
+        ctx->client_tr = ctx->tls_listen;
+        ctx->client_proto = "https";
+    }
+    if (cfg->upstream_tls) {
+        ctx->tls_upstream = px_tls_client_new(cfg, err, errlen);
+        if (ctx->tls_upstream == NULL)
+            goto fail;
+    }
+    ctx->upool = px_upool_new(ctx->base,
+                              ctx->tls_upstream != NULL ? ctx->tls_upstream : &px_transport_tcp,
+                              cfg->upstream_host, cfg->upstream_port,
                               cfg->max_upstream_connections, PX_UPSTREAM_IDLE_MS, err, errlen);
     if (ctx->upool == NULL)
         goto fail;
@@ -671,6 +702,8 @@ void px_server_free(struct px_ctx *ctx)
     if (ctx->listener != NULL)
         evconnlistener_free(ctx->listener);
     px_upool_free(ctx->upool);
+    px_tls_free(&ctx->tls_listen);
+    px_tls_free(&ctx->tls_upstream);
     close_verifiers(ctx); /* before the fence: no verdict arrives afterwards */
     px_fence_free(ctx->fence);
     st_store_close(&ctx->store);

@@ -86,6 +86,22 @@
       "Highest tokens set by an operator (fenceproxy tokens set).")                 \
     C(PIPELINE_PAUSES, "fence_pipeline_pauses_total",                                 \
       "Times a pipelined request waited for the client to read earlier responses.")  \
+    C(TLS_HANDSHAKES, "fence_tls_handshakes_total",                                   \
+      "TLS handshakes completed with clients (data and admin listeners).")           \
+    C(TLS_RESUMED, "fence_tls_resumed_total",                                         \
+      "Client TLS handshakes that resumed a session.")                               \
+    C(TLS_FAILED, "fence_tls_handshake_failures_total",                               \
+      "Client TLS handshakes that failed (plaintext on the TLS port included).")     \
+    C(UPSTREAM_TLS_HANDSHAKES, "fence_upstream_tls_handshakes_total",                 \
+      "TLS handshakes completed with the upstream.")                                  \
+    C(UPSTREAM_TLS_RESUMED, "fence_upstream_tls_resumed_total",                       \
+      "Upstream TLS handshakes that resumed a session.")                             \
+    C(UPSTREAM_TLS_FAILED, "fence_upstream_tls_failures_total",                       \
+      "Upstream TLS handshakes that failed (certificate refused included).")         \
+    C(TLS_RELOADS, "fence_tls_reloads_total",                                         \
+      "Certificate and key reloads that took effect (SIGHUP).")                      \
+    C(TLS_RELOAD_FAILURES, "fence_tls_reload_failures_total",                         \
+      "Reloads refused (bad file): the previous certificate stays.")                 \
     H(UPSTREAM_DURATION, "fence_upstream_duration_seconds",                           \
       "Time from forwarding a request to the end of the upstream response.",         \
       DURATION)                                                                       \

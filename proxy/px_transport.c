@@ -93,6 +93,11 @@ static int tcp_refuse(int fd, const char *msg, size_t len)
     return rc;
 }
 
+static const char *tcp_subject(struct bufferevent *bev)
+{
+    return NULL;
+}
+
 static const struct px_transport_ops tcp_ops = {
     .name = "tcp",
     .accept = tcp_accept,
@@ -101,6 +106,7 @@ static const struct px_transport_ops tcp_ops = {
     .shutdown_write = tcp_shutdown_write,
     .alive = tcp_alive,
     .refuse = tcp_refuse,
+    .subject = tcp_subject,
 };
 
 const struct px_transport px_transport_tcp = {&tcp_ops, NULL};

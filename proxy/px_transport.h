@@ -2,9 +2,10 @@
  * goes through one ops table: wrapping an accepted socket or opening a
  * connection in a bufferevent, writing queued output at once, half-closing,
  * a liveness peek for pooled connections, and the last words to a client
- * refused before it got a bufferevent. The plain TCP transport is here; TLS
- * (a later issue) is one more ops table, chosen once per listener or
- * upstream, never an `if` on the per-request path. Loop thread only. */
+ * refused before it got a bufferevent, the peer's certificate subject. The
+ * plain TCP transport is here; TLS is one more ops table (px_tls.c), chosen
+ * once per listener or upstream, never an `if` on the per-request path.
+ * Loop thread only. */
 #ifndef PX_TRANSPORT_H
 #define PX_TRANSPORT_H
 
@@ -36,6 +37,9 @@ struct px_transport_ops {
      * bufferevent (a connection over the limit); never blocks. The caller
      * closes fd. 0, or -1 with errno set. */
     int (*refuse)(int fd, const char *msg, size_t len);
+    /* The subject of the peer's verified certificate (RFC 2253), or NULL
+     * (plain TCP, or no certificate). Borrowed: lives as long as bev. */
+    const char *(*subject)(struct bufferevent *bev);
 };
 
 /* A transport: its ops and their private state (NULL for plain TCP).

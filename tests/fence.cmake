@@ -20,3 +20,7 @@ foreach(t test_fence test_crash test_admin test_audit_faults test_admin_limits t
     test_preempt test_reload test_socket_activation test_status_page test_etcd_proxies)
   add_dependencies(${t} fenceproxy)
 endforeach()
+# The fencing suites once more over TLS listeners (see tests/proxy.cmake).
+foreach(t test_fence test_preempt test_admin)
+  fence_test_tls(${t})
+endforeach()

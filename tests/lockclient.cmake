@@ -37,6 +37,11 @@ fence_test(test_lock_zk3
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 150)
 add_dependencies(test_lock_zk3 fencelock)
+# etcds:// against a real etcd member with TLS and client certificate auth.
+fence_test(test_etcd_tls
+  SOURCES lockclient/test_etcd_tls.c
+  LIBS fencetestsupport fencelock_lib fenceetcd
+  TIMEOUT 120)
 # The Redlock backend against five real redis-servers per test.
 fence_test(test_lock_redlock
   SOURCES lockclient/test_lock_redlock.c lockclient/lock_fixture.c

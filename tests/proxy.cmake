@@ -17,7 +17,7 @@ fence_test(test_conn_state SOURCES proxy/test_conn_state.c LIBS fenceproxycore)
 # upstream in the test process. Each file shares the small pxt fixture.
 if(TARGET fenceproxy AND TARGET fencetestsupport)
   foreach(t framing headers keepalive streaming expect timeouts shutdown abort limits redirect
-      fidelity)
+      fidelity tls)
     if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/proxy/test_${t}.c)
       fence_test(test_proxy_${t} SOURCES proxy/test_${t}.c proxy/pxt.c
         LIBS fencetestsupport Threads::Threads TIMEOUT 120)
@@ -25,3 +25,9 @@ if(TARGET fenceproxy AND TARGET fencetestsupport)
     endif()
   endforeach()
 endif()
+
+# The same proxy suites once more over TLS (FENCE_TEST_TLS=1: the ts_proxy
+# fixture gives the proxy a [tls] section and ts_connect() speaks TLS).
+foreach(t framing headers keepalive streaming expect abort limits fidelity redirect)
+  fence_test_tls(test_proxy_${t})
+endforeach()

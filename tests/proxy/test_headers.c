@@ -81,7 +81,7 @@ Test(headers, forwarding_fields_added)
     cr_assert_eq(ts_upstream_header(q, "X-Forwarded-For", val, sizeof(val)), 1, "%s", q->head);
     cr_assert_str_eq(val, "127.0.0.1");
     cr_assert_eq(ts_upstream_header(q, "X-Forwarded-Proto", val, sizeof(val)), 1);
-    cr_assert_str_eq(val, "http");
+    cr_assert_str_eq(val, pxt.px.tls ? "https" : "http");
     cr_assert_eq(ts_upstream_header(q, "Via", val, sizeof(val)), 1);
     cr_assert_not_null(strstr(val, "1.1"), "Via: %s", val);
     free(q);
@@ -90,7 +90,7 @@ Test(headers, forwarding_fields_added)
     cr_assert_str_eq(val, "203.0.113.7, 127.0.0.1");
     cr_assert_eq(ts_upstream_header(q, "X-Forwarded-Proto", val, sizeof(val)), 1,
                  "the client's X-Forwarded-Proto passed through:\n%s", q->head);
-    cr_assert_str_eq(val, "http");
+    cr_assert_str_eq(val, pxt.px.tls ? "https" : "http");
     cr_assert_eq(ts_upstream_header(q, "Via", val, sizeof(val)), 1);
     cr_assert_not_null(strstr(val, "1.1 edge, 1.0 "), "Via: %s", val);
     /* The upstream always gets HTTP/1.1 from the proxy. */

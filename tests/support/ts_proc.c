@@ -3,6 +3,7 @@
  * bounded by a deadline or a count, because a hung fixture would hide the
  * real failure behind a ctest timeout. */
 #include "ts_proc.h"
+#include "ts_tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -467,7 +468,15 @@ int ts_wait_port(int port, int timeout_ms)
 
 int ts_connect(int port)
 {
-    int fd = connect_once(port, 10);
+    int fd = ts_tls_connect_registered(port); /* a TLS fixture's port */
+
+    if (fd == -2) {
+        fd = connect_once(port, 10);
+    } else if (fd >= 0) {
+        struct timeval tv = {10, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
 
     if (fd < 0)
         fprintf(stderr, "ts_connect: 127.0.0.1:%d: %s\n", port, strerror(errno));
@@ -630,6 +639,13 @@ int ts_redis_start_args(struct ts_proc *p, const char *dir, int port, char *cons
 
 int ts_nginx_start(struct ts_proc *p, const char *dir, int port)
 {
+    return ts_nginx_start_ssl(p, dir, port, NULL, NULL, NULL);
+}
+
+int ts_nginx_start_ssl(struct ts_proc *p, const char *dir, int port, const char *cert,
+                       const char *key, const char *client_ca)
+{
+    char ssl[3200] = "";
     const char *bin = ts_find_binary("nginx");
     char conf[1024], log[1024], sub[1024];
     long long deadline;
@@ -654,6 +670,13 @@ int ts_nginx_start(struct ts_proc *p, const char *dir, int port)
     /* master_process off: one process, running as the caller, so the process
      * writing dir/data is the owner of dir whether the test runs as root or
      * not (no user directive needed). */
+    if (cert != NULL)
+        snprintf(ssl, sizeof ssl,
+                 "    ssl_certificate %s;\n    ssl_certificate_key %s;\n"
+                 "    ssl_session_cache shared:SSL:1m;\n%s%s%s",
+                 cert, key, client_ca != NULL ? "    ssl_verify_client on;\n"
+                                              "    ssl_client_certificate " : "",
+                 client_ca != NULL ? client_ca : "", client_ca != NULL ? ";\n" : "");
     fprintf(f,
             "daemon off;\n"
             "master_process off;\n"
@@ -670,7 +693,7 @@ int ts_nginx_start(struct ts_proc *p, const char *dir, int port)
             "  scgi_temp_path %s/tmp/scgi;\n"
             "  keepalive_requests 100000;\n"
             "  server {\n"
-            "    listen 127.0.0.1:%d;\n"
+            "    listen 127.0.0.1:%d%s;\n%s"
             "    root %s/data;\n"
             "    location / {\n"
             "      dav_methods PUT DELETE MKCOL COPY MOVE;\n"
@@ -680,7 +703,7 @@ int ts_nginx_start(struct ts_proc *p, const char *dir, int port)
             "    }\n"
             "  }\n"
             "}\n",
-            dir, dir, dir, dir, dir, dir, dir, port, dir, dir);
+            dir, dir, dir, dir, dir, dir, dir, port, cert != NULL ? " ssl" : "", ssl, dir, dir);
     if (fclose(f) != 0) {
         fprintf(stderr, "ts_nginx_start: write %s failed\n", conf);
         return -1;

@@ -96,6 +96,11 @@ int ts_redis_start_args(struct ts_proc *p, const char *dir, int port, char *cons
  * Waits until the port accepts. 0, or -1 with a message and the log dumped. */
 int ts_nginx_start(struct ts_proc *p, const char *dir, int port);
 
+/* The same nginx speaking TLS with cert and key (PEM paths; a session
+ * cache on), requiring client certificates from client_ca unless NULL. */
+int ts_nginx_start_ssl(struct ts_proc *p, const char *dir, int port, const char *cert,
+                       const char *key, const char *client_ca);
+
 /* Blocking TCP connect to 127.0.0.1:port with 10 s send/receive timeouts.
  * Returns the fd (caller closes) or -1. */
 int ts_connect(int port);

@@ -9,7 +9,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "ts_tls.h"
 
 int ts_proxy_init(struct ts_proxy *px, const char *tag)
 {
@@ -25,6 +28,12 @@ int ts_proxy_init(struct ts_proxy *px, const char *tag)
     snprintf(px->audit, sizeof(px->audit), "%s/audit.log", px->dir);
     snprintf(px->access, sizeof(px->access), "%s/access.log", px->dir);
     snprintf(px->store, sizeof(px->store), "%s/store", px->dir);
+    snprintf(px->tls_dir, sizeof(px->tls_dir), "%s/tls", px->dir);
+    if (ts_tls_mode()) {
+        px->tls = 1;
+        if (mkdir(px->tls_dir, 0700) < 0 || ts_tls_make_certs(px->tls_dir) < 0)
+            return -1;
+    }
     return px->port > 0 && px->admin_port > 0 ? 0 : -1;
 }
 
@@ -50,9 +59,14 @@ int ts_proxy_write_conf(struct ts_proxy *px, int upstream_port, const char *extr
     fprintf(f,
             "[audit]\npath = %s\n"
             "[proxy]\nlisten = 127.0.0.1:%d\nadmin_listen = 127.0.0.1:%d\n"
-            "upstream = http://127.0.0.1:%d\naccess_log = %s\nlog_level = debug\n%s\n",
-            px->audit, px->port, px->admin_port, upstream_port, px->access,
-            extra != NULL ? extra : "");
+            "upstream = %s:%d\naccess_log = %s\nlog_level = debug\n%s\n",
+            px->audit, px->port, px->admin_port,
+            px->upstream_base != NULL ? px->upstream_base : "http://127.0.0.1", upstream_port,
+            px->access, extra != NULL ? extra : "");
+    /* TLS mode: the same test over TLS listeners, unless it sets its own. */
+    if (px->tls && (extra == NULL || strstr(extra, "[tls]") == NULL))
+        fprintf(f, "[tls]\ncert = %s/server.pem\nkey = %s/server.key\n", px->tls_dir,
+                px->tls_dir);
     return fclose(f) == 0 ? 0 : -1;
 }
 
@@ -83,8 +97,17 @@ int ts_proxy_start(struct ts_proxy *px)
         if (ts_proc_start(&px->proc, "fenceproxy", argv, NULL, log) < 0)
             return -1;
         if (ts_wait_port(px->port, 5000) == 0 && ts_wait_port(px->admin_port, 5000) == 0 &&
-            ts_proc_alive(&px->proc))
+            ts_proc_alive(&px->proc)) {
+            if (px->tls) {
+                char ca[1100];
+                snprintf(ca, sizeof ca, "%s/ca.pem", px->tls_dir);
+                ts_tls_port_del(px->port);
+                ts_tls_port_del(px->admin_port);
+                ts_tls_port_add(px->port, ca, NULL, NULL);
+                ts_tls_port_add(px->admin_port, ca, NULL, NULL);
+            }
             return 0;
+        }
         ts_proc_stop(&px->proc, SIGKILL, 2000);
         if (!port_was_taken(px))
             break;
@@ -111,6 +134,10 @@ void ts_proxy_cleanup(struct ts_proxy *px, int dump)
 {
     if (px->proc.pid > 0)
         ts_proc_stop(&px->proc, SIGTERM, 5000);
+    if (px->tls) {
+        ts_tls_port_del(px->port);
+        ts_tls_port_del(px->admin_port);
+    }
     if (dump && px->proc.log[0] != '\0')
         ts_proc_dump_log(&px->proc);
     if (px->dir != NULL) {

@@ -22,6 +22,14 @@ struct ts_proxy {
     int admin_port;
     int upstream_port;    /* as given to ts_proxy_write_conf */
     char *extra;          /* copy of its extra text; owned */
+    /* Set before ts_proxy_write_conf: the upstream's scheme and host
+     * ("https://localhost"); NULL means "http://127.0.0.1". Borrowed. */
+    const char *upstream_base;
+    /* TLS mode (FENCE_TEST_TLS=1, see ts_tls.h): the listeners get a [tls]
+     * section with certificates made in tls_dir, and ts_connect() to port
+     * and admin_port speaks TLS. 0 otherwise. */
+    int tls;
+    char tls_dir[1024];
     const char *store_conf; /* NULL: [store] file at store; else the whole [store]
                              * section written instead (borrowed; set before
                              * ts_proxy_write_conf) */
