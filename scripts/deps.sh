@@ -13,7 +13,7 @@ PACKAGES=(
     libcurl4-openssl-dev libjson-c-dev etcd-server etcd-client
     apache2 litmus rclone awscli python3-boto3 nodejs
     zookeeper libzookeeper-mt-dev
-    chromium spin
+    chromium spin haproxy
 )
 # npm for the storage tests' S3 server: Debian ships it as its own package;
 # a Node.js that brings its own npm (NodeSource) needs none.

@@ -36,6 +36,7 @@
 
 #include "ec_client.h"
 #include "st_store_internal.h"
+#include "st_worker.h"
 
 #define ETCD_TOKEN_DIGITS 20
 #define ETCD_DEFAULT_TXN_OPS 128
@@ -64,12 +65,7 @@ struct etcd_store {
     int64_t timeout_ms;
     struct slot *slots; /* max_ops of them; worker thread */
     struct ec_op *ops;
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t mu; /* guards head, tail, stop */
-    pthread_cond_t cv;
-    struct st_store_req *head, *tail;
-    int stop;
+    struct st_worker *worker; /* the worker thread */
 };
 
 static double now_s(void)
@@ -341,42 +337,16 @@ static void run_batch(struct etcd_store *es, struct st_store_req *batch)
     }
 }
 
-static void *worker_main(void *arg)
+static void run_batch_cb(void *arg, struct st_store_req *batch)
 {
-    struct etcd_store *es = arg;
-
-    pthread_mutex_lock(&es->mu);
-    for (;;) {
-        while (es->head == NULL && !es->stop)
-            pthread_cond_wait(&es->cv, &es->mu);
-        if (es->head == NULL)
-            break; /* stop requested and everything served */
-        struct st_store_req *batch = es->head;
-        es->head = es->tail = NULL;
-        pthread_mutex_unlock(&es->mu);
-        run_batch(es, batch);
-        pthread_mutex_lock(&es->mu);
-    }
-    pthread_mutex_unlock(&es->mu);
-    return NULL;
+    run_batch(arg, batch);
 }
 
 static void etcd_submit(struct st_store *s, struct st_store_req *req)
 {
     struct etcd_store *es = st_store_impl(s);
-    int was_empty;
 
-    req->next = NULL;
-    pthread_mutex_lock(&es->mu);
-    was_empty = es->head == NULL;
-    if (es->tail != NULL)
-        es->tail->next = req;
-    else
-        es->head = req;
-    es->tail = req;
-    pthread_mutex_unlock(&es->mu);
-    if (was_empty)
-        pthread_cond_signal(&es->cv);
+    st_worker_submit(es->worker, req);
 }
 
 static void es_free(struct etcd_store *es)
@@ -387,8 +357,6 @@ static void es_free(struct etcd_store *es)
     free(es->tok_prefix);
     free(es->slots);
     free(es->ops);
-    pthread_cond_destroy(&es->cv);
-    pthread_mutex_destroy(&es->mu);
     free(es);
 }
 
@@ -410,8 +378,6 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         snprintf(err, errlen, "etcd store: out of memory");
         return -1;
     }
-    pthread_mutex_init(&es->mu, NULL);
-    pthread_cond_init(&es->cv, NULL);
     es->s = s;
     es->timeout_ms = cfg->timeout_ms ? (int64_t)cfg->timeout_ms : ETCD_DEFAULT_TIMEOUT_MS;
     if (ops <= ETCD_NESTING) {
@@ -450,12 +416,12 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         ec_kvs_free(&kvs);
     }
     st_store_set_impl(s, es);
-    if (pthread_create(&es->thread, NULL, worker_main, es) != 0) {
+    es->worker = st_worker_start(run_batch_cb, es);
+    if (es->worker == NULL) {
         st_store_set_impl(s, NULL);
         snprintf(err, errlen, "etcd store: cannot start worker thread");
         goto fail;
     }
-    es->thread_started = 1;
     return 0;
 fail:
     es_free(es);
@@ -465,20 +431,12 @@ fail:
 static int etcd_close(struct st_store *s)
 {
     struct etcd_store *es = st_store_impl(s);
-    struct timespec dl;
 
     if (es == NULL)
         return 0;
-    pthread_mutex_lock(&es->mu);
-    es->stop = 1;
-    pthread_mutex_unlock(&es->mu);
-    pthread_cond_signal(&es->cv);
     /* Bounded: one txn deadline per queued batch at most, plus slack. */
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += (time_t)(es->timeout_ms / 1000) + ETCD_CLOSE_EXTRA_S;
-    if (pthread_timedjoin_np(es->thread, NULL, &dl) != 0) {
+    if (st_worker_stop(&es->worker, (unsigned)(es->timeout_ms / 1000) + ETCD_CLOSE_EXTRA_S) < 0) {
         fprintf(stderr, "etcd store: worker did not stop in time; leaking it\n");
-        pthread_detach(es->thread);
         return -1;
     }
     es_free(es);

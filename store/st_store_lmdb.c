@@ -45,6 +45,7 @@
 
 #include "st_marker.h"
 #include "st_store_internal.h"
+#include "st_worker.h"
 
 #define LMDB_KEY_KEEP 400
 #define LMDB_CLOSE_WAIT_S 10
@@ -76,12 +77,7 @@ struct lmdb_store {
     uint64_t used;       /* bytes up to the last page in use; writer thread */
     int full;            /* the last new-key advance did not fit; writer thread */
     int poisoned;        /* SIGBUS inside LMDB: never call it again */
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t mu;  /* guards head, tail, stop */
-    pthread_cond_t cv;
-    struct st_store_req *head, *tail;
-    int stop;
+    struct st_worker *worker; /* the writer thread */
 };
 
 /* ---- SIGBUS guard ------------------------------------------------------ */
@@ -486,43 +482,16 @@ done:
     st_store_complete_list(ls->s, batch);
 }
 
-static void *writer_main(void *arg)
+static void run_batch_cb(void *arg, struct st_store_req *batch)
 {
-    struct lmdb_store *ls = arg;
-
-    pthread_mutex_lock(&ls->mu);
-    for (;;) {
-        while (ls->head == NULL && !ls->stop)
-            pthread_cond_wait(&ls->cv, &ls->mu);
-        if (ls->head == NULL)
-            break; /* stop requested and everything served */
-        struct st_store_req *batch = ls->head;
-        ls->head = ls->tail = NULL;
-        pthread_mutex_unlock(&ls->mu);
-        run_batch(ls, batch);
-        pthread_mutex_lock(&ls->mu);
-    }
-    pthread_mutex_unlock(&ls->mu);
-    return NULL;
+    run_batch(arg, batch);
 }
 
 static void lmdb_submit(struct st_store *s, struct st_store_req *req)
 {
     struct lmdb_store *ls = st_store_impl(s);
-    int was_empty;
 
-    req->next = NULL;
-    pthread_mutex_lock(&ls->mu);
-    was_empty = ls->head == NULL;
-    if (ls->tail != NULL)
-        ls->tail->next = req;
-    else
-        ls->head = req;
-    ls->tail = req;
-    pthread_mutex_unlock(&ls->mu);
-    /* The writer only sleeps on an empty queue. */
-    if (was_empty)
-        pthread_cond_signal(&ls->cv);
+    st_worker_submit(ls->worker, req);
 }
 
 /* ---- opening and checking --------------------------------------------- */
@@ -552,8 +521,6 @@ static void lmdb_free(struct lmdb_store *ls)
     /* After SIGBUS inside LMDB its state is unknown: leave it to exit. */
     if (ls->env != NULL && !ls->poisoned)
         mdb_env_close(ls->env);
-    pthread_cond_destroy(&ls->cv);
-    pthread_mutex_destroy(&ls->mu);
     free(ls);
 }
 
@@ -868,8 +835,6 @@ static struct lmdb_store *ls_new(struct st_store *s, const struct st_store_confi
     }
     ls->s = s;
     ls->max = cfg->max_size != 0 ? cfg->max_size : ST_STORE_MAP_MAX;
-    pthread_mutex_init(&ls->mu, NULL);
-    pthread_cond_init(&ls->cv, NULL);
     snprintf(ls->file, sizeof ls->file, "%s/data.mdb", cfg->path);
     return ls;
 }
@@ -988,12 +953,12 @@ static int lmdb_open(struct st_store *s, const struct st_store_config *cfg, char
     }
     update_fill(ls);
     st_store_set_impl(s, ls);
-    if (pthread_create(&ls->thread, NULL, writer_main, ls) != 0) {
+    ls->worker = st_worker_start(run_batch_cb, ls);
+    if (ls->worker == NULL) {
         st_store_set_impl(s, NULL);
         snprintf(msg, sizeof msg, "cannot start writer thread");
         goto refuse;
     }
-    ls->thread_started = 1;
     return 0;
 refuse:
     snprintf(err, errlen, "token store %s refused: %s.%s%s", cfg->path, msg,
@@ -1066,21 +1031,12 @@ out:
 static int lmdb_close(struct st_store *s)
 {
     struct lmdb_store *ls = st_store_impl(s);
-    struct timespec dl;
 
     if (ls == NULL)
         return 0;
-    pthread_mutex_lock(&ls->mu);
-    ls->stop = 1;
-    pthread_mutex_unlock(&ls->mu);
-    pthread_cond_signal(&ls->cv);
-    /* Bounded: a disk that never answers must not hang shutdown forever. */
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += LMDB_CLOSE_WAIT_S;
-    if (pthread_timedjoin_np(ls->thread, NULL, &dl) != 0) {
+    if (st_worker_stop(&ls->worker, LMDB_CLOSE_WAIT_S) < 0) {
         fprintf(stderr, "file store: writer did not stop in %d s; leaking it\n",
                 LMDB_CLOSE_WAIT_S);
-        pthread_detach(ls->thread);
         return -1;
     }
     lmdb_free(ls);
