@@ -402,7 +402,7 @@ static int audit_sink(void *arg, int fd, char *batch, size_t n)
     char gap[512], now[TS_LEN + 1];
     struct timespec ts;
     size_t kept;
-    int err, glen, rc = -1;
+    int err, glen, rc = -1, wrote_gap = 0;
 
     if (fd < 0) {
         atomic_store(&a->writable, 0);
@@ -428,7 +428,7 @@ static int audit_sink(void *arg, int fd, char *batch, size_t n)
             return -1;
         }
         px_audit_sha256_hex(gap, (size_t)glen - 1, a->prev);
-        atomic_fetch_add(&a->gaps, 1);
+        wrote_gap = 1; /* counted at the end, once writable says how the batch went */
         px_log_warn("audit: writing again; gap record for %" PRIu64
                     " lost record(s) from %s to %s (%s)",
                     snap.n, snap.from, snap.to, snap.reason ? snap.reason : "?");
@@ -462,6 +462,8 @@ static int audit_sink(void *arg, int fd, char *batch, size_t n)
     rc = a->loss.n == 0 ? 0 : -1;
     pthread_mutex_unlock(&a->mu);
 out:
+    if (wrote_gap)
+        atomic_fetch_add(&a->gaps, 1);
     return rc;
 }
 

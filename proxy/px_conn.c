@@ -161,6 +161,7 @@ struct px_conn {
     int client_eof;      /* the client half-closed */
     int upload_deadline; /* the client read deadline is armed */
     int output_full;     /* C_HEAD: the next request waits for the output to drain */
+    unsigned served;     /* request heads parsed on this connection */
 };
 
 TAILQ_HEAD(px_conn_list, px_conn);
@@ -1234,6 +1235,7 @@ static void process_head(struct px_conn *c)
     evbuffer_drain(in, h.head_len);
     px_stats_add(PX_ST_BYTES_IN, h.head_len);
     c->req = r;
+    c->served++;
     set_state(c, C_DECIDE);
     set_timer(c, T_OFF, NULL);
     /* The client stays readable (no epoll change per request): what it sends
@@ -1541,8 +1543,16 @@ void px_conn_drain_all(struct px_ctx *ctx)
         if (c->state == C_DEAD)
             continue;
         c->keep_alive = 0;
-        if (c->state == C_HEAD && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        /* An idle keep-alive connection goes now (its client opens a new
+         * one); a fresh one that has sent nothing yet gets a moment
+         * (PX_LINGER_MS) for the request it was opened for, so a restart
+         * does not drop a client that connected just before the stop. */
+        if (c->state != C_HEAD || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+            continue;
+        if (c->served > 0)
             conn_close(c);
+        else
+            set_timer(c, T_IDLE, &ctx->tv.linger); /* bytes switch it to the head deadline */
     }
 }
 
