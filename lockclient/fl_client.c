@@ -172,9 +172,12 @@ static int make_owner(char out[FL_OWNER_HEX_LEN + 1])
     return 0;
 }
 
-int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
-               struct fl_lease **out)
+/* fl_acquire with the proposed owner "ID.<hex>" when id is not NULL (an
+ * election candidate), else "<hex>". */
+static int acquire_as(struct fl_client *c, const char *name, const char *id, uint64_t ttl_ms,
+                      uint64_t wait_ms, struct fl_lease **out)
 {
+    char hex[FL_OWNER_HEX_LEN + 1];
     struct fl_lease *l = NULL;
     struct fl_grant g;
     int64_t deadline;
@@ -190,10 +193,14 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
         snprintf(c->err, sizeof c->err, "out of memory");
         goto out;
     }
-    if (make_owner(l->owner) < 0) {
+    if (make_owner(hex) < 0) {
         snprintf(c->err, sizeof c->err, "RAND_bytes failed: no owner id");
         goto out;
     }
+    if (id)
+        snprintf(l->owner, sizeof l->owner, "%s.%s", id, hex);
+    else
+        snprintf(l->owner, sizeof l->owner, "%s", hex);
     deadline = fl_now_ms() + (int64_t)(wait_ms > (UINT64_C(1) << 40) ? UINT64_C(1) << 40 : wait_ms);
     /* The wait happens inside the backend (a queue waits on a watch, Redis
      * on its release notification); see RETRY_ONCE for the second try. */
@@ -228,6 +235,59 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
 out:
     fl_lease_free(&l);
     return rc;
+}
+
+int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
+               struct fl_lease **out)
+{
+    return acquire_as(c, name, NULL, ttl_ms, wait_ms, out);
+}
+
+/* Candidate ids are safe in every backend's owner id (a ZooKeeper node
+ * name, a Redis value, an etcd value) and contain no '.', which separates
+ * the id from the random part. */
+static int valid_id(struct fl_client *c, const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+
+    if (n == 0 || n > FL_ID_MAX ||
+        strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:@-") != n) {
+        snprintf(c->err, sizeof c->err, "candidate id must be 1..%d of [A-Za-z0-9_:@-]",
+                 FL_ID_MAX);
+        return 0;
+    }
+    return 1;
+}
+
+int fl_campaign(struct fl_client *c, const char *name, const char *id, uint64_t ttl_ms,
+                uint64_t wait_ms, struct fl_lease **out)
+{
+    *out = NULL;
+    if (!valid_id(c, id))
+        return FL_ERR_INVALID;
+    return acquire_as(c, name, id, ttl_ms, wait_ms, out);
+}
+
+int fl_leader(struct fl_client *c, const char *name, char id[FL_ID_MAX + 1], uint64_t *epoch)
+{
+    struct fl_lock_status st;
+    const char *dot;
+    int rc;
+
+    id[0] = '\0';
+    *epoch = 0;
+    rc = fl_status(c, name, &st);
+    if (rc != FL_OK || !st.held)
+        return rc;
+    /* The label is "ID.<hex>" for a campaigner; a plain lock holder's has no
+     * '.' and names no leader. On Redis the status token is the last issued,
+     * which is the holder's while the lock is held. */
+    dot = strrchr(st.label, '.');
+    if (dot == NULL || dot == st.label || (size_t)(dot - st.label) > FL_ID_MAX)
+        return FL_OK;
+    snprintf(id, FL_ID_MAX + 1, "%.*s", (int)(dot - st.label), st.label);
+    *epoch = st.token;
+    return FL_OK;
 }
 
 /* RETRY_ONCE: an operation that fails with a backend error is tried once

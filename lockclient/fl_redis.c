@@ -577,6 +577,7 @@ static int redis_status(struct fl_backend *b, const char *name, struct fl_lock_s
     if (o->len > 0) {
         st->held = 1;
         snprintf(st->owner, sizeof st->owner, "%.*s", (int)o->len, o->str);
+        snprintf(st->label, sizeof st->label, "%s", st->owner); /* Redis keeps the owner */
         st->ttl_ms = p->integer;
     }
     rc = FL_OK;

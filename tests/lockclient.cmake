@@ -43,3 +43,9 @@ fence_test(test_lock_redlock
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_redlock fencelock)
+# Leader election (elect, leader) on a real redis-server and a real etcd.
+fence_test(test_lock_elect
+  SOURCES lockclient/test_lock_elect.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_elect fencelock)
