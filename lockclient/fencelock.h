@@ -46,6 +46,7 @@ struct fl_lease {
     uint64_t token;               /* fencing token, > 0 */
     uint64_t ttl_ms;              /* TTL of the last acquire/renew */
     int64_t expiry_ms;            /* CLOCK_MONOTONIC ms */
+    int shared;                   /* 1: a read-write lock's shared (read) hold */
 };
 
 #define FL_STATUS_WAITERS 16 /* waiters listed by fl_status (the first ones) */
@@ -105,6 +106,17 @@ const char *fl_client_address(const struct fl_client *c);
  * (fl_lease_free). name is borrowed. */
 int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
                struct fl_lease **out);
+
+/* Takes a shared (read) hold of read-write lock name: many readers hold it
+ * together, fl_acquire's exclusive lock of the same name is its write lock
+ * (it waits for the readers, and once a writer waits no new reader enters:
+ * writers are not starved). The token is the read epoch: readers entering
+ * between two writers share one token, above every earlier writer's and
+ * below every later writer's (docs/lockclient.md). Renew, watch and release
+ * the lease as any other. Redis only for now: FL_ERR_INVALID on a backend
+ * without read-write locks. *out as fl_acquire's. */
+int fl_acquire_shared(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
+                      struct fl_lease **out);
 
 /* Extends lease to ttl_ms from now (0: the lease's ttl_ms; etcd keeps its
  * lease's TTL) if its owner still holds it; updates lease->expiry_ms and

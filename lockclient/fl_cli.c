@@ -41,6 +41,7 @@ struct opts {
     int http_proxy; /* run --http-proxy: the token injector */
     const char *id; /* elect --id: the candidate id */
     int again;      /* elect --again: campaign again after a loss */
+    int shared;     /* run --shared: a read lock */
     char id_buf[FL_ID_MAX + 1];
     char **cmd;     /* run: after "--" */
 };
@@ -52,7 +53,8 @@ static void usage(FILE *f)
                "  renew NAME --owner ID [--ttl 30s]\n"
                "  release NAME --owner ID\n"
                "  status NAME\n"
-               "  run NAME [--ttl 30s] [--wait 10s] [--http-proxy] -- CMD ARGS...\n"
+               "  run NAME [--ttl 30s] [--wait 10s] [--shared] [--http-proxy] -- CMD ARGS...\n"
+               "      --shared: a read lock (readers share; run without it is the write lock)\n"
                "      --http-proxy: CMD's plain-HTTP requests go through a local proxy\n"
                "      that adds Fencing-Token (HTTP_PROXY and http_proxy are set)\n"
                "  elect NAME [--id ID] [--ttl 30s] [--wait T] [--again] -- CMD ARGS...\n"
@@ -147,6 +149,8 @@ static int parse_args(int argc, char **argv, const char *allow, struct opts *o)
                 fprintf(stderr, "fencelock: --id needs an id\n");
                 return -1;
             }
+        } else if (strcmp(a, "--shared") == 0 && strchr(allow, 's')) {
+            o->shared = 1;
         } else if (strcmp(a, "--again") == 0 && strchr(allow, 'a')) {
             o->again = 1;
         } else if (strcmp(a, "--http-proxy") == 0 && strchr(allow, 'p')) {
@@ -424,7 +428,10 @@ static int cmd_run(struct fl_client *c, const struct opts *o)
     int rc, ex, lost = 0;
 
     block_signals(&set, &old);
-    rc = fl_acquire(c, o->name, o->ttl_ms, o->wait_ms, &l);
+    if (o->shared)
+        rc = fl_acquire_shared(c, o->name, o->ttl_ms, o->wait_ms, &l);
+    else
+        rc = fl_acquire(c, o->name, o->ttl_ms, o->wait_ms, &l);
     if (rc != FL_OK)
         ex = fail(c, rc);
     else
@@ -540,7 +547,7 @@ int main(int argc, char **argv)
         else if (strcmp(cmd, "status") == 0)
             allow = "";
         else if (strcmp(cmd, "run") == 0)
-            allow = "twpc";
+            allow = "twpcs";
         else if (strcmp(cmd, "elect") == 0)
             allow = "twiac";
         else if (strcmp(cmd, "leader") == 0)

@@ -174,8 +174,8 @@ static int make_owner(char out[FL_OWNER_HEX_LEN + 1])
 
 /* fl_acquire with the proposed owner "ID.<hex>" when id is not NULL (an
  * election candidate), else "<hex>". */
-static int acquire_as(struct fl_client *c, const char *name, const char *id, uint64_t ttl_ms,
-                      uint64_t wait_ms, struct fl_lease **out)
+static int acquire_as(struct fl_client *c, const char *name, const char *id, int shared,
+                      uint64_t ttl_ms, uint64_t wait_ms, struct fl_lease **out)
 {
     char hex[FL_OWNER_HEX_LEN + 1];
     struct fl_lease *l = NULL;
@@ -187,6 +187,11 @@ static int acquire_as(struct fl_client *c, const char *name, const char *id, uin
     memset(&g, 0, sizeof g);
     if (!valid_name(c, name) || !valid_ttl(c, ttl_ms))
         goto out;
+    if (shared && c->ops->acquire_shared == NULL) {
+        snprintf(c->err, sizeof c->err, "the %s backend has no read-write locks",
+                 c->ops->scheme);
+        goto out;
+    }
     rc = FL_ERR_INTERNAL;
     l = calloc(1, sizeof *l);
     if (l == NULL || (l->name = strdup(name)) == NULL) {
@@ -207,7 +212,9 @@ static int acquire_as(struct fl_client *c, const char *name, const char *id, uin
     for (int tries = 0; tries < 2; tries++) {
         if ((rc = connected(c)) != FL_OK)
             break;
-        rc = c->ops->acquire(c->b, name, l->owner, ttl_ms, deadline, &g, c->err, sizeof c->err);
+        rc = (shared ? c->ops->acquire_shared : c->ops->acquire)(c->b, name, l->owner, ttl_ms,
+                                                                deadline, &g, c->err,
+                                                                sizeof c->err);
         if (rc != FL_ERR_BACKEND)
             break;
     }
@@ -228,6 +235,7 @@ static int acquire_as(struct fl_client *c, const char *name, const char *id, uin
     if (rc != FL_OK)
         goto out;
     l->token = g.token;
+    l->shared = shared;
     l->ttl_ms = g.ttl_ms;
     l->expiry_ms = g.expiry_ms;
     *out = l;
@@ -240,7 +248,13 @@ out:
 int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
                struct fl_lease **out)
 {
-    return acquire_as(c, name, NULL, ttl_ms, wait_ms, out);
+    return acquire_as(c, name, NULL, 0, ttl_ms, wait_ms, out);
+}
+
+int fl_acquire_shared(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
+                      struct fl_lease **out)
+{
+    return acquire_as(c, name, NULL, 1, ttl_ms, wait_ms, out);
 }
 
 /* Candidate ids are safe in every backend's owner id (a ZooKeeper node
@@ -265,7 +279,7 @@ int fl_campaign(struct fl_client *c, const char *name, const char *id, uint64_t 
     *out = NULL;
     if (!valid_id(c, id))
         return FL_ERR_INVALID;
-    return acquire_as(c, name, id, ttl_ms, wait_ms, out);
+    return acquire_as(c, name, id, 0, ttl_ms, wait_ms, out);
 }
 
 int fl_leader(struct fl_client *c, const char *name, char id[FL_ID_MAX + 1], uint64_t *epoch)
@@ -310,8 +324,8 @@ int fl_leader(struct fl_client *c, const char *name, char id[FL_ID_MAX + 1], uin
     } while (0)
 
 /* Renews and reports what was granted (NULL: not wanted). */
-static int renew_grant(struct fl_client *c, const char *name, const char *owner, uint64_t ttl_ms,
-                       struct fl_grant *g)
+static int renew_grant(struct fl_client *c, const char *name, const char *owner, int shared,
+                       uint64_t ttl_ms, struct fl_grant *g)
 {
     struct fl_grant dummy;
     int rc;
@@ -321,13 +335,16 @@ static int renew_grant(struct fl_client *c, const char *name, const char *owner,
     memset(g, 0, sizeof *g);
     if (!valid_name(c, name) || !valid_owner(c, owner) || !valid_ttl(c, ttl_ms))
         return FL_ERR_INVALID;
-    RETRY_ONCE(c, c->ops->renew(c->b, name, owner, ttl_ms, g, c->err, sizeof c->err));
+    if (shared && c->ops->renew_shared == NULL)
+        return FL_ERR_INVALID;
+    RETRY_ONCE(c, (shared ? c->ops->renew_shared : c->ops->renew)(c->b, name, owner, ttl_ms, g,
+                                                                  c->err, sizeof c->err));
     return rc;
 }
 
 int fl_renew_owner(struct fl_client *c, const char *name, const char *owner, uint64_t ttl_ms)
 {
-    return renew_grant(c, name, owner, ttl_ms, NULL);
+    return renew_grant(c, name, owner, 0, ttl_ms, NULL);
 }
 
 int fl_release_owner(struct fl_client *c, const char *name, const char *owner)
@@ -347,7 +364,7 @@ int fl_renew(struct fl_client *c, struct fl_lease *lease, uint64_t ttl_ms)
 
     if (ttl_ms == 0)
         ttl_ms = lease->ttl_ms;
-    rc = renew_grant(c, lease->name, lease->owner, ttl_ms, &g);
+    rc = renew_grant(c, lease->name, lease->owner, lease->shared, ttl_ms, &g);
     if (rc == FL_OK) {
         lease->ttl_ms = g.ttl_ms;
         lease->expiry_ms = g.expiry_ms;
@@ -357,7 +374,14 @@ int fl_renew(struct fl_client *c, struct fl_lease *lease, uint64_t ttl_ms)
 
 int fl_release(struct fl_client *c, const struct fl_lease *lease)
 {
-    return fl_release_owner(c, lease->name, lease->owner);
+    int rc;
+
+    if (!lease->shared)
+        return fl_release_owner(c, lease->name, lease->owner);
+    if (c->ops->release_shared == NULL)
+        return FL_ERR_INVALID;
+    RETRY_ONCE(c, c->ops->release_shared(c->b, lease->name, lease->owner, c->err, sizeof c->err));
+    return rc;
 }
 
 int fl_status(struct fl_client *c, const char *name, struct fl_lock_status *st)
@@ -404,6 +428,7 @@ struct fl_watchdog {
     struct fl_client *c; /* the thread's own connection */
     char *name;
     char owner[FL_OWNER_MAX + 1];
+    int shared; /* a read-write lock's shared hold */
     fl_lost_fn cb;
     void *arg;
 };
@@ -451,7 +476,7 @@ static void *wd_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&w->mu);
-        rc = renew_grant(w->c, w->name, w->owner, w->ttl_ms, &g);
+        rc = renew_grant(w->c, w->name, w->owner, w->shared, w->ttl_ms, &g);
         pthread_mutex_lock(&w->mu);
         if (rc == FL_OK) {
             /* The grant's expiry was taken before the request was sent. */
@@ -485,6 +510,7 @@ struct fl_watchdog *fl_watchdog_start(struct fl_client *c, const struct fl_lease
     if (w == NULL || (w->name = strdup(lease->name)) == NULL)
         goto fail;
     snprintf(w->owner, sizeof w->owner, "%s", lease->owner);
+    w->shared = lease->shared;
     w->ttl_ms = lease->ttl_ms;
     w->expiry_ms = lease->expiry_ms;
     w->cb = lost;

@@ -49,3 +49,9 @@ fence_test(test_lock_elect
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_elect fencelock)
+# Read-write locks on a real redis-server (library and CLI processes).
+fence_test(test_lock_rw
+  SOURCES lockclient/test_lock_rw.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib pthread
+  TIMEOUT 120)
+add_dependencies(test_lock_rw fencelock)
