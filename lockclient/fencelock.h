@@ -118,6 +118,18 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
 int fl_acquire_shared(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
                       struct fl_lease **out);
 
+/* Semaphore: at most permits (1..FL_PERMITS_MAX) holders of name. Each
+ * permit is a slot, the lock "NAME#i" (0 <= i < permits) with its own
+ * fencing token, so the proxy fences each slot as its own resource. Tries
+ * the slots in a random order, then waits on one slot at a time (slices of
+ * at most 200 ms) until wait_ms has passed. On FL_OK *out is the slot's
+ * lease (lease->name is "NAME#i"; free with fl_lease_free) and *slot its
+ * index. A dead holder's slot comes back when its TTL runs out. Works on
+ * every backend (it is built on fl_acquire). */
+#define FL_PERMITS_MAX 1000
+int fl_acquire_permit(struct fl_client *c, const char *name, unsigned permits, uint64_t ttl_ms,
+                      uint64_t wait_ms, struct fl_lease **out, unsigned *slot);
+
 /* Extends lease to ttl_ms from now (0: the lease's ttl_ms; etcd keeps its
  * lease's TTL) if its owner still holds it; updates lease->expiry_ms and
  * ttl_ms. FL_ERR_NOT_OWNER if the lock

@@ -42,6 +42,7 @@ struct opts {
     const char *id; /* elect --id: the candidate id */
     int again;      /* elect --again: campaign again after a loss */
     int shared;     /* run --shared: a read lock */
+    unsigned permits; /* run --permits N: a semaphore slot (0: not) */
     char id_buf[FL_ID_MAX + 1];
     char **cmd;     /* run: after "--" */
 };
@@ -55,6 +56,7 @@ static void usage(FILE *f)
                "  status NAME\n"
                "  run NAME [--ttl 30s] [--wait 10s] [--shared] [--http-proxy] -- CMD ARGS...\n"
                "      --shared: a read lock (readers share; run without it is the write lock)\n"
+               "      --permits N: one of N slots NAME#i (FENCE_SLOT=i, FENCE_LOCK=NAME#i)\n"
                "      --http-proxy: CMD's plain-HTTP requests go through a local proxy\n"
                "      that adds Fencing-Token (HTTP_PROXY and http_proxy are set)\n"
                "  elect NAME [--id ID] [--ttl 30s] [--wait T] [--again] -- CMD ARGS...\n"
@@ -149,6 +151,16 @@ static int parse_args(int argc, char **argv, const char *allow, struct opts *o)
                 fprintf(stderr, "fencelock: --id needs an id\n");
                 return -1;
             }
+        } else if (strncmp(a, "--permits", 9) == 0 && strchr(allow, 's')) {
+            const char *v = opt_value("--permits", argc, argv, &i);
+            char *end = NULL;
+            unsigned long n = v ? strtoul(v, &end, 10) : 0;
+
+            if (v == NULL || *v == '\0' || *end != '\0' || n == 0 || n > FL_PERMITS_MAX) {
+                fprintf(stderr, "fencelock: --permits needs a number 1..%d\n", FL_PERMITS_MAX);
+                return -1;
+            }
+            o->permits = (unsigned)n;
         } else if (strcmp(a, "--shared") == 0 && strchr(allow, 's')) {
             o->shared = 1;
         } else if (strcmp(a, "--again") == 0 && strchr(allow, 'a')) {
@@ -187,7 +199,7 @@ static int fail(struct fl_client *c, int rc)
     return exit_for(rc);
 }
 
-#define ENV_EXTRA 7
+#define ENV_EXTRA 8
 
 /* Whether the environment entry e is the variable name (any value). */
 static int env_is(const char *e, const char *name)
@@ -202,7 +214,8 @@ static int env_is(const char *e, const char *name)
  * loopback included, bypasses the injector). */
 static int env_ours(const char *e, int proxy)
 {
-    static const char *const lease[] = {"FENCE_TOKEN", "FENCE_LOCK", "FENCE_OWNER", NULL};
+    static const char *const lease[] = {"FENCE_TOKEN", "FENCE_LOCK", "FENCE_OWNER", "FENCE_SLOT",
+                                        NULL};
     static const char *const px[] = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
                                      "NO_PROXY",   "no_proxy",   "ALL_PROXY",   "all_proxy",
                                      NULL};
@@ -223,7 +236,8 @@ static int env_ours(const char *e, int proxy)
  * Returns a malloc'd array of borrowed or malloc'd strings; the new ones are
  * in extra[] for freeing. Done before fork because the watchdog thread
  * already runs and the child may only call async-signal-safe functions. */
-static char **build_env(const struct fl_lease *l, int proxy_port, char *extra[ENV_EXTRA])
+static char **build_env(const struct fl_lease *l, int proxy_port, int slot,
+                        char *extra[ENV_EXTRA])
 {
     static const char *const pvars[] = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"};
     size_t n = 0, k = 0, ne = 3;
@@ -240,6 +254,8 @@ static char **build_env(const struct fl_lease *l, int proxy_port, char *extra[EN
         extra[1] = NULL;
     if (asprintf(&extra[2], "FENCE_OWNER=%s", l->owner) < 0)
         extra[2] = NULL;
+    if (slot >= 0 && asprintf(&extra[ne++], "FENCE_SLOT=%d", slot) < 0)
+        extra[ne - 1] = NULL;
     for (size_t i = 0; proxy_port > 0 && i < 4; i++, ne++)
         if (asprintf(&extra[ne], "%s=http://127.0.0.1:%d", pvars[i], proxy_port) < 0)
             extra[ne] = NULL;
@@ -328,7 +344,7 @@ static void block_signals(sigset_t *set, sigset_t *old)
  * when CMD exits and CMD's status returned. l is borrowed (its expiry is
  * updated). set/old from block_signals. */
 static int hold_and_run(struct fl_client *c, const struct opts *o, struct fl_lease *l,
-                        const sigset_t *set_in, const sigset_t *old, int *lost_out)
+                        const sigset_t *set_in, const sigset_t *old, int *lost_out, int slot)
 {
     struct fl_watchdog *w = NULL;
     struct fl_inject *inj = NULL;
@@ -346,11 +362,11 @@ static int hold_and_run(struct fl_client *c, const struct opts *o, struct fl_lea
     /* The injector asks the watchdog before each request, so it must stop
      * before the watchdog does (every path below stops it first). */
     if (o->http_proxy &&
-        (inj = fl_inject_start(0, l->token, o->name, inject_lost, w, ierr, sizeof ierr)) == NULL) {
+        (inj = fl_inject_start(0, l->token, l->name, inject_lost, w, ierr, sizeof ierr)) == NULL) {
         fprintf(stderr, "fencelock: %s\n", ierr);
         goto release;
     }
-    env = build_env(l, inj ? fl_inject_port(inj) : 0, extra);
+    env = build_env(l, inj ? fl_inject_port(inj) : 0, slot, extra);
     if (env == NULL) {
         fprintf(stderr, "fencelock: out of memory\n");
         goto release;
@@ -425,17 +441,24 @@ static int cmd_run(struct fl_client *c, const struct opts *o)
 {
     struct fl_lease *l = NULL;
     sigset_t set, old;
+    unsigned slot = 0;
     int rc, ex, lost = 0;
 
     block_signals(&set, &old);
-    if (o->shared)
+    if (o->shared && o->permits) {
+        fprintf(stderr, "fencelock: --shared and --permits exclude each other\n");
+        return EX_USAGE_;
+    }
+    if (o->permits)
+        rc = fl_acquire_permit(c, o->name, o->permits, o->ttl_ms, o->wait_ms, &l, &slot);
+    else if (o->shared)
         rc = fl_acquire_shared(c, o->name, o->ttl_ms, o->wait_ms, &l);
     else
         rc = fl_acquire(c, o->name, o->ttl_ms, o->wait_ms, &l);
     if (rc != FL_OK)
         ex = fail(c, rc);
     else
-        ex = hold_and_run(c, o, l, &set, &old, &lost);
+        ex = hold_and_run(c, o, l, &set, &old, &lost, o->permits ? (int)slot : -1);
     fl_lease_free(&l);
     return ex;
 }
@@ -491,7 +514,7 @@ static int cmd_elect(struct fl_client *c, const struct opts *o)
         }
         fprintf(stderr, "fencelock: elected leader of '%s' as %s, epoch %" PRIu64 "\n", o->name,
                 o->id, l->token);
-        ex = hold_and_run(c, o, l, &set, &old, &lost);
+        ex = hold_and_run(c, o, l, &set, &old, &lost, -1);
         fl_lease_free(&l);
         if (!lost || !o->again)
             break;

@@ -257,6 +257,76 @@ int fl_acquire_shared(struct fl_client *c, const char *name, uint64_t ttl_ms, ui
     return acquire_as(c, name, NULL, 1, ttl_ms, wait_ms, out);
 }
 
+#define PERMIT_SLICE_MS 200
+
+int fl_acquire_permit(struct fl_client *c, const char *name, unsigned permits, uint64_t ttl_ms,
+                      uint64_t wait_ms, struct fl_lease **out, unsigned *slot)
+{
+    int64_t deadline;
+    unsigned char r[2];
+    unsigned start;
+    char *slotname = NULL;
+    int rc = FL_ERR_INVALID;
+
+    *out = NULL;
+    if (permits == 0 || permits > FL_PERMITS_MAX) {
+        snprintf(c->err, sizeof c->err, "permits must be 1..%d", FL_PERMITS_MAX);
+        goto out;
+    }
+    if (!valid_name(c, name) || strlen(name) + 5 > FL_NAME_MAX) {
+        snprintf(c->err, sizeof c->err, "semaphore name must be 1..%d bytes", FL_NAME_MAX - 5);
+        goto out;
+    }
+    rc = FL_ERR_INTERNAL;
+    if ((slotname = malloc(strlen(name) + 8)) == NULL || RAND_bytes(r, 2) != 1) {
+        snprintf(c->err, sizeof c->err, "out of memory or no randomness");
+        goto out;
+    }
+    /* A random first slot spreads contenders over the slots. */
+    start = (unsigned)(r[0] << 8 | r[1]) % permits;
+    deadline = fl_now_ms() + (int64_t)(wait_ms > (UINT64_C(1) << 40) ? UINT64_C(1) << 40 : wait_ms);
+    for (unsigned round = 0;; round++) {
+        int64_t left;
+
+        for (unsigned k = 0; k < permits; k++) {
+            unsigned i = (start + k) % permits;
+
+            sprintf(slotname, "%s#%u", name, i);
+            rc = fl_acquire(c, slotname, ttl_ms, 0, out);
+            if (rc == FL_OK) {
+                *slot = i;
+                goto out;
+            }
+            if (rc != FL_ERR_NOT_ACQUIRED)
+                goto out;
+        }
+        left = deadline - fl_now_ms();
+        if (left <= 0)
+            break;
+        /* Every slot is held: wait on one (woken by its release), a
+         * different one each round. */
+        {
+            unsigned i = (start + round) % permits;
+
+            sprintf(slotname, "%s#%u", name, i);
+            rc = fl_acquire(c, slotname, ttl_ms,
+                            (uint64_t)(left < PERMIT_SLICE_MS ? left : PERMIT_SLICE_MS), out);
+            if (rc == FL_OK) {
+                *slot = i;
+                goto out;
+            }
+            if (rc != FL_ERR_NOT_ACQUIRED)
+                goto out;
+        }
+    }
+    snprintf(c->err, sizeof c->err, "no permit of '%s' (%u) within %llu ms", name, permits,
+             (unsigned long long)wait_ms);
+    rc = FL_ERR_NOT_ACQUIRED;
+out:
+    free(slotname);
+    return rc;
+}
+
 /* Candidate ids are safe in every backend's owner id (a ZooKeeper node
  * name, a Redis value, an etcd value) and contain no '.', which separates
  * the id from the random part. */

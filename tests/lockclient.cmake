@@ -55,3 +55,9 @@ fence_test(test_lock_rw
   LIBS fencetestsupport fencelock_lib pthread
   TIMEOUT 120)
 add_dependencies(test_lock_rw fencelock)
+# Semaphores (slots NAME#i) on a real redis-server.
+fence_test(test_lock_sem
+  SOURCES lockclient/test_lock_sem.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_sem fencelock)
