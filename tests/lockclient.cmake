@@ -67,3 +67,11 @@ fence_test(test_lock_patterns_proxy
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_patterns_proxy fenceproxy)
+# The task-processing example (examples/taskqueue) with and without fenceproxy.
+fence_test(test_example_taskqueue
+  SOURCES lockclient/test_example_taskqueue.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_example_taskqueue fencelock fenceproxy)
+target_compile_definitions(test_example_taskqueue PRIVATE
+  FENCE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
