@@ -484,6 +484,20 @@ static int campaign(struct fl_client *c, const struct opts *o, const sigset_t *s
             left = 0;
         rc = fl_campaign(c, o->name, o->id, o->ttl_ms,
                          (uint64_t)(left < CAMPAIGN_SLICE_MS ? left : CAMPAIGN_SLICE_MS), out);
+        if (rc == FL_ERR_BACKEND && o->again) {
+            /* A persistent campaigner outlives a backend error (an outage, a
+             * ZooKeeper session that expired during a pause and is replaced
+             * on the next call): it tries again a slice later. */
+            struct timespec slice = {CAMPAIGN_SLICE_MS / 1000, 0};
+
+            fprintf(stderr, "fencelock: %s; campaigning again in %d ms\n", fl_client_error(c),
+                    CAMPAIGN_SLICE_MS);
+            if ((s = sigtimedwait(set, NULL, &slice)) == SIGTERM || s == SIGINT || s == SIGHUP) {
+                *sig = s;
+                return FL_ERR_NOT_ACQUIRED;
+            }
+            rc = FL_ERR_NOT_ACQUIRED;
+        }
         if (rc != FL_ERR_NOT_ACQUIRED || (o->has_wait && fl_now_ms() >= deadline))
             return rc;
         while ((s = sigtimedwait(set, NULL, &zero)) > 0) {

@@ -279,6 +279,114 @@ Test(elect_etcd, paused_leader_replaced_with_higher_epoch_old_exits_75)
     paused_leader_is_replaced("etcd");
 }
 
+/* Starts `elect E --id ID --ttl 1s --again` whose command appends each
+ * term's epoch to DIR/ID.tok and its pid to DIR/ID.pid. */
+static void start_again(struct ts_proc *p, const char *id)
+{
+    char cmd[1400], log[1100];
+
+    snprintf(cmd, sizeof cmd,
+             "echo $$ >> '%s/%s.pid'; echo $FENCE_TOKEN >> '%s/%s.tok'; exec sleep 30", F.dir, id,
+             F.dir, id);
+    snprintf(log, sizeof log, "%s/%s.log", F.dir, id);
+    cr_assert_eq(ts_proc_start(p, id,
+                               (char *[]){(char *)fencelock_bin(), "--backend", (char *)URL,
+                                          "elect", "E", "--id", (char *)id, "--ttl", "1s",
+                                          "--again", "--", "sh", "-c", cmd, NULL},
+                               NULL, log),
+                 0);
+}
+
+/* The epochs in DIR/ID.tok, in order; their count. */
+static int epochs_of(const char *id, uint64_t *e, int max)
+{
+    char path[1100], buf[1024];
+    int n = 0;
+
+    snprintf(path, sizeof path, "%s/%s.tok", F.dir, id);
+    if (slurp(path, buf, sizeof buf) < 0)
+        return 0;
+    for (char *l = strtok(buf, "\n"); l && n < max; l = strtok(NULL, "\n"))
+        e[n++] = strtoull(l, NULL, 10);
+    return n;
+}
+
+/* Kills the command processes listed in DIR/ID.pid (they run in their own
+ * process groups, so stopping fencelock's group does not reach them). */
+static void kill_cmds(const char *id)
+{
+    char path[1100], buf[1024];
+
+    snprintf(path, sizeof path, "%s/%s.pid", F.dir, id);
+    if (slurp(path, buf, sizeof buf) < 0)
+        return;
+    for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n"))
+        if (atoi(l) > 1)
+            kill(-atoi(l), SIGKILL);
+}
+
+/* --again: a leader deposed by a pause campaigns again instead of exiting;
+ * when the new leader is SIGKILLed it leads again within the TTL, with an
+ * epoch above the killed leader's. */
+static void again_after_pause_and_a_killed_leader(const char *backend)
+{
+    struct ts_proc a, b;
+    char path[1100];
+    uint64_t ea[4], eb[4];
+    int64_t t_kill, waited = -1;
+    int na;
+
+    start_again(&a, "a");
+    snprintf(path, sizeof path, "%s/a.tok", F.dir);
+    cr_assert_neq(wait_file(path, 10000), -1, "a never led");
+    start_again(&b, "b");
+    usleep(300 * 1000);
+    cr_assert_eq(ts_proc_signal(&a, SIGSTOP), 0);
+    snprintf(path, sizeof path, "%s/b.tok", F.dir);
+    cr_assert_neq(wait_file(path, 15000), -1, "no new leader after a was stopped");
+    cr_assert_eq(ts_proc_signal(&a, SIGCONT), 0);
+    usleep(1000 * 1000);
+    if (!ts_proc_alive(&a))
+        ts_proc_dump_log(&a);
+    cr_assert(ts_proc_alive(&a), "a exited instead of campaigning again");
+    cr_assert_eq(epochs_of("a", ea, 4), 1, "a led again while b leads");
+    cr_assert_eq(epochs_of("b", eb, 4), 1);
+    cr_assert_eq(ts_proc_stop(&b, SIGKILL, 5000) >= 0, 1);
+    kill_cmds("b");
+    t_kill = fl_now_ms();
+    while (fl_now_ms() - t_kill < 10000) {
+        if (epochs_of("a", ea, 4) == 2) {
+            waited = fl_now_ms() - t_kill;
+            break;
+        }
+        usleep(20 * 1000);
+    }
+    cr_assert_neq(waited, -1, "a did not lead again after b was killed");
+    na = epochs_of("a", ea, 4);
+    cr_assert_eq(na, 2);
+    cr_assert_gt(ea[1], eb[0], "a's new epoch not above b's");
+    cr_assert_gt(eb[0], ea[0]);
+    fprintf(stderr, "elect %s: failover after SIGKILL of the leader (TTL 1 s): %" PRId64 " ms\n",
+            backend, waited);
+    ts_proc_stop(&a, SIGTERM, 10000);
+    kill_cmds("a");
+}
+
+Test(elect_redis, again_campaigns_after_a_pause_and_leads_after_a_killed_leader)
+{
+    again_after_pause_and_a_killed_leader("redis");
+}
+
+Test(elect_etcd, again_campaigns_after_a_pause_and_leads_after_a_killed_leader)
+{
+    again_after_pause_and_a_killed_leader("etcd");
+}
+
+Test(elect_zk, again_campaigns_after_a_pause_and_leads_after_a_killed_leader)
+{
+    again_after_pause_and_a_killed_leader("zookeeper");
+}
+
 /* The library: fl_campaign refuses a bad id, a plain lock holder is no
  * leader, and fl_leader names the campaigner with its lease's token. */
 static void library_api(void)
