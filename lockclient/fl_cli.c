@@ -1,10 +1,12 @@
 /* fl_cli: the fencelock command line tool over libfencelock. Parses
  * `fencelock [--backend URL] COMMAND ARGS...`, maps results to exit codes
  * (0 ok, 1 not acquired / not owner, 2 usage, 69 backend unreachable, 70
- * internal error, 75 lock lost during run) and implements `run`: acquire, run
- * the command in its own process group with FENCE_TOKEN/FENCE_LOCK/
- * FENCE_OWNER set, renew with the watchdog, and stop the command when the
- * lock is lost. The main thread waits for signals with sigtimedwait (all
+ * internal error, 75 lock lost during run) and implements `run`: acquire
+ * (exclusive, --shared or one of --permits N slots), run the command in its
+ * own process group with FENCE_TOKEN/FENCE_LOCK/FENCE_OWNER (and FENCE_SLOT)
+ * set, renew with the watchdog, and stop the command when the lock is lost;
+ * `elect` does the same as a leader, campaigning again with --again, and
+ * `leader` prints the current leader. The main thread waits for signals with sigtimedwait (all
  * handled signals stay blocked), so there are no signal handlers. */
 #include <errno.h>
 #include <inttypes.h>

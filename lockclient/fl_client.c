@@ -3,8 +3,10 @@
  * validates arguments, retries a call once on a fresh connection, turns the
  * caller's wait into a deadline for the backend, keeps lease expiries on
  * CLOCK_MONOTONIC, and runs the watchdog thread that renews a lease and
- * reports its loss. Knows no backend commands and has no code per backend
- * (see fl_backend.h). */
+ * reports its loss. Also the patterns built on the seam: leader election
+ * (a lock whose proposed owner carries the candidate id) and semaphores
+ * (slot locks NAME#i); read-write locks go to the backend's shared ops.
+ * Knows no backend commands and has no code per backend (see fl_backend.h). */
 #include "fencelock.h"
 
 #include <errno.h>

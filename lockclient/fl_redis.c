@@ -4,8 +4,10 @@
  * when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH). Keys are
  * fence:{NAME}:lock (value: owner id, with a PX expiry), fence:{NAME}:token
  * (the last token issued, no expiry) and fence:{NAME}:wake (a list that release pushes
- * one element to, so a waiter blocked in BLPOP wakes at once); the {NAME}
- * hash tag keeps all three in one cluster slot so a script may touch them.
+ * one element to, so a waiter blocked in BLPOP wakes at once), and for
+ * read-write locks fence:{NAME}:rw:readers, :rw:wwait (sorted sets owner ->
+ * expiry ms) and :rw:kind; the {NAME} hash tag keeps them all in one
+ * cluster slot so a script may touch them.
  * The session of a hold is its owner id, kept alive per lock by PEXPIRE.
  * Owns one hiredis context, dropped after any I/O error and reopened by the
  * next call. Also serves fl_redlock.c one node at a time through
