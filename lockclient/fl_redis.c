@@ -45,6 +45,11 @@
     "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"                    \
     "redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)\n"                                       \
     "redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)\n"
+/* Keeps a set's key at least as long as the entry just added (ARGV[2] ms),
+ * so a set whose members all died disappears without another script. */
+#define LUA_KEEP(k)                                                                                \
+    "if redis.call('PTTL', " k ") < tonumber(ARGV[2]) then redis.call('PEXPIRE', " k                \
+    ", ARGV[2]) end\n"
 #define LUA_NEXT_TOKEN                                                                             \
     "local function next_token()\n"                                                                \
     "  local t = redis.call('TIME')\n"                                                             \
@@ -93,6 +98,7 @@ static const char script_acquire[] =
     "  return n\n"
     "end\n"
     "redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), ARGV[1])\n"
+    LUA_KEEP("KEYS[5]")
     "local p = redis.call('PTTL', KEYS[1])\n"
     "if nr > 0 then\n"
     "  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')\n"
@@ -113,6 +119,7 @@ static const char script_acquire_shared[] =
     LUA_NOW LUA_NEXT_TOKEN
     "if redis.call('ZSCORE', KEYS[4], ARGV[1]) then\n"
     "  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])\n"
+    LUA_KEEP("KEYS[4]")
     "  return tonumber(redis.call('GET', KEYS[2]) or '0')\n"
     "end\n"
     "if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('ZCARD', KEYS[5]) > 0 then\n"
@@ -128,6 +135,7 @@ static const char script_acquire_shared[] =
     "  n = tonumber(redis.call('GET', KEYS[2]))\n"
     "end\n"
     "redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])\n"
+    LUA_KEEP("KEYS[4]")
     "return n\n";
 
 /* A reader's renewal: only while its entry has not expired. */
@@ -135,6 +143,7 @@ static const char script_renew_shared[] =
     LUA_NOW
     "if redis.call('ZSCORE', KEYS[4], ARGV[1]) then\n"
     "  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])\n"
+    LUA_KEEP("KEYS[4]")
     "  return 1\n"
     "end\n"
     "return 0\n";
