@@ -1,6 +1,6 @@
 /* The token rules of the lock patterns checked through the real fenceproxy
- * (recording upstream), with tokens from a real redis-server: a deposed
- * leader's write is refused 409 and audited as stale_token once the next
+ * (recording upstream), with tokens from a real redis-server (and the
+ * leader case from a real etcd too): a deposed leader's write is refused 409 and audited as stale_token once the next
  * leader wrote; a preempted reader is refused once a later writer wrote; a
  * preempted writer is refused once a later reader wrote; readers of one
  * epoch pass together; a semaphore slot's preempted holder is refused on
@@ -17,6 +17,7 @@
 
 #include "fencelock.h"
 #include "lock_fixture.h"
+#include "ts_etcd.h"
 #include "ts_proxy.h"
 #include "ts_upstream.h"
 
@@ -24,14 +25,13 @@ static struct lf F;
 static struct ts_upstream *up;
 static struct ts_proxy px;
 static struct fl_client *C;
+static struct ts_etcd E;
+static int on_etcd;
 
-static void setup(void)
+static void start_proxy(const char *url)
 {
     char err[256];
 
-    signal(SIGPIPE, SIG_IGN);
-    memset(&F, 0, sizeof F);
-    cr_assert_eq(lf_setup(&F, "patpx", NULL), 0, "redis fixture failed");
     up = ts_upstream_start();
     cr_assert_not_null(up, "recording upstream did not start");
     cr_assert_eq(ts_proxy_init(&px, "patpx"), 0);
@@ -39,8 +39,28 @@ static void setup(void)
                                      "[route objects]\nprefix = /objects/\nresource = segments:2\n"),
                  0);
     cr_assert_eq(ts_proxy_start(&px), 0, "fenceproxy did not start");
-    C = fl_client_new(F.url, err, sizeof err);
+    C = fl_client_new(url, err, sizeof err);
     cr_assert_not_null(C, "%s", err);
+}
+
+static void setup(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    memset(&F, 0, sizeof F);
+    cr_assert_eq(lf_setup(&F, "patpx", NULL), 0, "redis fixture failed");
+    start_proxy(F.url);
+}
+
+static void setup_etcd(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    memset(&F, 0, sizeof F);
+    memset(&E, 0, sizeof E);
+    on_etcd = 1;
+    F.dir = ts_tempdir("patpxetcd");
+    cr_assert_not_null(F.dir);
+    cr_assert_eq(ts_etcd_start(&E, F.dir, 1), 0, "etcd fixture failed");
+    start_proxy(E.url);
 }
 
 static void teardown(void)
@@ -48,10 +68,19 @@ static void teardown(void)
     fl_client_free(&C);
     ts_proxy_cleanup(&px, 1);
     ts_upstream_stop(&up);
-    lf_teardown(&F);
+    if (on_etcd) {
+        ts_etcd_stop(&E);
+        if (F.dir)
+            ts_rmrf(F.dir);
+        free(F.dir);
+        F.dir = NULL;
+    } else {
+        lf_teardown(&F);
+    }
 }
 
 TestSuite(patterns_proxy, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(patterns_proxy_etcd, .init = setup_etcd, .fini = teardown, .timeout = 60);
 
 /* PUT path with token through the proxy; the status. */
 static int put(const char *path, uint64_t token)
@@ -105,6 +134,29 @@ Test(patterns_proxy, deposed_leader_refused_after_the_next_leader_wrote)
     fl_release(C, b);
     fl_lease_free(&a);
     fl_lease_free(&b);
+}
+
+/* On etcd a client's lease covers all its locks, so the deposed leader and
+ * its successor use two clients; the first one's lease runs out unrenewed. */
+Test(patterns_proxy_etcd, deposed_leader_refused_after_the_next_leader_wrote)
+{
+    struct fl_client *c2 = fl_client_new(E.url, NULL, 0);
+    struct fl_lease *a = NULL, *b = NULL;
+
+    cr_assert_not_null(c2);
+    cr_assert_eq(fl_campaign(C, "/objects/E", "a", 1000, 0, &a), FL_OK, "%s",
+                 fl_client_error(C));
+    cr_assert_eq(put("/objects/E/state", a->token), 200, "leader a's write");
+    cr_assert_eq(fl_campaign(c2, "/objects/E", "b", 5000, 5000, &b), FL_OK, "%s",
+                 fl_client_error(c2));
+    cr_assert_gt(b->token, a->token);
+    cr_assert_eq(put("/objects/E/state", b->token), 200, "leader b's write");
+    cr_assert_eq(put("/objects/E/state", a->token), 409, "the deposed leader's write passed");
+    audited_stale(a->token);
+    fl_release(c2, b);
+    fl_lease_free(&a);
+    fl_lease_free(&b);
+    fl_client_free(&c2);
 }
 
 Test(patterns_proxy, rw_rules_preempted_reader_and_writer_refused_one_epoch_together)
