@@ -61,7 +61,7 @@ static void usage(FILE *f)
                "      --permits N: one of N slots NAME#i (FENCE_SLOT=i, FENCE_LOCK=NAME#i)\n"
                "      --http-proxy: CMD's plain-HTTP requests go through a local proxy\n"
                "      that adds Fencing-Token (HTTP_PROXY and http_proxy are set)\n"
-               "  elect NAME [--id ID] [--ttl 30s] [--wait T] [--again] -- CMD ARGS...\n"
+               "  elect NAME [--id ID] [--ttl 30s] [--wait T] [--again] [--http-proxy] -- CMD ARGS...\n"
                "      runs CMD while leader, FENCE_TOKEN = the leader's epoch\n"
                "  leader NAME\n"
                "backend: --backend URL, else $FENCE_BACKEND, else " DEFAULT_BACKEND "\n"
@@ -588,7 +588,7 @@ int main(int argc, char **argv)
         else if (strcmp(cmd, "run") == 0)
             allow = "twpcs";
         else if (strcmp(cmd, "elect") == 0)
-            allow = "twiac";
+            allow = "twiacp";
         else if (strcmp(cmd, "leader") == 0)
             allow = "";
         else {

@@ -124,12 +124,10 @@ static int run_pool(void)
 
         snprintf(id, sizeof id, "w%d", i);
         snprintf(log, sizeof log, "%s/%s.log", F.dir, id);
-        cr_assert_eq(ts_proc_start(&w[i], id,
-                                   (char *[]){"/bin/sh", (char *)script, id, qdir, store, NULL},
-                                   (char *[]){envb, envf, "PAUSE_ONCE=w0", "WORK_SECONDS=0.2",
-                                              NULL},
-                                   log),
-                     0);
+        cr_assert_eq(
+            ts_proc_start(&w[i], id, (char *[]){"/bin/sh", (char *)script, id, qdir, store, NULL},
+                          (char *[]){envb, envf, "PAUSE_ONCE=w0", "WORK_SECONDS=0.2", NULL}, log),
+            0);
     }
     /* w0 stops itself before a result write; stop its fencelock too (its
      * process group), so the lease runs out as in a whole-process pause. */
@@ -191,9 +189,10 @@ Test(taskqueue, through_fenceproxy_no_result_written_by_two_workers)
 
     with_proxy = 1;
     cr_assert_eq(ts_proxy_init(&px, "taskq"), 0);
-    cr_assert_eq(ts_proxy_write_conf(&px, ts_upstream_port(up),
-                                     "[route objects]\nprefix = /objects/\nresource = segments:2\n"),
-                 0);
+    cr_assert_eq(
+        ts_proxy_write_conf(&px, ts_upstream_port(up),
+                            "[route objects]\nprefix = /objects/\nresource = segments:2\n"),
+        0);
     cr_assert_eq(ts_proxy_start(&px), 0, "fenceproxy did not start");
     task = run_pool();
     results(mask);
@@ -224,7 +223,7 @@ Test(taskqueue, without_the_proxy_the_paused_task_is_written_twice)
             twice++;
     }
     cr_assert(mask[task] & 1u, "the paused worker's write did not reach the store");
-    cr_assert(mask[task] & (mask[task] - 1), "task %d written by one worker only (mask %#x)",
-              task, mask[task]);
+    cr_assert(mask[task] & (mask[task] - 1), "task %d written by one worker only (mask %#x)", task,
+              mask[task]);
     cr_assert_eq(twice, 1);
 }

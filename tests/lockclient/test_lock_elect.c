@@ -20,10 +20,10 @@
 #include "ts_etcd.h"
 #include "ts_zk.h"
 
-static struct lf F;       /* Redis tests: the server; etcd tests: only dir */
-static struct ts_etcd E;  /* etcd tests */
-static struct ts_zk Z;    /* ZooKeeper tests */
-static const char *URL;   /* the backend under test */
+static struct lf F;      /* Redis tests: the server; etcd tests: only dir */
+static struct ts_etcd E; /* etcd tests */
+static struct ts_zk Z;   /* ZooKeeper tests */
+static const char *URL;  /* the backend under test */
 
 static void setup_redis(void)
 {
@@ -203,12 +203,12 @@ static void start_leader(struct ts_proc *p, const char *id)
 
     snprintf(cmd, sizeof cmd, "echo $FENCE_TOKEN > '%s/%s.tok'; exec sleep 30", F.dir, id);
     snprintf(log, sizeof log, "%s/%s.log", F.dir, id);
-    cr_assert_eq(ts_proc_start(p, id,
-                               (char *[]){(char *)fencelock_bin(), "--backend", (char *)URL,
-                                          "elect", "E", "--id", (char *)id, "--ttl", "1s", "--",
-                                          "sh", "-c", cmd, NULL},
-                               NULL, log),
-                 0);
+    cr_assert_eq(
+        ts_proc_start(p, id,
+                      (char *[]){(char *)fencelock_bin(), "--backend", (char *)URL, "elect", "E",
+                                 "--id", (char *)id, "--ttl", "1s", "--", "sh", "-c", cmd, NULL},
+                      NULL, log),
+        0);
 }
 
 static uint64_t token_of(const char *id)
@@ -407,8 +407,7 @@ static void library_api(void)
     cr_assert_str_eq(id, "", "a plain lock holder was named leader '%s'", id);
     cr_assert_eq(fl_release(c, l), FL_OK);
     fl_lease_free(&l);
-    cr_assert_eq(fl_campaign(c, "L", "node-1@x:7", 5000, 0, &l), FL_OK, "%s",
-                 fl_client_error(c));
+    cr_assert_eq(fl_campaign(c, "L", "node-1@x:7", 5000, 0, &l), FL_OK, "%s", fl_client_error(c));
     cr_assert_eq(fl_leader(c, "L", id, &epoch), FL_OK);
     cr_assert_str_eq(id, "node-1@x:7");
     cr_assert_eq(epoch, l->token);

@@ -1,12 +1,12 @@
 /* The token rules of the lock patterns checked through the real fenceproxy
  * (recording upstream), with tokens from a real redis-server (and the
- * leader case from a real etcd too): a deposed leader's write is refused 409 and audited as stale_token once the next
- * leader wrote; a preempted reader is refused once a later writer wrote; a
- * preempted writer is refused once a later reader wrote; readers of one
- * epoch pass together; a semaphore slot's preempted holder is refused on
- * that slot's resource while another slot's holder passes on its own.
- * "Preempted" here is a lease that ran out (TTL 1 s, never renewed), as a
- * paused process's would. */
+ * leader case from a real etcd too): a deposed leader's write is refused
+ * 409 and audited as stale_token once the next leader wrote; a preempted
+ * reader is refused once a later writer wrote; a preempted writer is
+ * refused once a later reader wrote; readers of one epoch pass together; a
+ * semaphore slot's preempted holder is refused on that slot's resource
+ * while another slot's holder passes on its own. "Preempted" here is a
+ * lease that ran out (TTL 1 s, never renewed), as a paused process's would. */
 #include <criterion/criterion.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -35,9 +35,10 @@ static void start_proxy(const char *url)
     up = ts_upstream_start();
     cr_assert_not_null(up, "recording upstream did not start");
     cr_assert_eq(ts_proxy_init(&px, "patpx"), 0);
-    cr_assert_eq(ts_proxy_write_conf(&px, ts_upstream_port(up),
-                                     "[route objects]\nprefix = /objects/\nresource = segments:2\n"),
-                 0);
+    cr_assert_eq(
+        ts_proxy_write_conf(&px, ts_upstream_port(up),
+                            "[route objects]\nprefix = /objects/\nresource = segments:2\n"),
+        0);
     cr_assert_eq(ts_proxy_start(&px), 0, "fenceproxy did not start");
     C = fl_client_new(url, err, sizeof err);
     cr_assert_not_null(C, "%s", err);
@@ -121,8 +122,7 @@ Test(patterns_proxy, deposed_leader_refused_after_the_next_leader_wrote)
 {
     struct fl_lease *a = NULL, *b = NULL;
 
-    cr_assert_eq(fl_campaign(C, "/objects/E", "a", 1000, 0, &a), FL_OK, "%s",
-                 fl_client_error(C));
+    cr_assert_eq(fl_campaign(C, "/objects/E", "a", 1000, 0, &a), FL_OK, "%s", fl_client_error(C));
     cr_assert_eq(put("/objects/E/state", a->token), 200, "leader a's write");
     /* a stops renewing (as if paused); b is elected after a's TTL. */
     cr_assert_eq(fl_campaign(C, "/objects/E", "b", 5000, 3000, &b), FL_OK, "%s",
@@ -144,8 +144,7 @@ Test(patterns_proxy_etcd, deposed_leader_refused_after_the_next_leader_wrote)
     struct fl_lease *a = NULL, *b = NULL;
 
     cr_assert_not_null(c2);
-    cr_assert_eq(fl_campaign(C, "/objects/E", "a", 1000, 0, &a), FL_OK, "%s",
-                 fl_client_error(C));
+    cr_assert_eq(fl_campaign(C, "/objects/E", "a", 1000, 0, &a), FL_OK, "%s", fl_client_error(C));
     cr_assert_eq(put("/objects/E/state", a->token), 200, "leader a's write");
     cr_assert_eq(fl_campaign(c2, "/objects/E", "b", 5000, 5000, &b), FL_OK, "%s",
                  fl_client_error(c2));
@@ -164,8 +163,7 @@ Test(patterns_proxy, rw_rules_preempted_reader_and_writer_refused_one_epoch_toge
     struct fl_lease *r1 = NULL, *r2 = NULL, *w = NULL, *r3 = NULL, *w2 = NULL;
 
     /* Two readers of one epoch pass together. */
-    cr_assert_eq(fl_acquire_shared(C, "/objects/R", 1000, 0, &r1), FL_OK, "%s",
-                 fl_client_error(C));
+    cr_assert_eq(fl_acquire_shared(C, "/objects/R", 1000, 0, &r1), FL_OK, "%s", fl_client_error(C));
     cr_assert_eq(fl_acquire_shared(C, "/objects/R", 5000, 0, &r2), FL_OK);
     cr_assert_eq(r1->token, r2->token);
     cr_assert_eq(put("/objects/R/a", r1->token), 200);
@@ -203,8 +201,7 @@ Test(patterns_proxy, semaphore_slot_fenced_per_slot_resource)
     unsigned s0 = 0, s1 = 0, sq = 0;
     char path0[64], path1[64], pathq[64];
 
-    cr_assert_eq(fl_acquire_permit(C, "S", 2, 1000, 0, &p0, &s0), FL_OK, "%s",
-                 fl_client_error(C));
+    cr_assert_eq(fl_acquire_permit(C, "S", 2, 1000, 0, &p0, &s0), FL_OK, "%s", fl_client_error(C));
     cr_assert_eq(fl_acquire_permit(C, "S", 2, 60000, 0, &p1, &s1), FL_OK);
     snprintf(path0, sizeof path0, "/objects/S-%u/x", s0);
     snprintf(path1, sizeof path1, "/objects/S-%u/x", s1);

@@ -52,8 +52,8 @@ Test(rw_redis, readers_share_an_epoch_writer_excludes_tokens_rise)
 
     cr_assert_eq(fl_acquire_shared(c, "L", 5000, 0, &r1), FL_OK, "%s", fl_client_error(c));
     cr_assert_eq(fl_acquire_shared(c, "L", 5000, 0, &r2), FL_OK, "%s", fl_client_error(c));
-    cr_assert_eq(r1->token, r2->token, "readers of one epoch: %" PRIu64 " vs %" PRIu64,
-                 r1->token, r2->token);
+    cr_assert_eq(r1->token, r2->token, "readers of one epoch: %" PRIu64 " vs %" PRIu64, r1->token,
+                 r2->token);
     cr_assert(r1->shared && r2->shared);
     cr_assert_eq(fl_acquire(c, "L", 5000, 0, &x), FL_ERR_NOT_ACQUIRED, "writer among readers");
     cr_assert_eq(fl_renew(c, r1, 0), FL_OK, "%s", fl_client_error(c));
@@ -143,19 +143,19 @@ static void start_loop(struct ts_proc *p, const char *tag, int n, int shared, co
              n, ts_build_path("lockclient/fencelock"), F.url, shared ? "--shared" : "", body);
     snprintf(log, sizeof log, "%s/%s.log", F.dir, tag);
     snprintf(d, sizeof d, "D=%s", F.dir);
-    cr_assert_eq(ts_proc_start(p, tag, (char *[]){"/bin/sh", "-c", script, NULL},
-                               (char *[]){d, NULL}, log),
-                 0);
+    cr_assert_eq(
+        ts_proc_start(p, tag, (char *[]){"/bin/sh", "-c", script, NULL}, (char *[]){d, NULL}, log),
+        0);
 }
 
 #define READER_BODY                                                                                \
     "[ -d \"$D/w\" ] && echo reader-with-writer >> \"$D/bad\"; touch \"$D/r.$$\"; "                \
     "echo \"R $FENCE_TOKEN\" >> \"$D/log\"; sleep 0.1; "                                           \
-    "[ $(ls \"$D\" | grep -c \"^r\\.\") -ge 2 ] && echo x >> \"$D/together\"; "                     \
+    "[ $(ls \"$D\" | grep -c \"^r\\.\") -ge 2 ] && echo x >> \"$D/together\"; "                    \
     "[ -d \"$D/w\" ] && echo reader-with-writer >> \"$D/bad\"; rm -f \"$D/r.$$\""
 #define WRITER_BODY                                                                                \
     "mkdir \"$D/w\" || echo two-writers >> \"$D/bad\"; "                                           \
-    "ls \"$D\" | grep -q \"^r\\.\" && echo writer-with-reader >> \"$D/bad\"; "                      \
+    "ls \"$D\" | grep -q \"^r\\.\" && echo writer-with-reader >> \"$D/bad\"; "                     \
     "echo \"W $FENCE_TOKEN\" >> \"$D/log\"; sleep 0.05; "                                          \
     "ls \"$D\" | grep -q \"^r\\.\" && echo writer-with-reader >> \"$D/bad\"; rmdir \"$D/w\""
 
@@ -208,8 +208,7 @@ Test(rw_redis, contention_never_a_writer_with_anyone_tokens_follow_the_rule)
 
         cr_assert_eq(sscanf(line, "%c %" SCNu64, &kind, &t), 2, "bad line '%s'", line);
         if (kind == 'W') {
-            cr_assert_gt(t, max_all, "writer token %" PRIu64 " not above every earlier one",
-                         t);
+            cr_assert_gt(t, max_all, "writer token %" PRIu64 " not above every earlier one", t);
             max_w = t;
             nw++;
         } else {
@@ -245,18 +244,18 @@ Test(rw_redis, writer_not_starved_by_a_stream_of_readers)
     snprintf(log, sizeof log, "%s/writer.log", F.dir);
     snprintf(d, sizeof d, "D=%s", F.dir);
     t0 = fl_now_ms();
-    cr_assert_eq(ts_proc_start(&w, "writer",
-                               (char *[]){(char *)ts_build_path("lockclient/fencelock"),
-                                          "--backend", F.url, "run", "L", "--wait", "4s", "--",
-                                          "true", NULL},
-                               (char *[]){d, NULL}, log),
-                 0);
+    cr_assert_eq(
+        ts_proc_start(&w, "writer",
+                      (char *[]){(char *)ts_build_path("lockclient/fencelock"), "--backend", F.url,
+                                 "run", "L", "--wait", "4s", "--", "true", NULL},
+                      (char *[]){d, NULL}, log),
+        0);
     cr_assert_eq(ts_proc_wait(&w, 10000, &st), 0, "writer hung");
     waited = fl_now_ms() - t0;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         ts_proc_dump_log(&w);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "writer starved: status %d after %" PRId64
-              " ms", st, waited);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "writer starved: status %d after %" PRId64 " ms", st, waited);
     fprintf(stderr, "rw redis: writer under a stream of readers got the lock in %" PRId64 " ms\n",
             waited);
     /* The readers were still streaming while the writer waited. */

@@ -49,12 +49,9 @@ Test(sem_redis, library_slots_full_and_bad_count)
     unsigned sa = 9, sb = 9, sx = 9;
 
     cr_assert_eq(fl_acquire_permit(c, "S", 0, 5000, 0, &x, &sx), FL_ERR_INVALID);
-    cr_assert_eq(fl_acquire_permit(c, "S", FL_PERMITS_MAX + 1, 5000, 0, &x, &sx),
-                 FL_ERR_INVALID);
-    cr_assert_eq(fl_acquire_permit(c, "S", 2, 5000, 0, &a, &sa), FL_OK, "%s",
-                 fl_client_error(c));
-    cr_assert_eq(fl_acquire_permit(c, "S", 2, 5000, 0, &b, &sb), FL_OK, "%s",
-                 fl_client_error(c));
+    cr_assert_eq(fl_acquire_permit(c, "S", FL_PERMITS_MAX + 1, 5000, 0, &x, &sx), FL_ERR_INVALID);
+    cr_assert_eq(fl_acquire_permit(c, "S", 2, 5000, 0, &a, &sa), FL_OK, "%s", fl_client_error(c));
+    cr_assert_eq(fl_acquire_permit(c, "S", 2, 5000, 0, &b, &sb), FL_OK, "%s", fl_client_error(c));
     cr_assert(sa < 2 && sb < 2 && sa != sb, "slots %u and %u", sa, sb);
     {
         char want[16];
@@ -65,8 +62,7 @@ Test(sem_redis, library_slots_full_and_bad_count)
     cr_assert_eq(fl_acquire_permit(c, "S", 2, 5000, 300, &x, &sx), FL_ERR_NOT_ACQUIRED,
                  "a third permit of 2");
     cr_assert_eq(fl_release(c, a), FL_OK);
-    cr_assert_eq(fl_acquire_permit(c, "S", 2, 5000, 0, &x, &sx), FL_OK, "%s",
-                 fl_client_error(c));
+    cr_assert_eq(fl_acquire_permit(c, "S", 2, 5000, 0, &x, &sx), FL_OK, "%s", fl_client_error(c));
     cr_assert_eq(sx, sa, "the freed slot");
     cr_assert_gt(x->token, a->token, "a slot's next token not above its last");
     fl_release(c, x);
@@ -95,10 +91,10 @@ static int slurp(const char *name, char *buf, size_t len)
 #define N 2
 #define BODY                                                                                       \
     "mkdir \"$D/slot.$FENCE_SLOT\" || echo slot-shared >> \"$D/bad\"; "                            \
-    "[ \"$FENCE_LOCK\" = \"S#$FENCE_SLOT\" ] || echo bad-lock-$FENCE_LOCK >> \"$D/bad\"; "          \
-    "[ $(ls \"$D\" | grep -c \"^slot\\.\") -gt 2 ] && echo over >> \"$D/bad\"; "                    \
+    "[ \"$FENCE_LOCK\" = \"S#$FENCE_SLOT\" ] || echo bad-lock-$FENCE_LOCK >> \"$D/bad\"; "         \
+    "[ $(ls \"$D\" | grep -c \"^slot\\.\") -gt 2 ] && echo over >> \"$D/bad\"; "                   \
     "echo \"$FENCE_SLOT $FENCE_TOKEN\" >> \"$D/log\"; sleep 0.1; "                                 \
-    "[ $(ls \"$D\" | grep -c \"^slot\\.\") -eq 2 ] && echo x >> \"$D/full\"; "                      \
+    "[ $(ls \"$D\" | grep -c \"^slot\\.\") -eq 2 ] && echo x >> \"$D/full\"; "                     \
     "rmdir \"$D/slot.$FENCE_SLOT\""
 
 Test(sem_redis, permits_never_exceeded_with_3n_contenders)
