@@ -46,6 +46,7 @@ struct fl_lease {
     uint64_t token;               /* fencing token, > 0 */
     uint64_t ttl_ms;              /* TTL of the last acquire/renew */
     int64_t expiry_ms;            /* CLOCK_MONOTONIC ms */
+    int shared;                   /* 1: a read-write lock's shared (read) hold */
 };
 
 #define FL_STATUS_WAITERS 16 /* waiters listed by fl_status (the first ones) */
@@ -54,6 +55,10 @@ struct fl_lease {
 struct fl_lock_status {
     int held;                     /* 1 if some owner holds it */
     char owner[FL_OWNER_MAX + 1]; /* holder if held, else "" */
+    char label[FL_OWNER_MAX + 1]; /* the owner id the holder proposed when it acquired
+                                   * (before an etcd or ZooKeeper backend replaced it with
+                                   * its session id), "" if free: carries an election
+                                   * candidate's id (fl_campaign) */
     int64_t ttl_ms;               /* remaining TTL if held (-1: no expiry or unknown) */
     uint64_t token;               /* Redis: last token issued for this name, 0 if none;
                                    * queue backends: the holder's token, 0 if free */
@@ -102,6 +107,29 @@ const char *fl_client_address(const struct fl_client *c);
 int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
                struct fl_lease **out);
 
+/* Takes a shared (read) hold of read-write lock name: many readers hold it
+ * together, fl_acquire's exclusive lock of the same name is its write lock
+ * (it waits for the readers, and once a writer waits no new reader enters:
+ * writers are not starved). The token is the read epoch: readers entering
+ * between two writers share one token, above every earlier writer's and
+ * below every later writer's (docs/lockclient.md). Renew, watch and release
+ * the lease as any other. Redis only for now: FL_ERR_INVALID on a backend
+ * without read-write locks. *out as fl_acquire's. */
+int fl_acquire_shared(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
+                      struct fl_lease **out);
+
+/* Semaphore: at most permits (1..FL_PERMITS_MAX) holders of name. Each
+ * permit is a slot, the lock "NAME#i" (0 <= i < permits) with its own
+ * fencing token, so the proxy fences each slot as its own resource. Tries
+ * the slots in a random order, then waits on one slot at a time (slices of
+ * at most 200 ms) until wait_ms has passed. On FL_OK *out is the slot's
+ * lease (lease->name is "NAME#i"; free with fl_lease_free) and *slot its
+ * index. A dead holder's slot comes back when its TTL runs out. Works on
+ * every backend (it is built on fl_acquire). */
+#define FL_PERMITS_MAX 1000
+int fl_acquire_permit(struct fl_client *c, const char *name, unsigned permits, uint64_t ttl_ms,
+                      uint64_t wait_ms, struct fl_lease **out, unsigned *slot);
+
 /* Extends lease to ttl_ms from now (0: the lease's ttl_ms; etcd keeps its
  * lease's TTL) if its owner still holds it; updates lease->expiry_ms and
  * ttl_ms. FL_ERR_NOT_OWNER if the lock
@@ -124,6 +152,27 @@ int fl_status(struct fl_client *c, const char *name, struct fl_lock_status *st);
  * *current = 1 (held, and by that token) or 0 (free, or held with another
  * token). One round trip. name is borrowed. */
 int fl_verify(struct fl_client *c, const char *name, uint64_t token, int *current);
+
+/* Leader election. A leader of election name is the holder of lock name
+ * that acquired it through fl_campaign; its epoch is the lease's token (Redis:
+ * the lock token; etcd: the create revision of its key; ZooKeeper: the czxid
+ * of its node), so epochs strictly increase from one leader to the next and
+ * fenceproxy refuses a deposed leader's writes like a stale lock holder's.
+ * Renew, watch (fl_watchdog_start) and resign (fl_release) the lease as a
+ * lock's. */
+#define FL_ID_MAX 64 /* longest candidate id: [A-Za-z0-9_:@-], 1..64 bytes */
+
+/* Campaigns as candidate id (borrowed) for up to wait_ms: like fl_acquire,
+ * with the lease's proposed owner "ID.<random hex>" so fl_leader can name
+ * the leader. On FL_OK *out is the leadership (free with fl_lease_free),
+ * (*out)->token its epoch. FL_ERR_INVALID for a bad id. */
+int fl_campaign(struct fl_client *c, const char *name, const char *id, uint64_t ttl_ms,
+                uint64_t wait_ms, struct fl_lease **out);
+
+/* The current leader of election name: FL_OK with id (caller's buffer of
+ * FL_ID_MAX + 1 bytes) and *epoch, or with id "" and *epoch 0 when nobody
+ * leads (or the holder of lock name did not campaign). One consistent read. */
+int fl_leader(struct fl_client *c, const char *name, char id[FL_ID_MAX + 1], uint64_t *epoch);
 
 /* Frees a lease and sets *lease to NULL. Accepts NULL. Does not release it. */
 void fl_lease_free(struct fl_lease **lease);

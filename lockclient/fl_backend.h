@@ -94,6 +94,21 @@ struct fl_backend_ops {
 
     /* Closes and frees b (a session with no holds may be ended). Accepts NULL. */
     void (*free)(struct fl_backend *b);
+
+    /* Read-write locks; NULL in a backend without them. acquire above is
+     * the write (exclusive) lock of the same name: it waits for readers, and
+     * a waiting writer keeps new readers out (writer preference). A shared
+     * hold has a token per the read-write rule (docs/lockclient.md): readers
+     * entering between two writers share one token, above the earlier
+     * writer's and below the later one's. Same contracts as acquire, renew
+     * and release. */
+    int (*acquire_shared)(struct fl_backend *b, const char *name, char owner[FL_OWNER_MAX + 1],
+                          uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
+                          size_t errlen);
+    int (*renew_shared)(struct fl_backend *b, const char *name, const char *owner,
+                        uint64_t ttl_ms, struct fl_grant *g, char *err, size_t errlen);
+    int (*release_shared)(struct fl_backend *b, const char *name, const char *owner, char *err,
+                          size_t errlen);
 };
 
 /* The Redis backend (fl_redis.c). */

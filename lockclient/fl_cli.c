@@ -1,10 +1,12 @@
 /* fl_cli: the fencelock command line tool over libfencelock. Parses
  * `fencelock [--backend URL] COMMAND ARGS...`, maps results to exit codes
  * (0 ok, 1 not acquired / not owner, 2 usage, 69 backend unreachable, 70
- * internal error, 75 lock lost during run) and implements `run`: acquire, run
- * the command in its own process group with FENCE_TOKEN/FENCE_LOCK/
- * FENCE_OWNER set, renew with the watchdog, and stop the command when the
- * lock is lost. The main thread waits for signals with sigtimedwait (all
+ * internal error, 75 lock lost during run) and implements `run`: acquire
+ * (exclusive, --shared or one of --permits N slots), run the command in its
+ * own process group with FENCE_TOKEN/FENCE_LOCK/FENCE_OWNER (and FENCE_SLOT)
+ * set, renew with the watchdog, and stop the command when the lock is lost;
+ * `elect` does the same as a leader, campaigning again with --again, and
+ * `leader` prints the current leader. The main thread waits for signals with sigtimedwait (all
  * handled signals stay blocked), so there are no signal handlers. */
 #include <errno.h>
 #include <inttypes.h>
@@ -39,6 +41,11 @@ struct opts {
     uint64_t wait_ms;
     int has_ttl, has_wait, has_owner;
     int http_proxy; /* run --http-proxy: the token injector */
+    const char *id; /* elect --id: the candidate id */
+    int again;      /* elect --again: campaign again after a loss */
+    int shared;     /* run --shared: a read lock */
+    unsigned permits; /* run --permits N: a semaphore slot (0: not) */
+    char id_buf[FL_ID_MAX + 1];
     char **cmd;     /* run: after "--" */
 };
 
@@ -49,9 +56,14 @@ static void usage(FILE *f)
                "  renew NAME --owner ID [--ttl 30s]\n"
                "  release NAME --owner ID\n"
                "  status NAME\n"
-               "  run NAME [--ttl 30s] [--wait 10s] [--http-proxy] -- CMD ARGS...\n"
+               "  run NAME [--ttl 30s] [--wait 10s] [--shared] [--http-proxy] -- CMD ARGS...\n"
+               "      --shared: a read lock (readers share; run without it is the write lock)\n"
+               "      --permits N: one of N slots NAME#i (FENCE_SLOT=i, FENCE_LOCK=NAME#i)\n"
                "      --http-proxy: CMD's plain-HTTP requests go through a local proxy\n"
                "      that adds Fencing-Token (HTTP_PROXY and http_proxy are set)\n"
+               "  elect NAME [--id ID] [--ttl 30s] [--wait T] [--again] [--http-proxy] -- CMD ARGS...\n"
+               "      runs CMD while leader, FENCE_TOKEN = the leader's epoch\n"
+               "  leader NAME\n"
                "backend: --backend URL, else $FENCE_BACKEND, else " DEFAULT_BACKEND "\n"
                "  redis://[[user]:password@]host[:port][/db], etcd://host:port[,...],\n"
                "  zk://host:port[,...][/chroot], redlock://host:port,host:port,host:port[,...]\n"
@@ -136,6 +148,25 @@ static int parse_args(int argc, char **argv, const char *allow, struct opts *o)
                 return -1;
             }
             o->has_owner = 1;
+        } else if (strncmp(a, "--id", 4) == 0 && strchr(allow, 'i')) {
+            if ((o->id = opt_value("--id", argc, argv, &i)) == NULL || o->id[0] == '\0') {
+                fprintf(stderr, "fencelock: --id needs an id\n");
+                return -1;
+            }
+        } else if (strncmp(a, "--permits", 9) == 0 && strchr(allow, 's')) {
+            const char *v = opt_value("--permits", argc, argv, &i);
+            char *end = NULL;
+            unsigned long n = v ? strtoul(v, &end, 10) : 0;
+
+            if (v == NULL || *v == '\0' || *end != '\0' || n == 0 || n > FL_PERMITS_MAX) {
+                fprintf(stderr, "fencelock: --permits needs a number 1..%d\n", FL_PERMITS_MAX);
+                return -1;
+            }
+            o->permits = (unsigned)n;
+        } else if (strcmp(a, "--shared") == 0 && strchr(allow, 's')) {
+            o->shared = 1;
+        } else if (strcmp(a, "--again") == 0 && strchr(allow, 'a')) {
+            o->again = 1;
         } else if (strcmp(a, "--http-proxy") == 0 && strchr(allow, 'p')) {
             o->http_proxy = 1;
         } else if (a[0] == '-' && a[1] != '\0') {
@@ -157,7 +188,7 @@ static int parse_args(int argc, char **argv, const char *allow, struct opts *o)
         return -1;
     }
     if (strchr(allow, 'c') && o->cmd == NULL) {
-        fprintf(stderr, "fencelock: run needs -- CMD ARGS...\n");
+        fprintf(stderr, "fencelock: this command needs -- CMD ARGS...\n");
         return -1;
     }
     return 0;
@@ -170,7 +201,7 @@ static int fail(struct fl_client *c, int rc)
     return exit_for(rc);
 }
 
-#define ENV_EXTRA 7
+#define ENV_EXTRA 8
 
 /* Whether the environment entry e is the variable name (any value). */
 static int env_is(const char *e, const char *name)
@@ -185,7 +216,8 @@ static int env_is(const char *e, const char *name)
  * loopback included, bypasses the injector). */
 static int env_ours(const char *e, int proxy)
 {
-    static const char *const lease[] = {"FENCE_TOKEN", "FENCE_LOCK", "FENCE_OWNER", NULL};
+    static const char *const lease[] = {"FENCE_TOKEN", "FENCE_LOCK", "FENCE_OWNER", "FENCE_SLOT",
+                                        NULL};
     static const char *const px[] = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
                                      "NO_PROXY",   "no_proxy",   "ALL_PROXY",   "all_proxy",
                                      NULL};
@@ -206,7 +238,8 @@ static int env_ours(const char *e, int proxy)
  * Returns a malloc'd array of borrowed or malloc'd strings; the new ones are
  * in extra[] for freeing. Done before fork because the watchdog thread
  * already runs and the child may only call async-signal-safe functions. */
-static char **build_env(const struct fl_lease *l, int proxy_port, char *extra[ENV_EXTRA])
+static char **build_env(const struct fl_lease *l, int proxy_port, int slot,
+                        char *extra[ENV_EXTRA])
 {
     static const char *const pvars[] = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy"};
     size_t n = 0, k = 0, ne = 3;
@@ -223,6 +256,8 @@ static char **build_env(const struct fl_lease *l, int proxy_port, char *extra[EN
         extra[1] = NULL;
     if (asprintf(&extra[2], "FENCE_OWNER=%s", l->owner) < 0)
         extra[2] = NULL;
+    if (slot >= 0 && asprintf(&extra[ne++], "FENCE_SLOT=%d", slot) < 0)
+        extra[ne - 1] = NULL;
     for (size_t i = 0; proxy_port > 0 && i < 4; i++, ne++)
         if (asprintf(&extra[ne], "%s=http://127.0.0.1:%d", pvars[i], proxy_port) < 0)
             extra[ne] = NULL;
@@ -293,32 +328,34 @@ reap_group:
     kill(-child, SIGKILL); /* stragglers the command left in its group */
 }
 
-static int cmd_run(struct fl_client *c, const struct opts *o)
+/* The signals the main loop waits for; blocked before any thread exists, so
+ * every thread inherits the mask and the signals queue for sigtimedwait. */
+static void block_signals(sigset_t *set, sigset_t *old)
 {
-    struct fl_lease *l = NULL;
+    sigemptyset(set);
+    sigaddset(set, SIGCHLD);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+    sigprocmask(SIG_BLOCK, set, old);
+}
+
+/* Runs o->cmd while lease l is held: the watchdog renews it, CMD is stopped
+ * when it is lost (*lost = 1, EX_LOST, nothing released), else l is released
+ * when CMD exits and CMD's status returned. l is borrowed (its expiry is
+ * updated). set/old from block_signals. */
+static int hold_and_run(struct fl_client *c, const struct opts *o, struct fl_lease *l,
+                        const sigset_t *set_in, const sigset_t *old, int *lost_out, int slot)
+{
     struct fl_watchdog *w = NULL;
     struct fl_inject *inj = NULL;
     char **env = NULL, *extra[ENV_EXTRA] = {NULL};
     char ierr[256];
-    sigset_t set, old;
+    sigset_t set = *set_in;
     pid_t child = -1;
     int rc, ex = EX_SOFTWARE_, st = 0, lost = 0;
 
-    /* Block what the main loop waits for before any thread exists, so every
-     * thread inherits the mask and the signals queue for sigtimedwait. */
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
-    sigprocmask(SIG_BLOCK, &set, &old);
-
-    rc = fl_acquire(c, o->name, o->ttl_ms, o->wait_ms, &l);
-    if (rc != FL_OK) {
-        ex = fail(c, rc);
-        goto out;
-    }
     w = fl_watchdog_start(c, l, on_lost, NULL);
     if (w == NULL) {
         fprintf(stderr, "fencelock: cannot start the renewal thread\n");
@@ -327,11 +364,11 @@ static int cmd_run(struct fl_client *c, const struct opts *o)
     /* The injector asks the watchdog before each request, so it must stop
      * before the watchdog does (every path below stops it first). */
     if (o->http_proxy &&
-        (inj = fl_inject_start(0, l->token, o->name, inject_lost, w, ierr, sizeof ierr)) == NULL) {
+        (inj = fl_inject_start(0, l->token, l->name, inject_lost, w, ierr, sizeof ierr)) == NULL) {
         fprintf(stderr, "fencelock: %s\n", ierr);
         goto release;
     }
-    env = build_env(l, inj ? fl_inject_port(inj) : 0, extra);
+    env = build_env(l, inj ? fl_inject_port(inj) : 0, slot, extra);
     if (env == NULL) {
         fprintf(stderr, "fencelock: out of memory\n");
         goto release;
@@ -345,7 +382,7 @@ static int cmd_run(struct fl_client *c, const struct opts *o)
         /* Own process group, so a loss stops the whole command tree. */
         setpgid(0, 0);
         signal(SIGPIPE, SIG_DFL);
-        sigprocmask(SIG_SETMASK, &old, NULL);
+        sigprocmask(SIG_SETMASK, old, NULL);
         execvpe(o->cmd[0], o->cmd, env);
         dprintf(2, "fencelock: cannot run %s: %s\n", o->cmd[0], strerror(errno));
         _exit(errno == ENOENT ? 127 : 126);
@@ -393,13 +430,112 @@ stop:
 release:
     fl_inject_stop(&inj);
     fl_watchdog_stop(&w, l);
-    if (l)
-        fl_release(c, l);
+    fl_release(c, l);
 out:
-    fl_lease_free(&l);
+    *lost_out = lost;
     free(env);
     for (int i = 0; i < ENV_EXTRA; i++)
         free(extra[i]);
+    return ex;
+}
+
+static int cmd_run(struct fl_client *c, const struct opts *o)
+{
+    struct fl_lease *l = NULL;
+    sigset_t set, old;
+    unsigned slot = 0;
+    int rc, ex, lost = 0;
+
+    block_signals(&set, &old);
+    if (o->shared && o->permits) {
+        fprintf(stderr, "fencelock: --shared and --permits exclude each other\n");
+        return EX_USAGE_;
+    }
+    if (o->permits)
+        rc = fl_acquire_permit(c, o->name, o->permits, o->ttl_ms, o->wait_ms, &l, &slot);
+    else if (o->shared)
+        rc = fl_acquire_shared(c, o->name, o->ttl_ms, o->wait_ms, &l);
+    else
+        rc = fl_acquire(c, o->name, o->ttl_ms, o->wait_ms, &l);
+    if (rc != FL_OK)
+        ex = fail(c, rc);
+    else
+        ex = hold_and_run(c, o, l, &set, &old, &lost, o->permits ? (int)slot : -1);
+    fl_lease_free(&l);
+    return ex;
+}
+
+#define CAMPAIGN_SLICE_MS 1000
+
+/* Campaigns for o->name until elected, o->wait_ms has passed (only with
+ * --wait) or SIGTERM/SIGINT/SIGHUP arrive (checked between slices of
+ * CAMPAIGN_SLICE_MS, as the wait happens inside the backend). FL_OK with
+ * *out, FL_ERR_NOT_ACQUIRED with *sig set when a signal ended it. */
+static int campaign(struct fl_client *c, const struct opts *o, const sigset_t *set,
+                    struct fl_lease **out, int *sig)
+{
+    int64_t deadline = fl_now_ms() + (int64_t)o->wait_ms;
+
+    *sig = 0;
+    for (;;) {
+        struct timespec zero = {0, 0};
+        int64_t left = o->has_wait ? deadline - fl_now_ms() : CAMPAIGN_SLICE_MS;
+        int rc, s;
+
+        if (left < 0)
+            left = 0;
+        rc = fl_campaign(c, o->name, o->id, o->ttl_ms,
+                         (uint64_t)(left < CAMPAIGN_SLICE_MS ? left : CAMPAIGN_SLICE_MS), out);
+        if (rc == FL_ERR_BACKEND && o->again) {
+            /* A persistent campaigner outlives a backend error (an outage, a
+             * ZooKeeper session that expired during a pause and is replaced
+             * on the next call): it tries again a slice later. */
+            struct timespec slice = {CAMPAIGN_SLICE_MS / 1000, 0};
+
+            fprintf(stderr, "fencelock: %s; campaigning again in %d ms\n", fl_client_error(c),
+                    CAMPAIGN_SLICE_MS);
+            if ((s = sigtimedwait(set, NULL, &slice)) == SIGTERM || s == SIGINT || s == SIGHUP) {
+                *sig = s;
+                return FL_ERR_NOT_ACQUIRED;
+            }
+            rc = FL_ERR_NOT_ACQUIRED;
+        }
+        if (rc != FL_ERR_NOT_ACQUIRED || (o->has_wait && fl_now_ms() >= deadline))
+            return rc;
+        while ((s = sigtimedwait(set, NULL, &zero)) > 0) {
+            if (s == SIGTERM || s == SIGINT || s == SIGHUP) {
+                *sig = s;
+                return FL_ERR_NOT_ACQUIRED;
+            }
+        }
+    }
+}
+
+/* elect: campaign, run CMD as leader, stop it on loss (75) or, with
+ * --again, campaign again and start CMD anew. */
+static int cmd_elect(struct fl_client *c, const struct opts *o)
+{
+    sigset_t set, old;
+    int ex = EX_SOFTWARE_;
+
+    block_signals(&set, &old);
+    for (;;) {
+        struct fl_lease *l = NULL;
+        int rc, lost = 0, sig = 0;
+
+        rc = campaign(c, o, &set, &l, &sig);
+        if (rc != FL_OK) {
+            ex = sig ? 128 + sig : fail(c, rc);
+            break;
+        }
+        fprintf(stderr, "fencelock: elected leader of '%s' as %s, epoch %" PRIu64 "\n", o->name,
+                o->id, l->token);
+        ex = hold_and_run(c, o, l, &set, &old, &lost, -1);
+        fl_lease_free(&l);
+        if (!lost || !o->again)
+            break;
+        fprintf(stderr, "fencelock: campaigning again for '%s'\n", o->name);
+    }
     return ex;
 }
 
@@ -450,7 +586,11 @@ int main(int argc, char **argv)
         else if (strcmp(cmd, "status") == 0)
             allow = "";
         else if (strcmp(cmd, "run") == 0)
-            allow = "twpc";
+            allow = "twpcs";
+        else if (strcmp(cmd, "elect") == 0)
+            allow = "twiacp";
+        else if (strcmp(cmd, "leader") == 0)
+            allow = "";
         else {
             fprintf(stderr, "fencelock: unknown command '%s'\n", cmd);
             goto usage;
@@ -495,6 +635,32 @@ int main(int argc, char **argv)
         if (rc == FL_OK && st.waiters > FL_STATUS_WAITERS)
             printf("waiting more=%zu\n", st.waiters - FL_STATUS_WAITERS);
         ex = rc == FL_OK ? EX_OK : fail(c, rc);
+    } else if (strcmp(cmd, "leader") == 0) {
+        char id[FL_ID_MAX + 1];
+        uint64_t epoch = 0;
+
+        rc = fl_leader(c, o.name, id, &epoch);
+        if (rc == FL_OK && id[0])
+            printf("leader id=%s epoch=%" PRIu64 "\n", id, epoch);
+        else if (rc == FL_OK)
+            printf("none\n");
+        ex = rc != FL_OK ? fail(c, rc) : id[0] ? EX_OK : EX_NOLOCK;
+    } else if (strcmp(cmd, "elect") == 0) {
+        if (o.id == NULL) {
+            /* Default candidate id: host-pid, with characters ids refuse
+             * replaced. */
+            char host[48] = "host";
+
+            gethostname(host, sizeof host - 1);
+            host[sizeof host - 1] = '\0';
+            for (char *p = host; *p; p++)
+                if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", *p))
+                    *p = '_';
+            snprintf(o.id_buf, sizeof o.id_buf, "%s-%ld", host, (long)getpid());
+            o.id = o.id_buf;
+        }
+        fflush(stdout);
+        ex = cmd_elect(c, &o);
     } else {
         fflush(stdout);
         ex = cmd_run(c, &o);

@@ -3,8 +3,10 @@
  * validates arguments, retries a call once on a fresh connection, turns the
  * caller's wait into a deadline for the backend, keeps lease expiries on
  * CLOCK_MONOTONIC, and runs the watchdog thread that renews a lease and
- * reports its loss. Knows no backend commands and has no code per backend
- * (see fl_backend.h). */
+ * reports its loss. Also the patterns built on the seam: leader election
+ * (a lock whose proposed owner carries the candidate id) and semaphores
+ * (slot locks NAME#i); read-write locks go to the backend's shared ops.
+ * Knows no backend commands and has no code per backend (see fl_backend.h). */
 #include "fencelock.h"
 
 #include <errno.h>
@@ -172,9 +174,12 @@ static int make_owner(char out[FL_OWNER_HEX_LEN + 1])
     return 0;
 }
 
-int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
-               struct fl_lease **out)
+/* fl_acquire with the proposed owner "ID.<hex>" when id is not NULL (an
+ * election candidate), else "<hex>". */
+static int acquire_as(struct fl_client *c, const char *name, const char *id, int shared,
+                      uint64_t ttl_ms, uint64_t wait_ms, struct fl_lease **out)
 {
+    char hex[FL_OWNER_HEX_LEN + 1];
     struct fl_lease *l = NULL;
     struct fl_grant g;
     int64_t deadline;
@@ -184,23 +189,34 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
     memset(&g, 0, sizeof g);
     if (!valid_name(c, name) || !valid_ttl(c, ttl_ms))
         goto out;
+    if (shared && c->ops->acquire_shared == NULL) {
+        snprintf(c->err, sizeof c->err, "the %s backend has no read-write locks",
+                 c->ops->scheme);
+        goto out;
+    }
     rc = FL_ERR_INTERNAL;
     l = calloc(1, sizeof *l);
     if (l == NULL || (l->name = strdup(name)) == NULL) {
         snprintf(c->err, sizeof c->err, "out of memory");
         goto out;
     }
-    if (make_owner(l->owner) < 0) {
+    if (make_owner(hex) < 0) {
         snprintf(c->err, sizeof c->err, "RAND_bytes failed: no owner id");
         goto out;
     }
+    if (id)
+        snprintf(l->owner, sizeof l->owner, "%s.%s", id, hex);
+    else
+        snprintf(l->owner, sizeof l->owner, "%s", hex);
     deadline = fl_now_ms() + (int64_t)(wait_ms > (UINT64_C(1) << 40) ? UINT64_C(1) << 40 : wait_ms);
     /* The wait happens inside the backend (a queue waits on a watch, Redis
      * on its release notification); see RETRY_ONCE for the second try. */
     for (int tries = 0; tries < 2; tries++) {
         if ((rc = connected(c)) != FL_OK)
             break;
-        rc = c->ops->acquire(c->b, name, l->owner, ttl_ms, deadline, &g, c->err, sizeof c->err);
+        rc = (shared ? c->ops->acquire_shared : c->ops->acquire)(c->b, name, l->owner, ttl_ms,
+                                                                deadline, &g, c->err,
+                                                                sizeof c->err);
         if (rc != FL_ERR_BACKEND)
             break;
     }
@@ -221,6 +237,7 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
     if (rc != FL_OK)
         goto out;
     l->token = g.token;
+    l->shared = shared;
     l->ttl_ms = g.ttl_ms;
     l->expiry_ms = g.expiry_ms;
     *out = l;
@@ -228,6 +245,135 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
 out:
     fl_lease_free(&l);
     return rc;
+}
+
+int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
+               struct fl_lease **out)
+{
+    return acquire_as(c, name, NULL, 0, ttl_ms, wait_ms, out);
+}
+
+int fl_acquire_shared(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
+                      struct fl_lease **out)
+{
+    return acquire_as(c, name, NULL, 1, ttl_ms, wait_ms, out);
+}
+
+#define PERMIT_SLICE_MS 200
+
+int fl_acquire_permit(struct fl_client *c, const char *name, unsigned permits, uint64_t ttl_ms,
+                      uint64_t wait_ms, struct fl_lease **out, unsigned *slot)
+{
+    int64_t deadline;
+    unsigned char r[2];
+    unsigned start;
+    char *slotname = NULL;
+    int rc = FL_ERR_INVALID;
+
+    *out = NULL;
+    if (permits == 0 || permits > FL_PERMITS_MAX) {
+        snprintf(c->err, sizeof c->err, "permits must be 1..%d", FL_PERMITS_MAX);
+        goto out;
+    }
+    if (!valid_name(c, name) || strlen(name) + 5 > FL_NAME_MAX) {
+        snprintf(c->err, sizeof c->err, "semaphore name must be 1..%d bytes", FL_NAME_MAX - 5);
+        goto out;
+    }
+    rc = FL_ERR_INTERNAL;
+    if ((slotname = malloc(strlen(name) + 8)) == NULL || RAND_bytes(r, 2) != 1) {
+        snprintf(c->err, sizeof c->err, "out of memory or no randomness");
+        goto out;
+    }
+    /* A random first slot spreads contenders over the slots. */
+    start = (unsigned)(r[0] << 8 | r[1]) % permits;
+    deadline = fl_now_ms() + (int64_t)(wait_ms > (UINT64_C(1) << 40) ? UINT64_C(1) << 40 : wait_ms);
+    for (unsigned round = 0;; round++) {
+        int64_t left;
+
+        for (unsigned k = 0; k < permits; k++) {
+            unsigned i = (start + k) % permits;
+
+            sprintf(slotname, "%s#%u", name, i);
+            rc = fl_acquire(c, slotname, ttl_ms, 0, out);
+            if (rc == FL_OK) {
+                *slot = i;
+                goto out;
+            }
+            if (rc != FL_ERR_NOT_ACQUIRED)
+                goto out;
+        }
+        left = deadline - fl_now_ms();
+        if (left <= 0)
+            break;
+        /* Every slot is held: wait on one (woken by its release), a
+         * different one each round. */
+        {
+            unsigned i = (start + round) % permits;
+
+            sprintf(slotname, "%s#%u", name, i);
+            rc = fl_acquire(c, slotname, ttl_ms,
+                            (uint64_t)(left < PERMIT_SLICE_MS ? left : PERMIT_SLICE_MS), out);
+            if (rc == FL_OK) {
+                *slot = i;
+                goto out;
+            }
+            if (rc != FL_ERR_NOT_ACQUIRED)
+                goto out;
+        }
+    }
+    snprintf(c->err, sizeof c->err, "no permit of '%s' (%u) within %llu ms", name, permits,
+             (unsigned long long)wait_ms);
+    rc = FL_ERR_NOT_ACQUIRED;
+out:
+    free(slotname);
+    return rc;
+}
+
+/* Candidate ids are safe in every backend's owner id (a ZooKeeper node
+ * name, a Redis value, an etcd value) and contain no '.', which separates
+ * the id from the random part. */
+static int valid_id(struct fl_client *c, const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+
+    if (n == 0 || n > FL_ID_MAX ||
+        strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:@-") != n) {
+        snprintf(c->err, sizeof c->err, "candidate id must be 1..%d of [A-Za-z0-9_:@-]",
+                 FL_ID_MAX);
+        return 0;
+    }
+    return 1;
+}
+
+int fl_campaign(struct fl_client *c, const char *name, const char *id, uint64_t ttl_ms,
+                uint64_t wait_ms, struct fl_lease **out)
+{
+    *out = NULL;
+    if (!valid_id(c, id))
+        return FL_ERR_INVALID;
+    return acquire_as(c, name, id, 0, ttl_ms, wait_ms, out);
+}
+
+int fl_leader(struct fl_client *c, const char *name, char id[FL_ID_MAX + 1], uint64_t *epoch)
+{
+    struct fl_lock_status st;
+    const char *dot;
+    int rc;
+
+    id[0] = '\0';
+    *epoch = 0;
+    rc = fl_status(c, name, &st);
+    if (rc != FL_OK || !st.held)
+        return rc;
+    /* The label is "ID.<hex>" for a campaigner; a plain lock holder's has no
+     * '.' and names no leader. On Redis the status token is the last issued,
+     * which is the holder's while the lock is held. */
+    dot = strrchr(st.label, '.');
+    if (dot == NULL || dot == st.label || (size_t)(dot - st.label) > FL_ID_MAX)
+        return FL_OK;
+    snprintf(id, FL_ID_MAX + 1, "%.*s", (int)(dot - st.label), st.label);
+    *epoch = st.token;
+    return FL_OK;
 }
 
 /* RETRY_ONCE: an operation that fails with a backend error is tried once
@@ -250,8 +396,8 @@ out:
     } while (0)
 
 /* Renews and reports what was granted (NULL: not wanted). */
-static int renew_grant(struct fl_client *c, const char *name, const char *owner, uint64_t ttl_ms,
-                       struct fl_grant *g)
+static int renew_grant(struct fl_client *c, const char *name, const char *owner, int shared,
+                       uint64_t ttl_ms, struct fl_grant *g)
 {
     struct fl_grant dummy;
     int rc;
@@ -261,13 +407,16 @@ static int renew_grant(struct fl_client *c, const char *name, const char *owner,
     memset(g, 0, sizeof *g);
     if (!valid_name(c, name) || !valid_owner(c, owner) || !valid_ttl(c, ttl_ms))
         return FL_ERR_INVALID;
-    RETRY_ONCE(c, c->ops->renew(c->b, name, owner, ttl_ms, g, c->err, sizeof c->err));
+    if (shared && c->ops->renew_shared == NULL)
+        return FL_ERR_INVALID;
+    RETRY_ONCE(c, (shared ? c->ops->renew_shared : c->ops->renew)(c->b, name, owner, ttl_ms, g,
+                                                                  c->err, sizeof c->err));
     return rc;
 }
 
 int fl_renew_owner(struct fl_client *c, const char *name, const char *owner, uint64_t ttl_ms)
 {
-    return renew_grant(c, name, owner, ttl_ms, NULL);
+    return renew_grant(c, name, owner, 0, ttl_ms, NULL);
 }
 
 int fl_release_owner(struct fl_client *c, const char *name, const char *owner)
@@ -287,7 +436,7 @@ int fl_renew(struct fl_client *c, struct fl_lease *lease, uint64_t ttl_ms)
 
     if (ttl_ms == 0)
         ttl_ms = lease->ttl_ms;
-    rc = renew_grant(c, lease->name, lease->owner, ttl_ms, &g);
+    rc = renew_grant(c, lease->name, lease->owner, lease->shared, ttl_ms, &g);
     if (rc == FL_OK) {
         lease->ttl_ms = g.ttl_ms;
         lease->expiry_ms = g.expiry_ms;
@@ -297,7 +446,14 @@ int fl_renew(struct fl_client *c, struct fl_lease *lease, uint64_t ttl_ms)
 
 int fl_release(struct fl_client *c, const struct fl_lease *lease)
 {
-    return fl_release_owner(c, lease->name, lease->owner);
+    int rc;
+
+    if (!lease->shared)
+        return fl_release_owner(c, lease->name, lease->owner);
+    if (c->ops->release_shared == NULL)
+        return FL_ERR_INVALID;
+    RETRY_ONCE(c, c->ops->release_shared(c->b, lease->name, lease->owner, c->err, sizeof c->err));
+    return rc;
 }
 
 int fl_status(struct fl_client *c, const char *name, struct fl_lock_status *st)
@@ -344,6 +500,7 @@ struct fl_watchdog {
     struct fl_client *c; /* the thread's own connection */
     char *name;
     char owner[FL_OWNER_MAX + 1];
+    int shared; /* a read-write lock's shared hold */
     fl_lost_fn cb;
     void *arg;
 };
@@ -391,7 +548,7 @@ static void *wd_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&w->mu);
-        rc = renew_grant(w->c, w->name, w->owner, w->ttl_ms, &g);
+        rc = renew_grant(w->c, w->name, w->owner, w->shared, w->ttl_ms, &g);
         pthread_mutex_lock(&w->mu);
         if (rc == FL_OK) {
             /* The grant's expiry was taken before the request was sent. */
@@ -425,6 +582,7 @@ struct fl_watchdog *fl_watchdog_start(struct fl_client *c, const struct fl_lease
     if (w == NULL || (w->name = strdup(lease->name)) == NULL)
         goto fail;
     snprintf(w->owner, sizeof w->owner, "%s", lease->owner);
+    w->shared = lease->shared;
     w->ttl_ms = lease->ttl_ms;
     w->expiry_ms = lease->expiry_ms;
     w->cb = lost;

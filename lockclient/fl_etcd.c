@@ -307,12 +307,15 @@ static int etcd_acquire(struct fl_backend *b, const char *name, char owner[FL_OW
                         uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
                         size_t errlen)
 {
-    char *pfx = name_prefix(name), *key = NULL, *pred = NULL;
+    char *pfx = name_prefix(name), *key = NULL, *pred = NULL, label[FL_OWNER_MAX + 1];
     struct ec_txn_result t;
     int64_t rev = 0;
     int rc = FL_ERR_INTERNAL, created = 0;
 
     memset(&t, 0, sizeof t);
+    /* The owner the client proposed is the key's value (status's label: an
+     * election candidate's id); the owner becomes our lease id. */
+    snprintf(label, sizeof label, "%s", owner);
     if (pfx == NULL)
         goto nomem;
     if ((rc = ensure_lease(b, ttl_ms, err, errlen)) != FL_OK)
@@ -324,7 +327,11 @@ static int etcd_acquire(struct fl_backend *b, const char *name, char owner[FL_OW
         /* Enqueue: put our key with the lease if absent, else read it (a
          * resend, or this client already holds name: then the same token). */
         struct ec_cmp cmp = {.key = key, .target = EC_TARGET_CREATE, .op = EC_EQUAL, .n = 0};
-        struct ec_op put = {.type = EC_OP_PUT, .range = {.key = key}, .lease = b->lease};
+        struct ec_op put = {.type = EC_OP_PUT,
+                            .range = {.key = key},
+                            .value = label,
+                            .value_len = strlen(label),
+                            .lease = b->lease};
         struct ec_op get = {.type = EC_OP_RANGE, .range = {.key = key}};
         int erc = ec_txn(b->ec, &cmp, 1, &put, 1, &get, 1, rt_deadline(b), &t);
 
@@ -536,7 +543,6 @@ static int etcd_status(struct fl_backend *b, const char *name, struct fl_lock_st
     q.prefix = 1;
     q.sort_create = 1;
     q.limit = 1 + FL_STATUS_WAITERS;
-    q.keys_only = 1;
     erc = ec_range(b->ec, &q, rt_deadline(b), &r, NULL);
     if (erc != EC_OK) {
         rc = fail_ec(b, erc, err, errlen);
@@ -547,6 +553,8 @@ static int etcd_status(struct fl_backend *b, const char *name, struct fl_lock_st
 
         st->held = 1;
         snprintf(st->owner, sizeof st->owner, "%s", suffix(r.kv[0].key, pfx));
+        snprintf(st->label, sizeof st->label, "%.*s", (int)r.kv[0].value_len,
+                 r.kv[0].value ? r.kv[0].value : "");
         st->token = (uint64_t)r.kv[0].create_revision;
         st->ttl_ms = -1;
         if (ec_lease_timetolive(b->ec, r.kv[0].lease, rt_deadline(b), &ttl) == EC_OK && ttl >= 0)

@@ -4,8 +4,10 @@
  * when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH). Keys are
  * fence:{NAME}:lock (value: owner id, with a PX expiry), fence:{NAME}:token
  * (the last token issued, no expiry) and fence:{NAME}:wake (a list that release pushes
- * one element to, so a waiter blocked in BLPOP wakes at once); the {NAME}
- * hash tag keeps all three in one cluster slot so a script may touch them.
+ * one element to, so a waiter blocked in BLPOP wakes at once), and for
+ * read-write locks fence:{NAME}:rw:readers, :rw:wwait (sorted sets owner ->
+ * expiry ms) and :rw:kind; the {NAME} hash tag keeps them all in one
+ * cluster slot so a script may touch them.
  * The session of a hold is its owner id, kept alive per lock by PEXPIRE.
  * Owns one hiredis context, dropped after any I/O error and reopened by the
  * next call. Also serves fl_redlock.c one node at a time through
@@ -38,23 +40,127 @@
  * per acquisition) it returns the token already issued, so the client may
  * resend an acquire safely. A winner clears the wake list: a wake-up pushed
  * for an earlier release is not for the waiters behind it. */
-static const char script_acquire[] =
-    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
-    "  redis.call('DEL', KEYS[3])\n"
-    "  local t = redis.call('TIME')\n"
-    "  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
-    "  local n = tonumber(redis.call('GET', KEYS[2]) or '0') + 1\n"
-    "  if now > n then n = now end\n"
-    "  redis.call('SET', KEYS[2], string.format('%.0f', n))\n"
-    "  return n\n"
+#define LUA_NOW                                                                                    \
+    "local tm = redis.call('TIME')\n"                                                              \
+    "local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)\n"                    \
+    "redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)\n"                                       \
+    "redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)\n"
+/* Keeps a set's key at least as long as the entry just added (ARGV[2] ms),
+ * so a set whose members all died disappears without another script. */
+#define LUA_KEEP(k)                                                                                \
+    "if redis.call('PTTL', " k ") < tonumber(ARGV[2]) then redis.call('PEXPIRE', " k                \
+    ", ARGV[2]) end\n"
+#define LUA_NEXT_TOKEN                                                                             \
+    "local function next_token()\n"                                                                \
+    "  local t = redis.call('TIME')\n"                                                             \
+    "  local us = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                                     \
+    "  local n = tonumber(redis.call('GET', KEYS[2]) or '0') + 1\n"                                \
+    "  if us > n then n = us end\n"                                                                \
+    "  redis.call('SET', KEYS[2], string.format('%.0f', n))\n"                                     \
+    "  return n\n"                                                                                 \
     "end\n"
+
+/* The exclusive (write) lock. Keys 4-6 are the read-write lock's: readers
+ * (a sorted set owner -> expiry in Redis ms), waiting writers (the same
+ * shape) and the kind of the last token issued ('w' or 'r'); entries past
+ * their expiry are dropped first. SET NX PX, only when no reader holds, then
+ * the next token: the token is issued atomically with the lock, so tokens
+ * strictly increase per name across owners, readers' included. The next
+ * token is max(counter + 1, Redis TIME in microseconds):
+ * a counter lost with a restart without persistence, or rewound to an RDB
+ * snapshot by kill -9, restarts above every token issued before, as long as
+ * Redis's wall clock has not stepped back by more than the time the restart
+ * took, and no name is acquired more than once per microsecond on average
+ * (one script per acquire and one per release keep far below that); A3 in
+ * docs/safety.md, the design in docs/lockclient.md. Lua numbers are doubles:
+ * exact below 2^53 us, i.e. until the year 2255. Returns the
+ * token (> 0), or -1 - W if the lock is held by another owner or by readers,
+ * W the ms until the holder's key or the first reader expires (so a waiter
+ * knows how long to block at most); a blocked writer is then listed as
+ * waiting until now + TTL, which keeps new readers out (writer preference;
+ * it refreshes the entry on every retry). If this very owner already holds
+ * it (a retry after the reply to the first try was lost; owner ids are unique
+ * per acquisition) it returns the token already issued, so the client may
+ * resend an acquire safely. A winner clears the wake list: a wake-up pushed
+ * for an earlier release is not for the waiters behind it. */
+static const char script_acquire[] =
+    LUA_NOW LUA_NEXT_TOKEN
     "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
     "  redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
     "  return tonumber(redis.call('GET', KEYS[2]) or '0')\n"
     "end\n"
+    "local nr = redis.call('ZCARD', KEYS[4])\n"
+    "if nr == 0 and redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
+    "  redis.call('DEL', KEYS[3])\n"
+    "  redis.call('ZREM', KEYS[5], ARGV[1])\n"
+    "  local n = next_token()\n"
+    "  redis.call('SET', KEYS[6], 'w')\n"
+    "  return n\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[5], now + tonumber(ARGV[2]), ARGV[1])\n"
+    LUA_KEEP("KEYS[5]")
     "local p = redis.call('PTTL', KEYS[1])\n"
+    "if nr > 0 then\n"
+    "  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')\n"
+    "  p = tonumber(first[2]) - now\n"
+    "end\n"
     "if p < 0 then p = 0 end\n"
     "return -1 - p\n";
+
+/* A shared (read) hold: enters only when no writer holds and none waits
+ * (writer preference), as a member of the readers set with expiry now +
+ * TTL. Its token is the read epoch: the first reader after a writer (or
+ * ever) takes the next token and marks it 'r'; readers after it, until the
+ * next writer, share that token. So a writer's token is above every earlier
+ * reader's, and a reader's above every earlier writer's. Returns the token,
+ * or -1 - PTTL of the writer (0 when only a writer waits). A resend by a
+ * holding reader returns its token. */
+static const char script_acquire_shared[] =
+    LUA_NOW LUA_NEXT_TOKEN
+    "if redis.call('ZSCORE', KEYS[4], ARGV[1]) then\n"
+    "  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])\n"
+    LUA_KEEP("KEYS[4]")
+    "  return tonumber(redis.call('GET', KEYS[2]) or '0')\n"
+    "end\n"
+    "if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('ZCARD', KEYS[5]) > 0 then\n"
+    "  local p = redis.call('PTTL', KEYS[1])\n"
+    "  if p < 0 then p = 0 end\n"
+    "  return -1 - p\n"
+    "end\n"
+    "local n\n"
+    "if redis.call('GET', KEYS[6]) ~= 'r' then\n"
+    "  n = next_token()\n"
+    "  redis.call('SET', KEYS[6], 'r')\n"
+    "else\n"
+    "  n = tonumber(redis.call('GET', KEYS[2]))\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])\n"
+    LUA_KEEP("KEYS[4]")
+    "return n\n";
+
+/* A reader's renewal: only while its entry has not expired. */
+static const char script_renew_shared[] =
+    LUA_NOW
+    "if redis.call('ZSCORE', KEYS[4], ARGV[1]) then\n"
+    "  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[2]), ARGV[1])\n"
+    LUA_KEEP("KEYS[4]")
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
+/* A reader's release wakes one waiter, as the writer's does. */
+static const char script_release_shared[] = LUA_NOW
+    "if redis.call('ZREM', KEYS[4], ARGV[1]) == 1 then\n"
+    "  redis.call('LPUSH', KEYS[3], '1')\n"
+    "  redis.call('LTRIM', KEYS[3], 0, 0)\n"
+    "  redis.call('PEXPIRE', KEYS[3], 60000)\n"
+    "  return 1\n"
+    "end\n"
+    "return 0\n";
+
+/* A writer that gave up waiting (or failed) stops keeping readers out. */
+static const char script_withdraw[] = "redis.call('ZREM', KEYS[5], ARGV[1])\n"
+                                      "return 1\n";
 
 /* Compare-and-act: only the current owner may extend or delete. */
 static const char script_renew[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
@@ -106,11 +212,17 @@ enum {
     SCRIPT_STATUS,
     SCRIPT_VERIFY,
     SCRIPT_RAISE,
+    SCRIPT_ACQUIRE_SHARED,
+    SCRIPT_RENEW_SHARED,
+    SCRIPT_RELEASE_SHARED,
+    SCRIPT_WITHDRAW,
     SCRIPT_COUNT
 };
 
-static const char *const scripts[SCRIPT_COUNT] = {script_acquire, script_renew,  script_release,
-                                                  script_status,  script_verify, script_raise};
+static const char *const scripts[SCRIPT_COUNT] = {
+    script_acquire,        script_renew,          script_release,        script_status,
+    script_verify,         script_raise,          script_acquire_shared, script_renew_shared,
+    script_release_shared, script_withdraw};
 
 struct fl_backend {
     redisContext *ctx; /* NULL when not connected */
@@ -342,8 +454,9 @@ out:
 static int run_script(struct fl_backend *b, int idx, const char *name, int nargs,
                       const char *const *args, redisReply **out, char *err, size_t errlen)
 {
-    const char *argv[10];
-    char *lock = NULL, *tok = NULL, *wake = NULL;
+    static const char *const kind[] = {"readers", "wwait", "kind"};
+    const char *argv[13];
+    char *lock = NULL, *tok = NULL, *wake = NULL, *rw[3] = {NULL, NULL, NULL};
     redisReply *r = NULL;
     int rc = FL_ERR_INTERNAL, argc = 0;
 
@@ -362,13 +475,21 @@ static int run_script(struct fl_backend *b, int idx, const char *name, int nargs
         wake = NULL;
         goto out;
     }
+    for (int i = 0; i < 3; i++) {
+        if (asprintf(&rw[i], "fence:{%s}:rw:%s", name, kind[i]) < 0) {
+            rw[i] = NULL;
+            goto out;
+        }
+    }
     argv[argc++] = "EVALSHA";
     argv[argc++] = b->sha[idx];
-    argv[argc++] = "3";
+    argv[argc++] = "6";
     argv[argc++] = lock;
     argv[argc++] = tok;
     argv[argc++] = wake;
-    for (int i = 0; i < nargs && argc < 10; i++)
+    for (int i = 0; i < 3; i++)
+        argv[argc++] = rw[i];
+    for (int i = 0; i < nargs && argc < 13; i++)
         argv[argc++] = args[i];
     rc = FL_ERR_BACKEND;
     if ((r = command(b, argc, argv, NULL, err, errlen)) == NULL)
@@ -394,6 +515,8 @@ out:
     free(lock);
     free(tok);
     free(wake);
+    for (int i = 0; i < 3; i++)
+        free(rw[i]);
     return rc;
 }
 
@@ -454,15 +577,20 @@ out:
     return rc;
 }
 
-/* The acquire script, then (while held and before deadline_ms) a BLPOP on
- * the wake list bounded by the holder's PTTL, so a waiter retries at once
- * after a release and right when an abandoned lock expires. */
-static int redis_acquire(struct fl_backend *b, const char *name, char owner[FL_OWNER_MAX + 1],
-                         uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
-                         size_t errlen)
+/* The acquire script idx (exclusive or shared), then (while held and
+ * before deadline_ms) a BLPOP on the wake list bounded by the holder's PTTL,
+ * so a waiter retries at once after a release and right when an abandoned
+ * lock expires. A waiting writer retries at least every TTL/3 (its waiting
+ * entry, which keeps new readers out, lasts a TTL); a waiting reader every
+ * 50 ms, since one release wakes one waiter and a writer's release may let
+ * many readers in. A writer that gives up withdraws its waiting entry. */
+static int acquire_with(struct fl_backend *b, int idx, const char *name, const char *owner,
+                        uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
+                        size_t errlen)
 {
     char ttl[24];
     const char *args[2] = {owner, ttl};
+    int64_t cap = idx == SCRIPT_ACQUIRE_SHARED ? 50 : (int64_t)(ttl_ms / 3 > 0 ? ttl_ms / 3 : 1);
     int rc;
 
     snprintf(ttl, sizeof ttl, "%" PRIu64, ttl_ms);
@@ -471,7 +599,7 @@ static int redis_acquire(struct fl_backend *b, const char *name, char owner[FL_O
         int64_t t0 = fl_now_ms(), left, wait;
         long long v;
 
-        rc = run_script(b, SCRIPT_ACQUIRE, name, 2, args, &r, err, errlen);
+        rc = run_script(b, idx, name, 2, args, &r, err, errlen);
         if (rc != FL_OK)
             return rc;
         if (want_integer(b, r, err, errlen) < 0) {
@@ -488,12 +616,20 @@ static int redis_acquire(struct fl_backend *b, const char *name, char owner[FL_O
         }
         left = deadline_ms - fl_now_ms();
         if (left <= 0) {
+            if (idx == SCRIPT_ACQUIRE) {
+                redisReply *w = NULL;
+
+                if (run_script(b, SCRIPT_WITHDRAW, name, 1, args, &w, err, errlen) == FL_OK)
+                    freeReplyObject(w);
+            }
             snprintf(err, errlen, "lock '%s' is held by another owner", name);
             return FL_ERR_NOT_ACQUIRED;
         }
         /* -1 - PTTL: wake one ms after the holder's key expires at the
          * latest; a key without expiry (PTTL 0 here) is polled every 50 ms. */
         wait = v == -1 ? 50 : -1 - v + 1;
+        if (wait > cap)
+            wait = cap;
         if (wait > left)
             wait = left;
         if ((rc = wait_wake(b, name, wait, err, errlen)) != FL_OK)
@@ -501,11 +637,33 @@ static int redis_acquire(struct fl_backend *b, const char *name, char owner[FL_O
     }
 }
 
-/* Nothing is queued on Redis: a waiter only blocks on the wake list. */
+static int redis_acquire(struct fl_backend *b, const char *name, char owner[FL_OWNER_MAX + 1],
+                         uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
+                         size_t errlen)
+{
+    return acquire_with(b, SCRIPT_ACQUIRE, name, owner, ttl_ms, deadline_ms, g, err, errlen);
+}
+
+static int redis_acquire_shared(struct fl_backend *b, const char *name,
+                                char owner[FL_OWNER_MAX + 1], uint64_t ttl_ms,
+                                int64_t deadline_ms, struct fl_grant *g, char *err,
+                                size_t errlen)
+{
+    return acquire_with(b, SCRIPT_ACQUIRE_SHARED, name, owner, ttl_ms, deadline_ms, g, err,
+                        errlen);
+}
+
+/* Nothing is queued on Redis but a writer's waiting entry. */
 static int redis_cancel(struct fl_backend *b, const char *name, const char *owner, char *err,
                         size_t errlen)
 {
-    return FL_OK;
+    const char *args[1] = {owner};
+    redisReply *r = NULL;
+    int rc = run_script(b, SCRIPT_WITHDRAW, name, 1, args, &r, err, errlen);
+
+    if (r)
+        freeReplyObject(r);
+    return rc;
 }
 
 static int compare_and_act(struct fl_backend *b, int idx, const char *name, const char *owner,
@@ -550,6 +708,28 @@ static int redis_release(struct fl_backend *b, const char *name, const char *own
     return compare_and_act(b, SCRIPT_RELEASE, name, owner, NULL, err, errlen);
 }
 
+static int redis_renew_shared(struct fl_backend *b, const char *name, const char *owner,
+                              uint64_t ttl_ms, struct fl_grant *g, char *err, size_t errlen)
+{
+    int64_t t0 = fl_now_ms();
+    char ttl[24];
+    int rc;
+
+    snprintf(ttl, sizeof ttl, "%" PRIu64, ttl_ms);
+    rc = compare_and_act(b, SCRIPT_RENEW_SHARED, name, owner, ttl, err, errlen);
+    if (rc == FL_OK) {
+        g->ttl_ms = ttl_ms;
+        g->expiry_ms = t0 + (int64_t)ttl_ms;
+    }
+    return rc;
+}
+
+static int redis_release_shared(struct fl_backend *b, const char *name, const char *owner,
+                                char *err, size_t errlen)
+{
+    return compare_and_act(b, SCRIPT_RELEASE_SHARED, name, owner, NULL, err, errlen);
+}
+
 static int redis_status(struct fl_backend *b, const char *name, struct fl_lock_status *st,
                         char *err, size_t errlen)
 {
@@ -577,6 +757,7 @@ static int redis_status(struct fl_backend *b, const char *name, struct fl_lock_s
     if (o->len > 0) {
         st->held = 1;
         snprintf(st->owner, sizeof st->owner, "%.*s", (int)o->len, o->str);
+        snprintf(st->label, sizeof st->label, "%s", st->owner); /* Redis keeps the owner */
         st->ttl_ms = p->integer;
     }
     rc = FL_OK;
@@ -625,6 +806,9 @@ const struct fl_backend_ops fl_redis_ops = {
     .verify = redis_verify,
     .address = redis_address,
     .free = redis_free,
+    .acquire_shared = redis_acquire_shared,
+    .renew_shared = redis_renew_shared,
+    .release_shared = redis_release_shared,
 };
 
 /* ---- one node of a Redlock (fl_redis_internal.h) ---- */

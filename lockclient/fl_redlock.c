@@ -480,6 +480,7 @@ static int rl_status(struct fl_backend *b, const char *name, struct fl_lock_stat
             qsort(p, same, sizeof p[0], cmp_desc);
             out->held = 1;
             snprintf(out->owner, sizeof out->owner, "%s", st[i].owner);
+            snprintf(out->label, sizeof out->label, "%s", st[i].owner);
             out->ttl_ms = p[quorum(b) - 1];
         }
     }

@@ -876,6 +876,10 @@ static int zk_status(struct fl_backend *b, const char *name, struct fl_lock_stat
             } else if (i == 0) {
                 st->held = 1;
                 snprintf(st->owner, sizeof st->owner, "%s", v.data[0]);
+                /* The label is the guid the holder proposed: lock-<guid>-<seq>. */
+                if (child_seq(v.data[0]) >= 0 && strncmp(v.data[0], "lock-", 5) == 0)
+                    snprintf(st->label, sizeof st->label, "%.*s",
+                             (int)(strrchr(v.data[0], '-') - v.data[0] - 5), v.data[0] + 5);
                 st->token = (uint64_t)s.czxid;
             } else {
                 snprintf(st->waiter[i - 1].owner, sizeof st->waiter[i - 1].owner, "%s", v.data[i]);

@@ -48,3 +48,35 @@ fence_test(test_lock_redlock
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_redlock fencelock)
+# Leader election (elect, leader) on a real redis-server and a real etcd.
+fence_test(test_lock_elect
+  SOURCES lockclient/test_lock_elect.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_elect fencelock)
+# Read-write locks on a real redis-server (library and CLI processes).
+fence_test(test_lock_rw
+  SOURCES lockclient/test_lock_rw.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib pthread
+  TIMEOUT 120)
+add_dependencies(test_lock_rw fencelock)
+# Semaphores (slots NAME#i) on a real redis-server.
+fence_test(test_lock_sem
+  SOURCES lockclient/test_lock_sem.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_sem fencelock)
+# The patterns' token rules through the real fenceproxy (tokens from Redis).
+fence_test(test_lock_patterns_proxy
+  SOURCES lockclient/test_lock_patterns_proxy.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_lock_patterns_proxy fenceproxy)
+# The task-processing example (examples/taskqueue) with and without fenceproxy.
+fence_test(test_example_taskqueue
+  SOURCES lockclient/test_example_taskqueue.c lockclient/lock_fixture.c
+  LIBS fencetestsupport fencelock_lib
+  TIMEOUT 120)
+add_dependencies(test_example_taskqueue fencelock fenceproxy)
+target_compile_definitions(test_example_taskqueue PRIVATE
+  FENCE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
