@@ -1,7 +1,11 @@
 /* lock_fixture: see lock_fixture.h. */
 #include "lock_fixture.h"
 
+#include "fencelock.h"
+
+#include <criterion/criterion.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,4 +142,94 @@ int lf_redis_cmd(struct lf *f, char *const argv[], char *buf, size_t len)
 out:
     close(fd);
     return rc;
+}
+
+/* One contender's loop (a forked child; its exit status). */
+static int contender(const char *url, const char *name, const char *path, int rounds,
+                     uint64_t ttl_ms, uint64_t wait_ms, int hold_ms)
+{
+    struct fl_client *c = fl_client_new(url, NULL, 0);
+    int fd = open(path, O_WRONLY | O_APPEND);
+
+    if (c == NULL || fd < 0)
+        return 3;
+    for (int i = 0; i < rounds; i++) {
+        struct fl_lease *l = NULL;
+
+        if (fl_acquire(c, name, ttl_ms, wait_ms, &l) != FL_OK) {
+            fprintf(stderr, "contender %d: %s\n", (int)getpid(), fl_client_error(c));
+            return 4;
+        }
+        dprintf(fd, "B %" PRIu64 " %d\n", l->token, (int)getpid());
+        ts_sleep_ms(hold_ms);
+        dprintf(fd, "E %" PRIu64 " %d\n", l->token, (int)getpid());
+        if (fl_release(c, l) != FL_OK) {
+            fprintf(stderr, "contender %d: release: %s\n", (int)getpid(), fl_client_error(c));
+            return 5;
+        }
+        fl_lease_free(&l);
+    }
+    close(fd);
+    fl_client_free(&c);
+    return 0;
+}
+
+void lf_exclusion(const char *url, const char *dir, const char *name, int procs, int rounds,
+                  uint64_t ttl_ms, uint64_t wait_ms, int hold_ms, int timeout_ms)
+{
+    char path[1100], *text, *line, *save = NULL;
+    pid_t kids[64];
+    uint64_t last = 0, open_token = 0;
+    int fd, lines = 0, begins = 0, open_holder = 0;
+    long open_pid = 0;
+
+    cr_assert(procs > 0 && procs <= 64);
+    snprintf(path, sizeof path, "%s/journal", dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    for (int i = 0; i < procs; i++) {
+        kids[i] = fork();
+        cr_assert_geq(kids[i], 0);
+        if (kids[i] == 0)
+            _exit(contender(url, name, path, rounds, ttl_ms, wait_ms, hold_ms));
+    }
+    for (int i = 0; i < procs; i++) {
+        struct ts_proc p = {.pid = kids[i], .name = "contender"};
+        int st = -1;
+
+        if (ts_proc_wait(&p, timeout_ms, &st) < 0)
+            ts_proc_stop(&p, SIGKILL, 1000);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "contender %d failed: status %d", i, st);
+    }
+    text = ts_read_file(path, NULL);
+    cr_assert_not_null(text);
+    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char kind;
+        uint64_t tok;
+        long pid;
+
+        cr_assert_eq(sscanf(line, "%c %" SCNu64 " %ld", &kind, &tok, &pid), 3, "bad line '%s'",
+                     line);
+        lines++;
+        if (kind == 'B') {
+            begins++;
+            cr_assert(!open_holder, "two holders at once: token %" PRIu64 " began inside %" PRIu64,
+                      tok, open_token);
+            cr_assert_gt(tok, last, "token %" PRIu64 " not above %" PRIu64, tok, last);
+            last = tok;
+            open_holder = 1;
+            open_token = tok;
+            open_pid = pid;
+        } else {
+            cr_assert(open_holder && tok == open_token && pid == open_pid,
+                      "end %" PRIu64 " without matching begin", tok);
+            open_holder = 0;
+        }
+    }
+    /* Every acquisition began once, each with a token above the one before
+     * (checked above): procs * rounds distinct, strictly increasing tokens. */
+    cr_expect_eq(lines, 2 * procs * rounds);
+    cr_expect_eq(begins, procs * rounds, "every acquisition holds its own token");
+    free(text);
 }

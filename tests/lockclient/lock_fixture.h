@@ -5,6 +5,7 @@
 #define LOCK_FIXTURE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ts_proc.h"
 
@@ -36,6 +37,16 @@ int lf_cli(struct lf *f, char *const args[], char *const env[], char *out, size_
 /* Sends one RESP command (argv, NULL-terminated) to redis and returns the
  * first reply line in buf ("+OK", ":1", "$-1", ...). 0 / -1. */
 int lf_redis_cmd(struct lf *f, char *const argv[], char *buf, size_t len);
+
+/* Mutual exclusion under contention, on any backend: forks procs processes
+ * that each take lock name at url rounds times (ttl_ms, waiting up to
+ * wait_ms), log "B token pid" on entry and "E token pid" on exit to a
+ * journal in dir around a hold of hold_ms, and release; then asserts that
+ * every process succeeded (within timeout_ms each), that no entry fell
+ * inside another hold, that tokens rose strictly in order of entry, and that
+ * every acquisition is in the journal. */
+void lf_exclusion(const char *url, const char *dir, const char *name, int procs, int rounds,
+                  uint64_t ttl_ms, uint64_t wait_ms, int hold_ms, int timeout_ms);
 
 /* Assert that dumps the redis log first, so a failure shows the server side. */
 #define lf_assert(f, cond, ...)                                                                    \

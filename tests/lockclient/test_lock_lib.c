@@ -338,94 +338,9 @@ Test(locklib, wait_retries_until_holder_expires)
     fl_client_free(&c);
 }
 
-/* Each child takes the lock many times and, while holding it, appends
- * "B token pid" and "E token pid" to a shared file with a pause between. */
-static int contender(const char *url, const char *path, int rounds)
-{
-    struct fl_client *c = fl_client_new(url, NULL, 0);
-    int fd = open(path, O_WRONLY | O_APPEND);
-
-    if (c == NULL || fd < 0)
-        return 3;
-    for (int i = 0; i < rounds; i++) {
-        struct fl_lease *l = NULL;
-        int rc = fl_acquire(c, "/objects/shared", 10000, 20000, &l);
-
-        if (rc != FL_OK) {
-            fprintf(stderr, "contender %d: %s\n", (int)getpid(), fl_client_error(c));
-            return 4;
-        }
-        dprintf(fd, "B %" PRIu64 " %d\n", l->token, (int)getpid());
-        ts_sleep_ms(1);
-        dprintf(fd, "E %" PRIu64 " %d\n", l->token, (int)getpid());
-        if (fl_release(c, l) != FL_OK)
-            return 5;
-        fl_lease_free(&l);
-    }
-    close(fd);
-    fl_client_free(&c);
-    return 0;
-}
-
 Test(locklib, mutual_exclusion_under_contention)
 {
-    enum { PROCS = 6, ROUNDS = 40 };
-    char path[1100], *text, *line, *save = NULL;
-    pid_t kids[PROCS];
-    uint64_t last = 0;
-    int fd, lines = 0, begins = 0, open_holder = 0;
-    uint64_t open_token = 0;
-    long open_pid = 0;
-
-    snprintf(path, sizeof path, "%s/journal", F.dir);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    cr_assert_geq(fd, 0);
-    close(fd);
-    for (int i = 0; i < PROCS; i++) {
-        kids[i] = fork();
-        cr_assert_geq(kids[i], 0);
-        if (kids[i] == 0)
-            _exit(contender(F.url, path, ROUNDS));
-    }
-    for (int i = 0; i < PROCS; i++) {
-        struct ts_proc p = {.pid = kids[i], .name = "contender"};
-        int st = -1;
-
-        if (ts_proc_wait(&p, 60000, &st) < 0)
-            ts_proc_stop(&p, SIGKILL, 1000);
-        lf_assert(&F, WIFEXITED(st) && WEXITSTATUS(st) == 0, "contender %d failed: status %d", i,
-                  st);
-    }
-    text = ts_read_file(path, NULL);
-    cr_assert_not_null(text);
-    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char kind;
-        uint64_t tok;
-        long pid;
-
-        cr_assert_eq(sscanf(line, "%c %" SCNu64 " %ld", &kind, &tok, &pid), 3, "bad line '%s'",
-                     line);
-        lines++;
-        if (kind == 'B') {
-            begins++;
-            cr_assert(!open_holder, "two holders at once: token %" PRIu64 " began inside %" PRIu64,
-                      tok, open_token);
-            cr_assert_gt(tok, last, "token %" PRIu64 " not above %" PRIu64, tok, last);
-            last = tok;
-            open_holder = 1;
-            open_token = tok;
-            open_pid = pid;
-        } else {
-            cr_assert(open_holder && tok == open_token && pid == open_pid,
-                      "end %" PRIu64 " without matching begin", tok);
-            open_holder = 0;
-        }
-    }
-    /* Every acquisition began once, each with a token above the one before
-     * (checked above): PROCS * ROUNDS distinct, strictly increasing tokens. */
-    cr_expect_eq(lines, 2 * PROCS * ROUNDS);
-    cr_expect_eq(begins, PROCS * ROUNDS, "every acquisition holds its own token");
-    free(text);
+    lf_exclusion(F.url, F.dir, "/objects/shared", 6, 40, 10000, 20000, 1, 60000);
 }
 
 Test(locklib, unreachable_backend_is_reported_with_address)

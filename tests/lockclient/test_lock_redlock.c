@@ -111,84 +111,11 @@ static void node_get(int i, const char *key, char *buf, size_t len)
     }
 }
 
-static int contender(const char *path, int rounds)
-{
-    struct fl_client *c = fl_client_new(URL, NULL, 0);
-    int fd = open(path, O_WRONLY | O_APPEND);
-
-    if (c == NULL || fd < 0)
-        return 3;
-    for (int i = 0; i < rounds; i++) {
-        struct fl_lease *l = NULL;
-
-        if (fl_acquire(c, "/objects/shared", 5000, 30000, &l) != FL_OK) {
-            fprintf(stderr, "contender %d: %s\n", (int)getpid(), fl_client_error(c));
-            return 4;
-        }
-        dprintf(fd, "B %" PRIu64 " %d\n", l->token, (int)getpid());
-        ts_sleep_ms(2);
-        dprintf(fd, "E %" PRIu64 " %d\n", l->token, (int)getpid());
-        if (fl_release(c, l) != FL_OK) {
-            fprintf(stderr, "contender %d: release: %s\n", (int)getpid(), fl_client_error(c));
-            return 5;
-        }
-        fl_lease_free(&l);
-    }
-    close(fd);
-    fl_client_free(&c);
-    return 0;
-}
-
-/* Runs PROCS contenders and checks the journal: never two holders at once,
- * every token above the one before. */
+/* Runs procs contenders over the five nodes and checks the journal:
+ * never two holders at once, every token above the one before. */
 static void contend(int procs, int rounds)
 {
-    char path[1100], *text, *line, *save = NULL;
-    pid_t kids[16];
-    uint64_t last = 0, open_token = 0;
-    int fd, lines = 0, open_holder = 0;
-
-    snprintf(path, sizeof path, "%s/journal", R[0].dir);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    cr_assert_geq(fd, 0);
-    close(fd);
-    for (int i = 0; i < procs; i++) {
-        kids[i] = fork();
-        cr_assert_geq(kids[i], 0);
-        if (kids[i] == 0)
-            _exit(contender(path, rounds));
-    }
-    for (int i = 0; i < procs; i++) {
-        struct ts_proc p = {.pid = kids[i], .name = "contender"};
-        int st = -1;
-
-        if (ts_proc_wait(&p, 40000, &st) < 0)
-            ts_proc_stop(&p, SIGKILL, 1000);
-        rl_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "contender %d failed: status %d", i, st);
-    }
-    text = ts_read_file(path, NULL);
-    cr_assert_not_null(text);
-    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char kind;
-        uint64_t tok;
-        long pid;
-
-        cr_assert_eq(sscanf(line, "%c %" SCNu64 " %ld", &kind, &tok, &pid), 3);
-        lines++;
-        if (kind == 'B') {
-            cr_assert(!open_holder, "two holders: %" PRIu64 " began inside %" PRIu64, tok,
-                      open_token);
-            cr_assert_gt(tok, last, "token %" PRIu64 " not above %" PRIu64, tok, last);
-            last = tok;
-            open_holder = 1;
-            open_token = tok;
-        } else {
-            cr_assert(open_holder && tok == open_token, "end %" PRIu64 " without begin", tok);
-            open_holder = 0;
-        }
-    }
-    cr_expect_eq(lines, 2 * procs * rounds);
-    free(text);
+    lf_exclusion(URL, R[0].dir, "/objects/shared", procs, rounds, 5000, 30000, 2, 45000);
 }
 
 Test(redlock, mutual_exclusion_under_contention_tokens_strictly_rise)

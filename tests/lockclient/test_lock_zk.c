@@ -109,81 +109,9 @@ static void wait_waiters(struct fl_client *c, const char *name, size_t n)
     cr_assert_fail("%zu waiters, want %zu", st.waiters, n);
 }
 
-static int contender(const char *url, const char *path, int rounds)
-{
-    struct fl_client *c = fl_client_new(url, NULL, 0);
-    int fd = open(path, O_WRONLY | O_APPEND);
-
-    if (c == NULL || fd < 0)
-        return 3;
-    for (int i = 0; i < rounds; i++) {
-        struct fl_lease *l = NULL;
-
-        if (fl_acquire(c, "/objects/shared", 5000, 30000, &l) != FL_OK) {
-            fprintf(stderr, "contender %d: %s\n", (int)getpid(), fl_client_error(c));
-            return 4;
-        }
-        dprintf(fd, "B %" PRIu64 " %d\n", l->token, (int)getpid());
-        ts_sleep_ms(2);
-        dprintf(fd, "E %" PRIu64 " %d\n", l->token, (int)getpid());
-        if (fl_release(c, l) != FL_OK)
-            return 5;
-        fl_lease_free(&l);
-    }
-    close(fd);
-    fl_client_free(&c);
-    return 0;
-}
-
 Test(lockzk, mutual_exclusion_tokens_rise_in_order_of_entry)
 {
-    enum { PROCS = 5, ROUNDS = 8 };
-    char path[1100], *text, *line, *save = NULL;
-    pid_t kids[PROCS];
-    uint64_t last = 0, open_token = 0;
-    int fd, lines = 0, open_holder = 0;
-
-    snprintf(path, sizeof path, "%s/journal", F.dir);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    cr_assert_geq(fd, 0);
-    close(fd);
-    for (int i = 0; i < PROCS; i++) {
-        kids[i] = fork();
-        cr_assert_geq(kids[i], 0);
-        if (kids[i] == 0)
-            _exit(contender(ZURL, path, ROUNDS));
-    }
-    for (int i = 0; i < PROCS; i++) {
-        struct ts_proc p = {.pid = kids[i], .name = "contender"};
-        int st = -1;
-
-        if (ts_proc_wait(&p, 45000, &st) < 0)
-            ts_proc_stop(&p, SIGKILL, 1000);
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "contender %d failed: status %d", i, st);
-    }
-    text = ts_read_file(path, NULL);
-    cr_assert_not_null(text);
-    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        char kind;
-        uint64_t tok;
-        long pid;
-
-        cr_assert_eq(sscanf(line, "%c %" SCNu64 " %ld", &kind, &tok, &pid), 3);
-        lines++;
-        if (kind == 'B') {
-            cr_assert(!open_holder, "two holders: %" PRIu64 " began inside %" PRIu64, tok,
-                      open_token);
-            cr_assert_gt(tok, last, "token %" PRIu64 " not above %" PRIu64, tok, last);
-            last = tok;
-            open_holder = 1;
-            open_token = tok;
-        } else {
-            cr_assert(open_holder && tok == open_token, "end %" PRIu64 " without begin", tok);
-            open_holder = 0;
-        }
-    }
-    cr_expect_eq(lines, 2 * PROCS * ROUNDS);
-    free(text);
+    lf_exclusion(ZURL, F.dir, "/objects/shared", 5, 8, 5000, 30000, 2, 45000);
 }
 
 struct fifo_arg {
