@@ -1162,6 +1162,11 @@ struct px_config *px_config_load(const char *path, char *err, size_t errlen)
             fail(&ld, 0, "out of memory");
         }
     }
+    if (!ld.failed) {
+        /* Derived once here, read on every request. */
+        cfg->token_header_len = strlen(cfg->token_header);
+        cfg->access_log_json = strcmp(cfg->access_log_format, "json") == 0;
+    }
 out:
     if (ld.fp != NULL)
         fclose(ld.fp);

@@ -74,6 +74,8 @@ struct px_config {
     struct pol_routes *routes;    /* owned */
     /* "FILE:LINE: warning: ...\n" lines (escaped), or NULL; owned. */
     char *warnings;
+    size_t token_header_len;      /* derived: strlen(token_header) */
+    int access_log_json;          /* derived: access_log_format is json */
     unsigned refs;                /* holders (px_config_hold); not configuration */
 };
 

@@ -337,7 +337,7 @@ static void report_of(const struct px_conn *c, const struct px_req *r, int statu
     x->peer = c->peer;
     x->subject = c->ctx->client_tr->ops->subject(c->bev);
     x->token_field = r != NULL ? r->cfg->token_header : c->ctx->cfg->token_header;
-    x->json = strcmp((r != NULL ? r->cfg : c->ctx->cfg)->access_log_format, "json") == 0;
+    x->json = (r != NULL ? r->cfg : c->ctx->cfg)->access_log_json;
     x->request_id = "";
     x->status = status;
     x->bytes = bytes;
@@ -695,7 +695,7 @@ static int write_request_head(struct px_conn *c, struct px_req *r)
     memset(&rq, 0, sizeof(rq));
     rq.h = &r->h;
     rq.token_field = r->cfg->token_header;
-    rq.token_field_len = strlen(r->cfg->token_header);
+    rq.token_field_len = r->cfg->token_header_len;
     rq.token_checked = r->n_gates > 0; /* every gate passed: forwarding now */
     rq.token = r->n_gates > 0 ? r->gates[0].dec->token : 0;
     rq.peer_ip = c->peer_ip;
@@ -1025,7 +1025,7 @@ static int classify(struct px_conn *c, const char *path, size_t len, char **buf,
 {
     struct px_req *r = c->req;
     const struct px_config *cfg = r->cfg;
-    size_t tlen = strlen(cfg->token_header);
+    size_t tlen = cfg->token_header_len;
     struct pol_facts facts;
     size_t cap = 3 * len + 1; /* a byte may be re-written as %XX */
 

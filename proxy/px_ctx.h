@@ -78,7 +78,6 @@ struct px_ctx {
     struct {                         /* libevent common timeouts: O(1) timers */
         struct timeval header, idle, upstream, connect, linger, expect, queue;
     } tv;
-    size_t token_header_len;
     char upstream_origin[320];       /* "http://host:port", for Location */
     size_t upstream_origin_len;
 };

@@ -285,7 +285,6 @@ static void apply_limits(struct px_ctx *ctx, const struct px_config *cfg)
     ctx->lim.max_fields = 100;
     ctx->rlim = ctx->lim;
     ctx->rlim.max_head = cfg->max_response_header_bytes;
-    ctx->token_header_len = strlen(cfg->token_header);
     snprintf(ctx->upstream_origin, sizeof(ctx->upstream_origin), "%s://%s:%d",
              cfg->upstream_tls ? "https" : "http", cfg->upstream_host, cfg->upstream_port);
     ctx->upstream_origin_len = strlen(ctx->upstream_origin);
