@@ -48,6 +48,16 @@ int lf_redis_cmd(struct lf *f, char *const argv[], char *buf, size_t len);
 void lf_exclusion(const char *url, const char *dir, const char *name, int procs, int rounds,
                   uint64_t ttl_ms, uint64_t wait_ms, int hold_ms, int timeout_ms);
 
+/* Waits until lock name has n waiters (bounded: 5 s), or fails the test. */
+struct fl_client;
+void lf_wait_waiters(struct fl_client *c, const char *name, size_t n);
+
+/* First come, first served on a queue backend (etcd, ZooKeeper): a holder,
+ * four waiters queued one after another; status (the library's and the
+ * CLI's, run with f's dir) lists the holder then the waiters in order with
+ * rising tokens, and the lock is handed over in that order. */
+void lf_fifo_handover(struct lf *f, const char *url);
+
 /* Assert that dumps the redis log first, so a failure shows the server side. */
 #define lf_assert(f, cond, ...)                                                                    \
     do {                                                                                           \

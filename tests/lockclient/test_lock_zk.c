@@ -93,96 +93,14 @@ static char OUT[4096], ERR[4096];
     lf_cli(&F, (char *[]){"--backend", ZURL, __VA_ARGS__, NULL}, NULL, OUT, sizeof OUT, ERR,       \
            sizeof ERR, 20000)
 
-/* Waits until name has n waiters (bounded). */
-static void wait_waiters(struct fl_client *c, const char *name, size_t n)
-{
-    struct fl_lock_status st;
-    int64_t t0 = fl_now_ms();
-
-    memset(&st, 0, sizeof st);
-    while (fl_now_ms() - t0 < 5000) {
-        cr_assert_eq(fl_status(c, name, &st), FL_OK, "%s", fl_client_error(c));
-        if (st.waiters == n)
-            return;
-        ts_sleep_ms(5);
-    }
-    cr_assert_fail("%zu waiters, want %zu", st.waiters, n);
-}
-
 Test(lockzk, mutual_exclusion_tokens_rise_in_order_of_entry)
 {
     lf_exclusion(ZURL, F.dir, "/objects/shared", 5, 8, 5000, 30000, 2, 45000);
 }
 
-struct fifo_arg {
-    const char *url;
-    int idx;
-    int *order; /* shared, under mu */
-    int *n;
-    pthread_mutex_t *mu;
-    int rc;
-};
-
-static void *fifo_waiter(void *arg)
-{
-    struct fifo_arg *a = arg;
-    struct fl_client *c = fl_client_new(a->url, NULL, 0);
-    struct fl_lease *l = NULL;
-
-    a->rc = c ? fl_acquire(c, "F", 5000, 15000, &l) : FL_ERR_INTERNAL;
-    if (a->rc == FL_OK) {
-        pthread_mutex_lock(a->mu);
-        a->order[(*a->n)++] = a->idx;
-        pthread_mutex_unlock(a->mu);
-        ts_sleep_ms(20);
-        fl_release(c, l);
-    }
-    fl_lease_free(&l);
-    fl_client_free(&c);
-    return NULL;
-}
-
 Test(lockzk, fifo_hand_over_and_status_lists_waiters_in_order)
 {
-    enum { W = 4 };
-    struct fl_client *c = client();
-    struct fl_lease *h = NULL;
-    struct fifo_arg a[W];
-    pthread_t t[W];
-    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    struct fl_lock_status st;
-    int order[W], n = 0;
-    char want[256];
-
-    cr_assert_eq(fl_acquire(c, "F", 10000, 0, &h), FL_OK, "%s", fl_client_error(c));
-    for (int i = 0; i < W; i++) {
-        a[i] = (struct fifo_arg){.url = ZURL, .idx = i, .order = order, .n = &n, .mu = &mu};
-        cr_assert_eq(pthread_create(&t[i], NULL, fifo_waiter, &a[i]), 0);
-        wait_waiters(c, "F", (size_t)i + 1);
-    }
-    cr_assert_eq(fl_status(c, "F", &st), FL_OK);
-    cr_expect_eq(st.held, 1);
-    cr_expect_str_eq(st.owner, h->owner);
-    cr_expect_eq(st.token, h->token);
-    for (int i = 0; i < W; i++)
-        cr_expect_gt(st.waiter[i].token, i ? st.waiter[i - 1].token : h->token);
-    /* The CLI prints the same: holder first, then the waiters in order. */
-    cr_assert_eq(CLI("status", "F"), 0, "%s", ERR);
-    snprintf(want, sizeof want, "held owner=%s ttl_ms=", h->owner);
-    cr_expect(strncmp(OUT, want, strlen(want)) == 0, "status: %s", OUT);
-    snprintf(want, sizeof want, "\nwaiting owner=%s token=%" PRIu64 "\n", st.waiter[0].owner,
-             st.waiter[0].token);
-    cr_expect(strstr(OUT, want) != NULL, "status: %s", OUT);
-    cr_assert_eq(fl_release(c, h), FL_OK);
-    for (int i = 0; i < W; i++) {
-        pthread_join(t[i], NULL);
-        cr_expect_eq(a[i].rc, FL_OK, "waiter %d: %s", i, fl_strerror(a[i].rc));
-    }
-    cr_assert_eq(n, W);
-    for (int i = 0; i < W; i++)
-        cr_expect_eq(order[i], i, "hand-over %d went to waiter %d", i, order[i]);
-    fl_lease_free(&h);
-    fl_client_free(&c);
+    lf_fifo_handover(&F, ZURL);
 }
 
 struct bg_acquire {
@@ -217,7 +135,7 @@ Test(lockzk, verify_holder_waiter_released_and_unknown)
 
     cr_assert_eq(fl_acquire(c, "V", 10000, 0, &h), FL_OK, "%s", fl_client_error(c));
     cr_assert_eq(pthread_create(&t, NULL, bg_acquire_main, &w), 0);
-    wait_waiters(c, "V", 1);
+    lf_wait_waiters(c, "V", 1);
     cr_assert_eq(fl_status(c, "V", &st), FL_OK);
     wt = st.waiter[0].token;
     cr_assert_eq(fl_verify(c, "V", h->token, &cur), FL_OK, "%s", fl_client_error(c));
