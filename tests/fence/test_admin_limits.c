@@ -79,6 +79,8 @@ static int connect_to(int port)
 
 /* Reads fd until EOF or timeout_ms; returns 1 at EOF (closed by the peer),
  * 0 on timeout. The first bytes go into out (cap), NUL-terminated. */
+static int last_reset; /* wait_eof's last read failed with ECONNRESET */
+
 static int wait_eof(int fd, int timeout_ms, char *out, size_t cap)
 {
     int64_t end = now_ms() + timeout_ms;
@@ -86,14 +88,17 @@ static int wait_eof(int fd, int timeout_ms, char *out, size_t cap)
 
     if (cap > 0)
         out[0] = '\0';
+    last_reset = 0;
     while (now_ms() < end) {
         struct pollfd p = {fd, POLLIN, 0};
         char buf[512];
         if (poll(&p, 1, (int)(end - now_ms())) <= 0)
             continue;
         ssize_t k = read(fd, buf, sizeof buf);
-        if (k <= 0)
+        if (k <= 0) {
+            last_reset = k < 0 && errno == ECONNRESET;
             return 1;
+        }
         if (n + 1 < cap) {
             size_t c = (size_t)k < cap - 1 - n ? (size_t)k : cap - 1 - n;
             memcpy(out + n, buf, c);
@@ -165,7 +170,11 @@ static int reap(int *refused, int *at_deadline)
         struct pollfd p = {fds[i], POLLIN, 0};
         if (fds[i] < 0 || poll(&p, 1, 0) != 1)
             continue;
-        if (wait_eof(fds[i], 2000, buf, sizeof buf) && strncmp(buf, "HTTP/1.1 503", 12) == 0)
+        /* A refusal is the 503 and a close; a reset before anything was
+         * read is one too: the client's byte can reach the closed socket
+         * after the 503, and the kernel's reset then discards the 503. */
+        if (wait_eof(fds[i], 2000, buf, sizeof buf) &&
+            (strncmp(buf, "HTTP/1.1 503", 12) == 0 || (last_reset && buf[0] == '\0')))
             (*refused)++;
         else if (now_ms() >= t_conn[i] + PX_ADMIN_HEAD_MS - 300)
             (*at_deadline)++;
@@ -191,9 +200,10 @@ Test(admin_limits, slow_admin_connections_closed_at_the_head_deadline, .fini = t
         cr_assert_eq(send(fds[nfds], "G", 1, MSG_NOSIGNAL), 1);
     }
     /* Over the limit: 503 and closed at once (the backlog drains in a
-     * moment). */
+     * moment, several seconds on a loaded machine under ASan: reap() tells
+     * the held ones' deadline closes apart from early ones). */
     int64_t tr = now_ms();
-    while (now_ms() - tr < 3000 && refused < 1100 - PX_ADMIN_MAX_CONNS) {
+    while (now_ms() - tr < 10000 && refused < 1100 - PX_ADMIN_MAX_CONNS) {
         cr_assert_eq(reap(&refused, &closed), 0, "closed without a 503 before the deadline");
         usleep(50 * 1000);
     }
@@ -204,7 +214,9 @@ Test(admin_limits, slow_admin_connections_closed_at_the_head_deadline, .fini = t
     for (int i = 0; i < nfds; i++)
         if (fds[i] >= 0 && t_conn[i] < first)
             first = t_conn[i];
-    for (int round = 0; now_ms() < first + PX_ADMIN_HEAD_MS - 500; round++) {
+    for (int round = 0;
+         round == 0 || (first != INT64_MAX && now_ms() < first + PX_ADMIN_HEAD_MS - 500);
+         round++) {
         cr_assert_eq(get_ok(px.port, "/objects/a"), 200, "data plane, round %d", round);
         cr_assert_eq(reap(&refused, &closed), 0,
                      "a slow connection was closed before the deadline");
@@ -231,7 +243,7 @@ Test(admin_limits, slow_admin_connections_closed_at_the_head_deadline, .fini = t
         fds[i] = -1;
     }
     cr_expect_eq(closed, held);
-    fprintf(stderr, "slow admin: %d refused with 503, %d held and closed by %lld ms\n", refused,
+    fprintf(stderr, "slow admin: %d refused (503, or a reset that ate it), %d held and closed by %lld ms\n", refused,
             closed, (long long)(now_ms() - t0));
     cr_expect_eq(get_ok(px.admin_port, "/healthz"), 200, "the admin answers again");
 }
