@@ -56,6 +56,10 @@ struct px_config {
     char *store_prefix;           /* etcd: "/fence/" */
     uint64_t store_lease_ttl_ms;  /* etcd: 10 s, the proxy's lease (ownership) */
     uint64_t store_max_txn_ops;   /* etcd: 128 (etcd's --max-txn-ops) */
+    uint64_t store_margin_ms;     /* etcd: 2 s, self-fencing and lock-delay margin */
+    uint64_t store_handover_wait_ms; /* etcd: 5 s, wait for another proxy's resource */
+    uint64_t store_handover_poll_ms; /* etcd: 50 ms */
+    uint64_t store_own_idle_ms;   /* etcd: 30 s, idle owned resources are given up */
     uint64_t store_timeout_ms;    /* etcd: 2 s per request */
     /* [audit] */
     char *audit_path;             /* NULL: audit off */

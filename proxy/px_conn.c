@@ -134,6 +134,7 @@ struct px_req {
     struct px_body body;  /* the request body, client to upstream */
     int expect_wait;      /* the body waits for the upstream's 100 Continue */
     int preempted;        /* a higher token was admitted meanwhile (S3) */
+    int lapsed;           /* this proxy's ownership of a resource lapsed or was lost */
     int sent_100;         /* a 100 Continue went to the client */
     int status;
     uint64_t bytes_out;      /* a local response's body bytes */
@@ -183,6 +184,7 @@ static void fence_decided(struct px_conn *c);
 static void flush_all(struct px_conn *c);
 static void start_body(struct px_conn *c);
 static void preempt(struct px_conn *c);
+static void abort_lapsed(struct px_conn *c);
 static void forward(struct px_conn *c);
 
 /* Performs every state change and checks it against the table: an illegal
@@ -498,6 +500,12 @@ static int pump_request_body(struct px_conn *c)
 
     if (r->body.done || c->paused_client || r->expect_wait || !px_uclient_active(&r->uc))
         return 0;
+    if (r->n_gates > 0 && px_fence_lapsed(c->ctx->fence)) {
+        /* Self-fencing: not one more body byte once ownership may have
+         * lapsed (a pause, SIGSTOP, can end with client bytes waiting). */
+        abort_lapsed(c);
+        return 0;
+    }
     out = px_uclient_output(&r->uc);
     st = px_body_relay(&r->body, in, out, PX_BUF_HIGH);
     px_stats_add(PX_ST_BYTES_IN, r->body.wire - before);
@@ -736,6 +744,14 @@ static void forward(struct px_conn *c)
     ucfg.high = PX_BUF_HIGH;
     ucfg.low = PX_BUF_LOW;
     ucfg.head_request = r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4);
+    if (r->n_gates > 0 && px_fence_lapsed(ctx->fence)) {
+        /* Admitted, then ownership lapsed before anything went upstream. */
+        release_fence(c);
+        px_report_outcome(r->route_idx, PX_OUT_OWNERSHIP_LAPSED);
+        audit(c, r->gates[0].dec, "ownership_lapsed", 0);
+        respond_text(c, 503, "ownership lapsed", 1);
+        return;
+    }
     if (r->pool == NULL)
         r->pool = ctx->upool; /* a reload's new pool serves the next requests */
     rc = px_uclient_start(&r->uc, r->pool, &ucfg, &uc_cbs, c, r->queue_ready ? &r->qw : NULL);
@@ -832,7 +848,38 @@ static void fence_preempt_cb(struct px_fence_ticket *t, void *arg)
     struct px_conn *c = arg;
 
     c->req->preempted = 1;
+    if (t->lapsed)
+        c->req->lapsed = 1;
     event_active(c->kick, EV_TIMEOUT, 0);
+}
+
+/* Self-fencing (several proxies): this proxy's ownership of a resource the
+ * request writes may have lapsed, so another proxy may own it now. Unless
+ * the store already answered (the request is done there), the upstream
+ * connection is closed whatever it received, so nothing more of it reaches
+ * the storage; a request whose whole body went out may still be applied
+ * there within upstream_timeout, which the next owner's lock-delay waits
+ * out (docs/safety.md, "Several proxies"). */
+static void abort_lapsed(struct px_conn *c)
+{
+    struct px_req *r = c->req;
+    struct px_gate *g = &r->gates[0];
+
+    r->lapsed = 0;
+    if (r->uc.started)
+        return; /* answered: done at the store */
+    px_uclient_finish(&r->uc, 0);
+    release_fence(c);
+    px_clog_warn(c->id, c->peer, "ownership lapsed: aborting %.*s %.*s (token %" PRIu64 ")",
+                 (int)r->h.method_len, r->h.method, (int)r->h.target_len, r->h.target,
+                 g->dec->token);
+    if (c->upload_deadline) {
+        set_client_read_timeout(c, 0);
+        c->upload_deadline = 0;
+    }
+    px_report_outcome(r->route_idx, PX_OUT_OWNERSHIP_LAPSED);
+    audit(c, g->dec, "ownership_lapsed", 0);
+    respond_text(c, 503, "ownership lapsed", 1);
 }
 
 /* S3 with preemption: a stale request still sending its body never
@@ -849,6 +896,10 @@ static void preempt(struct px_conn *c)
     uint64_t highest = 0;
 
     r->preempted = 0;
+    if (r->lapsed) {
+        abort_lapsed(c);
+        return;
+    }
     if (r->body.done)
         return; /* the store has the whole request: its answer is waited for */
     for (unsigned i = 0; i < r->n_gates; i++)
@@ -913,6 +964,24 @@ static void fence_decided(struct px_conn *c)
             px_report_outcome(r->route_idx, PX_OUT_LOCK_BACKEND_FAILED);
             audit(c, g->dec, "lock_backend_unavailable", 0);
             respond_text(c, 503, "lock backend unavailable", 1);
+            break;
+        }
+        if (g->ticket.busy) {
+            /* Another proxy owns the resource and did not hand it over
+             * within handover_wait. */
+            px_report_outcome(r->route_idx, PX_OUT_HANDOVER_TIMEOUT);
+            audit(c, g->dec, "handover_timeout", 0);
+            px_clog_warn(c->id, c->peer, "resource %.*s is owned by another proxy: no "
+                         "hand-over within handover_wait", (int)g->dec->resource_len,
+                         g->dec->resource);
+            respond_local(c, 503, "text/plain", "Retry-After: 1\r\n",
+                          "resource owned by another proxy\n", 32, 1);
+            break;
+        }
+        if (px_fence_lapsed(c->ctx->fence)) {
+            px_report_outcome(r->route_idx, PX_OUT_OWNERSHIP_LAPSED);
+            audit(c, g->dec, "ownership_lapsed", 0);
+            respond_text(c, 503, "ownership lapsed", 1);
             break;
         }
         if (g->ticket.full) {

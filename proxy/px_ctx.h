@@ -62,6 +62,7 @@ struct px_ctx {
     struct px_admin *admin;          /* NULL when admin_listen = off */
     struct event *sig_int, *sig_term, *sig_hup, *sig_usr1;
     struct event *grace_timer;
+    struct event *sweep_timer;   /* px_fence_sweep every 100 ms */
     struct px_conn_set *conns;       /* owned by px_conn (px_conn_set_new) */
     /* Called by px_conn when its last connection is gone (a draining
      * server stops then). Set by px_server. */

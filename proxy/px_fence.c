@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fc_hmap.h"
 #include "st_store.h"
@@ -52,6 +53,9 @@ struct px_fence_res {
     struct ticket_list verifying; /* waiting for the lock backend's verdict */
     struct ticket_list held;    /* admitted while a set was pending */
     struct set_op *set;         /* an operator reset under way, or NULL */
+    uint64_t gen;               /* the store's ownership generation when loaded */
+    int releasing;              /* ownership being given up: 1 draining, 2 submitted */
+    int64_t used_ms;            /* last admission (idle release) */
     unsigned pending;           /* store calls whose callback has not run */
     int in_idle;                /* on the fence's idle list */
     TAILQ_ENTRY(px_fence_res) idle_link;
@@ -66,7 +70,18 @@ struct px_fence {
     size_t max_res;                  /* cached resources before idle ones go */
     TAILQ_HEAD(, px_fence_res) idle; /* evictable, least recently used first */
     TAILQ_HEAD(, vjob) vjobs;        /* checks under way */
+    int64_t own_idle_ms;             /* release an owned idle resource after; 0 never */
 };
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_ask(void *arg, const char *key, size_t klen);
 
 struct px_fence *px_fence_new(struct st_store *store)
 {
@@ -81,6 +96,7 @@ struct px_fence *px_fence_new(struct st_store *store)
     f->table = fc_hmap_new(1024);
     if (f->table == NULL)
         goto fail;
+    st_store_set_ask_hook(store, on_ask, f);
     return f;
 fail:
     px_fence_free(f);
@@ -95,8 +111,15 @@ void px_fence_free(struct px_fence *f)
         TAILQ_REMOVE(&f->vjobs, j, link);
         free(j);
     }
+    if (f->store != NULL)
+        st_store_set_ask_hook(f->store, NULL, NULL);
     for (struct fc_hmap_node *n; f->table != NULL && (n = fc_hmap_pop(f->table)) != NULL;) {
         struct px_fence_res *r = FC_HMAP_ENTRY(n, struct px_fence_res, node);
+        /* A clean stop: what has nothing in flight is given up cleanly (its
+         * next owner need not wait the lock-delay); the rest goes with the
+         * lease when the store closes. */
+        if (f->store != NULL && r->loaded && r->active == 0)
+            st_store_release(f->store, r->key, r->klen, NULL, NULL);
         free(r->set);
         free(r);
     }
@@ -140,12 +163,13 @@ static struct px_fence_res *res_get(struct px_fence *f, const char *key, size_t 
  * the cache and loaded again later from the store, which has that highest. */
 static int res_idle(const struct px_fence_res *r)
 {
-    return r->loaded && !r->reading && r->pending == 0 && r->active == 0 &&
+    return r->loaded && !r->reading && !r->releasing && r->pending == 0 && r->active == 0 &&
            r->durable == r->highest && TAILQ_EMPTY(&r->loading) && TAILQ_EMPTY(&r->waiting) &&
            TAILQ_EMPTY(&r->verifying) && TAILQ_EMPTY(&r->held) && r->set == NULL;
 }
 
 static void try_set(struct px_fence_res *r);
+static void try_release(struct px_fence_res *r);
 
 /* Keeps r's place on the idle list right after any change to r, then drops
  * the least recently used idle entries while the cache is over its size.
@@ -157,6 +181,8 @@ static void res_touch(struct px_fence_res *r)
 
     if (r->set != NULL)
         try_set(r);
+    else if (r->releasing == 1)
+        try_release(r);
     if (r->in_idle) {
         TAILQ_REMOVE(&f->idle, r, idle_link);
         r->in_idle = 0;
@@ -168,6 +194,8 @@ static void res_touch(struct px_fence_res *r)
     while (fc_hmap_count(f->table) > f->max_res && (old = TAILQ_FIRST(&f->idle)) != NULL) {
         TAILQ_REMOVE(&f->idle, old, idle_link);
         fc_hmap_remove(f->table, &old->node);
+        /* Nothing of it is in flight: its ownership goes cleanly. */
+        st_store_release(f->store, old->key, old->klen, NULL, NULL);
         free(old);
     }
 }
@@ -336,6 +364,12 @@ static enum px_fence_result admit_loaded(struct px_fence_res *r, struct px_fence
 
     if (st_store_failed(f->store))
         return PX_FENCE_FAILED;
+    if (r->releasing || !r->loaded) {
+        /* Ownership is being given up: taken again once it is. */
+        t->state = T_LOADING;
+        TAILQ_INSERT_TAIL(&r->loading, t, link);
+        return PX_FENCE_WAIT;
+    }
     if (t->token < r->highest) { /* S1 */
         t->highest = r->highest;
         return PX_FENCE_STALE;
@@ -378,6 +412,7 @@ static void on_loaded(void *arg, int rc, uint64_t highest)
         /* Not loaded: refuse what waited, and a reset waiting for the load. */
         while ((t = TAILQ_FIRST(&r->loading)) != NULL) {
             TAILQ_REMOVE(&r->loading, t, link);
+            t->busy = rc == ST_STORE_EBUSY; /* owned by another proxy */
             ticket_finish(t, PX_FENCE_FAILED);
         }
         if (r->set != NULL && !r->set->submitted) {
@@ -396,10 +431,31 @@ static void on_loaded(void *arg, int rc, uint64_t highest)
     }
     r->reading = 0;
     r->loaded = 1;
+    r->gen = st_store_owner_gen(r->fence->store);
     r->highest = highest > r->highest ? highest : r->highest;
     r->durable = highest;
     readmit(r, &r->loading);
     res_touch(r);
+}
+
+/* Ownership of r is gone (deposed, or the lease lapsed): what is in flight
+ * is aborted whatever it sent (another proxy may own r now), and r is taken
+ * again before anything more is admitted. */
+static void lost(struct px_fence_res *r)
+{
+    struct px_fence_ticket *t;
+
+    TAILQ_FOREACH(t, &r->inflight, link)
+    {
+        if (!t->lapsed && t->preempt != NULL) {
+            t->lapsed = 1;
+            t->preempt(t, t->arg);
+        }
+    }
+    r->loaded = 0;
+    TAILQ_CONCAT(&r->loading, &r->waiting, link);
+    TAILQ_FOREACH(t, &r->loading, link)
+        t->state = T_LOADING;
 }
 
 static void on_advanced(void *arg, int rc, uint64_t highest)
@@ -426,6 +482,8 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
          * next request with that token asks the store again (admit_loaded). */
         if (rc == ST_STORE_EFULL && r->pending == 0)
             r->highest = r->durable;
+        if (rc == ST_STORE_ELOST)
+            lost(r);
         res_touch(r);
         return;
     }
@@ -456,12 +514,15 @@ enum px_fence_result px_fence_admit_verified(struct px_fence *f, const char *key
     t->cb = cb;
     t->arg = arg;
     t->verifier = v;
-    if (st_store_failed(f->store))
-        return PX_FENCE_FAILED;
+    if (st_store_failed(f->store) || px_fence_lapsed(f))
+        return PX_FENCE_FAILED; /* self-fenced: the lease may have lapsed */
     r = res_get(f, key, klen);
     if (r == NULL)
         return PX_FENCE_FAILED;
     t->res = r;
+    r->used_ms = now_ms();
+    if (r->loaded && r->gen != st_store_owner_gen(f->store) && r->pending == 0)
+        lost(r); /* every ownership was lost since it was loaded */
     if (r->set != NULL) {
         /* S3 for the operator's reset: decided against the new highest. */
         t->state = T_HELD;
@@ -469,10 +530,10 @@ enum px_fence_result px_fence_admit_verified(struct px_fence *f, const char *key
         res_touch(r);
         return PX_FENCE_WAIT;
     }
-    if (!r->loaded) {
+    if (!r->loaded || r->releasing) {
         t->state = T_LOADING;
         TAILQ_INSERT_TAIL(&r->loading, t, link);
-        if (!r->reading) {
+        if (!r->reading && !r->releasing) {
             r->reading = 1;
             r->pending++;
             st_store_get(f->store, r->key, r->klen, on_loaded, r);
@@ -577,7 +638,7 @@ static void try_set(struct px_fence_res *r)
     struct px_fence *f = r->fence;
     struct set_op *op = r->set;
 
-    if (op->submitted)
+    if (op->submitted || r->releasing)
         return;
     if (!r->loaded) {
         if (!r->reading) {
@@ -647,4 +708,115 @@ void px_fence_each(const struct px_fence *f, size_t limit,
     struct each_ctx e = {fn, arg};
 
     fc_hmap_each(f->table, limit, each_one, &e);
+}
+
+/* ---- ownership (several proxies over etcd) ------------------------------ */
+
+static void on_released(void *arg, int rc, uint64_t highest)
+{
+    struct px_fence_res *r = arg;
+
+    (void)rc; /* not through: the store keeps trying on its own */
+    (void)highest;
+    r->pending--;
+    r->releasing = 0;
+    r->loaded = 0;
+    if (!TAILQ_EMPTY(&r->loading) && !r->reading) {
+        /* Requests came meanwhile: take it again (behind the asker). */
+        r->reading = 1;
+        r->pending++;
+        st_store_get(r->fence->store, r->key, r->klen, on_loaded, r);
+    } else if (TAILQ_EMPTY(&r->loading) && r->active == 0 && r->pending == 0 &&
+               TAILQ_EMPTY(&r->verifying) && TAILQ_EMPTY(&r->held) && r->set == NULL) {
+        struct px_fence *f = r->fence;
+        if (r->in_idle)
+            TAILQ_REMOVE(&f->idle, r, idle_link);
+        fc_hmap_remove(f->table, &r->node);
+        free(r);
+        return;
+    }
+    res_touch(r);
+}
+
+/* Gives r's ownership up once nothing of this proxy is in flight for it
+ * (including requests of unknown outcome, bounded by upstream_timeout) and
+ * no store call or verification is outstanding. */
+static void try_release(struct px_fence_res *r)
+{
+    if (r->releasing != 1 || r->active > 0 || r->pending > 0 || r->reading ||
+        !TAILQ_EMPTY(&r->verifying) || r->set != NULL)
+        return;
+    r->releasing = 2;
+    r->pending++;
+    st_store_release(r->fence->store, r->key, r->klen, on_released, r);
+}
+
+/* Starts giving r up: nothing more is admitted for it (what waited for
+ * S2/S3 waits for it to be taken again), what is in flight finishes. */
+static void start_release(struct px_fence_res *r)
+{
+    struct px_fence_ticket *t;
+
+    if (r->releasing)
+        return;
+    r->releasing = 1;
+    TAILQ_CONCAT(&r->loading, &r->waiting, link);
+    TAILQ_FOREACH(t, &r->loading, link)
+        t->state = T_LOADING;
+    res_touch(r);
+}
+
+/* The store says another proxy asks for key. */
+static void on_ask(void *arg, const char *key, size_t klen)
+{
+    struct px_fence *f = arg;
+    struct px_fence_res *r = res_find(f, key, klen);
+
+    if (r == NULL)
+        st_store_release(f->store, key, klen, NULL, NULL); /* nothing of ours on it */
+    else
+        start_release(r);
+}
+
+int px_fence_lapsed(const struct px_fence *f)
+{
+    return now_ms() >= st_store_fence_at(f->store);
+}
+
+void px_fence_set_own_idle(struct px_fence *f, uint64_t ms)
+{
+    f->own_idle_ms = (int64_t)ms;
+}
+
+static void abort_lapsed(const struct fc_hmap_node *n, void *arg)
+{
+    struct px_fence_res *r = FC_HMAP_ENTRY(n, struct px_fence_res, node);
+    struct px_fence_ticket *t;
+
+    (void)arg;
+    TAILQ_FOREACH(t, &r->inflight, link)
+    {
+        if (!t->lapsed && t->preempt != NULL) {
+            t->lapsed = 1;
+            t->preempt(t, t->arg);
+        }
+    }
+}
+
+void px_fence_sweep(struct px_fence *f)
+{
+    int64_t now = now_ms();
+    struct px_fence_res *r, *next;
+
+    if (f->inflight > 0 && now >= st_store_fence_at(f->store))
+        fc_hmap_each(f->table, 0, abort_lapsed, NULL);
+    if (f->own_idle_ms <= 0)
+        return;
+    /* The idle list runs from the least recently used. */
+    for (r = TAILQ_FIRST(&f->idle); r != NULL; r = next) {
+        next = TAILQ_NEXT(r, idle_link);
+        if (r->used_ms + f->own_idle_ms > now)
+            break;
+        start_release(r);
+    }
 }

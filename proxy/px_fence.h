@@ -71,6 +71,12 @@ struct px_fence_ticket {
     int full;                      /* for FAILED: the store is full and refused a new
                                     * resource; it has not failed (store_full) */
     int unreachable;               /* for FAILED: the lock backend gave no answer */
+    int busy;                      /* for FAILED: another proxy owns the resource and
+                                    * did not hand it over within the wait (503,
+                                    * Retry-After) */
+    int lapsed;                    /* in flight: this proxy's ownership lapsed or was
+                                    * lost; preempt was called: abort whatever the
+                                    * upstream received */
     const struct px_fence_verifier *verifier; /* NULL: tokens not verified */
     int verified;                  /* internal: the backend confirmed token */
     int state;                     /* internal */
@@ -158,6 +164,20 @@ struct px_fence_view {
  * not call into the fence. */
 void px_fence_each(const struct px_fence *f, size_t limit,
                    void (*fn)(const struct px_fence_view *v, void *arg), void *arg);
+
+/* Ownership (several proxies over etcd; see st_store.h). Whether this
+ * proxy's ownership may have lapsed (st_store_fence_at has come): nothing
+ * fenced may be admitted or relayed to the upstream. Loop thread. */
+int px_fence_lapsed(const struct px_fence *f);
+
+/* Periodic work, called every 100 ms or so from the loop: once ownership
+ * lapsed, every request in flight is told through its preempt callback with
+ * ticket->lapsed set (the owner aborts it, whatever the upstream received);
+ * resources not used for the idle time are given up. */
+void px_fence_sweep(struct px_fence *f);
+
+/* Gives an owned resource up after ms without a request (0: never). */
+void px_fence_set_own_idle(struct px_fence *f, uint64_t ms);
 
 /* Requests in flight (GO, not done) across all resources. */
 size_t px_fence_inflight(const struct px_fence *f);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -169,6 +170,16 @@ static void conns_gone(struct px_ctx *ctx)
 {
     if (ctx->shutting_down)
         event_base_loopexit(ctx->base, NULL);
+}
+
+/* Self-fencing and idle release of owned resources (px_fence_sweep). */
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct px_ctx *ctx = arg;
+
+    (void)fd;
+    (void)what;
+    px_fence_sweep(ctx->fence);
 }
 
 static void grace_cb(evutil_socket_t fd, short what, void *arg)
@@ -560,6 +571,8 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
 {
     struct px_ctx *ctx = calloc(1, sizeof(*ctx));
     struct st_store_config scfg;
+    static const struct timeval sweep_tv = {0, 100 * 1000};
+    char owner_id[64];
     struct event_config *ecfg;
 
     if (ctx == NULL) {
@@ -610,6 +623,15 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
     scfg.prefix = cfg->store_prefix;
     scfg.max_txn_ops = (unsigned)cfg->store_max_txn_ops;
     scfg.timeout_ms = cfg->store_timeout_ms;
+    scfg.lease_ttl_ms = cfg->store_lease_ttl_ms;
+    scfg.margin_ms = cfg->store_margin_ms;
+    /* A new owner after a lease expiry: what the last owner let go reaches
+     * the storage within upstream_timeout (the timing assumption). */
+    scfg.lock_delay_ms = cfg->upstream_timeout_ms + cfg->store_margin_ms;
+    scfg.handover_wait_ms = cfg->store_handover_wait_ms;
+    scfg.poll_ms = cfg->store_handover_poll_ms;
+    snprintf(owner_id, sizeof owner_id, "fenceproxy pid %ld", (long)getpid());
+    scfg.owner_id = owner_id;
     scfg.log = store_log;
     /* S6: a missing, damaged or replaced store refuses the start here. */
     ctx->store = st_store_open(&scfg, err, errlen);
@@ -621,18 +643,22 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
     ctx->store_ev =
         event_new(ctx->base, st_store_notify_fd(ctx->store), EV_READ | EV_PERSIST, store_cb, ctx);
     ctx->fence = px_fence_new(ctx->store);
-    if (ctx->fence != NULL)
+    if (ctx->fence != NULL) {
         px_fence_set_max_resources(ctx->fence, (size_t)cfg->resource_cache);
+        px_fence_set_own_idle(ctx->fence, cfg->store_own_idle_ms);
+    }
     if (open_verifiers(ctx, err, errlen) != 0)
         goto fail;
     ctx->listener_retry = evtimer_new(ctx->base, listener_retry_cb, ctx);
     ctx->grace_timer = evtimer_new(ctx->base, grace_cb, ctx);
+    ctx->sweep_timer = event_new(ctx->base, -1, EV_PERSIST, sweep_cb, ctx);
     ctx->sig_int = evsignal_new(ctx->base, SIGINT, stop_cb, ctx);
     ctx->sig_term = evsignal_new(ctx->base, SIGTERM, stop_cb, ctx);
     ctx->sig_hup = evsignal_new(ctx->base, SIGHUP, hup_cb, ctx);
     ctx->sig_usr1 = evsignal_new(ctx->base, SIGUSR1, usr1_cb, ctx);
     if (ctx->store_ev == NULL || ctx->fence == NULL || ctx->listener_retry == NULL ||
-        ctx->grace_timer == NULL || ctx->sig_int == NULL || ctx->sig_term == NULL ||
+        ctx->grace_timer == NULL || ctx->sweep_timer == NULL ||
+        event_add(ctx->sweep_timer, &sweep_tv) < 0 || ctx->sig_int == NULL || ctx->sig_term == NULL ||
         ctx->sig_hup == NULL || ctx->sig_usr1 == NULL || event_add(ctx->sig_usr1, NULL) < 0 ||
         event_add(ctx->store_ev, NULL) < 0 ||
         event_add(ctx->sig_int, NULL) < 0 || event_add(ctx->sig_term, NULL) < 0 ||
@@ -714,6 +740,8 @@ void px_server_free(struct px_ctx *ctx)
         event_free(ctx->listener_retry);
     if (ctx->grace_timer != NULL)
         event_free(ctx->grace_timer);
+    if (ctx->sweep_timer != NULL)
+        event_free(ctx->sweep_timer);
     if (ctx->sig_int != NULL)
         event_free(ctx->sig_int);
     if (ctx->sig_term != NULL)

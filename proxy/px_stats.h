@@ -31,6 +31,8 @@
     X(AUDIT_UNAVAILABLE, "audit_unavailable", 1, 1, 0)        \
     X(UNVERIFIED_TOKEN, "unverified_token", 1, 1, 1)          \
     X(LOCK_BACKEND_FAILED, "lock_backend_unavailable", 1, 1, 1) \
+    X(HANDOVER_TIMEOUT, "handover_timeout", 1, 1, 1)          \
+    X(OWNERSHIP_LAPSED, "ownership_lapsed", 1, 1, 1)          \
     X(TOO_MANY_CONNECTIONS, "too_many_connections", 0, 1, 0)  \
     X(HEADER_TIMEOUT, "header_timeout", 0, 1, 0)
 

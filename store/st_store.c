@@ -34,6 +34,10 @@ struct st_store {
     atomic_int full;
     int warned;                    /* st_store_fill_crossed()'s latch; loop thread */
     char unreach[256];             /* why the backend's server is unreachable, or ""; mu */
+    st_store_ask_fn ask;
+    void *ask_arg;
+    _Atomic int64_t fence_at;      /* ownership deadline (st_store_fence_at) */
+    _Atomic uint64_t owner_gen;
 };
 
 void st_store_set_impl(struct st_store *s, void *impl)
@@ -68,6 +72,11 @@ static struct st_store_req *req_new(enum st_req_kind kind, const char *key, size
         memcpy(r->key, key, klen);
     r->key[klen] = '\0';
     return r;
+}
+
+struct st_store_req *st_store_req_new(enum st_req_kind kind, const char *key, size_t klen)
+{
+    return req_new(kind, key, klen, NULL, NULL);
 }
 
 struct st_store_req *st_store_req_commit(size_t batch, double seconds)
@@ -168,6 +177,8 @@ struct st_store *st_store_open(const struct st_store_config *cfg, char *err, siz
     }
     s->efd = -1;
     atomic_init(&s->failed, 0);
+    atomic_init(&s->fence_at, INT64_MAX);
+    atomic_init(&s->owner_gen, 0);
     switch (cfg->backend) {
     case ST_STORE_MEMORY: s->ops = &st_store_memory_ops; break;
     case ST_STORE_FILE: s->ops = &st_store_lmdb_ops; break;
@@ -243,6 +254,9 @@ void st_store_dispatch(struct st_store *s)
         if (list->kind == ST_REQ_COMMIT) {
             if (s->hook != NULL)
                 s->hook(s->hook_arg, list->batch, list->seconds);
+        } else if (list->kind == ST_REQ_ASK) {
+            if (s->ask != NULL)
+                s->ask(s->ask_arg, list->key, list->klen);
         } else if (list->cb != NULL) {
             list->cb(list->arg, list->rc, list->rc == 0 ? list->highest : 0);
         }
@@ -290,6 +304,40 @@ void st_store_set(struct st_store *s, const char *key, size_t klen, uint64_t tok
         return;
     }
     s->ops->submit(s, r);
+}
+
+void st_store_release(struct st_store *s, const char *key, size_t klen, st_store_cb cb,
+                      void *arg)
+{
+    struct st_store_req *r = req_new(ST_REQ_RELEASE, key, klen, cb, arg);
+
+    if (!s->ops->owns || st_store_failed(s)) {
+        st_store_complete(s, r); /* nothing to give up (rc 0) */
+        return;
+    }
+    s->ops->submit(s, r);
+}
+
+void st_store_set_ask_hook(struct st_store *s, st_store_ask_fn fn, void *arg)
+{
+    s->ask = fn;
+    s->ask_arg = arg;
+}
+
+void st_store_set_owner(struct st_store *s, int64_t fence_at, uint64_t gen)
+{
+    atomic_store(&s->owner_gen, gen);
+    atomic_store(&s->fence_at, fence_at);
+}
+
+int64_t st_store_fence_at(const struct st_store *s)
+{
+    return atomic_load(&((struct st_store *)s)->fence_at);
+}
+
+uint64_t st_store_owner_gen(const struct st_store *s)
+{
+    return atomic_load(&((struct st_store *)s)->owner_gen);
 }
 
 void st_store_set_commit_hook(struct st_store *s, st_store_commit_hook hook, void *arg)

@@ -46,6 +46,16 @@ struct st_store_config {
     const char *prefix;        /* ST_STORE_ETCD: key prefix, e.g. "/fence/" (borrowed) */
     unsigned max_txn_ops;      /* ST_STORE_ETCD: etcd's --max-txn-ops; 0 = 128 */
     uint64_t timeout_ms;       /* ST_STORE_ETCD: deadline of one etcd call; 0 = 2000 */
+    /* ST_STORE_ETCD, per-resource ownership (docs/safety.md, "Several
+     * proxies"); 0 = the default in brackets. */
+    uint64_t lease_ttl_ms;     /* the proxy's lease [10 s] */
+    uint64_t margin_ms;        /* self-fencing and lock-delay margin [2 s] */
+    uint64_t lock_delay_ms;    /* a new owner's wait when the last owner did not
+                                * release cleanly: upstream_timeout + margin [62 s] */
+    uint64_t handover_wait_ms; /* bounded wait for another proxy's resource [5 s] */
+    uint64_t poll_ms;          /* hand-over polling interval [50 ms] */
+    const char *owner_id;      /* shown as the owner in etcd (borrowed during open);
+                                * NULL: "fenceproxy" */
     st_store_log_fn log;       /* may be NULL */
     void *log_arg;
 };
@@ -67,6 +77,17 @@ struct st_store_config {
  * for good, and later requests try again. Callers answer 503 (fail closed,
  * never a local fallback). */
 #define ST_STORE_EUNAVAIL (-3)
+
+/* rc of a get that waited for a resource owned by another proxy (several
+ * proxies over etcd) longer than the bounded hand-over wait: nothing
+ * changed; callers answer 503 with Retry-After. */
+#define ST_STORE_EBUSY (-4)
+
+/* rc of an advance or set refused because this proxy no longer owns the
+ * resource (its ownership was taken over or expired): nothing was raised.
+ * Callers stop using their cached highest and get (take) the resource
+ * again before admitting more. */
+#define ST_STORE_ELOST (-5)
 
 /* Completion: rc 0 and the resource's highest token after the operation, or
  * rc -1 when the store failed (nothing was made durable; fail closed), or
@@ -118,6 +139,42 @@ void st_store_get(struct st_store *s, const char *key, size_t klen,
  * with rc -1. */
 void st_store_advance(struct st_store *s, const char *key, size_t klen,
                        uint64_t token, st_store_cb cb, void *arg);
+
+/* Ownership (several proxies sharing one etcd store; the memory and file
+ * backends always own everything, so release completes at once, the
+ * deadline never comes and the generation never changes).
+ *
+ * A get takes ownership of key first: it completes once this proxy owns key
+ * (and, when the last owner did not release it cleanly, after the
+ * lock-delay), or with ST_STORE_EBUSY after the bounded hand-over wait.
+ * While it owns key the caller's cached highest is authoritative, as long as
+ * the generation has not changed and the deadline has not come. */
+
+/* Gives key's ownership up cleanly; call only when nothing of this proxy is
+ * in flight for key (the next owner then need not wait the lock-delay). cb
+ * (may be NULL) runs from dispatch with rc 0, or ST_STORE_EUNAVAIL (the
+ * store keeps trying in the background). */
+void st_store_release(struct st_store *s, const char *key, size_t klen, st_store_cb cb,
+                      void *arg);
+
+/* Called from dispatch when another proxy asks for key, which this proxy
+ * owns: the owner stops admitting for key, lets what is in flight finish,
+ * then calls st_store_release(). Asked once per ownership. */
+typedef void (*st_store_ask_fn)(void *arg, const char *key, size_t klen);
+
+/* Registers the hand-over hook (one; NULL to remove). arg is borrowed. */
+void st_store_set_ask_hook(struct st_store *s, st_store_ask_fn fn, void *arg);
+
+/* The CLOCK_MONOTONIC time in ms (ec_now_ms's clock) at which this proxy's
+ * ownership may lapse: at or after it nothing fenced may be admitted or
+ * relayed (self-fencing: last keepalive sent + lease TTL - margin).
+ * INT64_MAX when the backend has no ownership. Any thread. */
+int64_t st_store_fence_at(const struct st_store *s);
+
+/* A number that changes whenever this proxy lost every ownership at once
+ * (its lease expired): what was loaded before must be got again. Any
+ * thread. */
+uint64_t st_store_owner_gen(const struct st_store *s);
 
 /* Sets the highest token of key to exactly token, lower or higher than the
  * stored one (the operator's reset: `fenceproxy tokens set`), with the same

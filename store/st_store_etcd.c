@@ -1,71 +1,141 @@
 /* st_store_etcd: the "etcd" token-store backend, a store that several
- * proxies share. The highest token of resource R lives in etcd under
- * PREFIX "tok/" R (R with '%' and NUL escaped as %25 and %00, so the mapping
- * is one-to-one and the key a C string), as a 20-digit zero-padded decimal
- * so that etcd's bytewise value compare orders tokens numerically. Raft makes
- * an acknowledged txn durable on a majority of the members and linearizable.
+ * proxies share, with per-resource ownership (docs/safety.md, "Several
+ * proxies"; model/fence.pml states the same protocol). Keys under PREFIX,
+ * R being the resource key with '%' and NUL escaped as %25 and %00 (so the
+ * mapping is one-to-one and the key a C string):
+ *
+ *   tok/R    R's highest token, a 20-digit zero-padded decimal so that
+ *            etcd's bytewise value compare orders tokens numerically;
+ *   own/R    R's owner, attached to the owner's lease; its create revision
+ *            is the owner's epoch for R;
+ *   clean/R  there iff the last owner released R with nothing in flight;
+ *   want/R   a hand-over request of the one proxy waiting for R, attached
+ *            to the waiter's lease.
  *
  * One worker thread owns the etcd client (etcd/ec_client, synchronous; the
- * loop never waits on the network). Group commit: the worker takes every
- * queued request at once and serves them in txns of at most max_txn_ops - 2
- * operations (etcd counts the operations of nested txns against the limit of
- * the levels above; ours nest three deep). One txn, no compare, holds per
- * advanced key (advances of one key in a batch merge into one with the
- * largest token):
+ * loop never waits on the network) and this proxy's lease: granted fresh at
+ * start, renewed by one keepalive POST every TTL/3. The deadline it
+ * publishes (st_store_fence_at) is the send time of the last keepalive that
+ * succeeded + TTL - margin: the proxy admits and relays nothing fenced
+ * after it (self-fencing), because from then on its lease may have expired
+ * and another proxy may own R. A keepalive answered "no such lease" loses
+ * every resource at once (st_store_owner_gen changes) and a new lease is
+ * granted.
  *
- *   txn { create_revision(K) == 0 ? put K=V
- *         : txn { value(K) < V ? put K=V : range K } }
+ * A get takes R (the acquire txn): own/R is created if absent and want/R is
+ * absent or ours, clean/R is read and deleted, tok/R read. When clean/R was
+ * absent and tok/R present, the last owner's lease expired with requests
+ * perhaps still on their way to the storage: the get completes only after
+ * the lock-delay (answer time + upstream_timeout + margin). When another
+ * proxy owns R, this one puts want/R (if no one else has) and tries again
+ * every poll interval, up to the hand-over wait, then answers
+ * ST_STORE_EBUSY. The owner polls want/ at the same interval and tells its
+ * loop (ST_REQ_ASK), which drains R and releases it (delete own/R, put
+ * clean/R, if own/R still has our epoch).
+ *
+ * Group commit: the worker takes every queued request at once and serves
+ * the gets of owned resources, advances and sets in txns of at most
+ * max_txn_ops - 3 operations (etcd counts the operations of nested txns
+ * against the limit of the levels above; ours nest four deep). Per key:
+ *
+ *   txn { create_revision(own/R) == EPOCH ?
+ *           txn { create_revision(tok/R) == 0 ? put tok/R=V
+ *                 : txn { value(tok/R) < V ? put tok/R=V : range tok/R } }
+ *         : range own/R }
  *
  * (the nested txn covers the missing key: a value compare on a missing key
- * is false), so an advance raises only a lower highest and answers the
- * highest after it, and per get one range, placed after the advances
- * submitted before it. A txn is safe to repeat, which ec_client may do on
+ * is false). A set puts V under the same epoch compare; a get ranges. A
+ * failed epoch compare means this proxy was deposed: ST_STORE_ELOST,
+ * nothing raised. Every txn is safe to repeat, which ec_client may do on
  * another member after one did not answer.
  *
- * Fail closed (S6): when no member answers in time, the batch's requests
- * complete with ST_STORE_EUNAVAIL, nothing is acknowledged and the next
- * requests try again; the proxy answers 503 meanwhile and never falls back
- * to a local highest. A stored value that is not a 20-digit token fails the
- * store for good (it cannot vouch for it). */
+ * Fail closed (S6): when no member answers in time, requests complete with
+ * ST_STORE_EUNAVAIL, nothing is acknowledged and the next requests try
+ * again; the proxy answers 503 meanwhile and never falls back to a local
+ * highest. A stored value that is not a 20-digit token fails the store for
+ * good (it cannot vouch for it). */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include "ec_client.h"
+#include "fc_hmap.h"
 #include "st_store_internal.h"
 #include "st_worker.h"
 
 #define ETCD_TOKEN_DIGITS 20
 #define ETCD_DEFAULT_TXN_OPS 128
-#define ETCD_NESTING 2 /* levels below the group txn */
+#define ETCD_NESTING 3 /* levels below the group txn */
 #define ETCD_DEFAULT_TIMEOUT_MS 2000
+#define ETCD_DEFAULT_TTL_MS 10000
+#define ETCD_DEFAULT_MARGIN_MS 2000
+#define ETCD_DEFAULT_LOCK_DELAY_MS 62000
+#define ETCD_DEFAULT_HANDOVER_MS 5000
+#define ETCD_DEFAULT_POLL_MS 50
+#define ETCD_RETRY_MS 500     /* a failed grant or keepalive is tried again */
 #define ETCD_CLOSE_EXTRA_S 10
 
+/* One resource this proxy owns (worker thread). */
+struct owned {
+    struct fc_hmap_node node; /* in es->owned, keyed by the resource key */
+    int64_t epoch;            /* own/R's create revision */
+    int asked;                /* the loop was told another proxy wants R */
+    int releasing;            /* a release did not get through: retried */
+    TAILQ_ENTRY(owned) rel_link;
+    size_t klen;
+    char key[];
+};
+
+/* A get of a resource not owned yet: waiting for it (WAITING) or owned and
+ * waiting out the lock-delay (DELAYED). */
+struct acq {
+    TAILQ_ENTRY(acq) link;
+    struct st_store_req *reqs; /* the gets it answers, in order */
+    int delayed;
+    int want_mine;             /* want/R was put by us */
+    int64_t deadline;          /* WAITING: the hand-over wait ends */
+    int64_t due;               /* next try (WAITING) or the end of the lock-delay */
+    uint64_t highest;          /* DELAYED: what the get answers */
+    uint64_t gen;              /* the lease it was taken under */
+};
+
 /* One operation of a group txn: an advance of one key (merging every advance
- * of that key in the chunk) or one get. */
+ * of that key in the chunk), a set or a get of an owned resource. */
 struct slot {
-    int advance;
-    char *key;                      /* etcd key, owned */
+    enum st_req_kind kind;
+    char *key;                      /* tok/R, owned */
+    char *own;                      /* own/R, owned */
+    int64_t epoch;
     uint64_t token;                 /* advance: the largest requested */
     char value[ETCD_TOKEN_DIGITS + 1];
     struct st_store_req *reqs;      /* the requests it answers, linked by next */
-    struct ec_cmp cmp_create, cmp_value;
-    struct ec_op put, range, inner_op;
-    struct ec_txn_req inner, mid;
+    struct ec_cmp cmp_epoch, cmp_create, cmp_value;
+    struct ec_op put, range, range_own, inner_op, mid_op, work;
+    struct ec_txn_req inner, mid, top;
 };
 
 struct etcd_store {
     struct st_store *s;
     struct ec_client *ec;
-    char *tok_prefix;   /* PREFIX "tok/" */
+    char *tok_prefix, *own_prefix, *clean_prefix, *want_prefix;
+    char *owner_id;
     size_t max_ops;     /* operations per group txn */
-    int64_t timeout_ms;
+    int64_t timeout_ms, ttl_ms, margin_ms, lock_delay_ms, handover_ms, poll_ms;
     struct slot *slots; /* max_ops of them; worker thread */
     struct ec_op *ops;
     struct st_worker *worker; /* the worker thread */
+    /* Ownership, worker thread only. */
+    int64_t lease;            /* 0: none yet (or lost) */
+    int64_t lease_ttl_ms;     /* as granted */
+    int64_t next_keepalive, next_poll, fence_at;
+    uint64_t gen;
+    struct fc_hmap *owned;
+    TAILQ_HEAD(, acq) acqs;
+    TAILQ_HEAD(, owned) releasing;
 };
 
 static double now_s(void)
@@ -75,18 +145,17 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The etcd key of a resource key: tok_prefix + key with '%' and NUL
- * escaped. Returns a malloc'd string or NULL. */
-static char *etcd_key(const struct etcd_store *es, const char *key, size_t klen)
+/* prefix + key with '%' and NUL escaped. Returns a malloc'd string or NULL. */
+static char *etcd_key(const char *prefix, const char *key, size_t klen)
 {
-    size_t plen = strlen(es->tok_prefix), n = plen;
+    size_t plen = strlen(prefix), n = plen;
     char *out, *p;
 
     for (size_t i = 0; i < klen; i++)
         n += (key[i] == '%' || key[i] == '\0') ? 3 : 1;
     if ((out = malloc(n + 1)) == NULL)
         return NULL;
-    memcpy(out, es->tok_prefix, plen);
+    memcpy(out, prefix, plen);
     p = out + plen;
     for (size_t i = 0; i < klen; i++) {
         if (key[i] == '%' || key[i] == '\0') {
@@ -99,6 +168,28 @@ static char *etcd_key(const struct etcd_store *es, const char *key, size_t klen)
     }
     *p = '\0';
     return out;
+}
+
+/* The resource key of an escaped etcd key suffix, into out (at least
+ * strlen(esc) bytes): its length, or -1 when esc is not one we made. */
+static long unescape(const char *esc, char *out)
+{
+    size_t n = 0;
+
+    for (const char *p = esc; *p != '\0'; p++) {
+        if (*p != '%') {
+            out[n++] = *p;
+        } else if (p[1] == '2' && p[2] == '5') {
+            out[n++] = '%';
+            p += 2;
+        } else if (p[1] == '0' && p[2] == '0') {
+            out[n++] = '\0';
+            p += 2;
+        } else {
+            return -1;
+        }
+    }
+    return (long)n;
 }
 
 /* A stored value: exactly 20 decimal digits. 0, or -1 when it is not one. */
@@ -121,28 +212,425 @@ static int decode_token(const char *v, size_t len, uint64_t *out)
     return 0;
 }
 
-/* Completes every request of a slot with rc and highest. */
-static void slot_answer(struct slot *sl, int rc, uint64_t highest, struct st_store_req **done)
+/* Answers every request of list with rc and highest, onto *done. */
+static void answer(struct st_store_req *list, int rc, uint64_t highest, struct st_store_req **done)
 {
     struct st_store_req *r, *next;
 
-    for (r = sl->reqs; r != NULL; r = next) {
+    for (r = list; r != NULL; r = next) {
         next = r->next;
         r->rc = rc;
         r->highest = rc == 0 ? highest : 0;
         r->next = *done;
         *done = r;
     }
-    sl->reqs = NULL;
 }
 
-/* The highest a slot's answer reports: 0 and *highest, or -1 when the
- * answer is not what the txn asks for or the stored value is not a token. */
+/* ---- ownership ---------------------------------------------------------- */
+
+static struct owned *owned_find(const struct etcd_store *es, const char *key, size_t klen)
+{
+    struct fc_hmap_node *n = fc_hmap_find(es->owned, key, klen);
+    return n != NULL ? FC_HMAP_ENTRY(n, struct owned, node) : NULL;
+}
+
+static void owned_drop(struct etcd_store *es, struct owned *o)
+{
+    fc_hmap_remove(es->owned, &o->node);
+    if (o->releasing)
+        TAILQ_REMOVE(&es->releasing, o, rel_link);
+    free(o);
+}
+
+static struct owned *owned_add(struct etcd_store *es, const char *key, size_t klen, int64_t epoch)
+{
+    struct owned *o = owned_find(es, key, klen);
+
+    if (o == NULL) {
+        if ((o = calloc(1, sizeof *o + klen + 1)) == NULL)
+            return NULL;
+        memcpy(o->key, key, klen);
+        o->klen = klen;
+        fc_hmap_insert(es->owned, &o->node, o->key, klen);
+    }
+    o->epoch = epoch;
+    o->asked = 0;
+    return o;
+}
+
+static void owned_clear(struct etcd_store *es)
+{
+    struct fc_hmap_node *n;
+
+    while ((n = fc_hmap_pop(es->owned)) != NULL)
+        free(FC_HMAP_ENTRY(n, struct owned, node));
+    TAILQ_INIT(&es->releasing);
+}
+
+static void publish(struct etcd_store *es)
+{
+    st_store_set_owner(es->s, es->fence_at, es->gen);
+}
+
+static void unreachable(struct etcd_store *es)
+{
+    char why[512];
+
+    snprintf(why, sizeof why, "etcd: %s", ec_client_error(es->ec));
+    st_store_set_unreachable(es->s, why);
+}
+
+/* Grants or renews the lease when due. Worker thread. */
+static void lease_tick(struct etcd_store *es, int64_t now)
+{
+    int64_t ttl = 0, t0 = now;
+    int erc;
+
+    if (now < es->next_keepalive)
+        return;
+    if (es->lease != 0) {
+        erc = ec_lease_keepalive(es->ec, es->lease, t0 + es->timeout_ms, &ttl);
+        if (erc == EC_OK && ttl > 0) {
+            es->fence_at = t0 + ttl * 1000 - es->margin_ms;
+            es->next_keepalive = t0 + ttl * 1000 / 3;
+            st_store_set_unreachable(es->s, NULL);
+            publish(es);
+            return;
+        }
+        if (erc != EC_OK && !(erc == EC_ERR_SERVER && ec_client_code(es->ec) == EC_CODE_NOT_FOUND)) {
+            unreachable(es); /* the deadline stays: it comes unless renewed */
+            es->next_keepalive = now + ETCD_RETRY_MS;
+            return;
+        }
+        /* The lease is gone: so is every resource it held. */
+        es->lease = 0;
+        es->gen++;
+        es->fence_at = 0;
+        owned_clear(es);
+        publish(es);
+    }
+    t0 = ec_now_ms();
+    erc = ec_lease_grant(es->ec, es->ttl_ms / 1000, t0 + es->timeout_ms, &es->lease, &ttl);
+    if (erc != EC_OK || ttl <= 0) {
+        es->lease = 0;
+        unreachable(es);
+        es->next_keepalive = t0 + ETCD_RETRY_MS;
+        return;
+    }
+    st_store_set_unreachable(es->s, NULL);
+    es->lease_ttl_ms = ttl * 1000;
+    es->fence_at = t0 + es->lease_ttl_ms - es->margin_ms;
+    es->next_keepalive = t0 + es->lease_ttl_ms / 3;
+    publish(es);
+}
+
+/* Deletes want/R when it is ours (a waiter that gave up or got R). */
+static void want_drop(struct etcd_store *es, const char *want)
+{
+    struct ec_cmp c = {.key = want, .target = EC_TARGET_LEASE, .op = EC_EQUAL, .n = es->lease};
+    struct ec_op del = {.type = EC_OP_DELETE, .range = {.key = want}};
+    struct ec_txn_result res;
+
+    if (es->lease != 0)
+        (void)ec_txn(es->ec, &c, 1, &del, 1, NULL, 0, ec_now_ms() + es->timeout_ms, &res);
+    ec_txn_result_free(&res);
+}
+
+/* One try of the acquire txn for the first request of a. Returns 1 owned
+ * (a->delayed, a->highest, a->due set, or a answered), 0 still waiting,
+ * -1 with a answered (unreachable, failed). Worker thread. */
+static int acquire_try(struct etcd_store *es, struct acq *a, struct st_store_req **done)
+{
+    const struct st_store_req *r = a->reqs;
+    char *own = etcd_key(es->own_prefix, r->key, r->klen);
+    char *tok = etcd_key(es->tok_prefix, r->key, r->klen);
+    char *clean = etcd_key(es->clean_prefix, r->key, r->klen);
+    char *want = etcd_key(es->want_prefix, r->key, r->klen);
+    struct ec_txn_result res = {0};
+    int rc = -1, erc;
+
+    if (own == NULL || tok == NULL || clean == NULL || want == NULL || es->lease == 0 ||
+        ec_now_ms() >= es->fence_at) {
+        if (own != NULL && tok != NULL && clean != NULL && want != NULL)
+            unreachable(es);
+        answer(a->reqs, ST_STORE_EUNAVAIL, 0, done);
+        a->reqs = NULL;
+        goto out;
+    }
+    {
+        /* then: put own/R, read it back (its create revision is the epoch),
+         * read and delete clean/R, read tok/R [, delete want/R]. */
+        struct ec_op take[6] = {
+            {.type = EC_OP_PUT, .range = {.key = own}, .value = es->owner_id,
+             .value_len = strlen(es->owner_id), .lease = es->lease},
+            {.type = EC_OP_RANGE, .range = {.key = own}},
+            {.type = EC_OP_RANGE, .range = {.key = clean}},
+            {.type = EC_OP_DELETE, .range = {.key = clean}},
+            {.type = EC_OP_RANGE, .range = {.key = tok}},
+            {.type = EC_OP_DELETE, .range = {.key = want}},
+        };
+        struct ec_op look[2] = {{.type = EC_OP_RANGE, .range = {.key = own}},
+                                {.type = EC_OP_RANGE, .range = {.key = want}}};
+        struct ec_cmp c_free[2] = {{.key = own, .target = EC_TARGET_CREATE, .op = EC_EQUAL},
+                                   {.key = want, .target = EC_TARGET_CREATE, .op = EC_EQUAL}};
+        struct ec_cmp c_mine[2] = {{.key = own, .target = EC_TARGET_CREATE, .op = EC_EQUAL},
+                                   {.key = want, .target = EC_TARGET_LEASE, .op = EC_EQUAL,
+                                    .n = es->lease}};
+        struct ec_txn_req mid = {.cmp = c_mine, .ncmp = 2, .then = take, .nthen = 6,
+                                 .els = look, .nelse = 2};
+        struct ec_op mid_op = {.type = EC_OP_TXN, .txn = &mid};
+        struct ec_txn_req top = {.cmp = c_free, .ncmp = 2, .then = take, .nthen = 5,
+                                 .els = &mid_op, .nelse = 1};
+        const struct ec_txn_result *got = NULL;
+        const struct ec_kvs *kown, *kclean, *ktok, *kwant;
+        uint64_t highest = 0;
+        int64_t answered;
+
+        erc = ec_txn_nested(es->ec, &top, ec_now_ms() + es->timeout_ms, &res);
+        answered = ec_now_ms();
+        if (erc == EC_OK && res.succeeded && res.n == 5)
+            got = &res;
+        else if (erc == EC_OK && !res.succeeded && res.n == 1 && res.res[0].txn != NULL)
+            got = res.res[0].txn;
+        if (erc != EC_OK || got == NULL) {
+            if (erc == EC_OK)
+                st_store_fail(es->s, "etcd: the answer to an acquire txn does not match it");
+            else
+                unreachable(es);
+            answer(a->reqs, erc == EC_OK ? -1 : ST_STORE_EUNAVAIL, 0, done);
+            a->reqs = NULL;
+            goto out;
+        }
+        st_store_set_unreachable(es->s, NULL);
+        if (got->succeeded && got->n >= 5) {
+            kown = &got->res[1].kvs;
+            kclean = &got->res[2].kvs;
+            ktok = &got->res[4].kvs;
+            if (kown->n != 1 ||
+                (ktok->n == 1 &&
+                 decode_token(ktok->kv[0].value, ktok->kv[0].value_len, &highest) != 0)) {
+                st_store_fail(es->s, "etcd: key %s holds no 20-digit token", tok);
+                answer(a->reqs, -1, 0, done);
+                a->reqs = NULL;
+                goto out;
+            }
+            if (owned_add(es, r->key, r->klen, kown->kv[0].create_revision) == NULL) {
+                answer(a->reqs, ST_STORE_EUNAVAIL, 0, done);
+                a->reqs = NULL;
+                goto out;
+            }
+            a->want_mine = 0;
+            a->highest = highest;
+            /* The last owner did not say it was done with R: what it let go
+             * may still reach the storage up to upstream_timeout later. */
+            a->delayed = 1;
+            a->due = kclean->n == 0 && ktok->n == 1 ? answered + es->lock_delay_ms : answered;
+            rc = 1;
+            goto out;
+        }
+        kown = &got->res[0].kvs;
+        kwant = &got->res[1].kvs;
+        if (kown->n == 1 && kown->kv[0].lease == es->lease) {
+            /* Ours already (a release that did not get through): take it
+             * back as it is, nothing of another owner can be in flight. */
+            struct ec_range_req q = {.key = tok};
+            struct ec_kvs kv = {0};
+            erc = ec_range(es->ec, &q, ec_now_ms() + es->timeout_ms, &kv, NULL);
+            if (erc != EC_OK || (kv.n == 1 && decode_token(kv.kv[0].value, kv.kv[0].value_len,
+                                                            &highest) != 0) ||
+                owned_add(es, r->key, r->klen, kown->kv[0].create_revision) == NULL) {
+                if (erc != EC_OK)
+                    unreachable(es);
+                answer(a->reqs, ST_STORE_EUNAVAIL, 0, done);
+                a->reqs = NULL;
+                ec_kvs_free(&kv);
+                goto out;
+            }
+            ec_kvs_free(&kv);
+            a->highest = highest;
+            a->delayed = 1;
+            a->due = answered;
+            rc = 1;
+            goto out;
+        }
+        if (kwant->n == 0) {
+            /* Ask the owner for R: want/R, if no other waiter has it. */
+            struct ec_cmp c = {.key = want, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
+            struct ec_op put = {.type = EC_OP_PUT, .range = {.key = want},
+                                .value = es->owner_id, .value_len = strlen(es->owner_id),
+                                .lease = es->lease};
+            struct ec_txn_result pr;
+            if (ec_txn(es->ec, &c, 1, &put, 1, NULL, 0, ec_now_ms() + es->timeout_ms, &pr) ==
+                    EC_OK && pr.succeeded)
+                a->want_mine = 1;
+            ec_txn_result_free(&pr);
+        }
+        rc = 0;
+    }
+out:
+    ec_txn_result_free(&res);
+    if (rc < 0 && a->want_mine)
+        want_drop(es, want);
+    free(own);
+    free(tok);
+    free(clean);
+    free(want);
+    return rc;
+}
+
+/* Serves the acquisitions whose time has come; returns the ms until the
+ * next one is due (or INT64_MAX). Worker thread. */
+static int64_t acq_tick(struct etcd_store *es, struct st_store_req **done)
+{
+    struct acq *a, *next;
+    int64_t now = ec_now_ms(), soonest = INT64_MAX;
+
+    for (a = TAILQ_FIRST(&es->acqs); a != NULL; a = next) {
+        next = TAILQ_NEXT(a, link);
+        if (a->delayed && a->gen != es->gen) {
+            /* Taken under a lease that is gone since. */
+            answer(a->reqs, ST_STORE_EUNAVAIL, 0, done);
+            a->reqs = NULL;
+        } else if (a->delayed && now >= a->due) {
+            answer(a->reqs, st_store_failed(es->s) ? -1 : 0, a->highest, done);
+            a->reqs = NULL;
+        } else if (!a->delayed && now >= a->due) {
+            int rc = acquire_try(es, a, done);
+            now = ec_now_ms();
+            if (rc > 0) {
+                a->gen = es->gen;
+                if (now >= a->due) {
+                    answer(a->reqs, st_store_failed(es->s) ? -1 : 0, a->highest, done);
+                    a->reqs = NULL;
+                }
+            } else if (rc == 0 && now >= a->deadline) {
+                char *want = etcd_key(es->want_prefix, a->reqs->key, a->reqs->klen);
+                if (want != NULL && a->want_mine)
+                    want_drop(es, want);
+                free(want);
+                answer(a->reqs, ST_STORE_EBUSY, 0, done);
+                a->reqs = NULL;
+            } else if (rc == 0) {
+                a->due = now + es->poll_ms;
+            }
+        }
+        if (a->reqs == NULL) {
+            TAILQ_REMOVE(&es->acqs, a, link);
+            free(a);
+            continue;
+        }
+        if (a->due - now < soonest)
+            soonest = a->due - now;
+    }
+    return soonest;
+}
+
+/* Queues a get of a resource not owned: joins the acquisition under way
+ * for the same key, or starts one (tried at once by the next tick). */
+static int acq_add(struct etcd_store *es, struct st_store_req *r)
+{
+    struct acq *a;
+
+    TAILQ_FOREACH(a, &es->acqs, link)
+    {
+        if (a->reqs->klen == r->klen && memcmp(a->reqs->key, r->key, r->klen) == 0) {
+            struct st_store_req **pp = &a->reqs;
+            while (*pp != NULL)
+                pp = &(*pp)->next;
+            r->next = NULL;
+            *pp = r;
+            return 0;
+        }
+    }
+    if ((a = calloc(1, sizeof *a)) == NULL)
+        return -1;
+    r->next = NULL;
+    a->reqs = r;
+    a->due = ec_now_ms();
+    a->deadline = a->due + es->handover_ms;
+    TAILQ_INSERT_TAIL(&es->acqs, a, link);
+    return 0;
+}
+
+/* Gives R up: delete own/R and put clean/R if own/R still has our epoch.
+ * Returns 0 (done, or not ours any more) or ST_STORE_EUNAVAIL. */
+static int release_one(struct etcd_store *es, struct owned *o)
+{
+    char *own = etcd_key(es->own_prefix, o->key, o->klen);
+    char *clean = etcd_key(es->clean_prefix, o->key, o->klen);
+    struct ec_txn_result res = {0};
+    int rc = ST_STORE_EUNAVAIL;
+
+    if (own != NULL && clean != NULL) {
+        struct ec_cmp c = {.key = own, .target = EC_TARGET_CREATE, .op = EC_EQUAL, .n = o->epoch};
+        struct ec_op ops[2] = {{.type = EC_OP_DELETE, .range = {.key = own}},
+                               {.type = EC_OP_PUT, .range = {.key = clean}, .value = "",
+                                .value_len = 0}};
+        if (ec_txn(es->ec, &c, 1, ops, 2, NULL, 0, ec_now_ms() + es->timeout_ms, &res) == EC_OK)
+            rc = 0;
+        else
+            unreachable(es);
+    }
+    ec_txn_result_free(&res);
+    free(own);
+    free(clean);
+    return rc;
+}
+
+/* Looks for hand-over requests of other proxies for resources we own and
+ * tells the loop (once per ownership). Worker thread. */
+static void poll_wants(struct etcd_store *es, struct st_store_req **done)
+{
+    struct ec_range_req q = {.key = es->want_prefix, .prefix = 1};
+    struct ec_kvs kvs = {0};
+    size_t plen = strlen(es->want_prefix);
+
+    if (fc_hmap_count(es->owned) == 0 ||
+        ec_range(es->ec, &q, ec_now_ms() + es->timeout_ms, &kvs, NULL) != EC_OK)
+        goto out;
+    for (size_t i = 0; i < kvs.n; i++) {
+        const struct ec_kv *kv = &kvs.kv[i];
+        size_t elen = strlen(kv->key);
+        char *raw;
+        long n;
+        struct owned *o;
+
+        if (kv->lease == es->lease || elen < plen || (raw = malloc(elen - plen + 1)) == NULL)
+            continue;
+        n = unescape(kv->key + plen, raw);
+        if (n >= 0 && (o = owned_find(es, raw, (size_t)n)) != NULL && !o->asked && !o->releasing) {
+            struct st_store_req *ask = st_store_req_new(ST_REQ_ASK, raw, (size_t)n);
+            o->asked = 1;
+            ask->next = *done;
+            *done = ask;
+        }
+        free(raw);
+    }
+out:
+    ec_kvs_free(&kvs);
+}
+
+/* ---- the group txn ------------------------------------------------------- */
+
+/* The highest a slot's answer reports: 0 and *highest, 1 when the epoch
+ * compare failed (deposed), or -1 when the answer is not what the txn asks
+ * for or the stored value is not a token. */
 static int slot_result(const struct slot *sl, const struct ec_op_result *res, uint64_t *highest)
 {
-    const struct ec_kvs *kvs = &res->kvs;
+    const struct ec_txn_result *top = res->txn;
+    const struct ec_kvs *kvs;
 
-    if (sl->advance) {
+    if (top == NULL || top->n != 1)
+        return -1;
+    if (!top->succeeded)
+        return 1;
+    res = &top->res[0];
+    kvs = &res->kvs;
+    if (sl->kind == ST_REQ_SET) {
+        *highest = sl->token;
+        return 0;
+    }
+    if (sl->kind == ST_REQ_ADVANCE) {
         const struct ec_txn_result *mid = res->txn, *inner;
         if (mid == NULL)
             return -1;
@@ -161,7 +649,7 @@ static int slot_result(const struct slot *sl, const struct ec_op_result *res, ui
         kvs = &inner->res[0].kvs;
     }
     if (kvs->n == 0) {
-        if (sl->advance)
+        if (sl->kind == ST_REQ_ADVANCE)
             return -1; /* it existed a moment ago in this very txn */
         *highest = 0;
         return 0;
@@ -175,26 +663,34 @@ static void slot_build(struct etcd_store *es, size_t i)
     struct slot *sl = &es->slots[i];
     struct ec_op *op = &es->ops[i];
 
-    memset(op, 0, sizeof *op);
-    if (!sl->advance) {
-        op->type = EC_OP_RANGE;
-        op->range.key = sl->key;
-        return;
-    }
     snprintf(sl->value, sizeof sl->value, "%020" PRIu64, sl->token);
-    sl->cmp_create = (struct ec_cmp){.key = sl->key, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
-    sl->cmp_value = (struct ec_cmp){.key = sl->key, .target = EC_TARGET_VALUE, .op = EC_LESS,
-                                    .value = sl->value, .value_len = ETCD_TOKEN_DIGITS};
     sl->put = (struct ec_op){.type = EC_OP_PUT, .range = {.key = sl->key}, .value = sl->value,
                              .value_len = ETCD_TOKEN_DIGITS};
     sl->range = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = sl->key}};
-    sl->inner = (struct ec_txn_req){.cmp = &sl->cmp_value, .ncmp = 1, .then = &sl->put,
-                                    .nthen = 1, .els = &sl->range, .nelse = 1};
-    sl->inner_op = (struct ec_op){.type = EC_OP_TXN, .txn = &sl->inner};
-    sl->mid = (struct ec_txn_req){.cmp = &sl->cmp_create, .ncmp = 1, .then = &sl->put,
-                                  .nthen = 1, .els = &sl->inner_op, .nelse = 1};
+    if (sl->kind == ST_REQ_ADVANCE) {
+        sl->cmp_create =
+            (struct ec_cmp){.key = sl->key, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
+        sl->cmp_value = (struct ec_cmp){.key = sl->key, .target = EC_TARGET_VALUE,
+                                        .op = EC_LESS, .value = sl->value,
+                                        .value_len = ETCD_TOKEN_DIGITS};
+        sl->inner = (struct ec_txn_req){.cmp = &sl->cmp_value, .ncmp = 1, .then = &sl->put,
+                                        .nthen = 1, .els = &sl->range, .nelse = 1};
+        sl->inner_op = (struct ec_op){.type = EC_OP_TXN, .txn = &sl->inner};
+        sl->mid = (struct ec_txn_req){.cmp = &sl->cmp_create, .ncmp = 1, .then = &sl->put,
+                                      .nthen = 1, .els = &sl->inner_op, .nelse = 1};
+        sl->work = (struct ec_op){.type = EC_OP_TXN, .txn = &sl->mid};
+    } else {
+        sl->work = sl->kind == ST_REQ_SET ? sl->put : sl->range;
+    }
+    /* Only while own/R still has our epoch (deposed: nothing raised). */
+    sl->cmp_epoch = (struct ec_cmp){.key = sl->own, .target = EC_TARGET_CREATE, .op = EC_EQUAL,
+                                    .n = sl->epoch};
+    sl->range_own = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = sl->own}};
+    sl->top = (struct ec_txn_req){.cmp = &sl->cmp_epoch, .ncmp = 1, .then = &sl->work,
+                                  .nthen = 1, .els = &sl->range_own, .nelse = 1};
+    memset(op, 0, sizeof *op);
     op->type = EC_OP_TXN;
-    op->txn = &sl->mid;
+    op->txn = &sl->top;
 }
 
 /* Serves one chunk of n slots in one group txn; answered requests go to
@@ -212,25 +708,34 @@ static int run_chunk(struct etcd_store *es, size_t n, size_t n_adv, struct st_st
     if (erc == EC_OK && (!res.succeeded || res.n != n))
         erc = EC_ERR_INTERNAL;
     if (erc != EC_OK) {
-        char why[512];
-
-        snprintf(why, sizeof why, "etcd: %s", ec_client_error(es->ec));
-        st_store_set_unreachable(es->s, why);
-        for (size_t i = 0; i < n; i++)
-            slot_answer(&es->slots[i], ST_STORE_EUNAVAIL, 0, done);
+        unreachable(es);
+        for (size_t i = 0; i < n; i++) {
+            answer(es->slots[i].reqs, ST_STORE_EUNAVAIL, 0, done);
+            es->slots[i].reqs = NULL;
+        }
         goto out;
     }
     st_store_set_unreachable(es->s, NULL);
     for (size_t i = 0; i < n; i++) {
+        struct slot *sl = &es->slots[i];
         uint64_t h = 0;
+        int rc = slot_result(sl, &res.res[i], &h);
 
-        if (slot_result(&es->slots[i], &res.res[i], &h) != 0) {
+        if (rc < 0) {
             st_store_fail(es->s, "etcd: key %s holds no 20-digit token or the answer does "
-                                 "not match the txn", es->slots[i].key);
-            slot_answer(&es->slots[i], -1, 0, done);
-            continue;
+                                 "not match the txn", sl->key);
+            answer(sl->reqs, -1, 0, done);
+        } else if (rc > 0) {
+            /* Deposed: own/R is not ours (any more) under this epoch. */
+            struct st_store_req *r0 = sl->reqs;
+            struct owned *o = owned_find(es, r0->key, r0->klen);
+            if (o != NULL && o->epoch == sl->epoch)
+                owned_drop(es, o);
+            answer(sl->reqs, ST_STORE_ELOST, 0, done);
+        } else {
+            answer(sl->reqs, st_store_failed(es->s) ? -1 : 0, h, done);
         }
-        slot_answer(&es->slots[i], st_store_failed(es->s) ? -1 : 0, h, done);
+        sl->reqs = NULL;
     }
     if (n_adv > 0 && !st_store_failed(es->s)) {
         struct st_store_req *rep = st_store_req_commit(n_adv, now_s() - t0);
@@ -243,7 +748,8 @@ out:
     ec_txn_result_free(&res);
     for (size_t i = 0; i < n; i++) {
         free(es->slots[i].key);
-        es->slots[i].key = NULL;
+        free(es->slots[i].own);
+        es->slots[i].key = es->slots[i].own = NULL;
     }
     return erc;
 }
@@ -259,12 +765,57 @@ static void slot_add(struct slot *sl, struct st_store_req *r)
     *pp = r;
 }
 
+/* Takes the requests that are not for the group txn off *batch (in order):
+ * gets of resources not owned (to the acquisitions), releases (served
+ * now), and requests for resources not owned (ELOST). Worker thread. */
+static void sort_out(struct etcd_store *es, struct st_store_req **batch, struct st_store_req **done)
+{
+    struct st_store_req **pp = batch, *r;
+
+    while ((r = *pp) != NULL) {
+        struct owned *o = owned_find(es, r->key, r->klen);
+
+        if (r->kind == ST_REQ_RELEASE) {
+            *pp = r->next;
+            r->highest = 0;
+            r->rc = 0;
+            if (o != NULL && (r->rc = release_one(es, o)) == 0) {
+                owned_drop(es, o);
+            } else if (o != NULL && !o->releasing) {
+                o->releasing = 1; /* retried by the tick */
+                TAILQ_INSERT_TAIL(&es->releasing, o, rel_link);
+            }
+            r->next = *done;
+            *done = r;
+        } else if (r->kind == ST_REQ_GET && (o == NULL || o->releasing)) {
+            *pp = r->next;
+            if (o != NULL) /* a release under way: taken back as it is */
+                owned_drop(es, o);
+            if (acq_add(es, r) != 0) {
+                r->rc = ST_STORE_EUNAVAIL;
+                r->next = *done;
+                *done = r;
+            }
+        } else if (o == NULL) {
+            *pp = r->next;
+            r->rc = ST_STORE_ELOST;
+            r->highest = 0;
+            r->next = *done;
+            *done = r;
+        } else {
+            pp = &r->next;
+        }
+    }
+}
+
 /* Serves one batch (owned) in chunks and completes it. Worker thread. */
 static void run_batch(struct etcd_store *es, struct st_store_req *batch)
 {
     struct st_store_req *done = NULL, *r, *next;
     int unavailable = 0;
 
+    if (!st_store_failed(es->s))
+        sort_out(es, &batch, &done);
     while (batch != NULL) {
         size_t n = 0, n_adv = 0;
 
@@ -284,39 +835,46 @@ static void run_batch(struct etcd_store *es, struct st_store_req *batch)
         /* Take requests in order until the txn is full. */
         while (batch != NULL) {
             struct slot *sl = NULL;
-            char *k;
+            struct owned *o;
+            char *k, *own;
 
             r = batch;
-            /* The operator's reset (ST_REQ_SET) is not done through the etcd
-             * backend yet (etcdctl put is): refused, never taken for a get. */
-            k = r->kind == ST_REQ_SET ? NULL : etcd_key(es, r->key, r->klen);
-            if (k == NULL) {
+            o = owned_find(es, r->key, r->klen);
+            k = etcd_key(es->tok_prefix, r->key, r->klen);
+            own = etcd_key(es->own_prefix, r->key, r->klen);
+            if (k == NULL || own == NULL || o == NULL) {
+                free(k);
+                free(own);
                 batch = r->next;
-                r->rc = ST_STORE_EUNAVAIL;
+                r->rc = o == NULL ? ST_STORE_ELOST : ST_STORE_EUNAVAIL;
                 r->next = done;
                 done = r;
                 continue;
             }
             if (r->kind == ST_REQ_ADVANCE) {
                 for (size_t i = 0; i < n && sl == NULL; i++)
-                    if (es->slots[i].advance && strcmp(es->slots[i].key, k) == 0)
+                    if (es->slots[i].kind == ST_REQ_ADVANCE && strcmp(es->slots[i].key, k) == 0)
                         sl = &es->slots[i];
             }
             if (sl != NULL) {
                 free(k);
+                free(own);
                 if (r->token > sl->token)
                     sl->token = r->token;
             } else {
                 if (n == es->max_ops) {
                     free(k);
+                    free(own);
                     break;
                 }
                 sl = &es->slots[n++];
-                sl->advance = r->kind == ST_REQ_ADVANCE;
+                sl->kind = r->kind;
                 sl->key = k;
+                sl->own = own;
+                sl->epoch = o->epoch;
                 sl->token = r->token;
                 sl->reqs = NULL;
-                n_adv += sl->advance;
+                n_adv += sl->kind != ST_REQ_GET;
             }
             batch = r->next;
             slot_add(sl, r);
@@ -342,6 +900,47 @@ static void run_batch_cb(void *arg, struct st_store_req *batch)
     run_batch(arg, batch);
 }
 
+/* Timed work: the lease, hand-over polling, acquisitions, releases to
+ * retry. Returns the ms until the next is due. Worker thread. */
+static int64_t tick_cb(void *arg)
+{
+    struct etcd_store *es = arg;
+    struct st_store_req *done = NULL, *rev = NULL, *r, *next;
+    int64_t now = ec_now_ms(), wait, due;
+    struct owned *o, *onext;
+
+    if (st_store_failed(es->s))
+        return -1;
+    lease_tick(es, now);
+    now = ec_now_ms();
+    if (now >= es->next_poll) {
+        poll_wants(es, &done);
+        es->next_poll = ec_now_ms() + es->poll_ms;
+    }
+    for (o = TAILQ_FIRST(&es->releasing); o != NULL; o = onext) {
+        onext = TAILQ_NEXT(o, rel_link);
+        if (release_one(es, o) != 0)
+            break; /* still unreachable: next tick */
+        owned_drop(es, o);
+    }
+    wait = acq_tick(es, &done);
+    for (r = done; r != NULL; r = next) {
+        next = r->next;
+        r->next = rev;
+        rev = r;
+    }
+    st_store_complete_list(es->s, rev);
+    now = ec_now_ms();
+    due = es->next_keepalive - now;
+    if (fc_hmap_count(es->owned) > 0 && es->next_poll - now < due)
+        due = es->next_poll - now;
+    if (!TAILQ_EMPTY(&es->releasing) && ETCD_RETRY_MS < due)
+        due = ETCD_RETRY_MS;
+    if (wait < due)
+        due = wait;
+    return due < 1 ? 1 : due;
+}
+
 static void etcd_submit(struct st_store *s, struct st_store_req *req)
 {
     struct etcd_store *es = st_store_impl(s);
@@ -351,10 +950,28 @@ static void etcd_submit(struct st_store *s, struct st_store_req *req)
 
 static void es_free(struct etcd_store *es)
 {
+    struct acq *a;
+
     if (es == NULL)
         return;
+    while ((a = TAILQ_FIRST(&es->acqs)) != NULL) {
+        struct st_store_req *r, *next;
+        TAILQ_REMOVE(&es->acqs, a, link);
+        for (r = a->reqs; r != NULL; r = next) {
+            next = r->next;
+            free(r);
+        }
+        free(a);
+    }
+    if (es->owned != NULL)
+        owned_clear(es);
+    fc_hmap_free(&es->owned);
     ec_client_free(&es->ec);
     free(es->tok_prefix);
+    free(es->own_prefix);
+    free(es->clean_prefix);
+    free(es->want_prefix);
+    free(es->owner_id);
     free(es->slots);
     free(es->ops);
     free(es);
@@ -364,6 +981,11 @@ static void note(const struct st_store_config *cfg, int level, const char *msg)
 {
     if (cfg->log != NULL)
         cfg->log(cfg->log_arg, level, msg);
+}
+
+static int64_t or_default(uint64_t v, int64_t dflt)
+{
+    return v ? (int64_t)v : dflt;
 }
 
 static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char *err,
@@ -379,9 +1001,21 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         return -1;
     }
     es->s = s;
-    es->timeout_ms = cfg->timeout_ms ? (int64_t)cfg->timeout_ms : ETCD_DEFAULT_TIMEOUT_MS;
+    TAILQ_INIT(&es->acqs);
+    TAILQ_INIT(&es->releasing);
+    es->timeout_ms = or_default(cfg->timeout_ms, ETCD_DEFAULT_TIMEOUT_MS);
+    es->ttl_ms = or_default(cfg->lease_ttl_ms, ETCD_DEFAULT_TTL_MS);
+    es->margin_ms = or_default(cfg->margin_ms, ETCD_DEFAULT_MARGIN_MS);
+    es->lock_delay_ms = or_default(cfg->lock_delay_ms, ETCD_DEFAULT_LOCK_DELAY_MS);
+    es->handover_ms = or_default(cfg->handover_wait_ms, ETCD_DEFAULT_HANDOVER_MS);
+    es->poll_ms = or_default(cfg->poll_ms, ETCD_DEFAULT_POLL_MS);
     if (ops <= ETCD_NESTING) {
         snprintf(err, errlen, "etcd store: max_txn_ops must be above %d", ETCD_NESTING);
+        goto fail;
+    }
+    if (es->ttl_ms < 2000 || es->margin_ms * 2 >= es->ttl_ms) {
+        snprintf(err, errlen, "etcd store: lease_ttl must be at least 2 s and above twice "
+                              "the margin");
         goto fail;
     }
     es->max_ops = ops - ETCD_NESTING;
@@ -393,12 +1027,18 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         goto fail;
     es->slots = calloc(es->max_ops, sizeof *es->slots);
     es->ops = calloc(es->max_ops, sizeof *es->ops);
-    if (es->slots == NULL || es->ops == NULL ||
-        asprintf(&es->tok_prefix, "%stok/", prefix) < 0) {
-        es->tok_prefix = NULL;
+    es->owned = fc_hmap_new(64);
+    if (es->slots == NULL || es->ops == NULL || es->owned == NULL ||
+        asprintf(&es->tok_prefix, "%stok/", prefix) < 0 ||
+        asprintf(&es->own_prefix, "%sown/", prefix) < 0 ||
+        asprintf(&es->clean_prefix, "%sclean/", prefix) < 0 ||
+        asprintf(&es->want_prefix, "%swant/", prefix) < 0 ||
+        (es->owner_id = strdup(cfg->owner_id != NULL ? cfg->owner_id : "fenceproxy")) == NULL) {
         snprintf(err, errlen, "etcd store: out of memory");
         goto fail;
     }
+    es->fence_at = 0; /* nothing is owned before the first lease */
+    publish(es);
     {
         /* Not a refusal: the proxy starts and answers 503 until etcd is
          * reachable, but the operator hears of it now. */
@@ -416,7 +1056,7 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         ec_kvs_free(&kvs);
     }
     st_store_set_impl(s, es);
-    es->worker = st_worker_start(run_batch_cb, es);
+    es->worker = st_worker_start_ticking(run_batch_cb, tick_cb, es);
     if (es->worker == NULL) {
         st_store_set_impl(s, NULL);
         snprintf(err, errlen, "etcd store: cannot start worker thread");
@@ -439,6 +1079,10 @@ static int etcd_close(struct st_store *s)
         fprintf(stderr, "etcd store: worker did not stop in time; leaking it\n");
         return -1;
     }
+    /* What was not released cleanly goes with the lease; its next owner
+     * waits the lock-delay. */
+    if (es->lease != 0)
+        (void)ec_lease_revoke(es->ec, es->lease, ec_now_ms() + es->timeout_ms);
     es_free(es);
     st_store_set_impl(s, NULL);
     return 0;
@@ -448,5 +1092,6 @@ const struct st_store_ops st_store_etcd_ops = {
     .name = "etcd",
     .open = etcd_open,
     .submit = etcd_submit,
+    .owns = 1,
     .close = etcd_close,
 };

@@ -16,7 +16,9 @@ enum st_req_kind {
     ST_REQ_GET,
     ST_REQ_ADVANCE,
     ST_REQ_SET,    /* the operator's reset: token replaces the stored value */
-    ST_REQ_COMMIT  /* a commit report for the hook; no key, no cb */
+    ST_REQ_COMMIT, /* a commit report for the hook; no key, no cb */
+    ST_REQ_RELEASE, /* give up the ownership of key (st_store_release) */
+    ST_REQ_ASK     /* from the backend: another proxy asks for key (the ask hook) */
 };
 
 /* One request, from submission to its callback. The backend owns it between
@@ -44,6 +46,9 @@ struct st_store_ops {
     /* Takes ownership of req (GET or ADVANCE) and completes it later or at
      * once through st_store_complete*(). Must not call back. Loop thread. */
     void (*submit)(struct st_store *s, struct st_store_req *req);
+    /* Non-zero when the backend has ownership (ST_REQ_RELEASE goes to
+     * submit); otherwise st_store_release() completes at once. */
+    int owns;
     /* Finishes submitted work (bounded), completes it, frees the backend.
      * Returns 0, or -1 when work could not be finished in time: the backend
      * then keeps its state alive (leaked) and the store must not be freed. */
@@ -76,6 +81,14 @@ void st_store_set_unreachable(struct st_store *s, const char *why);
 
 /* The backend reports its fill level and whether it is full. Any thread. */
 void st_store_set_fill(struct st_store *s, uint64_t used, uint64_t max, int full);
+
+/* The backend reports its ownership deadline and generation
+ * (st_store_fence_at, st_store_owner_gen). Any thread. */
+void st_store_set_owner(struct st_store *s, int64_t fence_at, uint64_t gen);
+
+/* A request record of kind for key (copied), for a backend that tells the
+ * loop something (ST_REQ_ASK). Aborts when out of memory. */
+struct st_store_req *st_store_req_new(enum st_req_kind kind, const char *key, size_t klen);
 
 /* The file backend's check (st_store_check()). */
 int st_store_lmdb_check(const struct st_store_config *cfg, FILE *out);

@@ -16,9 +16,17 @@ struct st_worker;
  * Worker thread. */
 typedef void (*st_worker_run_fn)(void *arg, struct st_store_req *batch);
 
-/* Starts the thread; run and arg are borrowed until st_worker_stop(). NULL
- * when the thread cannot start. */
+/* Timed work of the backend between batches (lease keepalives, retries):
+ * called on the worker thread after every batch and whenever the time it
+ * asked for has come; returns the milliseconds until it wants to be called
+ * again, or -1 for "only after the next batch". */
+typedef int64_t (*st_worker_tick_fn)(void *arg);
+
+/* Starts the thread; run, tick (may be NULL) and arg are borrowed until
+ * st_worker_stop(). NULL when the thread cannot start. */
 struct st_worker *st_worker_start(st_worker_run_fn run, void *arg);
+struct st_worker *st_worker_start_ticking(st_worker_run_fn run, st_worker_tick_fn tick,
+                                          void *arg);
 
 /* Queues req (owned by the worker from now on). Loop thread. */
 void st_worker_submit(struct st_worker *w, struct st_store_req *req);

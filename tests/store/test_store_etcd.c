@@ -1,6 +1,10 @@
 /* The etcd token store (store/st_store_etcd.c) against real etcd members:
  * get/advance semantics and the 20-digit encoding as etcd holds it, keys with
- * '%' and NUL kept apart, two stores (two proxies) sharing one highest, group
+ * '%' and NUL kept apart, an advance of a resource not owned refused,
+ * ownership between two stores (two proxies): the hand-over when the owner
+ * releases on request, the bounded wait (ST_STORE_EBUSY) when it does not,
+ * the lock-delay after an owner that did not release cleanly, a deposed
+ * owner's advance refused (ST_STORE_ELOST); group
  * commit (many advances in few txns, the nested txn within etcd's default
  * --max-txn-ops of 128, and one op more refused by etcd), a stored value
  * that is not a token failing the store, an unreachable cluster failing
@@ -59,15 +63,24 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static struct st_store *open_eps(const char *eps, unsigned max_ops, uint64_t timeout_ms)
+static struct st_store *open_own(const char *eps, unsigned max_ops, uint64_t timeout_ms,
+                                 uint64_t lock_delay_ms, uint64_t handover_ms)
 {
     struct st_store_config cfg = {.backend = ST_STORE_ETCD, .endpoints = eps,
                                   .prefix = "/t/", .max_txn_ops = max_ops,
-                                  .timeout_ms = timeout_ms};
+                                  .timeout_ms = timeout_ms, .lock_delay_ms = lock_delay_ms,
+                                  .handover_wait_ms = handover_ms};
     char err[256] = "";
     struct st_store *s = st_store_open(&cfg, err, sizeof err);
     cr_assert_not_null(s, "open: %s", err);
     return s;
+}
+
+/* A store whose lock-delay is 1 ms: these tests are about the store's
+ * answers, not about the wait (one test below measures that). */
+static struct st_store *open_eps(const char *eps, unsigned max_ops, uint64_t timeout_ms)
+{
+    return open_own(eps, max_ops, timeout_ms, 1, 0);
 }
 
 static struct st_store *open_store(void)
@@ -164,9 +177,14 @@ Test(etcdstore, semantics_and_encoding)
     struct st_store *s = open_store();
     struct res r;
 
+    r = ADV(s, "/k", 5); /* not owned yet: refused, nothing raised */
+    cr_expect_eq(r.rc, ST_STORE_ELOST);
+    cr_expect_not(etcd_holds("/t/tok//k", "00000000000000000005"));
     r = GET(s, "/never");
     cr_expect_eq(r.rc, 0);
     cr_expect_eq(r.highest, 0);
+    r = GET(s, "/k"); /* takes it */
+    cr_expect_eq(r.rc, 0);
     r = ADV(s, "/k", 5);
     cr_expect_eq(r.rc, 0);
     cr_expect_eq(r.highest, 5);
@@ -182,11 +200,14 @@ Test(etcdstore, semantics_and_encoding)
     r = ADV(s, "/k", UINT64_MAX);
     cr_expect_eq(r.highest, UINT64_MAX);
     cr_expect(etcd_holds("/t/tok//k", "18446744073709551615"));
+    r = GET(s, "/small");
     r = ADV(s, "/small", 7);
     cr_expect(etcd_holds("/t/tok//small", "00000000000000000007"), "20-digit value");
     /* '%' and NUL are escaped so that these keys stay apart. */
+    r = get1(s, "/a\0b", 4);
     r = adv1(s, "/a\0b", 4, 11);
     cr_expect_eq(r.highest, 11);
+    r = GET(s, "/a%00b");
     r = ADV(s, "/a%00b", 12);
     cr_expect_eq(r.highest, 12);
     r = get1(s, "/a\0b", 4);
@@ -200,20 +221,125 @@ Test(etcdstore, semantics_and_encoding)
     st_store_close(&s);
 }
 
-Test(etcdstore, two_stores_share_the_highest)
-{
-    struct st_store *a = open_store(), *b = open_store();
-    struct res r;
+/* A's ask hook: gives the resource up at once (what px_fence does once
+ * nothing of it is in flight), counting the asks. */
+struct asker {
+    struct st_store *s;
+    int asks;
+    int release;
+};
 
-    r = ADV(a, "/shared", 33);
-    cr_expect_eq(r.highest, 33);
-    r = ADV(b, "/shared", 34);
-    cr_expect_eq(r.highest, 34);
-    r = ADV(a, "/shared", 33); /* a's own answer says it is stale now */
+static void on_ask(void *arg, const char *key, size_t klen)
+{
+    struct asker *k = arg;
+    cr_assert(in_dispatch, "ask outside st_store_dispatch()");
+    k->asks++;
+    if (k->release)
+        st_store_release(k->s, key, klen, NULL, NULL);
+}
+
+/* Runs a's and b's loops until b's request is answered. */
+static void run_two(struct st_store *a, struct st_store *b, const struct res *r, double secs)
+{
+    double end = now() + secs;
+    while (r->calls < 1) {
+        struct pollfd p[2] = {{.fd = st_store_notify_fd(a), .events = POLLIN},
+                              {.fd = st_store_notify_fd(b), .events = POLLIN}};
+        cr_assert_lt(now(), end, "timed out");
+        if (poll(p, 2, 20) > 0) {
+            if (p[0].revents)
+                dispatch(a);
+            if (p[1].revents)
+                dispatch(b);
+        }
+    }
+}
+
+Test(etcdstore, handover_between_two_stores)
+{
+    struct st_store *a = open_store(), *b = open_own(E.endpoints, 0, 0, 1, 3000);
+    struct asker ka = {.s = a, .release = 1};
+    struct res r = {0, 99, 99};
+    double t0;
+
+    st_store_set_ask_hook(a, on_ask, &ka);
+    cr_assert_eq(GET(a, "/shared").rc, 0);
+    cr_expect_eq(ADV(a, "/shared", 33).highest, 33);
+    /* b asks; a is told, releases cleanly, b takes it with a's highest. */
+    t0 = now();
+    st_store_get(b, "/shared", 7, on_done, &r);
+    run_two(a, b, &r, 10);
     cr_expect_eq(r.rc, 0);
-    cr_expect_eq(r.highest, 34);
-    r = GET(a, "/shared");
-    cr_expect_eq(r.highest, 34);
+    cr_expect_eq(r.highest, 33);
+    cr_expect_eq(ka.asks, 1);
+    fprintf(stderr, "hand-over between two stores: %.0f ms\n", (now() - t0) * 1000);
+    cr_expect_eq(ADV(b, "/shared", 34).highest, 34);
+    /* a no longer owns it: its advance raises nothing. */
+    cr_expect_eq(ADV(a, "/shared", 35).rc, ST_STORE_ELOST);
+    cr_expect(etcd_holds("/t/tok//shared", "00000000000000000034"));
+    st_store_close(&a);
+    st_store_close(&b);
+}
+
+Test(etcdstore, an_owner_that_does_not_hand_over_makes_the_wait_end_busy)
+{
+    struct st_store *a = open_store(), *b = open_own(E.endpoints, 0, 0, 1, 400);
+    struct asker ka = {.s = a, .release = 0};
+    struct res r = {0, 99, 99};
+    double t0;
+
+    st_store_set_ask_hook(a, on_ask, &ka);
+    cr_assert_eq(GET(a, "/held").rc, 0);
+    cr_expect_eq(ADV(a, "/held", 5).highest, 5);
+    t0 = now();
+    st_store_get(b, "/held", 5, on_done, &r);
+    run_two(a, b, &r, 10);
+    cr_expect_eq(r.rc, ST_STORE_EBUSY);
+    cr_expect_geq(now() - t0, 0.39, "answered before the wait ended");
+    cr_expect_eq(ka.asks, 1, "the owner was asked once");
+    cr_expect_eq(ADV(a, "/held", 6).highest, 6, "the owner still owns it");
+    cr_expect_eq(ADV(b, "/held", 7).rc, ST_STORE_ELOST);
+    st_store_close(&a);
+    st_store_close(&b);
+}
+
+/* An owner that goes without releasing (its lease revoked: the same keys
+ * vanish as on expiry): the next owner's get waits the lock-delay; after a
+ * clean release it does not. */
+Test(etcdstore, lock_delay_after_an_unclean_end_only)
+{
+    struct st_store *a = open_store(), *b;
+    struct res r;
+    double t0, waited;
+
+    cr_assert_eq(GET(a, "/ld").rc, 0);
+    cr_expect_eq(ADV(a, "/ld", 9).highest, 9);
+    st_store_close(&a); /* revokes the lease: own/R goes, no clean/R */
+    b = open_own(E.endpoints, 0, 0, 1500, 0);
+    t0 = now();
+    r = GET(b, "/ld");
+    waited = now() - t0;
+    cr_expect_eq(r.rc, 0);
+    cr_expect_eq(r.highest, 9);
+    cr_expect_geq(waited, 1.5, "the lock-delay was not waited: %.3f s", waited);
+    /* b releases cleanly; a third store takes it without the wait. */
+    {
+        struct res rel = {0, 99, 99};
+        st_store_release(b, "/ld", 3, on_done, &rel);
+        run_until(b, &rel.calls, 1, 10);
+        cr_expect_eq(rel.rc, 0);
+    }
+    a = open_own(E.endpoints, 0, 0, 1500, 0);
+    t0 = now();
+    r = GET(a, "/ld");
+    waited = now() - t0;
+    cr_expect_eq(r.rc, 0);
+    cr_expect_eq(r.highest, 9);
+    cr_expect_lt(waited, 1.0, "waited %.3f s after a clean release", waited);
+    /* A resource never written needs no wait either. */
+    t0 = now();
+    cr_expect_eq(GET(b, "/fresh").rc, 0);
+    cr_expect_lt(now() - t0, 1.0);
     st_store_close(&a);
     st_store_close(&b);
 }
@@ -248,8 +374,8 @@ static void on_many(void *arg, int rc, uint64_t highest)
         m->bad++;
 }
 
-/* 1000 advances on 300 keys queued at once: a few txns of at most 126
- * keys each (128 ops with two nested levels), every answer right. */
+/* 1000 advances on 300 owned keys queued at once: a few txns of at most
+ * 125 keys each (128 ops with three nested levels), every answer right. */
 Test(etcdstore, group_commit_within_max_txn_ops)
 {
     struct st_store *s = open_store();
@@ -258,6 +384,10 @@ Test(etcdstore, group_commit_within_max_txn_ops)
     char key[32];
     struct res r;
 
+    for (int k = 0; k < 300; k++) {
+        snprintf(key, sizeof key, "/g/%d", k);
+        cr_assert_eq(GET(s, key).rc, 0);
+    }
     st_store_set_commit_hook(s, on_commit, &c);
     for (int i = 0; i < 1000; i++) {
         snprintf(key, sizeof key, "/g/%d", i % 300);
@@ -287,8 +417,8 @@ Test(etcdstore, group_commit_within_max_txn_ops)
         /* the largest i with i % 300 == k, plus one */
         cr_expect_eq(r.highest, (uint64_t)(k + 900 < 1000 ? k + 901 : k + 601), "%s", key);
     }
-    cr_expect_leq(c.max_batch, 126, "a txn with %zu keys", c.max_batch);
-    cr_expect_eq(c.max_batch, 126, "the first txn is full: %zu", c.max_batch);
+    cr_expect_leq(c.max_batch, 125, "a txn with %zu keys", c.max_batch);
+    cr_expect_eq(c.max_batch, 125, "the first txn is full: %zu", c.max_batch);
     cr_expect_lt(c.n, 40, "%d txns for 1000 advances: no group commit", c.n);
     cr_expect_eq(st_store_failed(s), 0);
     st_store_close(&s);
@@ -300,35 +430,41 @@ Test(etcdstore, group_commit_within_max_txn_ops)
 Test(etcdstore, one_op_over_etcds_limit_is_refused)
 {
     struct st_store *s = open_eps(E.endpoints, 129, 5000);
-    static struct many m[127];
+    static struct many m[126];
     struct res first = {0, 99, 99};
     char key[32];
     int done = 0;
-    double end = now() + 20;
+    double end = now() + 40;
+
+    for (int i = 0; i < 126; i++) {
+        snprintf(key, sizeof key, "/over/%d", i);
+        cr_assert_eq(GET(s, key).rc, 0);
+    }
+    cr_assert_eq(GET(s, "/first").rc, 0);
 
     /* etcd stopped: the worker sits in the first request's txn while the
-     * 127 queue up behind it, so they are one batch. */
+     * 126 queue up behind it, so they are one batch. */
     cr_assert_eq(ts_proc_signal(&E.m[0], SIGSTOP), 0);
     st_store_get(s, "/first", 6, on_done, &first);
     ts_sleep_ms(200);
-    for (int i = 0; i < 127; i++) {
+    for (int i = 0; i < 126; i++) {
         snprintf(key, sizeof key, "/over/%d", i);
         m[i].want = 1;
         st_store_advance(s, key, strlen(key), 1, on_many, &m[i]);
     }
     cr_assert_eq(ts_proc_signal(&E.m[0], SIGCONT), 0);
-    while (done < 127) {
+    while (done < 126) {
         struct pollfd p = {.fd = st_store_notify_fd(s), .events = POLLIN};
         cr_assert_lt(now(), end, "timed out");
         if (poll(&p, 1, 50) > 0)
             dispatch(s);
         done = 0;
-        for (int i = 0; i < 127; i++)
+        for (int i = 0; i < 126; i++)
             done += m[i].done;
     }
     run_until(s, &first.calls, 1, 10);
     cr_expect_eq(first.rc, 0);
-    for (int i = 0; i < 127; i++)
+    for (int i = 0; i < 126; i++)
         cr_expect_eq(m[i].failed, 1, "advance %d acknowledged in an oversized txn", i);
     cr_expect(st_store_unreachable(s, NULL, 0));
     st_store_close(&s);
@@ -364,10 +500,10 @@ Test(etcdstore, unreachable_fails_every_call)
     snprintf(eps, sizeof eps, "127.0.0.1:%d", ts_free_port());
     s = open_eps(eps, 0, 500);
     t0 = now();
-    r = ADV(s, "/k", 1);
-    cr_expect_eq(r.rc, ST_STORE_EUNAVAIL);
     r = GET(s, "/k");
     cr_expect_eq(r.rc, ST_STORE_EUNAVAIL);
+    r = ADV(s, "/k", 1);
+    cr_expect_eq(r.rc, ST_STORE_ELOST, "not owned: refused, not answered locally");
     cr_expect_lt(now() - t0, 3.0);
     cr_expect(st_store_unreachable(s, why, sizeof why));
     cr_expect_eq(st_store_failed(s), 0, "not failed for good");
@@ -376,6 +512,7 @@ Test(etcdstore, unreachable_fails_every_call)
     /* A live store whose only member stops: calls fail, not answered from
      * anything local. */
     s = open_eps(E.endpoints, 0, 500);
+    cr_assert_eq(GET(s, "/k").rc, 0);
     r = ADV(s, "/k", 8);
     cr_expect_eq(r.rc, 0);
     cr_assert_eq(ts_etcd_kill(&E, 0, SIGKILL), 0);
@@ -417,6 +554,26 @@ Test(etcdstore3, leader_killed_under_load_loses_no_acknowledged_advance)
             cr_assert_geq(leader, 0, "no leader");
             cr_assert_eq(ts_etcd_kill(&E, leader, SIGKILL), 0);
             killed_at = now();
+        }
+        {
+            /* Take the round's keys first, as the proxy does before it
+             * advances (a key not owned yet is refused). */
+            struct res took[LOAD_KEYS];
+            int ntook = 0;
+            memset(took, 0, sizeof took);
+            for (int k = 0; k < LOAD_KEYS; k++) {
+                snprintf(key, sizeof key, "/load/%d/%d", r, k);
+                st_store_get(s, key, strlen(key), on_done, &took[k]);
+            }
+            while (ntook < LOAD_KEYS) {
+                struct pollfd p = {.fd = st_store_notify_fd(s), .events = POLLIN};
+                cr_assert_lt(now(), end, "timed out taking the keys");
+                if (poll(&p, 1, 50) > 0)
+                    dispatch(s);
+                ntook = 0;
+                for (int k = 0; k < LOAD_KEYS; k++)
+                    ntook += took[k].calls;
+            }
         }
         for (int k = 0; k < LOAD_KEYS; k++) {
             snprintf(key, sizeof key, "/load/%d/%d", r, k);
