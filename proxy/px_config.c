@@ -177,7 +177,7 @@ static const struct key keys[] = {
      "etcd store: how often hand-over requests are looked for and retried"},
     {S_STORE, "own_idle", K_DURATION, PC(store_own_idle_ms), "30s", 0, DAY_MS, NULL, 0,
      "etcd store: an owned resource without requests for this long is given up (0: never)"},
-    {S_STORE, "max_txn_ops", K_UINT, PC(store_max_txn_ops), "128", 4, 65536, NULL, 0,
+    {S_STORE, "max_txn_ops", K_UINT, PC(store_max_txn_ops), "128", 12, 65536, NULL, 0,
      "etcd store: etcd's --max-txn-ops; a group commit holds up to this minus 3 advances"},
     {S_STORE, "timeout", K_DURATION, PC(store_timeout_ms), "2s", 100, 60000, NULL, 0,
      "etcd store: deadline of one etcd request; then 503 (fail closed)"},

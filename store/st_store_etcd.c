@@ -78,6 +78,9 @@
 #define ETCD_DEFAULT_POLL_MS 50
 #define ETCD_RETRY_MS 500     /* a failed grant or keepalive is tried again */
 #define ETCD_CLOSE_EXTRA_S 10
+#define ETCD_SENDERS 8        /* group txns in flight at once */
+#define ETCD_ACQ_NESTING 11   /* the acquire txn's ops below the group level */
+#define ETCD_ACQ_MAX 128      /* acquisitions per group txn at most */
 
 /* One resource this proxy owns (worker thread). */
 struct owned {
@@ -95,17 +98,24 @@ struct owned {
 struct acq {
     TAILQ_ENTRY(acq) link;
     struct st_store_req *reqs; /* the gets it answers, in order */
+    char *own, *tok, *clean, *want; /* R's keys, owned */
+    unsigned tried;            /* the tick round it was last tried in */
     int delayed;
     int want_mine;             /* want/R was put by us */
     int64_t deadline;          /* WAITING: the hand-over wait ends */
     int64_t due;               /* next try (WAITING) or the end of the lock-delay */
     uint64_t highest;          /* DELAYED: what the get answers */
     uint64_t gen;              /* the lease it was taken under */
+    /* The acquire txn (acq_build), pointing into the fields above. */
+    struct ec_op take[6], look[2], mid_op, top_op;
+    struct ec_cmp c_free[2], c_mine[2];
+    struct ec_txn_req mid, top;
 };
 
 /* One operation of a group txn: an advance of one key (merging every advance
  * of that key in the chunk), a set or a get of an owned resource. */
 struct slot {
+    struct fc_hmap_node node;       /* in the round's table, keyed by key */
     enum st_req_kind kind;
     char *key;                      /* tok/R, owned */
     char *own;                      /* own/R, owned */
@@ -118,6 +128,24 @@ struct slot {
     struct ec_txn_req inner, mid, top;
 };
 
+struct etcd_store;
+
+/* One group txn of a round; the chunks of a round are sent at once, each on
+ * its own connection (one thread each), since a txn's latency (a Raft
+ * commit: an fsync on a majority) and not etcd's throughput bounds the
+ * advances per second. */
+struct chunk {
+    struct etcd_store *es;
+    struct ec_client *ec;      /* its own connection; owned */
+    struct slot *slots;        /* max_ops of them; owned */
+    struct ec_op *ops;
+    size_t n, n_adv;
+    int erc;
+    struct ec_txn_result res;
+    double secs;
+    pthread_t th;
+};
+
 struct etcd_store {
     struct st_store *s;
     struct ec_client *ec;
@@ -125,8 +153,10 @@ struct etcd_store {
     char *owner_id;
     size_t max_ops;     /* operations per group txn */
     int64_t timeout_ms, ttl_ms, margin_ms, lock_delay_ms, handover_ms, poll_ms;
-    struct slot *slots; /* max_ops of them; worker thread */
-    struct ec_op *ops;
+    struct chunk chunks[ETCD_SENDERS]; /* worker thread */
+    struct fc_hmap *round;    /* the round's slots by key */
+    size_t max_acq;           /* acquisitions per group txn */
+    unsigned round_no;        /* acq_try_due's rounds */
     struct st_worker *worker; /* the worker thread */
     /* Ownership, worker thread only. */
     int64_t lease;            /* 0: none yet (or lost) */
@@ -336,146 +366,206 @@ static void want_drop(struct etcd_store *es, const char *want)
     ec_txn_result_free(&res);
 }
 
-/* One try of the acquire txn for the first request of a. Returns 1 owned
- * (a->delayed, a->highest, a->due set, or a answered), 0 still waiting,
- * -1 with a answered (unreachable, failed). Worker thread. */
-static int acquire_try(struct etcd_store *es, struct acq *a, struct st_store_req **done)
+/* The acquire txn of a, built in a's own storage (the ops point into it):
+ *
+ *   txn { create(own/R) == 0 && create(want/R) == 0 ? TAKE
+ *         : txn { create(own/R) == 0 && lease(want/R) == ours ? TAKE, delete want/R
+ *                 : range own/R, range want/R } }
+ *
+ * TAKE = put own/R (our lease), range own/R (its create revision is the
+ * epoch), range clean/R, delete clean/R, range tok/R. */
+static void acq_build(struct etcd_store *es, struct acq *a)
+{
+    a->take[0] = (struct ec_op){.type = EC_OP_PUT, .range = {.key = a->own},
+                                .value = es->owner_id, .value_len = strlen(es->owner_id),
+                                .lease = es->lease};
+    a->take[1] = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = a->own}};
+    a->take[2] = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = a->clean}};
+    a->take[3] = (struct ec_op){.type = EC_OP_DELETE, .range = {.key = a->clean}};
+    a->take[4] = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = a->tok}};
+    a->take[5] = (struct ec_op){.type = EC_OP_DELETE, .range = {.key = a->want}};
+    a->look[0] = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = a->own}};
+    a->look[1] = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = a->want}};
+    a->c_free[0] = (struct ec_cmp){.key = a->own, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
+    a->c_free[1] = (struct ec_cmp){.key = a->want, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
+    a->c_mine[0] = a->c_free[0];
+    a->c_mine[1] = (struct ec_cmp){.key = a->want, .target = EC_TARGET_LEASE, .op = EC_EQUAL,
+                                   .n = es->lease};
+    a->mid = (struct ec_txn_req){.cmp = a->c_mine, .ncmp = 2, .then = a->take, .nthen = 6,
+                                 .els = a->look, .nelse = 2};
+    a->mid_op = (struct ec_op){.type = EC_OP_TXN, .txn = &a->mid};
+    a->top = (struct ec_txn_req){.cmp = a->c_free, .ncmp = 2, .then = a->take, .nthen = 5,
+                                 .els = &a->mid_op, .nelse = 1};
+    a->top_op = (struct ec_op){.type = EC_OP_TXN, .txn = &a->top};
+}
+
+/* Answers a's requests with rc (no highest). */
+static void acq_fail(struct acq *a, int rc, struct st_store_req **done)
+{
+    answer(a->reqs, rc, 0, done);
+    a->reqs = NULL;
+}
+
+/* What a's acquire txn answered (top: its result in the group txn), at
+ * time answered. Returns 1 owned (a->delayed, a->highest, a->due set), 0
+ * still waiting, -1 with a answered (failed). Worker thread. */
+static int acq_result(struct etcd_store *es, struct acq *a, const struct ec_txn_result *top,
+                      int64_t answered, struct st_store_req **done)
 {
     const struct st_store_req *r = a->reqs;
-    char *own = etcd_key(es->own_prefix, r->key, r->klen);
-    char *tok = etcd_key(es->tok_prefix, r->key, r->klen);
-    char *clean = etcd_key(es->clean_prefix, r->key, r->klen);
-    char *want = etcd_key(es->want_prefix, r->key, r->klen);
-    struct ec_txn_result res = {0};
-    int rc = -1, erc;
+    const struct ec_txn_result *got = NULL;
+    const struct ec_kvs *kown, *kclean, *ktok, *kwant;
+    uint64_t highest = 0;
 
-    if (own == NULL || tok == NULL || clean == NULL || want == NULL || es->lease == 0 ||
-        ec_now_ms() >= es->fence_at) {
-        if (own != NULL && tok != NULL && clean != NULL && want != NULL)
-            unreachable(es);
-        answer(a->reqs, ST_STORE_EUNAVAIL, 0, done);
-        a->reqs = NULL;
-        goto out;
+    if (top != NULL && top->succeeded && top->n == 5)
+        got = top;
+    else if (top != NULL && !top->succeeded && top->n == 1 && top->res[0].txn != NULL)
+        got = top->res[0].txn;
+    if (got == NULL || (got->succeeded && got->n < 5) || (!got->succeeded && got->n != 2)) {
+        st_store_fail(es->s, "etcd: the answer to an acquire txn does not match it");
+        acq_fail(a, -1, done);
+        return -1;
     }
-    {
-        /* then: put own/R, read it back (its create revision is the epoch),
-         * read and delete clean/R, read tok/R [, delete want/R]. */
-        struct ec_op take[6] = {
-            {.type = EC_OP_PUT, .range = {.key = own}, .value = es->owner_id,
-             .value_len = strlen(es->owner_id), .lease = es->lease},
-            {.type = EC_OP_RANGE, .range = {.key = own}},
-            {.type = EC_OP_RANGE, .range = {.key = clean}},
-            {.type = EC_OP_DELETE, .range = {.key = clean}},
-            {.type = EC_OP_RANGE, .range = {.key = tok}},
-            {.type = EC_OP_DELETE, .range = {.key = want}},
-        };
-        struct ec_op look[2] = {{.type = EC_OP_RANGE, .range = {.key = own}},
-                                {.type = EC_OP_RANGE, .range = {.key = want}}};
-        struct ec_cmp c_free[2] = {{.key = own, .target = EC_TARGET_CREATE, .op = EC_EQUAL},
-                                   {.key = want, .target = EC_TARGET_CREATE, .op = EC_EQUAL}};
-        struct ec_cmp c_mine[2] = {{.key = own, .target = EC_TARGET_CREATE, .op = EC_EQUAL},
-                                   {.key = want, .target = EC_TARGET_LEASE, .op = EC_EQUAL,
-                                    .n = es->lease}};
-        struct ec_txn_req mid = {.cmp = c_mine, .ncmp = 2, .then = take, .nthen = 6,
-                                 .els = look, .nelse = 2};
-        struct ec_op mid_op = {.type = EC_OP_TXN, .txn = &mid};
-        struct ec_txn_req top = {.cmp = c_free, .ncmp = 2, .then = take, .nthen = 5,
-                                 .els = &mid_op, .nelse = 1};
-        const struct ec_txn_result *got = NULL;
-        const struct ec_kvs *kown, *kclean, *ktok, *kwant;
-        uint64_t highest = 0;
-        int64_t answered;
+    if (got->succeeded) {
+        kown = &got->res[1].kvs;
+        kclean = &got->res[2].kvs;
+        ktok = &got->res[4].kvs;
+        if (kown->n != 1 || (ktok->n == 1 && decode_token(ktok->kv[0].value,
+                                                          ktok->kv[0].value_len, &highest) != 0)) {
+            st_store_fail(es->s, "etcd: key %s holds no 20-digit token", a->tok);
+            acq_fail(a, -1, done);
+            return -1;
+        }
+        if (owned_add(es, r->key, r->klen, kown->kv[0].create_revision) == NULL) {
+            acq_fail(a, ST_STORE_EUNAVAIL, done);
+            return -1;
+        }
+        a->want_mine = 0;
+        a->highest = highest;
+        a->delayed = 1;
+        /* The last owner did not say it was done with R (its lease
+         * expired): what it let go may still reach the storage up to
+         * upstream_timeout later. A resource never written needs no wait. */
+        a->due = kclean->n == 0 && ktok->n == 1 ? answered + es->lock_delay_ms : answered;
+        return 1;
+    }
+    kown = &got->res[0].kvs;
+    kwant = &got->res[1].kvs;
+    if (kown->n == 1 && kown->kv[0].lease == es->lease) {
+        /* Ours already (a release that did not get through): taken back
+         * as it is; nothing of another owner can be in flight. */
+        struct ec_range_req q = {.key = a->tok};
+        struct ec_kvs kv = {0};
+        int erc = ec_range(es->ec, &q, ec_now_ms() + es->timeout_ms, &kv, NULL);
+        int bad = erc != EC_OK ||
+                  (kv.n == 1 && decode_token(kv.kv[0].value, kv.kv[0].value_len, &highest) != 0) ||
+                  owned_add(es, r->key, r->klen, kown->kv[0].create_revision) == NULL;
+        ec_kvs_free(&kv);
+        if (bad) {
+            if (erc != EC_OK)
+                unreachable(es);
+            acq_fail(a, ST_STORE_EUNAVAIL, done);
+            return -1;
+        }
+        a->highest = highest;
+        a->delayed = 1;
+        a->due = answered;
+        return 1;
+    }
+    if (kwant->n == 0) {
+        /* Ask the owner for R: want/R, if no other waiter has it. */
+        struct ec_cmp c = {.key = a->want, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
+        struct ec_op put = {.type = EC_OP_PUT, .range = {.key = a->want}, .value = es->owner_id,
+                            .value_len = strlen(es->owner_id), .lease = es->lease};
+        struct ec_txn_result pr;
+        if (ec_txn(es->ec, &c, 1, &put, 1, NULL, 0, ec_now_ms() + es->timeout_ms, &pr) == EC_OK &&
+            pr.succeeded)
+            a->want_mine = 1;
+        ec_txn_result_free(&pr);
+    }
+    return 0;
+}
 
-        erc = ec_txn_nested(es->ec, &top, ec_now_ms() + es->timeout_ms, &res);
+static void acq_free(struct acq *a)
+{
+    struct st_store_req *r, *next;
+
+    for (r = a->reqs; r != NULL; r = next) {
+        next = r->next;
+        free(r);
+    }
+    free(a->own);
+    free(a->tok);
+    free(a->clean);
+    free(a->want);
+    free(a);
+}
+
+/* Tries the acquisitions whose time has come, in group txns of at most
+ * max_acq each (their ops nest deeper than an advance's). Worker thread. */
+static void acq_try_due(struct etcd_store *es, struct st_store_req **done)
+{
+    struct acq *a, *batch[ETCD_ACQ_MAX];
+    struct ec_op ops[ETCD_ACQ_MAX];
+    int64_t now = ec_now_ms();
+    size_t n = 0;
+    int more = 1;
+
+    while (more) {
+        struct ec_txn_req outer;
+        struct ec_txn_result res = {0};
+        int64_t answered;
+        int erc;
+
+        n = 0;
+        more = 0;
+        TAILQ_FOREACH(a, &es->acqs, link)
+        {
+            if (a->reqs == NULL || a->delayed || a->due > now || a->tried == es->round_no)
+                continue;
+            if (n == es->max_acq) {
+                more = 1;
+                break;
+            }
+            a->tried = es->round_no;
+            if (es->lease == 0 || now >= es->fence_at) {
+                unreachable(es);
+                acq_fail(a, ST_STORE_EUNAVAIL, done);
+                continue;
+            }
+            acq_build(es, a);
+            ops[n] = a->top_op;
+            batch[n++] = a;
+        }
+        if (n == 0)
+            break;
+        outer = (struct ec_txn_req){.then = ops, .nthen = n};
+        erc = ec_txn_nested(es->ec, &outer, ec_now_ms() + es->timeout_ms, &res);
         answered = ec_now_ms();
-        if (erc == EC_OK && res.succeeded && res.n == 5)
-            got = &res;
-        else if (erc == EC_OK && !res.succeeded && res.n == 1 && res.res[0].txn != NULL)
-            got = res.res[0].txn;
-        if (erc != EC_OK || got == NULL) {
-            if (erc == EC_OK)
+        if (erc == EC_OK && (!res.succeeded || res.n != n))
+            erc = EC_ERR_INTERNAL;
+        if (erc != EC_OK) {
+            if (erc == EC_ERR_INTERNAL)
                 st_store_fail(es->s, "etcd: the answer to an acquire txn does not match it");
             else
                 unreachable(es);
-            answer(a->reqs, erc == EC_OK ? -1 : ST_STORE_EUNAVAIL, 0, done);
-            a->reqs = NULL;
-            goto out;
-        }
-        st_store_set_unreachable(es->s, NULL);
-        if (got->succeeded && got->n >= 5) {
-            kown = &got->res[1].kvs;
-            kclean = &got->res[2].kvs;
-            ktok = &got->res[4].kvs;
-            if (kown->n != 1 ||
-                (ktok->n == 1 &&
-                 decode_token(ktok->kv[0].value, ktok->kv[0].value_len, &highest) != 0)) {
-                st_store_fail(es->s, "etcd: key %s holds no 20-digit token", tok);
-                answer(a->reqs, -1, 0, done);
-                a->reqs = NULL;
-                goto out;
+            for (size_t i = 0; i < n; i++)
+                acq_fail(batch[i], erc == EC_ERR_INTERNAL ? -1 : ST_STORE_EUNAVAIL, done);
+            more = 0;
+        } else {
+            st_store_set_unreachable(es->s, NULL);
+            for (size_t i = 0; i < n; i++) {
+                a = batch[i];
+                int rc = acq_result(es, a, res.res[i].txn, answered, done);
+                if (rc > 0)
+                    a->gen = es->gen;
+                else if (rc == 0)
+                    a->due = answered + es->poll_ms;
             }
-            if (owned_add(es, r->key, r->klen, kown->kv[0].create_revision) == NULL) {
-                answer(a->reqs, ST_STORE_EUNAVAIL, 0, done);
-                a->reqs = NULL;
-                goto out;
-            }
-            a->want_mine = 0;
-            a->highest = highest;
-            /* The last owner did not say it was done with R: what it let go
-             * may still reach the storage up to upstream_timeout later. */
-            a->delayed = 1;
-            a->due = kclean->n == 0 && ktok->n == 1 ? answered + es->lock_delay_ms : answered;
-            rc = 1;
-            goto out;
         }
-        kown = &got->res[0].kvs;
-        kwant = &got->res[1].kvs;
-        if (kown->n == 1 && kown->kv[0].lease == es->lease) {
-            /* Ours already (a release that did not get through): take it
-             * back as it is, nothing of another owner can be in flight. */
-            struct ec_range_req q = {.key = tok};
-            struct ec_kvs kv = {0};
-            erc = ec_range(es->ec, &q, ec_now_ms() + es->timeout_ms, &kv, NULL);
-            if (erc != EC_OK || (kv.n == 1 && decode_token(kv.kv[0].value, kv.kv[0].value_len,
-                                                            &highest) != 0) ||
-                owned_add(es, r->key, r->klen, kown->kv[0].create_revision) == NULL) {
-                if (erc != EC_OK)
-                    unreachable(es);
-                answer(a->reqs, ST_STORE_EUNAVAIL, 0, done);
-                a->reqs = NULL;
-                ec_kvs_free(&kv);
-                goto out;
-            }
-            ec_kvs_free(&kv);
-            a->highest = highest;
-            a->delayed = 1;
-            a->due = answered;
-            rc = 1;
-            goto out;
-        }
-        if (kwant->n == 0) {
-            /* Ask the owner for R: want/R, if no other waiter has it. */
-            struct ec_cmp c = {.key = want, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
-            struct ec_op put = {.type = EC_OP_PUT, .range = {.key = want},
-                                .value = es->owner_id, .value_len = strlen(es->owner_id),
-                                .lease = es->lease};
-            struct ec_txn_result pr;
-            if (ec_txn(es->ec, &c, 1, &put, 1, NULL, 0, ec_now_ms() + es->timeout_ms, &pr) ==
-                    EC_OK && pr.succeeded)
-                a->want_mine = 1;
-            ec_txn_result_free(&pr);
-        }
-        rc = 0;
+        ec_txn_result_free(&res);
     }
-out:
-    ec_txn_result_free(&res);
-    if (rc < 0 && a->want_mine)
-        want_drop(es, want);
-    free(own);
-    free(tok);
-    free(clean);
-    free(want);
-    return rc;
+    es->round_no++;
 }
 
 /* Serves the acquisitions whose time has come; returns the ms until the
@@ -483,40 +573,25 @@ out:
 static int64_t acq_tick(struct etcd_store *es, struct st_store_req **done)
 {
     struct acq *a, *next;
-    int64_t now = ec_now_ms(), soonest = INT64_MAX;
+    int64_t now, soonest = INT64_MAX;
 
+    acq_try_due(es, done);
+    now = ec_now_ms();
     for (a = TAILQ_FIRST(&es->acqs); a != NULL; a = next) {
         next = TAILQ_NEXT(a, link);
-        if (a->delayed && a->gen != es->gen) {
-            /* Taken under a lease that is gone since. */
-            answer(a->reqs, ST_STORE_EUNAVAIL, 0, done);
-            a->reqs = NULL;
-        } else if (a->delayed && now >= a->due) {
+        if (a->reqs != NULL && a->delayed && a->gen != es->gen) {
+            acq_fail(a, ST_STORE_EUNAVAIL, done); /* taken under a lease gone since */
+        } else if (a->reqs != NULL && a->delayed && now >= a->due) {
             answer(a->reqs, st_store_failed(es->s) ? -1 : 0, a->highest, done);
             a->reqs = NULL;
-        } else if (!a->delayed && now >= a->due) {
-            int rc = acquire_try(es, a, done);
-            now = ec_now_ms();
-            if (rc > 0) {
-                a->gen = es->gen;
-                if (now >= a->due) {
-                    answer(a->reqs, st_store_failed(es->s) ? -1 : 0, a->highest, done);
-                    a->reqs = NULL;
-                }
-            } else if (rc == 0 && now >= a->deadline) {
-                char *want = etcd_key(es->want_prefix, a->reqs->key, a->reqs->klen);
-                if (want != NULL && a->want_mine)
-                    want_drop(es, want);
-                free(want);
-                answer(a->reqs, ST_STORE_EBUSY, 0, done);
-                a->reqs = NULL;
-            } else if (rc == 0) {
-                a->due = now + es->poll_ms;
-            }
+        } else if (a->reqs != NULL && !a->delayed && now >= a->deadline) {
+            if (a->want_mine)
+                want_drop(es, a->want);
+            acq_fail(a, ST_STORE_EBUSY, done); /* not handed over in time */
         }
         if (a->reqs == NULL) {
             TAILQ_REMOVE(&es->acqs, a, link);
-            free(a);
+            acq_free(a);
             continue;
         }
         if (a->due - now < soonest)
@@ -544,10 +619,19 @@ static int acq_add(struct etcd_store *es, struct st_store_req *r)
     }
     if ((a = calloc(1, sizeof *a)) == NULL)
         return -1;
+    a->own = etcd_key(es->own_prefix, r->key, r->klen);
+    a->tok = etcd_key(es->tok_prefix, r->key, r->klen);
+    a->clean = etcd_key(es->clean_prefix, r->key, r->klen);
+    a->want = etcd_key(es->want_prefix, r->key, r->klen);
+    if (a->own == NULL || a->tok == NULL || a->clean == NULL || a->want == NULL) {
+        acq_free(a);
+        return -1;
+    }
     r->next = NULL;
     a->reqs = r;
     a->due = ec_now_ms();
     a->deadline = a->due + es->handover_ms;
+    a->tried = es->round_no - 1;
     TAILQ_INSERT_TAIL(&es->acqs, a, link);
     return 0;
 }
@@ -658,10 +742,10 @@ static int slot_result(const struct slot *sl, const struct ec_op_result *res, ui
 }
 
 /* Fills the ops of slot i of a chunk. */
-static void slot_build(struct etcd_store *es, size_t i)
+static void slot_build(struct chunk *c, size_t i)
 {
-    struct slot *sl = &es->slots[i];
-    struct ec_op *op = &es->ops[i];
+    struct slot *sl = &c->slots[i];
+    struct ec_op *op = &c->ops[i];
 
     snprintf(sl->value, sizeof sl->value, "%020" PRIu64, sl->token);
     sl->put = (struct ec_op){.type = EC_OP_PUT, .range = {.key = sl->key}, .value = sl->value,
@@ -693,33 +777,48 @@ static void slot_build(struct etcd_store *es, size_t i)
     op->txn = &sl->top;
 }
 
-/* Serves one chunk of n slots in one group txn; answered requests go to
- * *done. Returns the ec_client result. Worker thread. */
-static int run_chunk(struct etcd_store *es, size_t n, size_t n_adv, struct st_store_req **done)
+/* Sends one chunk's group txn and waits for the answer. Any thread: it
+ * touches only the chunk. */
+static void chunk_send(struct chunk *c)
 {
-    struct ec_txn_req outer = {.then = es->ops, .nthen = n};
-    struct ec_txn_result res;
+    struct ec_txn_req outer = {.then = c->ops, .nthen = c->n};
     double t0 = now_s();
-    int erc;
 
-    for (size_t i = 0; i < n; i++)
-        slot_build(es, i);
-    erc = ec_txn_nested(es->ec, &outer, ec_now_ms() + es->timeout_ms, &res);
-    if (erc == EC_OK && (!res.succeeded || res.n != n))
-        erc = EC_ERR_INTERNAL;
-    if (erc != EC_OK) {
-        unreachable(es);
+    for (size_t i = 0; i < c->n; i++)
+        slot_build(c, i);
+    c->erc = ec_txn_nested(c->ec, &outer, ec_now_ms() + c->es->timeout_ms, &c->res);
+    if (c->erc == EC_OK && (!c->res.succeeded || c->res.n != c->n))
+        c->erc = EC_ERR_INTERNAL;
+    c->secs = now_s() - t0;
+}
+
+static void *chunk_main(void *arg)
+{
+    chunk_send(arg);
+    return NULL;
+}
+
+/* Answers a sent chunk's requests (onto *done) from its result. Returns
+ * the ec_client result. Worker thread. */
+static int chunk_answer(struct etcd_store *es, struct chunk *c, struct st_store_req **done)
+{
+    size_t n = c->n;
+
+    if (c->erc != EC_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "etcd: %s", ec_client_error(c->ec));
+        st_store_set_unreachable(es->s, why);
         for (size_t i = 0; i < n; i++) {
-            answer(es->slots[i].reqs, ST_STORE_EUNAVAIL, 0, done);
-            es->slots[i].reqs = NULL;
+            answer(c->slots[i].reqs, ST_STORE_EUNAVAIL, 0, done);
+            c->slots[i].reqs = NULL;
         }
         goto out;
     }
     st_store_set_unreachable(es->s, NULL);
     for (size_t i = 0; i < n; i++) {
-        struct slot *sl = &es->slots[i];
+        struct slot *sl = &c->slots[i];
         uint64_t h = 0;
-        int rc = slot_result(sl, &res.res[i], &h);
+        int rc = slot_result(sl, &c->res.res[i], &h);
 
         if (rc < 0) {
             st_store_fail(es->s, "etcd: key %s holds no 20-digit token or the answer does "
@@ -737,21 +836,45 @@ static int run_chunk(struct etcd_store *es, size_t n, size_t n_adv, struct st_st
         }
         sl->reqs = NULL;
     }
-    if (n_adv > 0 && !st_store_failed(es->s)) {
-        struct st_store_req *rep = st_store_req_commit(n_adv, now_s() - t0);
+    if (c->n_adv > 0 && !st_store_failed(es->s)) {
+        struct st_store_req *rep = st_store_req_commit(c->n_adv, c->secs);
         if (rep != NULL) {
             rep->next = *done;
             *done = rep;
         }
     }
 out:
-    ec_txn_result_free(&res);
+    ec_txn_result_free(&c->res);
     for (size_t i = 0; i < n; i++) {
-        free(es->slots[i].key);
-        free(es->slots[i].own);
-        es->slots[i].key = es->slots[i].own = NULL;
+        free(c->slots[i].key);
+        free(c->slots[i].own);
+        c->slots[i].key = c->slots[i].own = NULL;
     }
-    return erc;
+    c->n = c->n_adv = 0;
+    return c->erc;
+}
+
+/* Sends the round's chunks 0..nch-1 at once and answers them. Returns 1
+ * when one found no member (the rest of the batch is not tried). */
+static int run_round(struct etcd_store *es, size_t nch, struct st_store_req **done)
+{
+    int started[ETCD_SENDERS] = {0}, unavailable = 0;
+
+    for (size_t i = 1; i < nch; i++)
+        started[i] = pthread_create(&es->chunks[i].th, NULL, chunk_main, &es->chunks[i]) == 0;
+    chunk_send(&es->chunks[0]);
+    for (size_t i = 1; i < nch; i++) {
+        if (started[i])
+            pthread_join(es->chunks[i].th, NULL);
+        else
+            chunk_send(&es->chunks[i]); /* no thread: in turn */
+    }
+    for (size_t i = 0; i < nch; i++)
+        if (chunk_answer(es, &es->chunks[i], done) == EC_ERR_UNAVAILABLE)
+            unavailable = 1;
+    while (fc_hmap_pop(es->round) != NULL)
+        ;
+    return unavailable;
 }
 
 /* Appends r to the end of a slot's list (order kept for the callbacks). */
@@ -817,7 +940,7 @@ static void run_batch(struct etcd_store *es, struct st_store_req *batch)
     if (!st_store_failed(es->s))
         sort_out(es, &batch, &done);
     while (batch != NULL) {
-        size_t n = 0, n_adv = 0;
+        size_t nch = 0;
 
         if (st_store_failed(es->s) || unavailable) {
             /* Fail closed; after one unanswered txn the rest of this batch
@@ -832,10 +955,17 @@ static void run_batch(struct etcd_store *es, struct st_store_req *batch)
             }
             break;
         }
-        /* Take requests in order until the txn is full. */
+        /* Take requests in order into the round's chunks until they are
+         * full. One slot per key per round: the advances of a key merge
+         * into one with the largest token, and a get joins the slot of its
+         * key (it sees the advances before it). A set, or an advance after
+         * a get, of a key already in the round waits for the next round,
+         * since chunks are applied in no particular order. */
         while (batch != NULL) {
             struct slot *sl = NULL;
+            struct fc_hmap_node *hn;
             struct owned *o;
+            struct chunk *c;
             char *k, *own;
 
             r = batch;
@@ -851,35 +981,38 @@ static void run_batch(struct etcd_store *es, struct st_store_req *batch)
                 done = r;
                 continue;
             }
-            if (r->kind == ST_REQ_ADVANCE) {
-                for (size_t i = 0; i < n && sl == NULL; i++)
-                    if (es->slots[i].kind == ST_REQ_ADVANCE && strcmp(es->slots[i].key, k) == 0)
-                        sl = &es->slots[i];
-            }
-            if (sl != NULL) {
+            if ((hn = fc_hmap_find(es->round, k, strlen(k))) != NULL) {
+                sl = FC_HMAP_ENTRY(hn, struct slot, node);
                 free(k);
                 free(own);
-                if (r->token > sl->token)
+                if (r->kind == ST_REQ_SET || sl->kind == ST_REQ_SET ||
+                    (r->kind == ST_REQ_ADVANCE && sl->kind == ST_REQ_GET))
+                    break; /* next round */
+                if (r->kind == ST_REQ_ADVANCE && r->token > sl->token)
                     sl->token = r->token;
             } else {
-                if (n == es->max_ops) {
+                if (es->chunks[nch].n == es->max_ops && ++nch == ETCD_SENDERS) {
                     free(k);
                     free(own);
                     break;
                 }
-                sl = &es->slots[n++];
+                c = &es->chunks[nch];
+                sl = &c->slots[c->n++];
                 sl->kind = r->kind;
                 sl->key = k;
                 sl->own = own;
                 sl->epoch = o->epoch;
                 sl->token = r->token;
                 sl->reqs = NULL;
-                n_adv += sl->kind != ST_REQ_GET;
+                c->n_adv += sl->kind != ST_REQ_GET;
+                fc_hmap_insert(es->round, &sl->node, sl->key, strlen(sl->key));
             }
             batch = r->next;
             slot_add(sl, r);
         }
-        if (n > 0 && run_chunk(es, n, n_adv, &done) == EC_ERR_UNAVAILABLE)
+        if (nch < ETCD_SENDERS && es->chunks[nch].n > 0)
+            nch++;
+        if (nch > 0 && run_round(es, nch, &done))
             unavailable = 1;
     }
     /* done is in reverse order; callbacks of one resource must keep the
@@ -955,13 +1088,8 @@ static void es_free(struct etcd_store *es)
     if (es == NULL)
         return;
     while ((a = TAILQ_FIRST(&es->acqs)) != NULL) {
-        struct st_store_req *r, *next;
         TAILQ_REMOVE(&es->acqs, a, link);
-        for (r = a->reqs; r != NULL; r = next) {
-            next = r->next;
-            free(r);
-        }
-        free(a);
+        acq_free(a);
     }
     if (es->owned != NULL)
         owned_clear(es);
@@ -972,8 +1100,12 @@ static void es_free(struct etcd_store *es)
     free(es->clean_prefix);
     free(es->want_prefix);
     free(es->owner_id);
-    free(es->slots);
-    free(es->ops);
+    for (size_t i = 0; i < ETCD_SENDERS; i++) {
+        ec_client_free(&es->chunks[i].ec);
+        free(es->chunks[i].slots);
+        free(es->chunks[i].ops);
+    }
+    fc_hmap_free(&es->round);
     free(es);
 }
 
@@ -1009,8 +1141,8 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
     es->lock_delay_ms = or_default(cfg->lock_delay_ms, ETCD_DEFAULT_LOCK_DELAY_MS);
     es->handover_ms = or_default(cfg->handover_wait_ms, ETCD_DEFAULT_HANDOVER_MS);
     es->poll_ms = or_default(cfg->poll_ms, ETCD_DEFAULT_POLL_MS);
-    if (ops <= ETCD_NESTING) {
-        snprintf(err, errlen, "etcd store: max_txn_ops must be above %d", ETCD_NESTING);
+    if (ops <= ETCD_ACQ_NESTING) {
+        snprintf(err, errlen, "etcd store: max_txn_ops must be above %d", ETCD_ACQ_NESTING);
         goto fail;
     }
     if (es->ttl_ms < 2000 || es->margin_ms * 2 >= es->ttl_ms) {
@@ -1019,16 +1151,30 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         goto fail;
     }
     es->max_ops = ops - ETCD_NESTING;
+    es->max_acq = ops > ETCD_ACQ_NESTING + 1 ? ops - ETCD_ACQ_NESTING : 1;
+    if (es->max_acq > ETCD_ACQ_MAX)
+        es->max_acq = ETCD_ACQ_MAX;
     if (cfg->endpoints == NULL || cfg->endpoints[0] == '\0') {
         snprintf(err, errlen, "etcd store: no endpoints");
         goto fail;
     }
     if ((es->ec = ec_client_new(cfg->endpoints, err, errlen)) == NULL)
         goto fail;
-    es->slots = calloc(es->max_ops, sizeof *es->slots);
-    es->ops = calloc(es->max_ops, sizeof *es->ops);
+    for (size_t i = 0; i < ETCD_SENDERS; i++) {
+        struct chunk *c = &es->chunks[i];
+        c->es = es;
+        if ((c->ec = ec_client_new(cfg->endpoints, err, errlen)) == NULL)
+            goto fail;
+        c->slots = calloc(es->max_ops, sizeof *c->slots);
+        c->ops = calloc(es->max_ops, sizeof *c->ops);
+        if (c->slots == NULL || c->ops == NULL) {
+            snprintf(err, errlen, "etcd store: out of memory");
+            goto fail;
+        }
+    }
     es->owned = fc_hmap_new(64);
-    if (es->slots == NULL || es->ops == NULL || es->owned == NULL ||
+    es->round = fc_hmap_new(1024);
+    if (es->owned == NULL || es->round == NULL ||
         asprintf(&es->tok_prefix, "%stok/", prefix) < 0 ||
         asprintf(&es->own_prefix, "%sown/", prefix) < 0 ||
         asprintf(&es->clean_prefix, "%sclean/", prefix) < 0 ||

@@ -216,7 +216,7 @@ static const struct ecase ecases[] = {
     {"[proxy]\nupstream = http://h:1\n[store]\nbackend = etcd\nendpoints = a:1,,b:2\n",
      "5: endpoints: '' is not host:port"},
     {"[proxy]\nupstream = http://h:1\n[store]\nmax_txn_ops = 2\n",
-     "4: max_txn_ops: 2 out of range (4..65536)"},
+     "4: max_txn_ops: 2 out of range (12..65536)"},
     {"[proxy]\nupstream = http://h:1\n[store]\nlease_ttl = 1s\n",
      "4: lease_ttl: 1s out of range (2000..3600000 ms)"},
     {"[proxy]\nupstream = http://h:1\n[store]\npath =\n", "4: path: empty value"},
