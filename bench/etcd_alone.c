@@ -11,7 +11,7 @@
  *        advance was acknowledged (group commit): advances/s and the
  *        average keys per txn.
  *
- * Usage: etcd_alone ENDPOINTS SECONDS THREADS KEYS
+ * Usage: etcd_alone ENDPOINTS SECONDS THREADS KEYS [txn|store]  (default: both)
  * Built and run by bench/etcd_owners.sh. */
 #include <inttypes.h>
 #include <poll.h>
@@ -145,17 +145,17 @@ int main(int argc, char **argv)
     double t0;
     char err[256];
 
-    if (argc != 5) {
-        fprintf(stderr, "usage: etcd_alone ENDPOINTS SECONDS THREADS KEYS\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: etcd_alone ENDPOINTS SECONDS THREADS KEYS [txn|store]\n");
         return 2;
     }
     eps = argv[1];
     secs = atof(argv[2]);
-    threads = atoi(argv[3]);
+    threads = argc == 6 && strcmp(argv[5], "store") == 0 ? 0 : atoi(argv[3]);
     nkeys = atoi(argv[4]);
-    if (secs <= 0 || threads < 1 || threads > 1024 || nkeys < 1 || nkeys > 100000)
+    if (secs <= 0 || threads < 0 || threads > 1024 || nkeys < 1 || nkeys > 100000)
         return 2;
-    ws = calloc((size_t)threads, sizeof *ws);
+    ws = calloc((size_t)threads + 1, sizeof *ws);
     ks = calloc((size_t)nkeys, sizeof *ks);
     if (ws == NULL || ks == NULL)
         return 1;
@@ -169,10 +169,11 @@ int main(int argc, char **argv)
         ok += ws[i].ok;
         failed += ws[i].failed;
     }
-    printf("etcd alone: %d connections, one txn each at a time: %.0f txns/s (%ld failed)\n",
+    if (threads > 0)
+        printf("etcd alone: %d connections, one txn each at a time: %.0f txns/s (%ld failed)\n",
            threads, (double)ok / (now() - t0), failed);
 
-    {
+    if (argc != 6 || strcmp(argv[5], "store") == 0) {
         struct st_store_config cfg = {.backend = ST_STORE_ETCD, .endpoints = eps,
                                       .prefix = "/bench-store/", .lock_delay_ms = 1};
         struct st_store *s = st_store_open(&cfg, err, sizeof err);

@@ -132,7 +132,21 @@ start_proxy etcd2 "$ETCD_STORE"
 
 say "machine: $(machine_desc)"
 say "etcd alone"
-ALONE=$("$WORK/etcd_alone" "$EPS" "$DURATION" 64 64; "$WORK/etcd_alone" "$EPS" "$DURATION" 64 1024 | tail -n 1)
+# etcd_cpu: CPU seconds the three members used so far.
+etcd_cpu() {
+    local t=0 pid
+    for pid in "${PIDS[@]:0:3}"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat"))); done
+    awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+# alone ARGS...: one etcd_alone run, with the etcd CPU it cost.
+alone() {
+    local c0 c1 out
+    c0=$(etcd_cpu)
+    out=$("$WORK/etcd_alone" "$EPS" "$DURATION" "$@")
+    c1=$(etcd_cpu)
+    echo "$out (etcd members: $(awk -v a="$c0" -v b="$c1" -v d="$DURATION" 'BEGIN { printf "%.2f", (b - a) / d }') CPU cores busy)"
+}
+ALONE=$(alone 64 64 txn; alone 0 64 store; alone 0 1024 store)
 echo "$ALONE" >&2
 
 # wrk_rps PORT SCRIPT THREADS CONNS PATH [ARGS]: prints req/s; non-2xx fail it.
