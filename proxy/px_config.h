@@ -56,6 +56,8 @@ struct px_config {
     char *store_prefix;           /* etcd: "/fence/" */
     uint64_t store_lease_ttl_ms;  /* etcd: 10 s, the proxy's lease (ownership) */
     uint64_t store_max_txn_ops;   /* etcd: 128 (etcd's --max-txn-ops) */
+    int store_etcd_tls;           /* etcd: https to the members */
+    char *store_etcd_ca, *store_etcd_cert, *store_etcd_key; /* NULL: off */
     uint64_t store_margin_ms;     /* etcd: 2 s, self-fencing and lock-delay margin */
     uint64_t store_handover_wait_ms; /* etcd: 5 s, wait for another proxy's resource */
     uint64_t store_handover_poll_ms; /* etcd: 50 ms */

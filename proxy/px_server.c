@@ -623,6 +623,10 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
     scfg.prefix = cfg->store_prefix;
     scfg.max_txn_ops = (unsigned)cfg->store_max_txn_ops;
     scfg.timeout_ms = cfg->store_timeout_ms;
+    scfg.tls = cfg->store_etcd_tls;
+    scfg.tls_ca = cfg->store_etcd_ca;
+    scfg.tls_cert = cfg->store_etcd_cert;
+    scfg.tls_key = cfg->store_etcd_key;
     scfg.lease_ttl_ms = cfg->store_lease_ttl_ms;
     scfg.margin_ms = cfg->store_margin_ms;
     /* A new owner after a lease expiry: what the last owner let go reaches

@@ -54,6 +54,9 @@ struct st_store_config {
                                 * release cleanly: upstream_timeout + margin [62 s] */
     uint64_t handover_wait_ms; /* bounded wait for another proxy's resource [5 s] */
     uint64_t poll_ms;          /* hand-over polling interval [50 ms] */
+    int tls;                   /* ST_STORE_ETCD: https to every member */
+    const char *tls_ca, *tls_cert, *tls_key; /* PEM files (NULL: system store, no client
+                                * certificate); borrowed during open */
     const char *owner_id;      /* shown as the owner in etcd (borrowed during open);
                                 * NULL: "fenceproxy" */
     st_store_log_fn log;       /* may be NULL */

@@ -1158,12 +1158,16 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         snprintf(err, errlen, "etcd store: no endpoints");
         goto fail;
     }
-    if ((es->ec = ec_client_new(cfg->endpoints, err, errlen)) == NULL)
+    if ((es->ec = ec_client_new(cfg->endpoints, err, errlen)) == NULL ||
+        (cfg->tls && ec_client_set_tls(es->ec, cfg->tls_ca, cfg->tls_cert, cfg->tls_key, err,
+                                       errlen) < 0))
         goto fail;
     for (size_t i = 0; i < ETCD_SENDERS; i++) {
         struct chunk *c = &es->chunks[i];
         c->es = es;
-        if ((c->ec = ec_client_new(cfg->endpoints, err, errlen)) == NULL)
+        if ((c->ec = ec_client_new(cfg->endpoints, err, errlen)) == NULL ||
+            (cfg->tls && ec_client_set_tls(c->ec, cfg->tls_ca, cfg->tls_cert, cfg->tls_key, err,
+                                           errlen) < 0))
             goto fail;
         c->slots = calloc(es->max_ops, sizeof *c->slots);
         c->ops = calloc(es->max_ops, sizeof *c->ops);

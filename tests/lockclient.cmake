@@ -42,6 +42,7 @@ fence_test(test_etcd_tls
   SOURCES lockclient/test_etcd_tls.c
   LIBS fencetestsupport fencelock_lib fenceetcd
   TIMEOUT 120)
+add_dependencies(test_etcd_tls fenceproxy)
 # The Redlock backend against five real redis-servers per test.
 fence_test(test_lock_redlock
   SOURCES lockclient/test_lock_redlock.c lockclient/lock_fixture.c

@@ -4,7 +4,10 @@
  * and a client certificate locks are taken with rising tokens; without a
  * client certificate, with an untrusted one, or without the CA (the system
  * store does not know it) every call fails, and plain etcd:// to the same
- * member fails too. */
+ * member fails too. The proxy's etcd token store over https to the same
+ * member ([store] etcd_tls, etcd_ca, etcd_cert, etcd_key): a fenced write
+ * passes with the client certificate and gets 503 without one, nothing
+ * forwarded. */
 #include <criterion/criterion.h>
 
 #include <signal.h>
@@ -16,6 +19,8 @@
 #include "ec_client.h"
 #include "fencelock.h"
 #include "ts_proc.h"
+#include "ts_proxy.h"
+#include "ts_upstream.h"
 #include "ts_tls.h"
 
 static char *dir;
@@ -199,5 +204,56 @@ Test(etcdtls, bad_etcds_urls)
     cr_assert_null(fl_client_new("etcds://127.0.0.1:1?ca=/nonexistent", err, sizeof err));
     cr_assert(strstr(err, "/nonexistent") != NULL, "%s", err);
     cr_assert_null(fl_client_new("etcd://127.0.0.1:1?ca=/x", err, sizeof err));
+    passed = 1;
+}
+
+/* A fenceproxy whose etcd token store speaks https to the member; cert:
+ * show the client certificate. Returns the status of one fenced PUT. */
+static int proxy_put(struct ts_upstream *up, int cert, const char *tag)
+{
+    struct ts_proxy px;
+    struct ts_resp r;
+    char store[4200], req[256];
+    int status = -1;
+
+    snprintf(store, sizeof store,
+             "[store]\nbackend = etcd\nendpoints = 127.0.0.1:%d\nprefix = /tlspx/\n"
+             "timeout = 2s\netcd_tls = on\netcd_ca = %s\n%s%s%s%s%s",
+             port, f("ca.pem"), cert ? "etcd_cert = " : "", cert ? f("client.pem") : "",
+             cert ? "\netcd_key = " : "", cert ? f("client.key") : "", cert ? "\n" : "");
+    cr_assert_eq(ts_proxy_init(&px, tag), 0);
+    px.store_conf = store;
+    cr_assert_eq(ts_proxy_write_conf(&px, ts_upstream_port(up),
+                                     "[route objects]\nprefix = /objects/\nresource = segments:2\n"),
+                 0);
+    cr_assert_eq(ts_proxy_start(&px), 0, "fenceproxy did not start");
+    snprintf(req, sizeof req,
+             "PUT /objects/u1/a HTTP/1.1\r\nHost: x\r\nFencing-Token: 7\r\n"
+             "Content-Length: 2\r\nConnection: close\r\n\r\nhi");
+    /* The first election of a fresh member may still be under way. */
+    for (int i = 0; i < 20; i++) {
+        status = ts_http_raw(px.port, req, strlen(req), &r, 5000);
+        ts_resp_free(&r);
+        if (status > 0 && (status != 503 || !cert))
+            break;
+        ts_sleep_ms(250);
+    }
+    ts_proxy_stop(&px, SIGTERM);
+    ts_proxy_cleanup(&px, status != (cert ? 200 : 503));
+    return status;
+}
+
+Test(etcdtls, proxy_token_store_over_https)
+{
+    struct ts_upstream *up = ts_upstream_start();
+    size_t before;
+
+    cr_assert_not_null(up);
+    cr_expect_eq(proxy_put(up, 1, "etcdtlspx"), 200, "fenced PUT through the TLS store");
+    cr_expect_eq(ts_upstream_count(up), 1);
+    before = ts_upstream_count(up);
+    cr_expect_eq(proxy_put(up, 0, "etcdtlsnocert"), 503, "no client certificate: fail closed");
+    cr_expect_eq(ts_upstream_count(up), before, "forwarded without the store");
+    ts_upstream_stop(&up);
     passed = 1;
 }
