@@ -456,6 +456,12 @@ static void lost(struct px_fence_res *r)
     TAILQ_CONCAT(&r->loading, &r->waiting, link);
     TAILQ_FOREACH(t, &r->loading, link)
         t->state = T_LOADING;
+    if (!TAILQ_EMPTY(&r->loading) && !r->reading && !r->releasing) {
+        /* What waited is admitted again once r is taken back. */
+        r->reading = 1;
+        r->pending++;
+        st_store_get(r->fence->store, r->key, r->klen, on_loaded, r);
+    }
 }
 
 static void on_advanced(void *arg, int rc, uint64_t highest)
@@ -810,8 +816,8 @@ void px_fence_sweep(struct px_fence *f)
 
     if (f->inflight > 0 && now >= st_store_fence_at(f->store))
         fc_hmap_each(f->table, 0, abort_lapsed, NULL);
-    if (f->own_idle_ms <= 0)
-        return;
+    if (f->own_idle_ms <= 0 || !st_store_shared(f->store))
+        return; /* a store of one proxy: nothing to give up */
     /* The idle list runs from the least recently used. */
     for (r = TAILQ_FIRST(&f->idle); r != NULL; r = next) {
         next = TAILQ_NEXT(r, idle_link);

@@ -318,6 +318,11 @@ void st_store_release(struct st_store *s, const char *key, size_t klen, st_store
     s->ops->submit(s, r);
 }
 
+int st_store_shared(const struct st_store *s)
+{
+    return s->ops->owns;
+}
+
 void st_store_set_ask_hook(struct st_store *s, st_store_ask_fn fn, void *arg)
 {
     s->ask = fn;

@@ -153,6 +153,9 @@ void st_store_advance(struct st_store *s, const char *key, size_t klen,
  * While it owns key the caller's cached highest is authoritative, as long as
  * the generation has not changed and the deadline has not come. */
 
+/* Whether other proxies may share the store (ownership is real: etcd). */
+int st_store_shared(const struct st_store *s);
+
 /* Gives key's ownership up cleanly; call only when nothing of this proxy is
  * in flight for key (the next owner then need not wait the lock-delay). cb
  * (may be NULL) runs from dispatch with rc 0, or ST_STORE_EUNAVAIL (the
