@@ -744,14 +744,6 @@ static void forward(struct px_conn *c)
     ucfg.high = PX_BUF_HIGH;
     ucfg.low = PX_BUF_LOW;
     ucfg.head_request = r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4);
-    if (r->n_gates > 0 && px_fence_lapsed(ctx->fence)) {
-        /* Admitted, then ownership lapsed before anything went upstream. */
-        release_fence(c);
-        px_report_outcome(r->route_idx, PX_OUT_OWNERSHIP_LAPSED);
-        audit(c, r->gates[0].dec, "ownership_lapsed", 0);
-        respond_text(c, 503, "ownership lapsed", 1);
-        return;
-    }
     if (r->pool == NULL)
         r->pool = ctx->upool; /* a reload's new pool serves the next requests */
     rc = px_uclient_start(&r->uc, r->pool, &ucfg, &uc_cbs, c, r->queue_ready ? &r->qw : NULL);
@@ -782,6 +774,16 @@ static void forward(struct px_conn *c)
      * 100 or, as curl does, for a moment of silence. The proxy's own
      * refusals came before anything went upstream (S4). */
     r->expect_wait = r->h.expect_continue && r->h.minor == 1 && !r->body.done;
+    if (r->n_gates > 0 && px_fence_lapsed(ctx->fence)) {
+        /* Admitted, then ownership lapsed before anything went upstream
+         * (a wait for an upstream connection, a pause). */
+        px_uclient_finish(&r->uc, 0);
+        release_fence(c);
+        px_report_outcome(r->route_idx, PX_OUT_OWNERSHIP_LAPSED);
+        audit(c, r->gates[0].dec, "ownership_lapsed", 0);
+        respond_text(c, 503, "ownership lapsed", 1);
+        return;
+    }
     if (write_request_head(c, r) < 0) {
         px_uclient_finish(&r->uc, 0);
         uc_failed(c, 502, "out of memory", 0);
