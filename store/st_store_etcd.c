@@ -1205,6 +1205,9 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         note(cfg, erc == EC_OK ? 2 : 1, msg);
         ec_kvs_free(&kvs);
     }
+    /* The first lease before the first request, so that a proxy that
+     * starts with etcd reachable does not answer 503 for a moment. */
+    lease_tick(es, ec_now_ms());
     st_store_set_impl(s, es);
     es->worker = st_worker_start_ticking(run_batch_cb, tick_cb, es);
     if (es->worker == NULL) {
