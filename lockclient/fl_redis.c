@@ -109,10 +109,14 @@ static const char script_acquire[] =
 
 /* A shared (read) hold: enters only when no writer holds and none waits
  * (writer preference), as a member of the readers set with expiry now +
- * TTL. Its token is the read epoch: the first reader after a writer (or
- * ever) takes the next token and marks it 'r'; readers after it, until the
- * next writer, share that token. So a writer's token is above every earlier
- * reader's, and a reader's above every earlier writer's. Returns the token,
+ * TTL. Its token is the read epoch: a reader that enters while no other
+ * reader holds (the set is empty once expired entries are dropped) takes
+ * the next token and marks it 'r'; a reader that enters while readers hold
+ * shares their token (the last issued, an 'r' one: no writer came in
+ * between, it would have needed the set empty). So a writer's token is
+ * above every earlier reader's, a reader's above every earlier writer's,
+ * and readers holding together share one token: the same rule as the etcd
+ * and ZooKeeper backends (docs/lockclient.md). Returns the token,
  * or -1 - PTTL of the writer (0 when only a writer waits). A resend by a
  * holding reader returns its token. */
 static const char script_acquire_shared[] =
@@ -128,7 +132,7 @@ static const char script_acquire_shared[] =
     "  return -1 - p\n"
     "end\n"
     "local n\n"
-    "if redis.call('GET', KEYS[6]) ~= 'r' then\n"
+    "if redis.call('GET', KEYS[6]) ~= 'r' or redis.call('ZCARD', KEYS[4]) == 0 then\n"
     "  n = next_token()\n"
     "  redis.call('SET', KEYS[6], 'r')\n"
     "else\n"
