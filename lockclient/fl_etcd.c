@@ -11,7 +11,11 @@
  * token (the value `etcdctl lock` exports as ETCD_LOCK_REV); the holder is
  * the key with the lowest create revision under PREFIX/NAME/; a waiter
  * watches the deletion of the key just before its own. Tokens are
- * linearizable (Raft) and increase with every write to the cluster.
+ * linearizable (Raft) and increase with every write to the cluster. A read
+ * hold of a read-write lock is the key PREFIX/NAME/r-<lease>-<guid> in the
+ * same queue ("Shared Locks", as on ZooKeeper): it waits for the write keys
+ * before it only, and its value is its token once settled (see
+ * etcd_acquire_shared).
  *
  * etcd 3.4 (Debian 12) still has etcd-io/etcd#11456: a waiter whose lease
  * expired while it waited is told it holds the lock. So after every acquire

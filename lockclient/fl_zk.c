@@ -7,7 +7,10 @@
  * waiter watches only its predecessor with zoo_wget. The token is the node's
  * czxid (64-bit, increasing across the whole ensemble), never the sequence
  * suffix (a signed 32-bit counter of the parent that restarts with it). The
- * owner id is the node's name.
+ * owner id is the node's name. Read-write locks follow ZooKeeper's "Shared
+ * Locks" recipe in the same queue: a read hold is a read-<guid>-<seq> node,
+ * waiting only for the write (lock-) nodes before it, and carries its
+ * token (the read epoch, see queue_acquire) in its data.
  *
  * Sessions: one ZooKeeper session per connect string per process, shared by
  * every struct fl_backend on it (the client's and its watchdog's, each on its
