@@ -68,7 +68,8 @@ fence_test(test_lock_sem
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_sem fencelock)
-# The patterns' token rules through the real fenceproxy (tokens from Redis).
+# The patterns' token rules through the real fenceproxy (tokens from Redis, etcd
+# and ZooKeeper, started once for the binary).
 fence_test(test_lock_patterns_proxy
   SOURCES lockclient/test_lock_patterns_proxy.c lockclient/lock_fixture.c
   LIBS fencetestsupport fencelock_lib
