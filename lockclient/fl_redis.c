@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "fl_backend.h"
 #include "fl_redis_internal.h"
@@ -585,9 +586,11 @@ out:
  * before deadline_ms) a BLPOP on the wake list bounded by the holder's PTTL,
  * so a waiter retries at once after a release and right when an abandoned
  * lock expires. A waiting writer retries at least every TTL/3 (its waiting
- * entry, which keeps new readers out, lasts a TTL); a waiting reader every
- * 50 ms, since one release wakes one waiter and a writer's release may let
- * many readers in. A writer that gives up withdraws its waiting entry. */
+ * entry, which keeps new readers out, lasts a TTL); a waiting reader polls
+ * every 50 ms without BLPOP (one release wakes one waiter, a writer's
+ * release may let many readers in, and a wake-up taken by a reader would
+ * be lost to the writer it was meant for). A writer that gives up
+ * withdraws its waiting entry. */
 static int acquire_with(struct fl_backend *b, int idx, const char *name, const char *owner,
                         uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
                         size_t errlen)
@@ -636,8 +639,16 @@ static int acquire_with(struct fl_backend *b, int idx, const char *name, const c
             wait = cap;
         if (wait > left)
             wait = left;
-        if ((rc = wait_wake(b, name, wait, err, errlen)) != FL_OK)
+        if (idx == SCRIPT_ACQUIRE_SHARED) {
+            /* A reader polls without BLPOP: a release pushes one wake-up,
+             * and a reader that popped it while a writer waits would leave
+             * the writer asleep until the holder's expiry. */
+            struct timespec ts = {(time_t)(wait / 1000), (long)(wait % 1000) * 1000000L};
+
+            nanosleep(&ts, NULL);
+        } else if ((rc = wait_wake(b, name, wait, err, errlen)) != FL_OK) {
             return rc;
+        }
     }
 }
 
