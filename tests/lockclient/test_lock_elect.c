@@ -32,6 +32,7 @@ LF_BACKENDS_STOP()
 static struct lf F;     /* only its dir: this test's files */
 static const char *URL; /* the backend under test */
 static const char *BK;  /* its name, for messages */
+static struct ts_proc A, B; /* the paused-leader test's processes */
 
 static void setup(void)
 {
@@ -41,8 +42,11 @@ static void setup(void)
     cr_assert_not_null(F.dir);
 }
 
+static void stop_all(void);
+
 static void teardown(void)
 {
+    stop_all(); /* also after a failed assertion: --again campaigns forever */
     if (F.dir)
         ts_rmrf(F.dir);
     free(F.dir);
@@ -202,22 +206,22 @@ static uint64_t token_of(const char *id)
  * command and exits 75 without touching the new leadership. */
 static void paused_leader_is_replaced(enum lf_kind k)
 {
-    struct ts_proc a, b;
+    struct ts_proc *a = &A, *b = &B;
     char path[1100], out[256];
     int64_t t_stop, waited;
     uint64_t ea, eb;
     int st = 0;
 
     use(k);
-    start_leader(&a, "el2", "a");
+    start_leader(a, "el2", "a");
     snprintf(path, sizeof path, "%s/a.tok", F.dir);
     cr_assert_neq(wait_file(path, 10000), -1, "a never led");
     ea = token_of("a");
-    start_leader(&b, "el2", "b");
+    start_leader(b, "el2", "b");
     usleep(300 * 1000);
     snprintf(path, sizeof path, "%s/b.tok", F.dir);
     cr_assert_eq(access(path, F_OK), -1, "b leads while a does");
-    cr_assert_eq(ts_proc_signal(&a, SIGSTOP), 0);
+    cr_assert_eq(ts_proc_signal(a, SIGSTOP), 0);
     t_stop = fl_now_ms();
     waited = wait_file(path, 15000);
     cr_assert_neq(waited, -1, "no new leader after the leader was stopped");
@@ -232,15 +236,15 @@ static void paused_leader_is_replaced(enum lf_kind k)
         snprintf(want, sizeof want, "leader id=b epoch=%" PRIu64 "\n", eb);
         cr_assert_str_eq(out, want);
     }
-    cr_assert_eq(ts_proc_signal(&a, SIGCONT), 0);
-    cr_assert_eq(ts_proc_wait(&a, 10000, &st), 0, "old leader did not exit after SIGCONT");
+    cr_assert_eq(ts_proc_signal(a, SIGCONT), 0);
+    cr_assert_eq(ts_proc_wait(a, 10000, &st), 0, "old leader did not exit after SIGCONT");
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 75)
-        ts_proc_dump_log(&a);
+        ts_proc_dump_log(a);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 75, "old leader status %d, want exit 75", st);
     /* b still leads, with its epoch. */
     cr_assert_eq(leader_cli("el2", out, sizeof out), 0);
     cr_assert(strncmp(out, "leader id=b ", 12) == 0, "after a's exit: %s", out);
-    ts_proc_stop(&b, SIGTERM, 10000);
+    ts_proc_stop(b, SIGTERM, 10000);
 }
 
 LF_TEST_EACH(elect, paused_leader_replaced_with_higher_epoch_old_exits_75,
@@ -267,6 +271,20 @@ struct rounds {
     int nterms;
     uint64_t leader_epoch; /* the highest epoch `leader` reported */
 };
+
+static struct rounds R; /* the rounds test's processes */
+
+/* Stops every process a test started (candidates by their groups, the
+ * commands by theirs). */
+static void stop_all(void)
+{
+    for (int i = 0; i < CANDS; i++)
+        ts_proc_stop(&R.cand[i], SIGKILL, 5000);
+    for (int t = 0; t < R.nterms; t++)
+        kill(-R.term[t].pid, SIGKILL);
+    ts_proc_stop(&A, SIGKILL, 5000);
+    ts_proc_stop(&B, SIGKILL, 5000);
+}
 
 /* Starts candidate i: `elect elR --id cI --ttl 1s --again` whose command
  * appends "$FENCE_TOKEN $$" to DIR/cI.terms and sleeps. */
@@ -431,50 +449,50 @@ static int64_t term_written_ms(int c)
 
 static void kill_and_pause_rounds(enum lf_kind k)
 {
-    struct rounds r;
+    struct rounds *rp = &R;
     int64_t kill_ms[ROUNDS / 2], stop_ms[ROUNDS / 2], resume_ms[ROUNDS / 2];
     int nk = 0, ns = 0, cur;
 
     use(k);
-    memset(&r, 0, sizeof r);
+    memset(rp, 0, sizeof *rp);
     for (int i = 0; i < CANDS; i++)
-        start_candidate(&r, i);
-    cur = next_leader(&r);
+        start_candidate(rp, i);
+    cur = next_leader(rp);
     for (int round = 0; round < ROUNDS; round++) {
-        struct term *t = &r.term[cur];
+        struct term *t = &rp->term[cur];
         int c = t->cand, next;
         int64_t t0;
 
         if (round % 2 == 0) {
             /* SIGKILL: fencelock's group and the command's. */
-            ts_proc_stop(&r.cand[c], SIGKILL, 5000);
+            ts_proc_stop(&rp->cand[c], SIGKILL, 5000);
             kill(-t->pid, SIGKILL);
             t0 = real_ms();
             cr_assert_eq(wait_state(t->pid, "Z"), 0, "the killed command lives on");
-            next = next_leader(&r);
-            kill_ms[nk++] = term_written_ms(r.term[next].cand) - t0;
-            start_candidate(&r, c); /* back in the race */
+            next = next_leader(rp);
+            kill_ms[nk++] = term_written_ms(rp->term[next].cand) - t0;
+            start_candidate(rp, c); /* back in the race */
         } else {
             /* SIGSTOP past the TTL: fencelock and its command. */
-            cr_assert_eq(ts_proc_signal_group(&r.cand[c], SIGSTOP), 0);
+            cr_assert_eq(ts_proc_signal_group(&rp->cand[c], SIGSTOP), 0);
             kill(-t->pid, SIGSTOP);
             t0 = real_ms();
             cr_assert_eq(wait_state(t->pid, "TZ"), 0, "the command did not stop");
-            next = next_leader(&r);
-            stop_ms[ns] = term_written_ms(r.term[next].cand) - t0;
+            next = next_leader(rp);
+            stop_ms[ns] = term_written_ms(rp->term[next].cand) - t0;
             /* Resumed, the old leader finds its lease expired, stops its
              * command and campaigns again (--again). */
             t->resumed = 1;
             t->resumed_ms = fl_now_ms();
             kill(-t->pid, SIGCONT);
-            ts_proc_signal_group(&r.cand[c], SIGCONT);
+            ts_proc_signal_group(&rp->cand[c], SIGCONT);
             wait_state(t->pid, "Z");
             resume_ms[ns++] = fl_now_ms() - t->resumed_ms;
             cr_assert(proc_state(t->pid) == 0 || proc_state(t->pid) == 'Z',
                       "%s: the resumed old leader's command still runs after 2 s", BK);
-            cr_assert(ts_proc_alive(&r.cand[c]), "%s: the resumed candidate exited", BK);
+            cr_assert(ts_proc_alive(&rp->cand[c]), "%s: the resumed candidate exited", BK);
         }
-        cr_assert_neq(r.term[next].cand, c, "%s: the %s leader led again at once", BK,
+        cr_assert_neq(rp->term[next].cand, c, "%s: the %s leader led again at once", BK,
                       round % 2 ? "stopped" : "killed");
         cur = next;
     }
@@ -489,9 +507,7 @@ static void kill_and_pause_rounds(enum lf_kind k)
         fprintf(stderr, " %" PRId64, resume_ms[i]);
     fprintf(stderr, " ms\n");
     for (int i = 0; i < CANDS; i++)
-        ts_proc_stop(&r.cand[i], SIGTERM, 10000);
-    for (int t = 0; t < r.nterms; t++)
-        kill(-r.term[t].pid, SIGKILL);
+        ts_proc_stop(&rp->cand[i], SIGTERM, 10000);
 }
 
 LF_TEST_EACH(elect, kill_and_pause_rounds_one_leader_at_a_time_failover_timed,
