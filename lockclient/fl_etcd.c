@@ -37,11 +37,11 @@ struct fl_backend {
     struct ec_client *ec;
     char address[300]; /* the endpoint list, for messages */
     uint64_t timeout_ms;
-    int64_t lease;      /* this client's session, 0 if none */
-    int64_t lease_ttl;  /* seconds, as granted */
-    int64_t lease_t0;   /* CLOCK_MONOTONIC before the last grant/keepalive */
-    int holds;          /* acquisitions not yet released through this state */
-    char **held;        /* the write keys among them (owned), for enqueue() */
+    int64_t lease;     /* this client's session, 0 if none */
+    int64_t lease_ttl; /* seconds, as granted */
+    int64_t lease_t0;  /* CLOCK_MONOTONIC before the last grant/keepalive */
+    int holds;         /* acquisitions not yet released through this state */
+    char **held;       /* the write keys among them (owned), for enqueue() */
     size_t nheld, capheld;
 };
 
@@ -296,8 +296,8 @@ static int last_before(struct fl_backend *b, const char *key, const char *range_
         *found = 1;
         if ((*out_key = strdup(r.kv[0].key)) == NULL)
             rc = FL_ERR_INTERNAL;
-        if (value && (*value = strndup(r.kv[0].value ? r.kv[0].value : "",
-                                       r.kv[0].value_len)) == NULL)
+        if (value &&
+            (*value = strndup(r.kv[0].value ? r.kv[0].value : "", r.kv[0].value_len)) == NULL)
             rc = FL_ERR_INTERNAL;
     }
     ec_kvs_free(&r);
@@ -489,8 +489,8 @@ static int enqueue(struct fl_backend *b, const char *name, const char *key, cons
         if (unique)
             *settled = settled_token(kv->value);
         if (mine || held_index(b, key) < 0) {
-            struct ec_cmp same = {.key = key, .target = EC_TARGET_CREATE, .op = EC_EQUAL,
-                                  .n = kv->create_revision};
+            struct ec_cmp same = {
+                .key = key, .target = EC_TARGET_CREATE, .op = EC_EQUAL, .n = kv->create_revision};
             struct ec_txn_result u;
 
             *rev = kv->create_revision;
@@ -510,8 +510,7 @@ static int enqueue(struct fl_backend *b, const char *name, const char *key, cons
         }
         if (fl_now_ms() >= deadline_ms) {
             ec_txn_result_free(&t);
-            snprintf(err, errlen, "lock '%s' is held by another acquisition of this client",
-                     name);
+            snprintf(err, errlen, "lock '%s' is held by another acquisition of this client", name);
             return FL_ERR_NOT_ACQUIRED;
         }
         rc = wait_key(b, key, t.revision, EC_WATCH_DELETE, deadline_ms, err, errlen);
@@ -540,8 +539,8 @@ static int etcd_acquire(struct fl_backend *b, const char *name, char owner[FL_OW
     snprintf(owner, FL_OWNER_MAX + 1, "%016" PRIx64, (uint64_t)b->lease);
     if ((key = own_key(pfx, owner)) == NULL)
         goto nomem;
-    if ((rc = enqueue(b, name, key, label, 0, deadline_ms, &rev, &created, &token, err,
-                      errlen)) != FL_OK)
+    if ((rc = enqueue(b, name, key, label, 0, deadline_ms, &rev, &created, &token, err, errlen)) !=
+        FL_OK)
         goto out;
     /* Wait in line: watch the deletion of the key just before ours (of
      * either kind: a writer waits for everything before it). Bounded by
@@ -552,8 +551,7 @@ static int etcd_acquire(struct fl_backend *b, const char *name, char owner[FL_OW
 
         free(pred);
         pred = NULL;
-        if ((rc = last_before(b, pfx, NULL, rev, &found, &pred, NULL, &hdr, err, errlen)) !=
-            FL_OK)
+        if ((rc = last_before(b, pfx, NULL, rev, &found, &pred, NULL, &hdr, err, errlen)) != FL_OK)
             goto out;
         if (!found) {
             rc = confirm(b, key, rev, err, errlen);
@@ -598,9 +596,9 @@ out:
  * watch it until it is, or goes); with no key before ours, our own create
  * revision (a new read epoch). The token is written as our key's value
  * (settled) with a txn on our create revision, then the #11456 check. */
-static int etcd_acquire_shared(struct fl_backend *b, const char *name,
-                               char owner[FL_OWNER_MAX + 1], uint64_t ttl_ms, int64_t deadline_ms,
-                               struct fl_grant *g, char *err, size_t errlen)
+static int etcd_acquire_shared(struct fl_backend *b, const char *name, char owner[FL_OWNER_MAX + 1],
+                               uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
+                               size_t errlen)
 {
     char *pfx = name_prefix(name), *key = NULL, *wend = NULL, guid[FL_OWNER_MAX + 1];
     uint64_t token = 0;
@@ -671,8 +669,8 @@ static int etcd_acquire_shared(struct fl_backend *b, const char *name,
         if (erc != EC_OK) {
             rc = fail_ec(b, erc, err, errlen);
         } else if (!t.succeeded) {
-            snprintf(err, errlen, "etcd at %s: our reader key %s is gone; not acquired",
-                     b->address, key);
+            snprintf(err, errlen, "etcd at %s: our reader key %s is gone; not acquired", b->address,
+                     key);
             rc = FL_ERR_NOT_ACQUIRED;
         }
         ec_txn_result_free(&t);
@@ -815,8 +813,8 @@ static const char *suffix(const char *key, const char *pfx)
  * on Redis: a writer waiting behind readers is a waiter of a free lock), in
  * one consistent read: a txn without compares reading the first key of
  * either kind and the first write keys, by create revision. */
-static int etcd_status(struct fl_backend *b, const char *name, struct fl_lock_status *st,
-                       char *err, size_t errlen)
+static int etcd_status(struct fl_backend *b, const char *name, struct fl_lock_status *st, char *err,
+                       size_t errlen)
 {
     char *pfx = name_prefix(name), *wend = NULL;
     struct ec_txn_result t;
@@ -835,8 +833,8 @@ static int etcd_status(struct fl_backend *b, const char *name, struct fl_lock_st
             {.type = EC_OP_RANGE,
              .range = {.key = pfx, .prefix = 1, .sort_create = 1, .limit = 1, .keys_only = 1}},
             {.type = EC_OP_RANGE,
-             .range = {.key = pfx, .range_end = wend, .sort_create = 1,
-                       .limit = 1 + FL_STATUS_WAITERS}}};
+             .range = {
+                 .key = pfx, .range_end = wend, .sort_create = 1, .limit = 1 + FL_STATUS_WAITERS}}};
 
         erc = ec_txn(b->ec, NULL, 0, ops, 2, NULL, 0, rt_deadline(b), &t);
     }
@@ -907,8 +905,8 @@ static int etcd_verify(struct fl_backend *b, const char *name, uint64_t token, i
         rc = fail_ec(b, erc, err, errlen);
         goto out;
     }
-    *current = r.n == 1 && !is_reader_key(r.kv[0].key, pfx) &&
-               (uint64_t)r.kv[0].create_revision == token;
+    *current =
+        r.n == 1 && !is_reader_key(r.kv[0].key, pfx) && (uint64_t)r.kv[0].create_revision == token;
     rc = FL_OK;
 out:
     ec_kvs_free(&r);

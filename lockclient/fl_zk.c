@@ -388,9 +388,9 @@ static char *child_path(const char *dir, const char *child)
  * "lock-<guid>-<seq>"; a read (shared) hold of a read-write lock is
  * "read-<guid>-<seq>". Both prefixes are KIND_LEN bytes; the sequence
  * comes from the parent's one counter, so the two kinds form one queue. */
-#define KIND_LEN 5
+#define KIND_LEN   5
 #define KIND_WRITE 'w'
-#define KIND_READ 'r'
+#define KIND_READ  'r'
 
 /* KIND_WRITE, KIND_READ, or 0 for a name of neither kind. */
 static int child_kind(const char *c)
@@ -617,8 +617,7 @@ static int session_alive(struct zk_session *s, char *why, size_t whylen)
  * in *gen0 so a watcher call after it is not missed. The node's data goes
  * to buf (up to *len bytes; *len gets its length, -1 for none). ZOK,
  * ZNONODE or a ZooKeeper error. */
-static int watch_node(struct fl_backend *b, const char *path, char *buf, int *len,
-                      uint64_t *gen0)
+static int watch_node(struct fl_backend *b, const char *path, char *buf, int *len, uint64_t *gen0)
 {
     struct Stat st;
 

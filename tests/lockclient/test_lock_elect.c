@@ -29,9 +29,9 @@
 LF_BACKENDS_START()
 LF_BACKENDS_STOP()
 
-static struct lf F;     /* only its dir: this test's files */
-static const char *URL; /* the backend under test */
-static const char *BK;  /* its name, for messages */
+static struct lf F;         /* only its dir: this test's files */
+static const char *URL;     /* the backend under test */
+static const char *BK;      /* its name, for messages */
 static struct ts_proc A, B; /* the paused-leader test's processes */
 
 static void setup(void)
@@ -186,8 +186,8 @@ static void start_leader(struct ts_proc *p, const char *name, const char *id)
     snprintf(log, sizeof log, "%s/%s.log", F.dir, id);
     cr_assert_eq(ts_proc_start(p, id,
                                (char *[]){(char *)fencelock_bin(), "--backend", (char *)URL,
-                                          "elect", (char *)name, "--id", (char *)id, "--ttl",
-                                          "1s", "--", "sh", "-c", cmd, NULL},
+                                          "elect", (char *)name, "--id", (char *)id, "--ttl", "1s",
+                                          "--", "sh", "-c", cmd, NULL},
                                NULL, log),
                  0);
 }
@@ -260,7 +260,7 @@ LF_TEST_EACH(elect, paused_leader_replaced_with_higher_epoch_old_exits_75,
 struct term {
     int cand;
     uint64_t epoch;
-    pid_t pid; /* the command's; its own process group */
+    pid_t pid;   /* the command's; its own process group */
     int resumed; /* its candidate was stopped and continued */
     int64_t resumed_ms;
 };
@@ -296,12 +296,12 @@ static void start_candidate(struct rounds *r, int i)
     snprintf(cmd, sizeof cmd, "echo \"$FENCE_TOKEN $$\" >> '%s/%s.terms'; exec sleep 60", F.dir,
              id);
     snprintf(log, sizeof log, "%s/%s.log", F.dir, id);
-    cr_assert_eq(ts_proc_start(&r->cand[i], id,
-                               (char *[]){(char *)fencelock_bin(), "--backend", (char *)URL,
-                                          "elect", "elR", "--id", id, "--ttl", "1s", "--again",
-                                          "--", "sh", "-c", cmd, NULL},
-                               NULL, log),
-                 0);
+    cr_assert_eq(
+        ts_proc_start(&r->cand[i], id,
+                      (char *[]){(char *)fencelock_bin(), "--backend", (char *)URL, "elect", "elR",
+                                 "--id", id, "--ttl", "1s", "--again", "--", "sh", "-c", cmd, NULL},
+                      NULL, log),
+        0);
 }
 
 /* Reads the terms files; appends terms not seen yet. Returns how many new. */
@@ -535,8 +535,7 @@ static void library_api(enum lf_kind k)
     cr_assert_str_eq(id, "", "a plain lock holder was named leader '%s'", id);
     cr_assert_eq(fl_release(c, l), FL_OK);
     fl_lease_free(&l);
-    cr_assert_eq(fl_campaign(c, "el3", "node-1@x:7", 5000, 0, &l), FL_OK, "%s",
-                 fl_client_error(c));
+    cr_assert_eq(fl_campaign(c, "el3", "node-1@x:7", 5000, 0, &l), FL_OK, "%s", fl_client_error(c));
     cr_assert_eq(fl_leader(c, "el3", id, &epoch), FL_OK);
     cr_assert_str_eq(id, "node-1@x:7");
     cr_assert_eq(epoch, l->token);

@@ -239,8 +239,7 @@ static void rw_rules(enum lf_kind k)
     use(k);
     /* Two readers of one epoch pass together. */
     hold_in_child(&r1, HOLD_READ, "/objects/R");
-    cr_assert_eq(fl_acquire_shared(C, "/objects/R", 5000, 0, &r2), FL_OK, "%s",
-                 fl_client_error(C));
+    cr_assert_eq(fl_acquire_shared(C, "/objects/R", 5000, 0, &r2), FL_OK, "%s", fl_client_error(C));
     cr_assert_eq(r1.token, r2->token, "readers holding together, tokens differ");
     cr_assert_eq(holder_put(&r1, "/objects/R/a"), 200);
     cr_assert_eq(put("/objects/R/b", r2->token), 200, "a reader of the same epoch refused");
@@ -287,8 +286,7 @@ static void semaphore_slots(enum lf_kind k)
 
     use(k);
     hold_in_child(&p0, HOLD_PERMIT, "S");
-    cr_assert_eq(fl_acquire_permit(C, "S", 2, 60000, 0, &p1, &s1), FL_OK, "%s",
-                 fl_client_error(C));
+    cr_assert_eq(fl_acquire_permit(C, "S", 2, 60000, 0, &p1, &s1), FL_OK, "%s", fl_client_error(C));
     cr_assert_neq(s1, p0.slot);
     snprintf(path0, sizeof path0, "/objects/S-%u/x", p0.slot);
     snprintf(path1, sizeof path1, "/objects/S-%u/x", s1);

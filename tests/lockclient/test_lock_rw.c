@@ -213,9 +213,9 @@ static void *try_thread(void *p)
     struct try_arg *a = p;
 
     a->c = fl_client_new(a->url, NULL, 0);
-    a->rc = a->c == NULL       ? FL_ERR_INTERNAL
-            : a->shared ? fl_acquire_shared(a->c, a->name, 5000, a->wait_ms, &a->l)
-                        : fl_acquire(a->c, a->name, 5000, a->wait_ms, &a->l);
+    a->rc = a->c == NULL ? FL_ERR_INTERNAL
+            : a->shared  ? fl_acquire_shared(a->c, a->name, 5000, a->wait_ms, &a->l)
+                         : fl_acquire(a->c, a->name, 5000, a->wait_ms, &a->l);
     if (a->rc == FL_OK)
         a->token = a->l->token;
     return NULL;
@@ -228,8 +228,8 @@ static void writer_gives_up(enum lf_kind k)
 {
     struct fl_client *c;
     struct fl_lease *r1 = NULL;
-    struct try_arg w = {.name = "rw6", .wait_ms = 700}, r2 = {.name = "rw6", .shared = 1,
-                                                               .wait_ms = 8000};
+    struct try_arg w = {.name = "rw6", .wait_ms = 700},
+                   r2 = {.name = "rw6", .shared = 1, .wait_ms = 8000};
     pthread_t tw, tr;
 
     use(k);
@@ -247,8 +247,9 @@ static void writer_gives_up(enum lf_kind k)
                  fl_strerror(w.rc));
     pthread_join(tr, NULL);
     cr_assert_eq(r2.rc, FL_OK, "the reader behind the writer: %s", fl_strerror(r2.rc));
-    cr_assert_eq(r2.token, r1->token, "two readers holding together with tokens %" PRIu64
-                 " and %" PRIu64, r1->token, r2.token);
+    cr_assert_eq(r2.token, r1->token,
+                 "two readers holding together with tokens %" PRIu64 " and %" PRIu64, r1->token,
+                 r2.token);
     cr_assert_eq(fl_release(r2.c, r2.l), FL_OK);
     cr_assert_eq(fl_release(c, r1), FL_OK);
     fl_lease_free(&r2.l);
@@ -417,8 +418,8 @@ Test(rw_redlock, refused_with_a_clear_error)
     cr_assert_eq(fl_acquire_shared(c, "rw5", 5000, 0, &l), FL_ERR_INVALID);
     cr_assert(strstr(fl_client_error(c), "no read-write locks"), "%s", fl_client_error(c));
     fl_client_free(&c);
-    rc = lf_cli(&F, (char *[]){"--backend", (char *)url, "run", "rw5", "--shared", "--", "true",
-                               NULL},
+    rc = lf_cli(&F,
+                (char *[]){"--backend", (char *)url, "run", "rw5", "--shared", "--", "true", NULL},
                 NULL, out, sizeof out, err, sizeof err, 10000);
     cr_assert_eq(rc, 2, "exit %d: %s", rc, err);
     cr_assert(strstr(err, "no read-write locks"), "%s", err);
