@@ -1,9 +1,13 @@
 /* lock_bench: load generator for libfencelock. N threads, each with its own
- * client (connection), run acquire+release pairs for a fixed time on
- * distinct lock names (default) or one shared name, and the program prints
- * pairs/s and p50/p99/max latency of a pair (and of a single acquire).
+ * client (connection), run acquire+release pairs for a fixed time, and the
+ * program prints pairs/s and p50/p99/max latency of a pair (and of a single
+ * acquire). What a pair takes: the mutex on distinct lock names (default)
+ * or on one shared name (--shared); a read hold of one read-write lock
+ * (--read: fl_acquire_shared, every client on the same name, so the readers
+ * share it); or a permit of one semaphore of N permits (--permits N:
+ * fl_acquire_permit).
  * Usage: lock_bench --url redis://127.0.0.1:6379 [--clients 8]
- *        [--duration 5s] [--shared] [--ttl 10s] */
+ *        [--duration 5s] [--shared | --read | --permits N] [--ttl 10s] */
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,7 +23,9 @@ struct worker {
     pthread_t thread;
     int id;
     const char *url;
-    int shared;
+    int shared;       /* the mutex on one name */
+    int read;         /* read holds of one read-write lock */
+    unsigned permits; /* permits of one semaphore (0: not) */
     uint64_t ttl_ms;
     int64_t end_ns;
     uint64_t pairs, busy, errors;
@@ -68,12 +74,24 @@ static void *run(void *arg)
     }
     if (w->shared)
         snprintf(name, sizeof name, "bench/shared");
+    else if (w->read)
+        snprintf(name, sizeof name, "bench/rw");
+    else if (w->permits)
+        snprintf(name, sizeof name, "bench/sem");
     else
         snprintf(name, sizeof name, "bench/%d", w->id);
     while (now_ns() < w->end_ns) {
         struct fl_lease *l = NULL;
         int64_t t0 = now_ns(), t1, t2;
-        int rc = fl_acquire(c, name, w->ttl_ms, w->shared ? 1000 : 0, &l);
+        unsigned slot;
+        int rc;
+
+        if (w->read)
+            rc = fl_acquire_shared(c, name, w->ttl_ms, 1000, &l);
+        else if (w->permits)
+            rc = fl_acquire_permit(c, name, w->permits, w->ttl_ms, 1000, &l, &slot);
+        else
+            rc = fl_acquire(c, name, w->ttl_ms, w->shared ? 1000 : 0, &l);
 
         t1 = now_ns();
         if (rc == FL_ERR_NOT_ACQUIRED) {
@@ -121,7 +139,9 @@ int main(int argc, char **argv)
 {
     const char *url = "redis://127.0.0.1:6379";
     uint64_t dur_ms = 5000, ttl_ms = 10000, pairs = 0, busy = 0, errors = 0;
-    int clients = 8, shared = 0, ex = 1;
+    int clients = 8, shared = 0, read = 0, ex = 1;
+    unsigned permits = 0;
+    const char *what;
     struct worker *ws = NULL;
     uint32_t *all_pair = NULL, *all_acq = NULL;
     size_t total = 0;
@@ -133,6 +153,11 @@ int main(int argc, char **argv)
 
         if (strcmp(a, "--shared") == 0) {
             shared = 1;
+        } else if (strcmp(a, "--read") == 0) {
+            read = 1;
+        } else if (strcmp(a, "--permits") == 0 && v && atoi(v) > 0 && atoi(v) <= FL_PERMITS_MAX) {
+            permits = (unsigned)atoi(v);
+            i++;
         } else if (strcmp(a, "--url") == 0 && v) {
             url = v;
             i++;
@@ -146,9 +171,13 @@ int main(int argc, char **argv)
             i++;
         } else {
             fprintf(stderr, "usage: lock_bench [--url URL] [--clients N] [--duration 5s] "
-                            "[--ttl 10s] [--shared]\n");
+                            "[--ttl 10s] [--shared | --read | --permits N]\n");
             return 2;
         }
+    }
+    if (shared + read + (permits > 0) > 1) {
+        fprintf(stderr, "lock_bench: --shared, --read and --permits exclude each other\n");
+        return 2;
     }
     ws = calloc((size_t)clients, sizeof *ws);
     if (ws == NULL)
@@ -158,6 +187,8 @@ int main(int argc, char **argv)
         ws[i].id = i;
         ws[i].url = url;
         ws[i].shared = shared;
+        ws[i].read = read;
+        ws[i].permits = permits;
         ws[i].ttl_ms = ttl_ms;
         ws[i].end_ns = t0 + (int64_t)dur_ms * 1000000;
         if (pthread_create(&ws[i].thread, NULL, run, &ws[i]) != 0) {
@@ -185,9 +216,21 @@ int main(int argc, char **argv)
     }
     qsort(all_pair, total, sizeof *all_pair, cmp_u32);
     qsort(all_acq, total, sizeof *all_acq, cmp_u32);
+    {
+        static char buf[64];
+
+        if (read) {
+            what = "read";
+        } else if (permits) {
+            snprintf(buf, sizeof buf, "permits%u", permits);
+            what = buf;
+        } else {
+            what = shared ? "shared" : "distinct";
+        }
+    }
     printf("clients=%d names=%s duration_s=%.2f pairs=%" PRIu64 " busy=%" PRIu64 " errors=%" PRIu64
            "\n",
-           clients, shared ? "shared" : "distinct", (double)(t1 - t0) / 1e9, pairs, busy, errors);
+           clients, what, (double)(t1 - t0) / 1e9, pairs, busy, errors);
     printf("pairs_per_s=%.0f\n", (double)pairs / ((double)(t1 - t0) / 1e9));
     printf("pair_latency_us p50=%u p99=%u max=%u\n", pct(all_pair, total, 0.50),
            pct(all_pair, total, 0.99), total ? all_pair[total - 1] : 0);

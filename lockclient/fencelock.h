@@ -110,11 +110,12 @@ int fl_acquire(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t 
 /* Takes a shared (read) hold of read-write lock name: many readers hold it
  * together, fl_acquire's exclusive lock of the same name is its write lock
  * (it waits for the readers, and once a writer waits no new reader enters:
- * writers are not starved). The token is the read epoch: readers entering
- * between two writers share one token, above every earlier writer's and
- * below every later writer's (docs/lockclient.md). Renew, watch and release
- * the lease as any other. Redis only for now: FL_ERR_INVALID on a backend
- * without read-write locks. *out as fl_acquire's. */
+ * writers are not starved). The token is the read epoch: a reader that
+ * enters while no reader holds gets a new token, above every earlier
+ * one; a reader that enters while readers hold gets theirs; a writer's is
+ * above every earlier reader's (docs/lockclient.md). Renew, watch and
+ * release the lease as any other. Redis, etcd and ZooKeeper; FL_ERR_INVALID
+ * on Redlock, which has no read-write locks. *out as fl_acquire's. */
 int fl_acquire_shared(struct fl_client *c, const char *name, uint64_t ttl_ms, uint64_t wait_ms,
                       struct fl_lease **out);
 

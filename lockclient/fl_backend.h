@@ -98,10 +98,12 @@ struct fl_backend_ops {
     /* Read-write locks; NULL in a backend without them. acquire above is
      * the write (exclusive) lock of the same name: it waits for readers, and
      * a waiting writer keeps new readers out (writer preference). A shared
-     * hold has a token per the read-write rule (docs/lockclient.md): readers
-     * entering between two writers share one token, above the earlier
-     * writer's and below the later one's. Same contracts as acquire, renew
-     * and release. */
+     * hold has a token per the read-write rule (docs/lockclient.md): a
+     * reader entering while no reader holds gets a new token, one entering
+     * while readers hold gets theirs, so readers holding together share a
+     * token, above every earlier writer's and below every later one's. The
+     * owner id identifies the one hold (a client may hold several reads of
+     * a name). Same contracts as acquire, renew and release. */
     int (*acquire_shared)(struct fl_backend *b, const char *name, char owner[FL_OWNER_MAX + 1],
                           uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
                           size_t errlen);

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "fl_backend.h"
 #include "fl_redis_internal.h"
@@ -109,10 +110,14 @@ static const char script_acquire[] =
 
 /* A shared (read) hold: enters only when no writer holds and none waits
  * (writer preference), as a member of the readers set with expiry now +
- * TTL. Its token is the read epoch: the first reader after a writer (or
- * ever) takes the next token and marks it 'r'; readers after it, until the
- * next writer, share that token. So a writer's token is above every earlier
- * reader's, and a reader's above every earlier writer's. Returns the token,
+ * TTL. Its token is the read epoch: a reader that enters while no other
+ * reader holds (the set is empty once expired entries are dropped) takes
+ * the next token and marks it 'r'; a reader that enters while readers hold
+ * shares their token (the last issued, an 'r' one: no writer came in
+ * between, it would have needed the set empty). So a writer's token is
+ * above every earlier reader's, a reader's above every earlier writer's,
+ * and readers holding together share one token: the same rule as the etcd
+ * and ZooKeeper backends (docs/lockclient.md). Returns the token,
  * or -1 - PTTL of the writer (0 when only a writer waits). A resend by a
  * holding reader returns its token. */
 static const char script_acquire_shared[] =
@@ -128,7 +133,7 @@ static const char script_acquire_shared[] =
     "  return -1 - p\n"
     "end\n"
     "local n\n"
-    "if redis.call('GET', KEYS[6]) ~= 'r' then\n"
+    "if redis.call('GET', KEYS[6]) ~= 'r' or redis.call('ZCARD', KEYS[4]) == 0 then\n"
     "  n = next_token()\n"
     "  redis.call('SET', KEYS[6], 'r')\n"
     "else\n"
@@ -581,9 +586,11 @@ out:
  * before deadline_ms) a BLPOP on the wake list bounded by the holder's PTTL,
  * so a waiter retries at once after a release and right when an abandoned
  * lock expires. A waiting writer retries at least every TTL/3 (its waiting
- * entry, which keeps new readers out, lasts a TTL); a waiting reader every
- * 50 ms, since one release wakes one waiter and a writer's release may let
- * many readers in. A writer that gives up withdraws its waiting entry. */
+ * entry, which keeps new readers out, lasts a TTL); a waiting reader polls
+ * every 50 ms without BLPOP (one release wakes one waiter, a writer's
+ * release may let many readers in, and a wake-up taken by a reader would
+ * be lost to the writer it was meant for). A writer that gives up
+ * withdraws its waiting entry. */
 static int acquire_with(struct fl_backend *b, int idx, const char *name, const char *owner,
                         uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
                         size_t errlen)
@@ -632,8 +639,16 @@ static int acquire_with(struct fl_backend *b, int idx, const char *name, const c
             wait = cap;
         if (wait > left)
             wait = left;
-        if ((rc = wait_wake(b, name, wait, err, errlen)) != FL_OK)
+        if (idx == SCRIPT_ACQUIRE_SHARED) {
+            /* A reader polls without BLPOP: a release pushes one wake-up,
+             * and a reader that popped it while a writer waits would leave
+             * the writer asleep until the holder's expiry. */
+            struct timespec ts = {(time_t)(wait / 1000), (long)(wait % 1000) * 1000000L};
+
+            nanosleep(&ts, NULL);
+        } else if ((rc = wait_wake(b, name, wait, err, errlen)) != FL_OK) {
             return rc;
+        }
     }
 }
 

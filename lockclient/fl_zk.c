@@ -7,7 +7,10 @@
  * waiter watches only its predecessor with zoo_wget. The token is the node's
  * czxid (64-bit, increasing across the whole ensemble), never the sequence
  * suffix (a signed 32-bit counter of the parent that restarts with it). The
- * owner id is the node's name.
+ * owner id is the node's name. Read-write locks follow ZooKeeper's "Shared
+ * Locks" recipe in the same queue: a read hold is a read-<guid>-<seq> node,
+ * waiting only for the write (lock-) nodes before it, and carries its
+ * token (the read epoch, see queue_acquire) in its data.
  *
  * Sessions: one ZooKeeper session per connect string per process, shared by
  * every struct fl_backend on it (the client's and its watchdog's, each on its
@@ -381,26 +384,45 @@ static char *child_path(const char *dir, const char *child)
     return p;
 }
 
-/* The sequence of a "lock-<guid>-<seq>" child, or -1 for a foreign child. */
+/* Node kinds. A write (exclusive) hold, the mutex's, is
+ * "lock-<guid>-<seq>"; a read (shared) hold of a read-write lock is
+ * "read-<guid>-<seq>". Both prefixes are KIND_LEN bytes; the sequence
+ * comes from the parent's one counter, so the two kinds form one queue. */
+#define KIND_LEN   5
+#define KIND_WRITE 'w'
+#define KIND_READ  'r'
+
+/* KIND_WRITE, KIND_READ, or 0 for a name of neither kind. */
+static int child_kind(const char *c)
+{
+    if (strncmp(c, "lock-", KIND_LEN) == 0)
+        return KIND_WRITE;
+    if (strncmp(c, "read-", KIND_LEN) == 0)
+        return KIND_READ;
+    return 0;
+}
+
+/* The sequence of a "lock-<guid>-<seq>" or "read-<guid>-<seq>" child, or
+ * -1 for a foreign child. */
 static long long child_seq(const char *c)
 {
     const char *dash = strrchr(c, '-');
     char *e;
     long long v;
 
-    if (strncmp(c, "lock-", 5) != 0 || dash == NULL || dash < c + 5 || dash[1] == '\0')
+    if (child_kind(c) == 0 || dash == NULL || dash < c + KIND_LEN || dash[1] == '\0')
         return -1;
     errno = 0;
     v = strtoll(dash + 1, &e, 10);
     return errno || *e ? -1 : v;
 }
 
-/* Whether child c carries guid (lock-<guid>-<seq>). */
+/* Whether child c (of either kind) carries guid. */
 static int child_has_guid(const char *c, const char *guid)
 {
     size_t n = strlen(guid);
 
-    return strncmp(c, "lock-", 5) == 0 && strncmp(c + 5, guid, n) == 0 && c[5 + n] == '-' &&
+    return child_kind(c) != 0 && strncmp(c + KIND_LEN, guid, n) == 0 && c[KIND_LEN + n] == '-' &&
            child_seq(c) >= 0;
 }
 
@@ -492,10 +514,11 @@ static int ensure_parents(struct fl_backend *b, const char *dir, char *err, size
 }
 
 /* Protected create: our node if one with guid exists already (a create whose
- * reply was lost, or a resend), else a new one. mine gets its name (malloc'd)
- * and *czxid its token. */
-static int create_own(struct fl_backend *b, const char *dir, const char *guid, char **mine,
-                      int64_t *czxid, char *err, size_t errlen)
+ * reply was lost, or a resend), else a new one of kind (KIND_WRITE or
+ * KIND_READ, without data). mine gets its name (malloc'd) and *czxid its
+ * czxid. */
+static int create_own(struct fl_backend *b, const char *dir, int kind, const char *guid,
+                      char **mine, int64_t *czxid, char *err, size_t errlen)
 {
     char *prefix = NULL, created[4200];
     struct String_vector v;
@@ -503,7 +526,7 @@ static int create_own(struct fl_backend *b, const char *dir, const char *guid, c
     int rc = FL_ERR_BACKEND;
 
     *mine = NULL;
-    if (asprintf(&prefix, "%s/lock-%s-", dir, guid) < 0) {
+    if (asprintf(&prefix, "%s/%s%s-", dir, kind == KIND_READ ? "read-" : "lock-", guid) < 0) {
         prefix = NULL;
         return FL_ERR_INTERNAL;
     }
@@ -589,9 +612,100 @@ static int session_alive(struct zk_session *s, char *why, size_t whylen)
     return ok;
 }
 
-static int zk_acquire(struct fl_backend *b, const char *name, char owner[FL_OWNER_MAX + 1],
-                      uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
-                      size_t errlen)
+/* Sets a watch on path with zoo_wget (not zoo_wexists: no watch is left on
+ * a node that is already gone), recording the session's generation first
+ * in *gen0 so a watcher call after it is not missed. The node's data goes
+ * to buf (up to *len bytes; *len gets its length, -1 for none). ZOK,
+ * ZNONODE or a ZooKeeper error. */
+static int watch_node(struct fl_backend *b, const char *path, char *buf, int *len, uint64_t *gen0)
+{
+    struct Stat st;
+
+    pthread_mutex_lock(&b->s->mu);
+    *gen0 = b->s->gen;
+    pthread_mutex_unlock(&b->s->mu);
+    return zoo_wget(b->s->zh, path, zk_watcher, b->s, buf, len, &st);
+}
+
+/* Waits for any watcher call after gen0 (a watched node's change or
+ * deletion, a session event) or deadline_ms, in slices of 100 ms. */
+static void wait_watcher(struct fl_backend *b, uint64_t gen0, int64_t deadline_ms)
+{
+    pthread_mutex_lock(&b->s->mu);
+    while (b->s->gen == gen0 && fl_now_ms() < deadline_ms) {
+        int64_t at = fl_now_ms() + 100;
+        struct timespec ts;
+
+        if (at > deadline_ms)
+            at = deadline_ms;
+        ts.tv_sec = (time_t)(at / 1000);
+        ts.tv_nsec = (long)(at % 1000) * 1000000L;
+        pthread_cond_timedwait(&b->s->cv, &b->s->mu, &ts);
+    }
+    pthread_mutex_unlock(&b->s->mu);
+}
+
+/* Writes a reader's token into its node (the token "settles"), so readers
+ * behind it can copy it. FL_OK, FL_ERR_NOT_ACQUIRED if the node is gone
+ * (the session expired), FL_ERR_BACKEND. */
+static int settle(struct fl_backend *b, const char *dir, const char *mine, uint64_t token,
+                  char *err, size_t errlen)
+{
+    char *p = child_path(dir, mine), num[24];
+    int zrc = ZSYSTEMERROR, rc = FL_ERR_BACKEND;
+
+    snprintf(num, sizeof num, "%" PRIu64, token);
+    for (int t = 0; p && t < ZK_TRIES; t++) {
+        zrc = zoo_set(b->s->zh, p, num, (int)strlen(num), -1);
+        if (!zk_is_conn_error(zrc) || recover(b, zrc, "set", err, errlen) != FL_OK)
+            break;
+    }
+    if (p == NULL)
+        rc = FL_ERR_INTERNAL;
+    else if (zrc == ZOK)
+        rc = FL_OK;
+    else if (zrc == ZNONODE)
+        rc = FL_ERR_NOT_ACQUIRED;
+    if (rc != FL_OK && p != NULL)
+        snprintf(err, errlen, "zookeeper at %s: settle %s: %s", b->address, p, zerror(zrc));
+    free(p);
+    return rc;
+}
+
+/* Parses a settled reader's data (a decimal token > 0); 0 if unsettled. */
+static uint64_t settled_token(const char *buf, int len)
+{
+    char num[24], *e;
+    unsigned long long v;
+
+    if (len <= 0 || len >= (int)sizeof num)
+        return 0;
+    memcpy(num, buf, (size_t)len);
+    num[len] = '\0';
+    errno = 0;
+    v = strtoull(num, &e, 10);
+    return errno || *e || num[0] == '-' ? 0 : (uint64_t)v;
+}
+
+/* The queue acquire of both kinds (ZooKeeper's lock and "Shared Locks"
+ * recipes). Our node in the sorted queue decides:
+ * - a writer (kind KIND_WRITE) holds when its node is first, else it
+ *   watches the node just before it (of any kind): it waits for everything
+ *   before it;
+ * - a reader holds when no write node is before it, else it watches the
+ *   last write node before it: it waits for writers only, and a reader
+ *   that arrives after a waiting writer queues behind it, so writers are
+ *   not starved. Its token (the read-write rule, docs/lockclient.md): if a
+ *   reader holds before it (the node just before it, since only readers
+ *   are before it), that reader's token, read from its node once settled
+ *   (else it watches that node until it settles or goes); if no node is
+ *   before it, its own czxid (a new read epoch). It then writes the token
+ *   into its own node (settle) before returning.
+ * The list is looked at once more after the deadline, then the node is
+ * deleted (NOT_ACQUIRED). The owner becomes the node's name. */
+static int queue_acquire(struct fl_backend *b, int kind, const char *name,
+                         char owner[FL_OWNER_MAX + 1], uint64_t ttl_ms, int64_t deadline_ms,
+                         struct fl_grant *g, char *err, size_t errlen)
 {
     char *dir = lock_dir(name), *mine = NULL, guid[FL_OWNER_MAX + 1];
     int64_t czxid = 0;
@@ -603,14 +717,14 @@ static int zk_acquire(struct fl_backend *b, const char *name, char owner[FL_OWNE
     if ((rc = ensure_session(b, ttl_ms > INT32_MAX ? INT32_MAX : (int)ttl_ms, err, errlen)) !=
         FL_OK)
         goto out;
-    if ((rc = create_own(b, dir, guid, &mine, &czxid, err, errlen)) != FL_OK)
+    if ((rc = create_own(b, dir, kind, guid, &mine, &czxid, err, errlen)) != FL_OK)
         goto fail;
     for (;;) {
         struct String_vector v;
         int64_t t0 = fl_now_ms();
-        uint64_t gen0;
-        int zrc, idx = -1;
-        char *pred = NULL;
+        uint64_t gen0 = 0, token = 0;
+        int zrc, idx = -1, watch = -1, len = -1;
+        char *path = NULL, data[24];
 
         rc = FL_ERR_BACKEND;
         zrc = list_sorted(b, dir, &v, err, errlen);
@@ -621,10 +735,44 @@ static int zk_acquire(struct fl_backend *b, const char *name, char owner[FL_OWNE
         for (int i = 0; i < v.count; i++)
             if (strcmp(v.data[i], mine) == 0)
                 idx = i;
-        if (idx == 0) {
+        if (idx < 0) {
             deallocate_String_vector(&v);
+            snprintf(err, errlen, "zookeeper at %s: our queue node %s/%s is gone", b->address, dir,
+                     mine);
+            goto fail;
+        }
+        if (idx == 0) {
+            token = (uint64_t)czxid;
+        } else if (kind == KIND_WRITE) {
+            watch = idx - 1;
+        } else {
+            for (int i = 0; i < idx; i++)
+                if (child_kind(v.data[i]) == KIND_WRITE)
+                    watch = i; /* the last writer before us */
+            if (watch < 0)
+                watch = idx - 1; /* a holding reader: its token once settled */
+        }
+        if (watch >= 0 && (path = child_path(dir, v.data[watch])) == NULL) {
+            deallocate_String_vector(&v);
+            rc = FL_ERR_INTERNAL;
+            goto fail;
+        }
+        if (watch >= 0) {
+            /* A reader watching a reader wants its token. */
+            int copy = kind == KIND_READ && child_kind(v.data[watch]) == KIND_READ;
+
+            len = copy ? (int)sizeof data : 0;
+            zrc = watch_node(b, path, data, &len, &gen0);
+            if (zrc == ZOK && copy)
+                token = settled_token(data, len);
+        }
+        deallocate_String_vector(&v);
+        free(path);
+        if (token > 0) {
+            if (kind == KIND_READ && (rc = settle(b, dir, mine, token, err, errlen)) != FL_OK)
+                goto fail;
             snprintf(owner, FL_OWNER_MAX + 1, "%s", mine);
-            g->token = (uint64_t)czxid;
+            g->token = token;
             g->ttl_ms = (uint64_t)zoo_recv_timeout(b->s->zh);
             g->expiry_ms = t0 + (int64_t)g->ttl_ms;
             pthread_mutex_lock(&reg_mu);
@@ -633,70 +781,24 @@ static int zk_acquire(struct fl_backend *b, const char *name, char owner[FL_OWNE
             rc = FL_OK;
             goto out;
         }
-        if (idx < 0) {
-            deallocate_String_vector(&v);
-            snprintf(err, errlen, "zookeeper at %s: our queue node %s/%s is gone", b->address, dir,
-                     mine);
-            goto fail;
-        }
-        pred = child_path(dir, v.data[idx - 1]);
-        deallocate_String_vector(&v);
-        if (pred == NULL) {
-            rc = FL_ERR_INTERNAL;
-            goto fail;
-        }
-        pthread_mutex_lock(&b->s->mu);
-        gen0 = b->s->gen;
-        pthread_mutex_unlock(&b->s->mu);
-        {
-            char buf[1];
-            int len = 0;
-            struct Stat st;
-
-            /* zoo_wget, not zoo_wexists: no watch is left on a node that is
-             * already gone. */
-            zrc = zoo_wget(b->s->zh, pred, zk_watcher, b->s, buf, &len, &st);
-        }
-        free(pred);
         if (zrc == ZNONODE)
-            continue;
+            continue; /* gone between the list and the watch: look again */
         if (zrc != ZOK) {
             if (recover(b, zrc, "watch", err, errlen) != FL_OK)
                 goto fail;
             continue;
         }
-        /* Wait for any watcher call (the predecessor's deletion, a session
-         * event) or the deadline, in slices so the session is rechecked. */
-        pthread_mutex_lock(&b->s->mu);
-        while (b->s->gen == gen0 && fl_now_ms() < deadline_ms) {
-            int64_t at = fl_now_ms() + 100;
-            struct timespec ts;
-
-            if (at > deadline_ms)
-                at = deadline_ms;
-            ts.tv_sec = (time_t)(at / 1000);
-            ts.tv_nsec = (long)(at % 1000) * 1000000L;
-            pthread_cond_timedwait(&b->s->cv, &b->s->mu, &ts);
-        }
-        pthread_mutex_unlock(&b->s->mu);
-        if (!session_alive(b->s, err, errlen))
-            goto fail;
         if (fl_now_ms() >= deadline_ms) {
-            /* One last look: the predecessor may just have gone. */
-            struct String_vector last;
-
-            if (list_sorted(b, dir, &last, err, errlen) == ZOK) {
-                int first = last.count > 0 && strcmp(last.data[0], mine) == 0;
-
-                deallocate_String_vector(&last);
-                if (first)
-                    continue;
-            }
             delete_own(b, dir, guid);
             snprintf(err, errlen, "lock '%s' is held by another owner", name);
             rc = FL_ERR_NOT_ACQUIRED;
             goto out;
         }
+        /* The watched node's deletion (or a reader's settling), a session
+         * event, or the deadline; then the list is looked at again. */
+        wait_watcher(b, gen0, deadline_ms);
+        if (!session_alive(b->s, err, errlen))
+            goto fail;
     }
 fail:
     /* After any error: our node must not stay in the queue. */
@@ -708,6 +810,20 @@ out:
     return rc;
 }
 
+static int zk_acquire(struct fl_backend *b, const char *name, char owner[FL_OWNER_MAX + 1],
+                      uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
+                      size_t errlen)
+{
+    return queue_acquire(b, KIND_WRITE, name, owner, ttl_ms, deadline_ms, g, err, errlen);
+}
+
+static int zk_acquire_shared(struct fl_backend *b, const char *name, char owner[FL_OWNER_MAX + 1],
+                             uint64_t ttl_ms, int64_t deadline_ms, struct fl_grant *g, char *err,
+                             size_t errlen)
+{
+    return queue_acquire(b, KIND_READ, name, owner, ttl_ms, deadline_ms, g, err, errlen);
+}
+
 static int zk_cancel(struct fl_backend *b, const char *name, const char *owner, char *err,
                      size_t errlen)
 {
@@ -716,9 +832,11 @@ static int zk_cancel(struct fl_backend *b, const char *name, const char *owner, 
 
     if (dir == NULL)
         return rc;
-    /* owner is the guid (before a grant) or a node name lock-<guid>-<seq>. */
-    if (strncmp(owner, "lock-", 5) == 0 && child_seq(owner) >= 0)
-        snprintf(guid, sizeof guid, "%.*s", (int)(strrchr(owner, '-') - owner - 5), owner + 5);
+    /* owner is the guid (before a grant) or a node name
+     * lock-<guid>-<seq> or read-<guid>-<seq>. */
+    if (child_seq(owner) >= 0)
+        snprintf(guid, sizeof guid, "%.*s", (int)(strrchr(owner, '-') - owner - KIND_LEN),
+                 owner + KIND_LEN);
     else
         snprintf(guid, sizeof guid, "%s", owner);
     rc = ensure_session(b, b->s ? b->s->timeout_req : ZK_DEFAULT_SESSION_MS, err, errlen);
@@ -746,7 +864,7 @@ static int stat_node(struct fl_backend *b, const char *dir, const char *node, st
 
 static int valid_node(const char *owner)
 {
-    return strncmp(owner, "lock-", 5) == 0 && child_seq(owner) >= 0 && !strchr(owner, '/');
+    return child_seq(owner) >= 0 && !strchr(owner, '/');
 }
 
 static int zk_renew(struct fl_backend *b, const char *name, const char *owner, uint64_t ttl_ms,
@@ -841,8 +959,10 @@ out:
     return rc;
 }
 
-/* Holder and waiters in queue order, each with its czxid. A child that goes
- * away between the list and its stat makes the read start over. */
+/* The write lock's holder and waiting writers in queue order, each with its
+ * czxid (readers are not listed, as on Redis: a writer waiting behind
+ * readers is a waiter of a free lock). A child that goes away between the
+ * list and its stat makes the read start over. */
 static int zk_status(struct fl_backend *b, const char *name, struct fl_lock_status *st, char *err,
                      size_t errlen)
 {
@@ -854,7 +974,7 @@ static int zk_status(struct fl_backend *b, const char *name, struct fl_lock_stat
     rc = ensure_session(b, b->s ? b->s->timeout_req : ZK_DEFAULT_SESSION_MS, err, errlen);
     for (int t = 0; rc == FL_OK && t < ZK_TRIES; t++) {
         struct String_vector v;
-        int zrc = list_sorted(b, dir, &v, err, errlen), again = 0;
+        int zrc = list_sorted(b, dir, &v, err, errlen), again = 0, holder;
 
         memset(st, 0, sizeof *st);
         st->ttl_ms = -1;
@@ -865,30 +985,44 @@ static int zk_status(struct fl_backend *b, const char *name, struct fl_lock_stat
             rc = FL_ERR_BACKEND;
             break;
         }
-        for (int i = 0; i < v.count && i <= FL_STATUS_WAITERS && !again; i++) {
+        /* A writer holds only when first in the whole queue. */
+        holder = v.count > 0 && child_kind(v.data[0]) == KIND_WRITE;
+        {
+            int k = 0;
+
+            for (int i = 0; i < v.count; i++) {
+                if (child_kind(v.data[i]) == KIND_WRITE)
+                    v.data[k++] = v.data[i];
+                else
+                    free(v.data[i]);
+            }
+            v.count = k;
+        }
+        for (int i = 0; i < v.count && i < FL_STATUS_WAITERS + holder && !again; i++) {
             struct Stat s;
+            int w = i - holder; /* index among the waiters, -1: the holder */
 
             zrc = stat_node(b, dir, v.data[i], &s, err, errlen);
             if (zrc == ZNONODE) {
                 again = 1;
             } else if (zrc != ZOK) {
                 rc = FL_ERR_BACKEND;
-            } else if (i == 0) {
+            } else if (w < 0) {
                 st->held = 1;
                 snprintf(st->owner, sizeof st->owner, "%s", v.data[0]);
                 /* The label is the guid the holder proposed: lock-<guid>-<seq>. */
-                if (child_seq(v.data[0]) >= 0 && strncmp(v.data[0], "lock-", 5) == 0)
-                    snprintf(st->label, sizeof st->label, "%.*s",
-                             (int)(strrchr(v.data[0], '-') - v.data[0] - 5), v.data[0] + 5);
+                snprintf(st->label, sizeof st->label, "%.*s",
+                         (int)(strrchr(v.data[0], '-') - v.data[0] - KIND_LEN),
+                         v.data[0] + KIND_LEN);
                 st->token = (uint64_t)s.czxid;
             } else {
-                snprintf(st->waiter[i - 1].owner, sizeof st->waiter[i - 1].owner, "%s", v.data[i]);
-                st->waiter[i - 1].token = (uint64_t)s.czxid;
+                snprintf(st->waiter[w].owner, sizeof st->waiter[w].owner, "%s", v.data[i]);
+                st->waiter[w].token = (uint64_t)s.czxid;
             }
             if (rc != FL_OK)
                 break;
         }
-        st->waiters = v.count > 0 ? (size_t)v.count - 1 : 0;
+        st->waiters = (size_t)(v.count - (v.count > 0 ? holder : 0));
         deallocate_String_vector(&v);
         if (!again)
             break;
@@ -925,4 +1059,7 @@ const struct fl_backend_ops fl_zk_ops = {
     .verify = zk_verify,
     .address = zk_address,
     .free = zk_free,
+    .acquire_shared = zk_acquire_shared,
+    .renew_shared = zk_renew, /* a reader's node is renewed and released as a writer's */
+    .release_shared = zk_release,
 };

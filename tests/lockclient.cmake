@@ -49,25 +49,28 @@ fence_test(test_lock_redlock
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_redlock fencelock)
-# Leader election (elect, leader) on a real redis-server and a real etcd.
+# Leader election (elect, leader) on a real redis-server, etcd and ZooKeeper
+# (started once for the binary), kills and pauses over rounds.
 fence_test(test_lock_elect
   SOURCES lockclient/test_lock_elect.c lockclient/lock_fixture.c
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_elect fencelock)
-# Read-write locks on a real redis-server (library and CLI processes).
+# Read-write locks on a real redis-server, etcd and ZooKeeper (started once
+# for the binary; library and CLI processes).
 fence_test(test_lock_rw
   SOURCES lockclient/test_lock_rw.c lockclient/lock_fixture.c
   LIBS fencetestsupport fencelock_lib pthread
   TIMEOUT 120)
 add_dependencies(test_lock_rw fencelock)
-# Semaphores (slots NAME#i) on a real redis-server.
+# Semaphores (slots NAME#i) on a real redis-server, etcd and ZooKeeper.
 fence_test(test_lock_sem
   SOURCES lockclient/test_lock_sem.c lockclient/lock_fixture.c
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
 add_dependencies(test_lock_sem fencelock)
-# The patterns' token rules through the real fenceproxy (tokens from Redis).
+# The patterns' token rules through the real fenceproxy (tokens from Redis, etcd
+# and ZooKeeper, started once for the binary).
 fence_test(test_lock_patterns_proxy
   SOURCES lockclient/test_lock_patterns_proxy.c lockclient/lock_fixture.c
   LIBS fencetestsupport fencelock_lib

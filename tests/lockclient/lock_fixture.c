@@ -2,6 +2,8 @@
 #include "lock_fixture.h"
 
 #include "fencelock.h"
+#include "ts_etcd.h"
+#include "ts_zk.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -322,4 +324,67 @@ void lf_fifo_handover(struct lf *f, const char *url)
         cr_expect_eq(order[i], i, "hand-over %d went to waiter %d", i, order[i]);
     fl_lease_free(&h);
     fl_client_free(&c);
+}
+
+/* ---- backends started once per binary ---- */
+
+static char *bk_dir;
+static struct ts_proc bk_redis;
+static struct ts_etcd bk_etcd;
+static struct ts_zk bk_zk;
+static const char *const bk_env[LF_KINDS] = {"FENCE_TEST_LF_REDIS", "FENCE_TEST_LF_ETCD",
+                                             "FENCE_TEST_LF_ZK"};
+
+void lf_backends_start(void)
+{
+    char url[300];
+    int port;
+
+    bk_dir = ts_tempdir("lfbk");
+    if (bk_dir == NULL) {
+        fprintf(stderr, "lock_fixture: no temp dir for the backends\n");
+        return;
+    }
+    port = ts_free_port();
+    if (port > 0 && ts_redis_start_args(&bk_redis, bk_dir, port, NULL) == 0) {
+        snprintf(url, sizeof url, "redis://127.0.0.1:%d", port);
+        setenv(bk_env[LF_REDIS], url, 1);
+    } else {
+        fprintf(stderr, "lock_fixture: redis-server did not start\n");
+    }
+    if (ts_etcd_start(&bk_etcd, bk_dir, 1) == 0)
+        setenv(bk_env[LF_ETCD], bk_etcd.url, 1);
+    else
+        fprintf(stderr, "lock_fixture: etcd did not start\n");
+    if (ts_zk_start(&bk_zk, bk_dir, 1) == 0)
+        setenv(bk_env[LF_ZK], bk_zk.url, 1);
+    else
+        fprintf(stderr, "lock_fixture: ZooKeeper did not start\n");
+}
+
+void lf_backends_stop(void)
+{
+    ts_zk_stop(&bk_zk);
+    ts_etcd_stop(&bk_etcd);
+    ts_proc_stop(&bk_redis, SIGTERM, 5000);
+    if (bk_dir)
+        ts_rmrf(bk_dir);
+    free(bk_dir);
+    bk_dir = NULL;
+}
+
+const char *lf_backend_name(enum lf_kind k)
+{
+    static const char *const names[LF_KINDS] = {"redis", "etcd", "zookeeper"};
+
+    return k < LF_KINDS ? names[k] : "?";
+}
+
+const char *lf_backend_url(enum lf_kind k)
+{
+    const char *u = k < LF_KINDS ? getenv(bk_env[k]) : NULL;
+
+    cr_assert_not_null(u, "no %s server for this binary (see the runner's output above)",
+                       lf_backend_name(k));
+    return u;
 }

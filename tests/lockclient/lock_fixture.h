@@ -58,6 +58,59 @@ void lf_wait_waiters(struct fl_client *c, const char *name, size_t n);
  * rising tokens, and the lock is handed over in that order. */
 void lf_fifo_handover(struct lf *f, const char *url);
 
+/* The single-server backends a parametrised test binary runs its tests on,
+ * each started once for the whole binary: LF_BACKENDS_START() and _STOP() define the
+ * runner's hooks that start a redis-server, a one-member etcd and a
+ * standalone ZooKeeper in one temp dir before the first test and stop them
+ * by PID after the last; the tests (each in its own process, possibly two
+ * at once) find them with lf_backend_url and must use lock names of their
+ * own. */
+enum lf_kind { LF_REDIS, LF_ETCD, LF_ZK, LF_KINDS };
+
+/* Starts the three servers (the runner's PRE_ALL hook); a server that does
+ * not start is reported on stderr and fails every test that asks for it. */
+void lf_backends_start(void);
+
+/* Stops them and removes the temp dir (the runner's POST_ALL hook). */
+void lf_backends_stop(void);
+
+/* The URL of backend k (asserts that it started). */
+const char *lf_backend_url(enum lf_kind k);
+
+/* "redis", "etcd" or "zookeeper". */
+const char *lf_backend_name(enum lf_kind k);
+
+/* ReportHook names its function after the line: the two hooks go on two
+ * lines of the test file, LF_BACKENDS_START() then LF_BACKENDS_STOP(). */
+#define LF_BACKENDS_START()                                                                        \
+    ReportHook(PRE_ALL)(struct criterion_test_set * set_)                                          \
+    {                                                                                              \
+        (void)set_;                                                                                \
+        lf_backends_start();                                                                       \
+    }
+#define LF_BACKENDS_STOP()                                                                         \
+    ReportHook(POST_ALL)(struct criterion_global_stats * stats_)                                   \
+    {                                                                                              \
+        (void)stats_;                                                                              \
+        lf_backends_stop();                                                                        \
+    }
+
+/* One test per backend, body(kind) in each: suite_redis, suite_etcd and
+ * suite_zk (TestSuites the file declares), all named name. */
+#define LF_TEST_EACH(suite, name, body)                                                            \
+    Test(suite##_redis, name)                                                                      \
+    {                                                                                              \
+        body(LF_REDIS);                                                                            \
+    }                                                                                              \
+    Test(suite##_etcd, name)                                                                       \
+    {                                                                                              \
+        body(LF_ETCD);                                                                             \
+    }                                                                                              \
+    Test(suite##_zk, name)                                                                         \
+    {                                                                                              \
+        body(LF_ZK);                                                                               \
+    }
+
 /* Assert that dumps the redis log first, so a failure shows the server side. */
 #define lf_assert(f, cond, ...)                                                                    \
     do {                                                                                           \

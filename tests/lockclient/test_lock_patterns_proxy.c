@@ -1,37 +1,43 @@
 /* The token rules of the lock patterns checked through the real fenceproxy
- * (recording upstream), with tokens from a real redis-server (and the
- * leader case from a real etcd too): a deposed leader's write is refused
- * 409 and audited as stale_token once the next leader wrote; a preempted
- * reader is refused once a later writer wrote; a preempted writer is
- * refused once a later reader wrote; readers of one epoch pass together; a
+ * (recording upstream) with tokens from a real redis-server, a real
+ * one-member etcd and a real standalone ZooKeeper (each started once for
+ * this binary; every test runs on all three): a deposed leader's write is
+ * refused 409 and audited as stale_token once the next leader wrote; a
+ * preempted reader is refused once a later writer wrote; a preempted
+ * writer is refused once a later reader wrote; a reader of an older epoch
+ * once a later writer wrote; readers of one epoch pass together; a
  * semaphore slot's preempted holder is refused on that slot's resource
- * while another slot's holder passes on its own. "Preempted" here is a
- * lease that ran out (TTL 1 s, never renewed), as a paused process's would. */
+ * while another slot's holder passes on its own. A preempted holder is a
+ * child process that took its hold with a TTL of 1 s, wrote through the
+ * proxy, and was then stopped (SIGSTOP) past its TTL, as a paused process
+ * is: on ZooKeeper its session expires because its client stops pinging.
+ * Continued, it sends its late write itself. */
 #include <criterion/criterion.h>
+#include <criterion/hooks.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fencelock.h"
 #include "lock_fixture.h"
-#include "ts_etcd.h"
 #include "ts_proxy.h"
 #include "ts_upstream.h"
 
-static struct lf F;
+LF_BACKENDS_START()
+LF_BACKENDS_STOP()
+
 static struct ts_upstream *up;
 static struct ts_proxy px;
-static struct fl_client *C;
-static struct ts_etcd E;
-static int on_etcd;
+static struct fl_client *C; /* the test's own holds */
+static const char *URL;
 
-static void start_proxy(const char *url)
+static void setup(void)
 {
-    char err[256];
-
+    signal(SIGPIPE, SIG_IGN);
     up = ts_upstream_start();
     cr_assert_not_null(up, "recording upstream did not start");
     cr_assert_eq(ts_proxy_init(&px, "patpx"), 0);
@@ -40,28 +46,6 @@ static void start_proxy(const char *url)
                             "[route objects]\nprefix = /objects/\nresource = segments:2\n"),
         0);
     cr_assert_eq(ts_proxy_start(&px), 0, "fenceproxy did not start");
-    C = fl_client_new(url, err, sizeof err);
-    cr_assert_not_null(C, "%s", err);
-}
-
-static void setup(void)
-{
-    signal(SIGPIPE, SIG_IGN);
-    memset(&F, 0, sizeof F);
-    cr_assert_eq(lf_setup(&F, "patpx", NULL), 0, "redis fixture failed");
-    start_proxy(F.url);
-}
-
-static void setup_etcd(void)
-{
-    signal(SIGPIPE, SIG_IGN);
-    memset(&F, 0, sizeof F);
-    memset(&E, 0, sizeof E);
-    on_etcd = 1;
-    F.dir = ts_tempdir("patpxetcd");
-    cr_assert_not_null(F.dir);
-    cr_assert_eq(ts_etcd_start(&E, F.dir, 1), 0, "etcd fixture failed");
-    start_proxy(E.url);
 }
 
 static void teardown(void)
@@ -69,31 +53,38 @@ static void teardown(void)
     fl_client_free(&C);
     ts_proxy_cleanup(&px, 1);
     ts_upstream_stop(&up);
-    if (on_etcd) {
-        ts_etcd_stop(&E);
-        if (F.dir)
-            ts_rmrf(F.dir);
-        free(F.dir);
-        F.dir = NULL;
-    } else {
-        lf_teardown(&F);
-    }
 }
 
-TestSuite(patterns_proxy, .init = setup, .fini = teardown, .timeout = 60);
-TestSuite(patterns_proxy_etcd, .init = setup_etcd, .fini = teardown, .timeout = 60);
+TestSuite(patterns_proxy_redis, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(patterns_proxy_etcd, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(patterns_proxy_zk, .init = setup, .fini = teardown, .timeout = 60);
 
-/* PUT path with token through the proxy; the status. */
-static int put(const char *path, uint64_t token)
+static void use(enum lf_kind k)
+{
+    char err[256];
+
+    URL = lf_backend_url(k);
+    C = fl_client_new(URL, err, sizeof err);
+    cr_assert_not_null(C, "%s", err);
+}
+
+/* PUT path with token through the proxy; the status (-1: no answer). */
+static int put_status(const char *path, uint64_t token)
 {
     char req[1024];
-    int n, st;
+    int n;
 
     n = snprintf(req, sizeof req,
                  "PUT %s HTTP/1.1\r\nHost: t\r\nFencing-Token: %" PRIu64
                  "\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
                  path, token);
-    st = ts_http_raw(px.port, req, (size_t)n, NULL, 5000);
+    return ts_http_raw(px.port, req, (size_t)n, NULL, 5000);
+}
+
+static int put(const char *path, uint64_t token)
+{
+    int st = put_status(path, token);
+
     cr_assert_neq(st, -1, "no answer to PUT %s", path);
     return st;
 }
@@ -118,107 +109,204 @@ static void audited_stale(uint64_t token)
     free(a);
 }
 
-Test(patterns_proxy, deposed_leader_refused_after_the_next_leader_wrote)
-{
-    struct fl_lease *a = NULL, *b = NULL;
+/* ---- a holder in a child process ---- */
 
-    cr_assert_eq(fl_campaign(C, "/objects/E", "a", 1000, 0, &a), FL_OK, "%s", fl_client_error(C));
-    cr_assert_eq(put("/objects/E/state", a->token), 200, "leader a's write");
-    /* a stops renewing (as if paused); b is elected after a's TTL. */
-    cr_assert_eq(fl_campaign(C, "/objects/E", "b", 5000, 3000, &b), FL_OK, "%s",
+enum hold_kind { HOLD_LEADER, HOLD_READ, HOLD_WRITE, HOLD_PERMIT };
+
+struct holder {
+    pid_t pid;
+    int cmd, res; /* pipes: paths to PUT, to the child; answers, from it */
+    uint64_t token;
+    unsigned slot;
+};
+
+/* The child: takes its hold (TTL 1 s, never renewed), reports "token slot",
+ * then PUTs each path it is sent with its token and reports the status. */
+static void holder_main(enum hold_kind kind, const char *name, int cmd, int res)
+{
+    struct fl_client *c = fl_client_new(URL, NULL, 0);
+    struct fl_lease *l = NULL;
+    unsigned slot = 0;
+    char path[256];
+    int rc = FL_ERR_INTERNAL;
+    ssize_t n;
+
+    if (c && kind == HOLD_LEADER)
+        rc = fl_campaign(c, name, "a", 1000, 5000, &l);
+    else if (c && kind == HOLD_READ)
+        rc = fl_acquire_shared(c, name, 1000, 5000, &l);
+    else if (c && kind == HOLD_WRITE)
+        rc = fl_acquire(c, name, 1000, 5000, &l);
+    else if (c)
+        rc = fl_acquire_permit(c, name, 2, 1000, 5000, &l, &slot);
+    dprintf(res, "%" PRIu64 " %u\n", rc == FL_OK ? l->token : 0, slot);
+    if (rc != FL_OK)
+        _exit(3);
+    while ((n = read(cmd, path, sizeof path - 1)) > 0) {
+        path[n] = '\0';
+        dprintf(res, "%d\n", put_status(path, l->token));
+    }
+    _exit(0);
+}
+
+static void hold_in_child(struct holder *h, enum hold_kind kind, const char *name)
+{
+    int cmd[2], res[2];
+    char buf[64];
+    ssize_t n;
+
+    cr_assert_eq(pipe(cmd), 0);
+    cr_assert_eq(pipe(res), 0);
+    fflush(NULL);
+    h->pid = fork();
+    cr_assert_geq(h->pid, 0);
+    if (h->pid == 0) {
+        close(cmd[1]);
+        close(res[0]);
+        holder_main(kind, name, cmd[0], res[1]);
+    }
+    close(cmd[0]);
+    close(res[1]);
+    h->cmd = cmd[1];
+    h->res = res[0];
+    n = read(h->res, buf, sizeof buf - 1);
+    cr_assert_gt(n, 0, "the holder child died");
+    buf[n] = '\0';
+    cr_assert_eq(sscanf(buf, "%" SCNu64 " %u", &h->token, &h->slot), 2);
+    cr_assert_gt(h->token, 0, "the holder child got no hold of %s", name);
+}
+
+/* The child PUTs path with its token; the status. */
+static int holder_put(struct holder *h, const char *path)
+{
+    char buf[32];
+    ssize_t n;
+
+    cr_assert_eq(write(h->cmd, path, strlen(path)), (ssize_t)strlen(path));
+    n = read(h->res, buf, sizeof buf - 1);
+    cr_assert_gt(n, 0, "the holder child died");
+    buf[n] = '\0';
+    return atoi(buf);
+}
+
+static void holder_pause(struct holder *h)
+{
+    cr_assert_eq(kill(h->pid, SIGSTOP), 0);
+}
+
+static void holder_resume(struct holder *h)
+{
+    cr_assert_eq(kill(h->pid, SIGCONT), 0);
+}
+
+static void holder_end(struct holder *h)
+{
+    kill(h->pid, SIGKILL);
+    waitpid(h->pid, NULL, 0);
+    close(h->cmd);
+    close(h->res);
+}
+
+static void deposed_leader(enum lf_kind k)
+{
+    struct holder a;
+    struct fl_lease *b = NULL;
+
+    use(k);
+    hold_in_child(&a, HOLD_LEADER, "/objects/E");
+    cr_assert_eq(holder_put(&a, "/objects/E/state"), 200, "leader a's write");
+    holder_pause(&a);
+    /* b is elected once a's lease (or session) is gone. */
+    cr_assert_eq(fl_campaign(C, "/objects/E", "b", 5000, 8000, &b), FL_OK, "%s",
                  fl_client_error(C));
-    cr_assert_gt(b->token, a->token);
+    cr_assert_gt(b->token, a.token);
     cr_assert_eq(put("/objects/E/state", b->token), 200, "leader b's write");
-    cr_assert_eq(put("/objects/E/state", a->token), 409, "the deposed leader's write passed");
-    audited_stale(a->token);
+    holder_resume(&a);
+    cr_assert_eq(holder_put(&a, "/objects/E/state"), 409, "the deposed leader's write passed");
+    audited_stale(a.token);
+    holder_end(&a);
     fl_release(C, b);
-    fl_lease_free(&a);
     fl_lease_free(&b);
 }
 
-/* On etcd a client's lease covers all its locks, so the deposed leader and
- * its successor use two clients; the first one's lease runs out unrenewed. */
-Test(patterns_proxy_etcd, deposed_leader_refused_after_the_next_leader_wrote)
+LF_TEST_EACH(patterns_proxy, deposed_leader_refused_after_the_next_leader_wrote, deposed_leader)
+
+static void rw_rules(enum lf_kind k)
 {
-    struct fl_client *c2 = fl_client_new(E.url, NULL, 0);
-    struct fl_lease *a = NULL, *b = NULL;
+    struct holder r1, w;
+    struct fl_lease *r2 = NULL, *r3 = NULL, *w2 = NULL;
 
-    cr_assert_not_null(c2);
-    cr_assert_eq(fl_campaign(C, "/objects/E", "a", 1000, 0, &a), FL_OK, "%s", fl_client_error(C));
-    cr_assert_eq(put("/objects/E/state", a->token), 200, "leader a's write");
-    cr_assert_eq(fl_campaign(c2, "/objects/E", "b", 5000, 5000, &b), FL_OK, "%s",
-                 fl_client_error(c2));
-    cr_assert_gt(b->token, a->token);
-    cr_assert_eq(put("/objects/E/state", b->token), 200, "leader b's write");
-    cr_assert_eq(put("/objects/E/state", a->token), 409, "the deposed leader's write passed");
-    audited_stale(a->token);
-    fl_release(c2, b);
-    fl_lease_free(&a);
-    fl_lease_free(&b);
-    fl_client_free(&c2);
-}
-
-Test(patterns_proxy, rw_rules_preempted_reader_and_writer_refused_one_epoch_together)
-{
-    struct fl_lease *r1 = NULL, *r2 = NULL, *w = NULL, *r3 = NULL, *w2 = NULL;
-
+    use(k);
     /* Two readers of one epoch pass together. */
-    cr_assert_eq(fl_acquire_shared(C, "/objects/R", 1000, 0, &r1), FL_OK, "%s", fl_client_error(C));
-    cr_assert_eq(fl_acquire_shared(C, "/objects/R", 5000, 0, &r2), FL_OK);
-    cr_assert_eq(r1->token, r2->token);
-    cr_assert_eq(put("/objects/R/a", r1->token), 200);
+    hold_in_child(&r1, HOLD_READ, "/objects/R");
+    cr_assert_eq(fl_acquire_shared(C, "/objects/R", 5000, 0, &r2), FL_OK, "%s", fl_client_error(C));
+    cr_assert_eq(r1.token, r2->token, "readers holding together, tokens differ");
+    cr_assert_eq(holder_put(&r1, "/objects/R/a"), 200);
     cr_assert_eq(put("/objects/R/b", r2->token), 200, "a reader of the same epoch refused");
     cr_assert_eq(fl_release(C, r2), FL_OK);
-    /* r1 stops renewing; a writer gets in after its TTL and writes. */
-    cr_assert_eq(fl_acquire(C, "/objects/R", 1000, 3000, &w), FL_OK, "%s", fl_client_error(C));
-    cr_assert_gt(w->token, r1->token);
-    cr_assert_eq(put("/objects/R/a", w->token), 200, "the writer's write");
-    cr_assert_eq(put("/objects/R/a", r1->token), 409, "the preempted reader's write passed");
-    audited_stale(r1->token);
-    /* w stops renewing; a reader gets in after its TTL and writes. */
-    cr_assert_eq(fl_acquire_shared(C, "/objects/R", 5000, 3000, &r3), FL_OK, "%s",
+    /* r1 is paused; a writer gets in after its TTL and writes. */
+    holder_pause(&r1);
+    hold_in_child(&w, HOLD_WRITE, "/objects/R");
+    cr_assert_gt(w.token, r1.token);
+    cr_assert_eq(holder_put(&w, "/objects/R/a"), 200, "the writer's write");
+    holder_resume(&r1);
+    cr_assert_eq(holder_put(&r1, "/objects/R/a"), 409, "the preempted reader's write passed");
+    audited_stale(r1.token);
+    /* w is paused; a reader gets in after its TTL and writes. */
+    holder_pause(&w);
+    cr_assert_eq(fl_acquire_shared(C, "/objects/R", 5000, 8000, &r3), FL_OK, "%s",
                  fl_client_error(C));
-    cr_assert_gt(r3->token, w->token);
+    cr_assert_gt(r3->token, w.token);
     cr_assert_eq(put("/objects/R/a", r3->token), 200);
-    cr_assert_eq(put("/objects/R/a", w->token), 409, "the preempted writer's write passed");
-    audited_stale(w->token);
+    holder_resume(&w);
+    cr_assert_eq(holder_put(&w, "/objects/R/a"), 409, "the preempted writer's write passed");
+    audited_stale(w.token);
     /* A later writer's token is above that reader epoch too. */
     cr_assert_eq(fl_release(C, r3), FL_OK);
-    cr_assert_eq(fl_acquire(C, "/objects/R", 5000, 0, &w2), FL_OK);
+    cr_assert_eq(fl_acquire(C, "/objects/R", 5000, 0, &w2), FL_OK, "%s", fl_client_error(C));
     cr_assert_eq(put("/objects/R/a", w2->token), 200);
-    cr_assert_eq(put("/objects/R/b", r3->token), 409);
+    cr_assert_eq(put("/objects/R/b", r3->token), 409, "an older epoch's reader passed");
+    holder_end(&r1);
+    holder_end(&w);
     fl_release(C, w2);
-    fl_lease_free(&r1);
     fl_lease_free(&r2);
-    fl_lease_free(&w);
     fl_lease_free(&r3);
     fl_lease_free(&w2);
 }
 
-Test(patterns_proxy, semaphore_slot_fenced_per_slot_resource)
-{
-    struct fl_lease *p0 = NULL, *p1 = NULL, *q = NULL;
-    unsigned s0 = 0, s1 = 0, sq = 0;
-    char path0[64], path1[64], pathq[64];
+LF_TEST_EACH(patterns_proxy, rw_rules_preempted_reader_and_writer_refused_one_epoch_together,
+             rw_rules)
 
-    cr_assert_eq(fl_acquire_permit(C, "S", 2, 1000, 0, &p0, &s0), FL_OK, "%s", fl_client_error(C));
-    cr_assert_eq(fl_acquire_permit(C, "S", 2, 60000, 0, &p1, &s1), FL_OK);
-    snprintf(path0, sizeof path0, "/objects/S-%u/x", s0);
+static void semaphore_slots(enum lf_kind k)
+{
+    struct holder p0;
+    struct fl_lease *p1 = NULL, *q = NULL;
+    unsigned s1 = 0, sq = 0;
+    char path0[64], path1[64];
+
+    use(k);
+    hold_in_child(&p0, HOLD_PERMIT, "S");
+    cr_assert_eq(fl_acquire_permit(C, "S", 2, 60000, 0, &p1, &s1), FL_OK, "%s", fl_client_error(C));
+    cr_assert_neq(s1, p0.slot);
+    snprintf(path0, sizeof path0, "/objects/S-%u/x", p0.slot);
     snprintf(path1, sizeof path1, "/objects/S-%u/x", s1);
-    cr_assert_eq(put(path0, p0->token), 200);
+    cr_assert_eq(holder_put(&p0, path0), 200);
     cr_assert_eq(put(path1, p1->token), 200, "two slots' holders write together");
-    /* p0 stops renewing; the next holder gets its slot after the TTL. */
-    cr_assert_eq(fl_acquire_permit(C, "S", 2, 5000, 3000, &q, &sq), FL_OK, "%s",
+    /* p0 is paused; the next holder gets its slot after the TTL. */
+    holder_pause(&p0);
+    cr_assert_eq(fl_acquire_permit(C, "S", 2, 5000, 8000, &q, &sq), FL_OK, "%s",
                  fl_client_error(C));
-    cr_assert_eq(sq, s0, "the lapsed slot");
-    snprintf(pathq, sizeof pathq, "/objects/S-%u/x", sq);
-    cr_assert_eq(put(pathq, q->token), 200);
-    cr_assert_eq(put(path0, p0->token), 409, "the slot's preempted holder passed");
-    audited_stale(p0->token);
+    cr_assert_eq(sq, p0.slot, "the lapsed slot");
+    cr_assert_eq(put(path0, q->token), 200);
+    holder_resume(&p0);
+    cr_assert_eq(holder_put(&p0, path0), 409, "the slot's preempted holder passed");
+    audited_stale(p0.token);
     cr_assert_eq(put(path1, p1->token), 200, "the other slot's holder refused");
+    holder_end(&p0);
     fl_release(C, q);
     fl_release(C, p1);
-    fl_lease_free(&p0);
     fl_lease_free(&p1);
     fl_lease_free(&q);
 }
+
+LF_TEST_EACH(patterns_proxy, semaphore_slot_fenced_per_slot_resource, semaphore_slots)
