@@ -256,8 +256,8 @@ static void list_loaded(void *arg, int rc, const struct st_store_page *pg)
     }
     if (evbuffer_add_printf(b, "}\n") < 0)
         goto oom;
-    reply(q->c, 200, q->head_only, "application/json",
-          (const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b));
+    reply(q->c, 200, q->head_only, "application/json", (const char *)evbuffer_pullup(b, -1),
+          evbuffer_get_length(b));
     goto out;
 oom:
     reply_text(q->c, 500, q->head_only, "out of memory\n");

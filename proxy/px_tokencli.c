@@ -22,8 +22,8 @@
 #define CLI_CONNECT_MS 3000
 #define CLI_ANSWER_MS 60000 /* a set waits for the requests in flight to drain */
 #define CLI_MAX_ANSWER (16u << 20)
-#define CLI_PAGE 1000             /* entries asked for per list page */
-#define CLI_MAX_PAGES 1000000     /* a bound on the pages of one list */
+#define CLI_PAGE       1000    /* entries asked for per list page */
+#define CLI_MAX_PAGES  1000000 /* a bound on the pages of one list */
 
 static void usage(void)
 {
@@ -138,22 +138,24 @@ fail:
  * header line or "". Returns 0 with the status and the answer (*ans,
  * malloc'd; *body points into it), or -1 when the admin API cannot be
  * reached or gave no HTTP answer (message on stderr). */
-static int ask(const char *cmd, const char *host, int port, const char *listen,
-               const char *method, const char *target, const char *auth, int *status,
-               char **ans, char **body)
+static int ask(const char *cmd, const char *host, int port, const char *listen, const char *method,
+               const char *target, const char *auth, int *status, char **ans, char **body)
 {
     char *req = NULL, *b;
     int fd = -1, rc = -1;
 
     *ans = NULL;
-    if (asprintf(&req, "%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n",
+    if (asprintf(&req,
+                 "%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: 0\r\nConnection: close\r\n\r\n",
                  method, target, listen, auth) < 0) {
         req = NULL;
         fprintf(stderr, "tokens %s: out of memory\n", cmd);
         goto out;
     }
     errno = 0;
-    fd = dial(strcmp(host, "0.0.0.0") == 0 ? "127.0.0.1" : strcmp(host, "::") == 0 ? "::1" : host,
+    fd = dial(strcmp(host, "0.0.0.0") == 0 ? "127.0.0.1"
+              : strcmp(host, "::") == 0    ? "::1"
+                                           : host,
               port);
     if (fd < 0 || exchange(fd, req, ans) != 0) {
         fprintf(stderr, "tokens %s: admin API at %s unreachable or silent: %s\n", cmd, listen,
@@ -251,8 +253,8 @@ static int list_all(const char *host, int port, const char *listen, const char *
         snprintf(target, sizeof target, "/tokens?limit=%zu&prefix=", want);
         if (pct(target, sizeof target, prefix != NULL ? prefix : "", 0) != 0 ||
             (next[0] != '\0' &&
-             snprintf(target + strlen(target), sizeof target - strlen(target), "&after=%s",
-                      next) >= (int)(sizeof target - strlen(target)))) {
+             snprintf(target + strlen(target), sizeof target - strlen(target), "&after=%s", next) >=
+                 (int)(sizeof target - strlen(target)))) {
             fprintf(stderr, "tokens list: PREFIX too long\n");
             goto out;
         }

@@ -327,8 +327,11 @@ void st_store_dispatch(struct st_store *s)
                 s->hook(s->hook_arg, list->batch, list->seconds);
         } else if (list->kind == ST_REQ_LIST) {
             struct st_store_list_res *l = list->list;
-            struct st_store_page pg = {.e = l->e, .n = l->n, .truncated = l->truncated,
-                                       .next = l->next, .next_len = l->next_len};
+            struct st_store_page pg = {.e = l->e,
+                                       .n = l->n,
+                                       .truncated = l->truncated,
+                                       .next = l->next,
+                                       .next_len = l->next_len};
             l->cb(list->arg, list->rc, list->rc == 0 ? &pg : NULL);
         } else if (list->cb != NULL) {
             list->cb(list->arg, list->rc, list->rc == 0 ? list->highest : 0);

@@ -133,13 +133,13 @@ void st_store_set(struct st_store *s, const char *key, size_t klen, uint64_t tok
 /* One resource of a listing (st_store_list). Borrowed until the callback
  * returns. */
 struct st_store_entry {
-    const char *key;    /* klen bytes, then a NUL */
+    const char *key; /* klen bytes, then a NUL */
     size_t klen;
-    uint64_t highest;   /* durable, at least the operator floor */
-    const char *hash;   /* NULL; or, file backend, a key over its 511-byte
-                         * limit stored in its shortened form: key holds only
-                         * its first ST_STORE_KEY_KEPT bytes and hash the 32
-                         * hex digits of the two FNV-1a hashes of the whole key */
+    uint64_t highest; /* durable, at least the operator floor */
+    const char *hash; /* NULL; or, file backend, a key over its 511-byte
+                       * limit stored in its shortened form: key holds only
+                       * its first ST_STORE_KEY_KEPT bytes and hash the 32
+                       * hex digits of the two FNV-1a hashes of the whole key */
 };
 
 /* A page of a listing: entries in the backend's key order (bytewise on the
@@ -148,9 +148,9 @@ struct st_store_entry {
 struct st_store_page {
     const struct st_store_entry *e;
     size_t n;
-    int truncated;       /* more keys may follow: ask again with after = next */
-    const char *next;    /* when truncated: the cursor (next_len opaque bytes,
-                          * the stored form of the last key looked at) */
+    int truncated;    /* more keys may follow: ask again with after = next */
+    const char *next; /* when truncated: the cursor (next_len opaque bytes,
+                       * the stored form of the last key looked at) */
     size_t next_len;
 };
 
@@ -164,9 +164,9 @@ typedef void (*st_store_list_cb)(void *arg, int rc, const struct st_store_page *
  * records looked at (file backend: keys past the prefix's first
  * ST_STORE_KEY_KEPT bytes that do not match it). A page cut by a bound is
  * truncated with a cursor, so paging on loses nothing. */
-#define ST_STORE_LIST_MAX 10000
+#define ST_STORE_LIST_MAX   10000
 #define ST_STORE_LIST_BYTES ((size_t)1 << 20)
-#define ST_STORE_LIST_SCAN 100000
+#define ST_STORE_LIST_SCAN  100000
 
 /* The key bytes the file backend keeps of a key over its limit. */
 #define ST_STORE_KEY_KEPT 400

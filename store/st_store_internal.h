@@ -42,9 +42,9 @@ struct st_store_req {
  * st_store_list_more(). */
 struct st_store_list_res {
     st_store_list_cb cb;
-    const char *after;   /* alen bytes (then a NUL) */
+    const char *after;        /* alen bytes (then a NUL) */
     size_t alen;
-    size_t limit;        /* 1..ST_STORE_LIST_MAX */
+    size_t limit;             /* 1..ST_STORE_LIST_MAX */
     struct st_store_entry *e; /* keys and hashes malloc'd */
     size_t n, cap, bytes;
     int truncated;

@@ -61,8 +61,11 @@ static double now(void)
 
 static struct st_store *open_store(enum st_store_backend b, uint64_t floor)
 {
-    struct st_store_config cfg = {.backend = b, .path = dbdir, .floor = floor,
-                                  .endpoints = etcd.endpoints, .prefix = "/l/",
+    struct st_store_config cfg = {.backend = b,
+                                  .path = dbdir,
+                                  .floor = floor,
+                                  .endpoints = etcd.endpoints,
+                                  .prefix = "/l/",
                                   .timeout_ms = 2000};
     char err[4096] = "";
     struct st_store *s = st_store_open(&cfg, err, sizeof err);
@@ -333,9 +336,18 @@ static void check_list(enum st_store_backend b)
     }
 }
 
-Test(list, memory_prefix_limit_pages_and_order) { check_list(ST_STORE_MEMORY); }
-Test(list, file_prefix_limit_pages_and_order) { check_list(ST_STORE_FILE); }
-Test(list_etcd, etcd_prefix_limit_pages_and_order) { check_list(ST_STORE_ETCD); }
+Test(list, memory_prefix_limit_pages_and_order)
+{
+    check_list(ST_STORE_MEMORY);
+}
+Test(list, file_prefix_limit_pages_and_order)
+{
+    check_list(ST_STORE_FILE);
+}
+Test(list_etcd, etcd_prefix_limit_pages_and_order)
+{
+    check_list(ST_STORE_ETCD);
+}
 
 /* The file backend keeps keys over LMDB's 511-byte limit as their first 400
  * bytes and a hash: listed with those bytes and the hash, found under a
@@ -447,8 +459,14 @@ static void check_byte_bound(enum st_store_backend b)
     st_store_close(&s);
 }
 
-Test(list, memory_page_bounded_in_bytes) { check_byte_bound(ST_STORE_MEMORY); }
-Test(list, file_page_bounded_in_bytes) { check_byte_bound(ST_STORE_FILE); }
+Test(list, memory_page_bounded_in_bytes)
+{
+    check_byte_bound(ST_STORE_MEMORY);
+}
+Test(list, file_page_bounded_in_bytes)
+{
+    check_byte_bound(ST_STORE_FILE);
+}
 
 /* etcd: a value under tok/ that is no token fails the store, as a get
  * does; an unreachable cluster answers ST_STORE_EUNAVAIL. */
@@ -461,8 +479,7 @@ Test(list_etcd, a_value_that_is_no_token_fails_the_store)
     adv(s, "/ok", 3, 5);
     /* "/l/tok//bad" = "12" (base64 L2wvdG9rLy9iYWQ= / MTI=) */
     cr_assert_eq(ts_etcd_post(&etcd, 0, "/v3/kv/put",
-                              "{\"key\":\"L2wvdG9rLy9iYWQ=\",\"value\":\"MTI=\"}", out,
-                              sizeof out),
+                              "{\"key\":\"L2wvdG9rLy9iYWQ=\",\"value\":\"MTI=\"}", out, sizeof out),
                  200, "%s", out);
     p = list1(s, "/o", NULL, 0, 10);
     cr_expect_eq(p.rc, 0, "outside the bad key's prefix");
