@@ -800,3 +800,19 @@ Test(list_file, long_key_listed_with_its_hash)
     cr_expect_eq(strspn(h + 12, "0123456789abcdef"), 32, "%s", out);
     cr_expect(strstr(out, "\",\"highest\":9}\n") != NULL, "%s", out);
 }
+
+/* The etcd store does not serve the operator's reset yet: `tokens set` is
+ * refused (503, exit 1) and the listing still shows the old value. */
+Test(list_etcd, tokens_set_is_refused_and_changes_nothing)
+{
+    char out[4096];
+    const char *set[] = {"set", "/plain/s1", "1", "--reason", "etcd", NULL};
+    const char *lst[] = {"list", "/plain/s1", NULL};
+
+    cr_assert_eq(put_tok("/plain/s1/o", 8), 200);
+    cr_expect_eq(run_tokens(px.conf, set, out, sizeof out), 1, "%s", out);
+    cr_expect(strstr(out, "refused (503)") != NULL, "%s", out);
+    cr_assert_eq(run_tokens(px.conf, lst, out, sizeof out), 0, "%s", out);
+    cr_expect(has_entry(out, "/plain/s1", 8), "%s", out);
+    cr_expect_eq(put_tok("/plain/s1/o", 7), 409);
+}
