@@ -203,9 +203,13 @@ cpu_ticks() {
     read -r -a f <"/proc/$FP_PID/stat" || die "fenceproxy is gone"
     echo $((f[13] + f[14]))
 }
-verify_calls() {
-    curl -s --max-time 5 "http://127.0.0.1:$FP_ADMIN/metrics" |
-        awk '$1 == "fence_verify_calls_total" { v = $2 } END { print v + 0 }'
+# counters: "CHECKS COMMIT_SECONDS COMMITS" from fenceproxy's /metrics.
+counters() {
+    curl -s --max-time 5 "http://127.0.0.1:$FP_ADMIN/metrics" | awk '
+        $1 == "fence_verify_calls_total" { v = $2 }
+        $1 == "fence_store_commit_duration_seconds_sum" { s = $2 }
+        $1 == "fence_store_commit_duration_seconds_count" { c = $2 }
+        END { printf "%d %.9f %d\n", v, s, c }'
 }
 
 # tag KASE: a resource tag of the same length for every case (c01, c02, ...).
@@ -220,16 +224,17 @@ done
 tag() { echo "${TAGS[$1]}"; }
 
 RESULTS=$WORK/results.tsv
-printf 'round\tcase\trps\tp50_us\tp99_us\tlock_p50_us\tnon2xx\terrors\tcalls_per_req\tload1\tcpu_us\n' \
+printf 'round\tcase\trps\tp50_us\tp99_us\tlock_p50_us\tnon2xx\terrors\tcalls_per_req\tload1\tcpu_us\tcommit_ms\n' \
     >"$RESULTS"
 
 # record ROUND CASE OUTFILE TICKS0 CALLS0: parses the RESULT line of a run
 # and appends a row.
 record() {
-    local round=$1 kase=$2 out=$3 t0=$4 c0=$5 line load1 t1 c1
+    local round=$1 kase=$2 out=$3 t0=$4 line load1 t1 c0 s0 n0 c1 s1 n1
+    read -r c0 s0 n0 <<<"$5"
     line=$(grep '^RESULT ' "$out") || die "no RESULT line: $(cat "$out")"
     t1=$(cpu_ticks)
-    c1=$(verify_calls)
+    read -r c1 s1 n1 < <(counters)
     read -r load1 _ </proc/loadavg
     local mode clients cycles duration_us rps put_p50_us put_p99_us lock_p50_us non2xx errors
     local requests p50_us p99_us connect read write timeout
@@ -239,13 +244,15 @@ record() {
     else
         lock_p50_us=- errors=$((connect + read + write + timeout))
     fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$kase" "$rps" "$p50_us" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$kase" "$rps" "$p50_us" \
         "$p99_us" "$lock_p50_us" "$non2xx" "$errors" \
         "$(awk -v c=$((c1 - c0)) -v n="$requests" 'BEGIN { printf "%.3f", (n > 0 ? c / n : 0) }')" \
         "$load1" \
         "$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" \
-            'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')" >>"$RESULTS"
-    tail -n 1 "$RESULTS" | awk -F'\t' '{ printf "    round %s %-18s %9s req/s  p50 %6s us  p99 %7s us  cpu %6s us/req  calls/req %s  non2xx %s  err %s\n", $1, $2, $3, $4, $5, $11, $9, $7, $8 }' >&2
+            'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')" \
+        "$(awk -v s="$(awk -v a="$s0" -v b="$s1" 'BEGIN { print b - a }')" -v n=$((n1 - n0)) \
+            'BEGIN { if (n > 0) printf "%.2f", s * 1e3 / n; else printf "-" }')" >>"$RESULTS"
+    tail -n 1 "$RESULTS" | awk -F'\t' '{ printf "    round %s %-20s %9s req/s  p50 %6s us  p99 %7s us  cpu %6s us/req  calls/req %s  commit %s ms  non2xx %s  err %s\n", $1, $2, $3, $4, $5, $11, $9, $12, $7, $8 }' >&2
     [[ $non2xx == 0 && $errors == 0 ]] || say "warning: $kase had $non2xx non-2xx and $errors errors"
 }
 
@@ -254,7 +261,7 @@ adv() {
     local round=$1 kase=$2 url=$3 prefix=$4 clients=$5 out t0 c0
     out=$WORK/run-$round-$kase.txt
     t0=$(cpu_ticks)
-    c0=$(verify_calls)
+    c0=$(counters)
     taskset -c "$CPU_LOAD" "$VB" --url "$url" --port "$FP_PORT" --prefix "$prefix" \
         --tag "r$round-$(tag "$kase")" --clients "$clients" --duration "${DURATION}s" >"$out" 2>&1 || true
     record "$round" "$kase" "$out" "$t0" "$c0"
@@ -267,7 +274,7 @@ fixed() {
     out=$WORK/run-$round-$kase.txt
     name="${prefix}r$round-$(tag "$kase")"
     t0=$(cpu_ticks)
-    c0=$(verify_calls)
+    c0=$(counters)
     taskset -c "$CPU_LOAD" "$FENCELOCK" --backend "$url" run "$name" --ttl 60s -- \
         sh -c 'BENCH_TOKEN=$FENCE_TOKEN exec wrk -t2 -c64 -d"$1" --latency -s "$2" "$3"' sh \
         "${DURATION}s" "$BENCH/put.lua" "http://127.0.0.1:$FP_PORT$name/o" >"$out" 2>&1 || true
@@ -370,8 +377,8 @@ cat <<EOF
 
 #### Advances: lock, PUT with the new token, unlock (verify_bench)
 
-| case | clients | cycles/s | PUT p50 (us) | PUT p99 (us) | lock+unlock p50 (us) | fenceproxy CPU us/req | checks per request | non-2xx + errors |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| case | clients | cycles/s | PUT p50 (us) | PUT p99 (us) | lock+unlock p50 (us) | store commit avg (ms) | fenceproxy CPU us/req | checks per request | non-2xx + errors |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 EOF
 declare -A LABEL=([adv-redis-verified]="Redis, /vr/ verified" [adv-redis-plain]="Redis, /uv/ not verified"
     [adv1-redis-verified]="Redis, /vr/ verified" [adv1-redis-plain]="Redis, /uv/ not verified"
@@ -381,8 +388,8 @@ declare -A LABEL=([adv-redis-verified]="Redis, /vr/ verified" [adv-redis-plain]=
 for k in adv-redis-verified adv-redis-plain adv1-redis-verified adv1-redis-plain adv-etcd-verified adv-etcd-plain; do
     c=$CLIENTS
     [[ $k == adv1-* ]] && c=1
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$k]}" "$c" "$(int "$(med "$k" 3)")" \
-        "$(med "$k" 4)" "$(med "$k" 5)" "$(med "$k" 6)" "$(med "$k" 11)" "$(med "$k" 9)" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$k]}" "$c" "$(int "$(med "$k" 3)")" \
+        "$(med "$k" 4)" "$(med "$k" 5)" "$(med "$k" 6)" "$(med "$k" 12)" "$(med "$k" 11)" "$(med "$k" 9)" \
         $(($(total "$k" 7) + $(total "$k" 8)))
 done
 cat <<EOF
