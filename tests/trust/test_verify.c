@@ -622,9 +622,9 @@ static void teardown_list(void)
     bdir = NULL;
 }
 
-TestSuite(list_file, .init = setup_list_file, .fini = teardown_list, .timeout = 120);
-TestSuite(list_memory, .init = setup_list_memory, .fini = teardown_list, .timeout = 120);
-TestSuite(list_etcd, .init = setup_list_etcd, .fini = teardown_list, .timeout = 120);
+TestSuite(list_file, .init = setup_list_file, .fini = teardown_list, .timeout = 90);
+TestSuite(list_memory, .init = setup_list_memory, .fini = teardown_list, .timeout = 90);
+TestSuite(list_etcd, .init = setup_list_etcd, .fini = teardown_list, .timeout = 90);
 
 /* Lines of out that are listed resources. */
 static int count_entries(const char *out)
