@@ -23,11 +23,14 @@
  * whole batch in one write transaction and one commit; requests that arrive
  * meanwhile wait for the next batch. Gets travel the same queue, so a get
  * sees every advance submitted before it, and the highest it reports is
- * already durable. Any LMDB error fails the store for good (fail closed).
+ * already durable; a listing (st_store_list) walks a cursor in the same
+ * transaction, so it does too. Any LMDB error fails the store for good
+ * (fail closed).
  * Keys longer than LMDB's key limit are stored under a shortened form: the
  * first 400 bytes, a NUL, and two 64-bit FNV-1a hashes of the whole key in
  * hex. Two long keys that collide would share one highest token, which can
- * only cause extra rejections, never accept a stale token. */
+ * only cause extra rejections, never accept a stale token. A listing shows
+ * such a key as its first 400 bytes and the 32 hex digits. */
 #include <errno.h>
 #include <inttypes.h>
 #include <lmdb.h>
