@@ -1,5 +1,6 @@
--- bench/put.lua: PUT of a 1 KiB body with a fixed "Fencing-Token: 1" to the
--- URL given to wrk. The request is the same every time, so wrk builds it once
+-- bench/put.lua: PUT of a 1 KiB body with a fixed "Fencing-Token: 1" (or the
+-- token in $BENCH_TOKEN: bench/verify.sh passes a held lock's) to the URL
+-- given to wrk. The request is the same every time, so wrk builds it once
 -- per thread (no request() hook, no per-request Lua cost). On a fenced route
 -- the first request advances the resource to 1 and every later one carries an
 -- equal token: the steady state of one lock holder writing many times.
@@ -10,4 +11,4 @@ dofile(dir .. "report.lua")
 wrk.method = "PUT"
 wrk.body = string.rep("x", 1024)
 wrk.headers["Content-Type"] = "application/octet-stream"
-wrk.headers["Fencing-Token"] = "1"
+wrk.headers["Fencing-Token"] = os.getenv("BENCH_TOKEN") or "1"

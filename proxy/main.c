@@ -24,7 +24,7 @@ static void usage(FILE *f)
                "       fenceproxy audit tail [-n N] [--resource R] FILE\n"
                "       fenceproxy store init -c FILE [--floor N]\n"
                "       fenceproxy store check -c FILE\n"
-               "       fenceproxy tokens -c FILE list [PREFIX] | get RESOURCE |\n"
+               "       fenceproxy tokens -c FILE list [PREFIX] [--limit N] | get RESOURCE |\n"
                "                         set RESOURCE TOKEN --reason TEXT\n"
                "       fenceproxy -v             print the version\n");
 }

@@ -8,10 +8,12 @@
  * (EMFILE) pause the listener for PX_ADMIN_ACCEPT_PAUSE_MS instead of
  * spinning; their log line is rate-limited by px_log. px_server reserves
  * PX_ADMIN_MAX_CONNS descriptors for it (px_server_fit_fds), so a full data
- * plane never locks the operator out. /tokens answers from the fence's
+ * plane never locks the operator out. /tokens/R answers from the fence's
  * cache when the resource is cached (the highest the proxy enforces), else
- * from the store; a /tokens query that outlives its connection (the client
- * left, or the admin was freed) is orphaned and freed by its callback. */
+ * from the store; the listing /tokens?prefix=P answers from the store alone
+ * (durable values, st_store_list), one bounded page per request. A /tokens
+ * query that outlives its connection (the client left, or the admin was
+ * freed) is orphaned and freed by its callback. */
 #include "px_admin.h"
 
 #include <errno.h>
@@ -46,6 +48,7 @@
 #include "px_transport.h"
 
 #define ADMIN_MAX_HEAD 8192
+#define ADMIN_LIST_DEFAULT 1000 /* entries of a /tokens page without limit= */
 
 struct admin_conn;
 
@@ -54,6 +57,12 @@ struct token_query {
     struct admin_conn *c;
     char *key;
     size_t klen;
+    int head_only;
+};
+
+/* A GET /tokens?prefix=... waiting for the store. c is NULL once orphaned. */
+struct list_query {
+    struct admin_conn *c;
     int head_only;
 };
 
@@ -78,6 +87,7 @@ struct admin_conn {
     struct bufferevent *bev;
     struct event *timer;
     struct token_query *q; /* pending /tokens, or NULL */
+    struct list_query *lq; /* pending /tokens?prefix=, or NULL */
     int replied;           /* the answer is queued: close once written */
     TAILQ_ENTRY(admin_conn) link;
 };
@@ -97,6 +107,8 @@ static void conn_free(struct admin_conn *c)
     c->a->n_conns--;
     if (c->q != NULL)
         c->q->c = NULL; /* its callback frees it */
+    if (c->lq != NULL)
+        c->lq->c = NULL; /* its callback frees it */
     if (c->sq != NULL)
         c->sq->c = NULL; /* the fence's callback frees it */
     if (c->bev != NULL)
@@ -195,6 +207,122 @@ static void handle_tokens(struct admin_conn *c, int head_only, const char *rest)
     st_store_get(ctx->store, q->key, q->klen, token_loaded, q);
 out:
     free(key);
+}
+
+/* One page of the listing as JSON, one resource a line:
+ *   {"resources":[
+ *   {"resource":"R","highest":H},
+ *   {"resource":"first 400 bytes","key_hash":"32 hex","highest":H}
+ *   ],"truncated":true,"next":"HEX"}
+ * (next, the cursor in hex, only when truncated). Keys are JSON-escaped, so
+ * no line break falls inside an entry (the CLI reads it line by line). */
+static void list_loaded(void *arg, int rc, const struct st_store_page *pg)
+{
+    struct list_query *q = arg;
+    struct evbuffer *b = NULL;
+    char *esc = NULL;
+    size_t ecap = 0;
+
+    if (q->c == NULL)
+        goto out;
+    q->c->lq = NULL;
+    if (rc != 0) {
+        reply_text(q->c, 503, q->head_only,
+                   rc == ST_STORE_EUNAVAIL ? "token store unreachable\n" : "token store failed\n");
+        goto out;
+    }
+    if ((b = evbuffer_new()) == NULL || evbuffer_add_printf(b, "{\"resources\":[\n") < 0)
+        goto oom;
+    for (size_t i = 0; i < pg->n; i++) {
+        const struct st_store_entry *e = &pg->e[i];
+        size_t elen = 0;
+        if (pol_json_append_escaped(&esc, &elen, &ecap, e->key, e->klen) < 0 ||
+            evbuffer_add_printf(b, "{\"resource\":\"%.*s\"%s%s%s,\"highest\":%" PRIu64 "}%s\n",
+                                (int)elen, esc, e->hash != NULL ? ",\"key_hash\":\"" : "",
+                                e->hash != NULL ? e->hash : "", e->hash != NULL ? "\"" : "",
+                                e->highest, i + 1 < pg->n ? "," : "") < 0)
+            goto oom;
+    }
+    if (evbuffer_add_printf(b, "],\"truncated\":%s", pg->truncated ? "true" : "false") < 0)
+        goto oom;
+    if (pg->truncated) {
+        if (evbuffer_add_printf(b, ",\"next\":\"") < 0)
+            goto oom;
+        for (size_t i = 0; i < pg->next_len; i++)
+            if (evbuffer_add_printf(b, "%02x", (unsigned char)pg->next[i]) < 0)
+                goto oom;
+        if (evbuffer_add_printf(b, "\"") < 0)
+            goto oom;
+    }
+    if (evbuffer_add_printf(b, "}\n") < 0)
+        goto oom;
+    reply(q->c, 200, q->head_only, "application/json", (const char *)evbuffer_pullup(b, -1),
+          evbuffer_get_length(b));
+    goto out;
+oom:
+    reply_text(q->c, 500, q->head_only, "out of memory\n");
+out:
+    if (b != NULL)
+        evbuffer_free(b);
+    free(esc);
+    free(q);
+}
+
+static char *query_param(const char *q, const char *name);
+
+/* GET /tokens[?prefix=P][&limit=N][&after=HEX]: one page of the stored
+ * resources whose key starts with P, from the store (durable values; the
+ * fence's cache is not read), at most N (1..ST_STORE_LIST_MAX, default
+ * ADMIN_LIST_DEFAULT), after the cursor a truncated page gave. qs is the
+ * query string or NULL. */
+static void handle_list(struct admin_conn *c, int head_only, const char *qs)
+{
+    struct px_ctx *ctx = c->a->ctx;
+    char *prefix = query_param(qs, "prefix"), *lim = query_param(qs, "limit");
+    char *hex = query_param(qs, "after"), *after = NULL, *end = NULL;
+    size_t alen = 0, limit = ADMIN_LIST_DEFAULT;
+    struct list_query *q = NULL;
+
+    if (lim != NULL) {
+        unsigned long long v = 0;
+        errno = 0;
+        if (lim[0] >= '0' && lim[0] <= '9')
+            v = strtoull(lim, &end, 10);
+        if (end == NULL || *end != '\0' || errno != 0 || v < 1 || v > ST_STORE_LIST_MAX) {
+            char msg[80];
+            snprintf(msg, sizeof msg, "limit=N wants 1..%d\n", ST_STORE_LIST_MAX);
+            reply_text(c, 400, head_only, msg);
+            goto out;
+        }
+        limit = (size_t)v;
+    }
+    if (hex != NULL && hex[0] != '\0') {
+        size_t hl = strlen(hex);
+        if (hl % 2 != 0 || hl > ADMIN_MAX_HEAD || (after = malloc(hl / 2 + 1)) == NULL ||
+            strspn(hex, "0123456789abcdefABCDEF") != hl) {
+            reply_text(c, 400, head_only, "after=HEX wants the next of a truncated page\n");
+            goto out;
+        }
+        for (size_t i = 0; i < hl / 2; i++) {
+            unsigned int byte;
+            sscanf(hex + 2 * i, "%2x", &byte);
+            after[alen++] = (char)byte;
+        }
+    }
+    if ((q = calloc(1, sizeof *q)) == NULL) {
+        reply_text(c, 500, head_only, "out of memory\n");
+        goto out;
+    }
+    q->c = c;
+    q->head_only = head_only;
+    c->lq = q;
+    st_store_list(ctx->store, prefix != NULL ? prefix : "", prefix != NULL ? strlen(prefix) : 0,
+                  after, alen, limit, list_loaded, q);
+out:
+    free(after);
+    free(hex);
+    free(lim);
+    free(prefix);
 }
 
 /* Records lost on the audit writer's thread join fence_audit_dropped_total
@@ -476,6 +604,8 @@ static void dispatch(struct admin_conn *c, const struct px_h1_head *h)
         reply_text(c, 404, 0, "not found\n");
     } else if (strncmp(uri, "/tokens/", 8) == 0) {
         handle_tokens(c, head_only, uri + 8);
+    } else if (strcmp(uri, "/tokens") == 0 || strncmp(uri, "/tokens?", 8) == 0) {
+        handle_list(c, head_only, uri[7] == '?' ? uri + 8 : NULL);
     } else {
         reply_text(c, 404, head_only, "not found\n");
     }
@@ -491,7 +621,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
     size_t n = evbuffer_get_length(in);
     const char *buf;
 
-    if (c->replied || c->q != NULL || c->sq != NULL)
+    if (c->replied || c->q != NULL || c->sq != NULL || c->lq != NULL)
         return;
     if (n > ADMIN_MAX_HEAD)
         n = ADMIN_MAX_HEAD;

@@ -1,5 +1,7 @@
 /* px_admin: the admin listener (never the data port): GET /healthz,
- * GET /metrics (Prometheus text), GET /tokens/RESOURCE. A small server of its
+ * GET /metrics (Prometheus text), GET /tokens/RESOURCE, the listing
+ * GET /tokens?prefix=P&limit=N&after=CURSOR, and with the bearer secret
+ * PUT /tokens/RESOURCE and POST /reload. A small server of its
  * own under the data listener's discipline: a connection limit, a head
  * deadline from accept, one request per connection, accept errors that
  * pause instead of spinning, the strict px_http1 parser. Loop thread only. */

@@ -1,5 +1,7 @@
-/* px_tokencli: `fenceproxy tokens -c FILE list [PREFIX] | get RESOURCE |
- * set RESOURCE TOKEN --reason TEXT`, the operator's client of the admin API.
+/* px_tokencli: `fenceproxy tokens -c FILE list [PREFIX] [--limit N] |
+ * get RESOURCE | set RESOURCE TOKEN --reason TEXT`, the operator's client of
+ * the admin API (list prints one JSON object per resource a line, paging
+ * through GET /tokens?prefix=; at most N with --limit).
  * The admin address (admin_listen) and the bearer secret (admin_token_file)
  * come from the config file; set sends the caller's identity (user@host)
  * for the audit record. */

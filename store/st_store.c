@@ -68,7 +68,7 @@ static struct st_store_req *req_new(enum st_req_kind kind, const char *key, size
     r->cb = cb;
     r->arg = arg;
     r->klen = klen;
-    if (klen > 0)
+    if (klen > 0 && key != NULL)
         memcpy(r->key, key, klen);
     r->key[klen] = '\0';
     return r;
@@ -90,11 +90,93 @@ struct st_store_req *st_store_req_commit(size_t batch, double seconds)
     return r;
 }
 
+void st_store_list_reset(struct st_store_req *r)
+{
+    struct st_store_list_res *l = r->list;
+
+    for (size_t i = 0; i < l->n; i++) {
+        free((char *)l->e[i].key);
+        free((char *)l->e[i].hash);
+    }
+    l->n = 0;
+    l->bytes = 0;
+    l->truncated = 0;
+    free(l->next);
+    l->next = NULL;
+    l->next_len = 0;
+}
+
+int st_store_list_add(struct st_store_req *r, const char *key, size_t klen, uint64_t highest,
+                      const char *hash)
+{
+    struct st_store_list_res *l = r->list;
+    struct st_store_entry *e;
+    char *k = NULL, *h = NULL;
+
+    if (l->n == l->cap) {
+        size_t nc = l->cap != 0 ? l->cap * 2 : 64;
+        struct st_store_entry *ne = realloc(l->e, nc * sizeof *ne);
+        if (ne == NULL)
+            return -1;
+        l->e = ne;
+        l->cap = nc;
+    }
+    k = malloc(klen + 1);
+    h = hash != NULL ? strdup(hash) : NULL;
+    if (k == NULL || (hash != NULL && h == NULL)) {
+        free(k);
+        free(h);
+        return -1;
+    }
+    if (klen > 0)
+        memcpy(k, key, klen);
+    k[klen] = '\0';
+    e = &l->e[l->n++];
+    e->key = k;
+    e->klen = klen;
+    e->highest = highest;
+    e->hash = h;
+    l->bytes += klen;
+    return 0;
+}
+
+int st_store_list_full(const struct st_store_req *r)
+{
+    return r->list->n >= r->list->limit || r->list->bytes >= ST_STORE_LIST_BYTES;
+}
+
+int st_store_list_more(struct st_store_req *r, const char *next, size_t len)
+{
+    struct st_store_list_res *l = r->list;
+    char *c = malloc(len + 1);
+
+    if (c == NULL)
+        return -1;
+    if (len > 0)
+        memcpy(c, next, len);
+    c[len] = '\0';
+    free(l->next);
+    l->next = c;
+    l->next_len = len;
+    l->truncated = 1;
+    return 0;
+}
+
+static void req_free(struct st_store_req *r)
+{
+    if (r->list != NULL) {
+        st_store_list_reset(r);
+        free(r->list->e);
+        free(r->list);
+    }
+    free(r);
+}
+
 static void free_list(struct st_store_req *r)
 {
     while (r != NULL) {
         struct st_store_req *next = r->next;
-        free(r);
+        req_free(r);
         r = next;
     }
 }
@@ -257,10 +339,18 @@ void st_store_dispatch(struct st_store *s)
         } else if (list->kind == ST_REQ_ASK) {
             if (s->ask != NULL)
                 s->ask(s->ask_arg, list->key, list->klen);
+        } else if (list->kind == ST_REQ_LIST) {
+            struct st_store_list_res *l = list->list;
+            struct st_store_page pg = {.e = l->e,
+                                       .n = l->n,
+                                       .truncated = l->truncated,
+                                       .next = l->next,
+                                       .next_len = l->next_len};
+            l->cb(list->arg, list->rc, list->rc == 0 ? &pg : NULL);
         } else if (list->cb != NULL) {
             list->cb(list->arg, list->rc, list->rc == 0 ? list->highest : 0);
         }
-        free(list);
+        req_free(list);
     }
 }
 
@@ -298,6 +388,41 @@ void st_store_set(struct st_store *s, const char *key, size_t klen, uint64_t tok
     struct st_store_req *r = req_new(ST_REQ_SET, key, klen, cb, arg);
 
     r->token = token;
+    if (st_store_failed(s)) {
+        r->rc = -1;
+        st_store_complete(s, r);
+        return;
+    }
+    s->ops->submit(s, r);
+}
+
+void st_store_list(struct st_store *s, const char *prefix, size_t plen, const char *after,
+                   size_t alen, size_t limit, st_store_list_cb cb, void *arg)
+{
+    struct st_store_req *r;
+    struct st_store_list_res *l;
+
+    if (alen > SIZE_MAX / 2 || plen > SIZE_MAX / 2)
+        abort();
+    /* The cursor rides behind the prefix in the same allocation. */
+    r = req_new(ST_REQ_LIST, NULL, plen + 1 + alen, NULL, arg);
+    l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        fputs("st_store: out of memory\n", stderr);
+        abort();
+    }
+    r->klen = plen;
+    if (plen > 0)
+        memcpy(r->key, prefix, plen);
+    r->key[plen] = '\0';
+    if (alen > 0)
+        memcpy(r->key + plen + 1, after, alen);
+    r->key[plen + 1 + alen] = '\0';
+    l->cb = cb;
+    l->after = r->key + plen + 1;
+    l->alen = alen;
+    l->limit = limit < 1 ? 1 : limit > ST_STORE_LIST_MAX ? ST_STORE_LIST_MAX : limit;
+    r->list = l;
     if (st_store_failed(s)) {
         r->rc = -1;
         st_store_complete(s, r);

@@ -193,6 +193,61 @@ uint64_t st_store_owner_gen(const struct st_store *s);
 void st_store_set(struct st_store *s, const char *key, size_t klen, uint64_t token,
                   st_store_cb cb, void *arg);
 
+/* One resource of a listing (st_store_list). Borrowed until the callback
+ * returns. */
+struct st_store_entry {
+    const char *key; /* klen bytes, then a NUL */
+    size_t klen;
+    uint64_t highest; /* durable, at least the operator floor */
+    const char *hash; /* NULL; or, file backend, a key over its 511-byte
+                       * limit stored in its shortened form: key holds only
+                       * its first ST_STORE_KEY_KEPT bytes and hash the 32
+                       * hex digits of the two FNV-1a hashes of the whole key */
+};
+
+/* A page of a listing: entries in the backend's key order (bytewise on the
+ * stored key: the memory and file backends order raw key bytes; etcd orders
+ * the escaped key, the same order for keys without NUL). */
+struct st_store_page {
+    const struct st_store_entry *e;
+    size_t n;
+    int truncated;    /* more keys may follow: ask again with after = next */
+    const char *next; /* when truncated: the cursor (next_len opaque bytes,
+                       * the stored form of the last key looked at) */
+    size_t next_len;
+};
+
+/* Listing completion: rc 0 and the page (borrowed until it returns), or rc
+ * -1 (the store failed; page NULL) or ST_STORE_EUNAVAIL (unreachable, or
+ * out of memory for this listing; page NULL). Called from dispatch only. */
+typedef void (*st_store_list_cb)(void *arg, int rc, const struct st_store_page *page);
+
+/* Bounds of one listing: entries (a larger limit is lowered to it), key
+ * bytes (a page stops once its keys hold this many; at least one entry),
+ * records looked at (file backend: keys past the prefix's first
+ * ST_STORE_KEY_KEPT bytes that do not match it). A page cut by a bound is
+ * truncated with a cursor, so paging on loses nothing. */
+#define ST_STORE_LIST_MAX   10000
+#define ST_STORE_LIST_BYTES ((size_t)1 << 20)
+#define ST_STORE_LIST_SCAN  100000
+
+/* The key bytes the file backend keeps of a key over its limit. */
+#define ST_STORE_KEY_KEPT 400
+
+/* Lists the stored resources whose key starts with prefix (plen bytes,
+ * copied; 0: all), in key order, after the cursor after (alen bytes, copied;
+ * a page's next, or NULL / 0 from the start), at most limit (1..
+ * ST_STORE_LIST_MAX) of them, with their durable highest tokens. Served in
+ * submission order with gets and advances: it sees every advance submitted
+ * before it, committed (file backend: on the writer thread, in the batch of
+ * the advances before it; etcd: one range on the worker after them). A key
+ * the store never saw is not listed (its highest is the floor). A file
+ * store's key stored hashed is listed when its kept bytes match the
+ * prefix's first ST_STORE_KEY_KEPT bytes (the rest cannot be compared).
+ * Pages taken one after another are consistent per key, not one snapshot. */
+void st_store_list(struct st_store *s, const char *prefix, size_t plen, const char *after,
+                   size_t alen, size_t limit, st_store_list_cb cb, void *arg);
+
 /* Whether the store has failed (an I/O error happened). */
 int st_store_failed(const struct st_store *s);
 

@@ -898,7 +898,9 @@ static void sort_out(struct etcd_store *es, struct st_store_req **batch, struct 
     while ((r = *pp) != NULL) {
         struct owned *o = owned_find(es, r->key, r->klen);
 
-        if (r->kind == ST_REQ_RELEASE) {
+        if (r->kind == ST_REQ_LIST) {
+            pp = &r->next; /* no ownership needed: served in order below */
+        } else if (r->kind == ST_REQ_RELEASE) {
             *pp = r->next;
             r->highest = 0;
             r->rc = 0;
@@ -929,6 +931,94 @@ static void sort_out(struct etcd_store *es, struct st_store_req **batch, struct 
             pp = &r->next;
         }
     }
+}
+
+/* The resource key of an etcd key under tok_prefix (the escapes undone),
+ * in out (cap bytes at least strlen(ekey)). Its length, or -1 when ekey is
+ * not one etcd_key() makes. */
+static ssize_t resource_key(const struct etcd_store *es, const char *ekey, char *out)
+{
+    size_t plen = strlen(es->tok_prefix);
+
+    if (strncmp(ekey, es->tok_prefix, plen) != 0)
+        return -1;
+    return (ssize_t)unescape(ekey + plen, out);
+}
+
+/* Serves one LIST (st_store_list) with one range over tok_prefix + the
+ * escaped prefix, from the escaped cursor on (the cursor is a resource key:
+ * the page's last), limit + 2 keys at most (the cursor itself may come back
+ * first). Sets r->rc; a value that is not a token fails the store, as a
+ * get's does. Returns the ec_client result. Worker thread. */
+static int list_keys(struct etcd_store *es, struct st_store_req *r)
+{
+    const struct st_store_list_res *l = r->list;
+    char *pfx = etcd_key(es->tok_prefix, r->key, r->klen), *end = NULL, *after = NULL, *rk = NULL;
+    struct ec_range_req q = {0};
+    struct ec_kvs kvs = {0};
+    size_t i, elen;
+    int erc = EC_ERR_INTERNAL;
+
+    r->rc = ST_STORE_EUNAVAIL;
+    if (pfx == NULL || (end = strdup(pfx)) == NULL ||
+        (l->alen > 0 && (after = etcd_key(es->tok_prefix, l->after, l->alen)) == NULL))
+        goto out;
+    /* The end of the prefix range: its last byte below 0xff raised by one
+     * (there is one: tok_prefix ends in '/'). */
+    for (elen = strlen(end); elen > 0 && (unsigned char)end[elen - 1] == 0xff; elen--)
+        ;
+    end[elen - 1] = (char)((unsigned char)end[elen - 1] + 1);
+    end[elen] = '\0';
+    q.key = after != NULL && strcmp(after, pfx) > 0 ? after : pfx;
+    q.range_end = end;
+    q.limit = (int64_t)l->limit + 2;
+    erc = ec_range(es->ec, &q, ec_now_ms() + es->timeout_ms, &kvs, NULL);
+    if (erc != EC_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "etcd: %s", ec_client_error(es->ec));
+        if (erc == EC_ERR_UNAVAILABLE)
+            st_store_set_unreachable(es->s, why);
+        goto out;
+    }
+    st_store_set_unreachable(es->s, NULL);
+    r->rc = 0;
+    for (i = 0; i < kvs.n; i++) {
+        const struct ec_kv *kv = &kvs.kv[i];
+        ssize_t klen;
+        uint64_t t;
+
+        if (after != NULL && strcmp(kv->key, after) <= 0)
+            continue;
+        if (st_store_list_full(r))
+            break;
+        free(rk);
+        if ((rk = malloc(strlen(kv->key) + 1)) == NULL) {
+            r->rc = ST_STORE_EUNAVAIL;
+            goto out;
+        }
+        if ((klen = resource_key(es, kv->key, rk)) < 0 ||
+            decode_token(kv->value, kv->value_len, &t) != 0) {
+            st_store_fail(es->s, "etcd: key %s holds no 20-digit token", kv->key);
+            r->rc = -1;
+            goto out;
+        }
+        if (st_store_list_add(r, rk, (size_t)klen, t, NULL) != 0) {
+            r->rc = ST_STORE_EUNAVAIL;
+            goto out;
+        }
+    }
+    if ((i < kvs.n || kvs.more) && r->list->n > 0) {
+        const struct st_store_entry *e = &r->list->e[r->list->n - 1];
+        if (st_store_list_more(r, e->key, e->klen) != 0)
+            r->rc = ST_STORE_EUNAVAIL;
+    }
+out:
+    ec_kvs_free(&kvs);
+    free(rk);
+    free(after);
+    free(end);
+    free(pfx);
+    return erc;
 }
 
 /* Serves one batch (owned) in chunks and completes it. Worker thread. */
@@ -969,6 +1059,19 @@ static void run_batch(struct etcd_store *es, struct st_store_req *batch)
             char *k, *own;
 
             r = batch;
+            if (r->kind == ST_REQ_LIST) {
+                /* After the advances before it; one range of its own. */
+                if (nch > 0 || es->chunks[0].n > 0)
+                    break;
+                batch = r->next;
+                if (list_keys(es, r) == EC_ERR_UNAVAILABLE)
+                    unavailable = 1;
+                r->next = done;
+                done = r;
+                if (unavailable)
+                    break;
+                continue;
+            }
             o = owned_find(es, r->key, r->klen);
             k = etcd_key(es->tok_prefix, r->key, r->klen);
             own = etcd_key(es->own_prefix, r->key, r->klen);

@@ -16,6 +16,7 @@ enum st_req_kind {
     ST_REQ_GET,
     ST_REQ_ADVANCE,
     ST_REQ_SET,    /* the operator's reset: token replaces the stored value */
+    ST_REQ_LIST,   /* st_store_list: key is the prefix; list_cb, not cb */
     ST_REQ_COMMIT, /* a commit report for the hook; no key, no cb */
     ST_REQ_RELEASE, /* give up the ownership of key (st_store_release) */
     ST_REQ_ASK     /* from the backend: another proxy asks for key (the ask hook) */
@@ -33,8 +34,24 @@ struct st_store_req {
     uint64_t highest;  /* result: the highest after the operation */
     size_t batch;      /* COMMIT: advances in the commit */
     double seconds;    /* COMMIT: write + fsync time */
+    struct st_store_list_res *list; /* LIST: the request and its page */
     size_t klen;
     char key[];        /* klen bytes, then a NUL */
+};
+
+/* A LIST request's arguments and result (owned by its request; the generic
+ * part frees it). The backend fills it with st_store_list_add() and
+ * st_store_list_more(). */
+struct st_store_list_res {
+    st_store_list_cb cb;
+    const char *after;        /* alen bytes (then a NUL) */
+    size_t alen;
+    size_t limit;             /* 1..ST_STORE_LIST_MAX */
+    struct st_store_entry *e; /* keys and hashes malloc'd */
+    size_t n, cap, bytes;
+    int truncated;
+    char *next;
+    size_t next_len;
 };
 
 struct st_store_ops {
@@ -43,7 +60,7 @@ struct st_store_ops {
      * message in err. Called once, from st_store_open(). */
     int (*open)(struct st_store *s, const struct st_store_config *cfg, char *err,
                 size_t errlen);
-    /* Takes ownership of req (GET or ADVANCE) and completes it later or at
+    /* Takes ownership of req (GET, ADVANCE, SET or LIST) and completes it later or at
      * once through st_store_complete*(). Must not call back. Loop thread. */
     void (*submit)(struct st_store *s, struct st_store_req *req);
     /* Non-zero when the backend has ownership (ST_REQ_RELEASE goes to
@@ -89,6 +106,22 @@ void st_store_set_owner(struct st_store *s, int64_t fence_at, uint64_t gen);
 /* A request record of kind for key (copied), for a backend that tells the
  * loop something (ST_REQ_ASK). Aborts when out of memory. */
 struct st_store_req *st_store_req_new(enum st_req_kind kind, const char *key, size_t klen);
+
+/* Appends an entry to a LIST request's page (key and hash copied; hash may
+ * be NULL). Returns 0, or -1 out of memory. Worker or loop thread. */
+int st_store_list_add(struct st_store_req *r, const char *key, size_t klen, uint64_t highest,
+                      const char *hash);
+
+/* Whether the page is full (limit entries, or ST_STORE_LIST_BYTES of keys):
+ * the backend then stops and calls st_store_list_more() if a key follows. */
+int st_store_list_full(const struct st_store_req *r);
+
+/* Marks the page truncated with the cursor next (len bytes, copied: the
+ * stored form of the last key looked at). Returns 0 or -1 out of memory. */
+int st_store_list_more(struct st_store_req *r, const char *next, size_t len);
+
+/* Empties the page (a batch served again after a failed attempt). */
+void st_store_list_reset(struct st_store_req *r);
 
 /* The file backend's check (st_store_check()). */
 int st_store_lmdb_check(const struct st_store_config *cfg, FILE *out);

@@ -23,11 +23,14 @@
  * whole batch in one write transaction and one commit; requests that arrive
  * meanwhile wait for the next batch. Gets travel the same queue, so a get
  * sees every advance submitted before it, and the highest it reports is
- * already durable. Any LMDB error fails the store for good (fail closed).
+ * already durable; a listing (st_store_list) walks a cursor in the same
+ * transaction, so it does too. Any LMDB error fails the store for good
+ * (fail closed).
  * Keys longer than LMDB's key limit are stored under a shortened form: the
  * first 400 bytes, a NUL, and two 64-bit FNV-1a hashes of the whole key in
  * hex. Two long keys that collide would share one highest token, which can
- * only cause extra rejections, never accept a stale token. */
+ * only cause extra rejections, never accept a stale token. A listing shows
+ * such a key as its first 400 bytes and the 32 hex digits. */
 #include <errno.h>
 #include <inttypes.h>
 #include <lmdb.h>
@@ -309,6 +312,95 @@ static void update_fill(struct lmdb_store *ls)
     st_store_set_fill(ls->s, ls->used, ls->max, ls->full);
 }
 
+/* ---- listing ----------------------------------------------------------- */
+
+/* Bytewise order with the shorter key first on a tie: LMDB's default key
+ * order. */
+static int key_cmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+
+    return c != 0 ? c : alen < blen ? -1 : alen > blen;
+}
+
+/* Serves a LIST in txn (the batch's, so it sees the advances before it):
+ * the records whose key matches the prefix, after the cursor (a stored
+ * key), into the request's page. Stored keys map back as map_key() made
+ * them: "\0" is the empty key, the hashed form gives its kept bytes and its
+ * hash. Returns 0 or an LMDB error (MDB_CORRUPTED for a record that fails
+ * its check, as a get would); out of memory sets rc ST_STORE_EUNAVAIL.
+ * Writer thread, under guarded(). */
+static int list_records(struct lmdb_store *ls, MDB_txn *txn, struct st_store_req *r)
+{
+    const struct st_store_list_res *l = r->list;
+    size_t pk = r->klen < LMDB_KEY_KEEP ? r->klen : LMDB_KEY_KEEP, scanned = 0;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v, last = {0, NULL};
+    int rc, skip = 0;
+
+    st_store_list_reset(r);
+    r->rc = 0;
+    rc = mdb_cursor_open(txn, ls->tok, &cur);
+    if (rc != 0)
+        return rc;
+    if (l->alen > 0 && key_cmp(l->after, l->alen, r->key, pk) > 0) {
+        k.mv_data = (void *)l->after;
+        k.mv_size = l->alen < ls->maxkey ? l->alen : ls->maxkey;
+        skip = 1;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    } else if (pk > 0) {
+        k.mv_data = r->key;
+        k.mv_size = pk;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    } else {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const char *key = k.mv_data;
+        size_t klen = k.mv_size;
+        char hash[33];
+        uint64_t t;
+        int hashed = 0;
+
+        /* Sorted: past the prefix's kept bytes no key can match. */
+        if (k.mv_size < pk || memcmp(k.mv_data, r->key, pk) != 0)
+            break;
+        if (skip && key_cmp(k.mv_data, k.mv_size, l->after, l->alen) <= 0) {
+            last = k;
+            continue;
+        }
+        skip = 0;
+        if (++scanned > ST_STORE_LIST_SCAN || st_store_list_full(r)) {
+            /* Bounded: the next page starts after the last key looked at. */
+            if (st_store_list_more(r, last.mv_data, last.mv_size) != 0)
+                r->rc = ST_STORE_EUNAVAIL;
+            break;
+        }
+        if (klen == 1 && key[0] == '\0') {
+            klen = 0;
+        } else if (klen == LMDB_KEY_KEEP + 1 + 32 && key[LMDB_KEY_KEEP] == '\0') {
+            memcpy(hash, key + LMDB_KEY_KEEP + 1, 32);
+            hash[32] = '\0';
+            klen = LMDB_KEY_KEEP;
+            hashed = 1;
+        }
+        last = k;
+        /* A hashed key's kept bytes matched the prefix's above; the rest of
+         * it cannot be compared. */
+        if (!hashed && (klen < r->klen || memcmp(key, r->key, r->klen) != 0))
+            continue;
+        if ((rc = decode_rec(ls->meta.id, &k, &v, &t)) != 0)
+            break;
+        if (st_store_list_add(r, key, klen, t > ls->meta.floor ? t : ls->meta.floor,
+                              hashed ? hash : NULL) != 0) {
+            r->rc = ST_STORE_EUNAVAIL;
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* ---- the writer -------------------------------------------------------- */
 
 struct batch_try {
@@ -340,6 +432,12 @@ static int batch_try(void *arg)
         MDB_val k;
         uint64_t cur;
         int found;
+        if (r->kind == ST_REQ_LIST) {
+            bt->what = "list";
+            if ((rc = list_records(ls, txn, r)) != 0)
+                goto out;
+            continue;
+        }
         map_key(ls, r, kbuf, &k);
         bt->what = "get";
         rc = read_token(ls, txn, &k, &cur, &found);

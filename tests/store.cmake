@@ -26,3 +26,6 @@ add_dependencies(test_store_faults fence_fault_shim fenceproxy)
 # The etcd token store against real etcd members (one, and three with the
 # leader killed under load).
 fence_test(test_store_etcd SOURCES store/test_store_etcd.c LIBS fencestore fencetestsupport TIMEOUT 180)
+
+# The listing (st_store_list) on the memory, file and etcd backends.
+fence_test(test_store_list SOURCES store/test_store_list.c LIBS fencestore fencetestsupport TIMEOUT 180)

@@ -29,20 +29,28 @@ static int use_etcd;
 static char lock_url[300];
 static char *bdir;
 
+/* Writes the admin secret into the fixture's dir (mode 0600); its path into
+ * out. */
+static void write_secret(char *out, size_t cap)
+{
+    FILE *f;
+
+    snprintf(out, cap, "%s/admin.secret", px.dir);
+    f = fopen(out, "w");
+    cr_assert_not_null(f);
+    fputs(SECRET "\n", f);
+    fclose(f);
+    cr_assert_eq(chmod(out, 0600), 0);
+}
+
 /* The proxy in front of the recording upstream with three routes: /objects/
  * verified, /live/ verified with require_live_lease, /plain/ not verified. */
 static void start_proxy(void)
 {
     char extra[4096], tokfile[1100];
-    FILE *f;
 
     cr_assert_eq(ts_proxy_init(&px, "verify"), 0);
-    snprintf(tokfile, sizeof tokfile, "%s/admin.secret", px.dir);
-    f = fopen(tokfile, "w");
-    cr_assert_not_null(f);
-    fputs(SECRET "\n", f);
-    fclose(f);
-    cr_assert_eq(chmod(tokfile, 0600), 0);
+    write_secret(tokfile, sizeof tokfile);
     snprintf(extra, sizeof extra,
              "admin_token_file = %s\n"
              "[route objects]\nprefix = /objects/\nresource = segments:2\nverify = %s\n"
@@ -553,4 +561,261 @@ Test(operator, admin_token_file_readable_by_others_is_refused)
     cr_expect(strstr(out, "accessible to group or others") != NULL, "%s", out);
     cr_expect(strstr(out, px.conf) != NULL, "file:line names the config: %s", out);
     chmod(tokfile, 0600);
+}
+
+/* ---- `fenceproxy tokens list` on the memory, file and etcd stores ------- */
+
+static int list_etcd_up;
+
+/* A proxy with one unverified route /plain/ on the given [store] section
+ * (NULL: the file store in the fixture's dir). */
+static void start_list_proxy(const char *store_conf)
+{
+    char extra[2048], tokfile[1100];
+
+    up = ts_upstream_start();
+    cr_assert_not_null(up);
+    cr_assert_eq(ts_proxy_init(&px, "list"), 0);
+    write_secret(tokfile, sizeof tokfile);
+    px.store_conf = store_conf;
+    snprintf(extra, sizeof extra,
+             "admin_token_file = %s\n[route plain]\nprefix = /plain/\nresource = segments:2\n",
+             tokfile);
+    cr_assert_eq(ts_proxy_write_conf(&px, ts_upstream_port(up), extra), 0);
+    cr_assert_eq(ts_proxy_start(&px), 0);
+}
+
+static void setup_list_file(void)
+{
+    start_list_proxy(NULL);
+}
+
+static void setup_list_memory(void)
+{
+    start_list_proxy("[store]\nbackend = memory\n");
+}
+
+static char list_store_conf[600];
+
+static void setup_list_etcd(void)
+{
+    bdir = ts_tempdir("list-etcd");
+    cr_assert_not_null(bdir);
+    cr_assert_eq(ts_etcd_start(&etcd, bdir, 1), 0, "etcd (etcd-server) must be installed");
+    list_etcd_up = 1;
+    snprintf(list_store_conf, sizeof list_store_conf,
+             "[store]\nbackend = etcd\nendpoints = %s\nprefix = /list/\ntimeout = 1s\n",
+             etcd.endpoints);
+    start_list_proxy(list_store_conf);
+}
+
+static void teardown_list(void)
+{
+    ts_proxy_cleanup(&px, 1);
+    ts_upstream_stop(&up);
+    if (list_etcd_up)
+        ts_etcd_stop(&etcd);
+    list_etcd_up = 0;
+    if (bdir != NULL)
+        ts_rmrf(bdir);
+    free(bdir);
+    bdir = NULL;
+}
+
+TestSuite(list_file, .init = setup_list_file, .fini = teardown_list, .timeout = 90);
+TestSuite(list_memory, .init = setup_list_memory, .fini = teardown_list, .timeout = 90);
+TestSuite(list_etcd, .init = setup_list_etcd, .fini = teardown_list, .timeout = 90);
+
+/* Lines of out that are listed resources. */
+static int count_entries(const char *out)
+{
+    int n = 0;
+
+    for (const char *p = out; (p = strstr(p, "{\"resource\":")) != NULL; p++)
+        n++;
+    return n;
+}
+
+/* Whether out has the line {"resource":"R","highest":H}. */
+static int has_entry(const char *out, const char *resource, unsigned long long h)
+{
+    char want[600];
+
+    snprintf(want, sizeof want, "{\"resource\":\"%s\",\"highest\":%llu}\n", resource, h);
+    return strstr(out, want) != NULL;
+}
+
+/* Advances, then lists: every resource with its highest, a prefix filter,
+ * --limit, and the admin API's own paging (limit, truncated, next). */
+static void list_after_advances(void)
+{
+    static char out[65536];
+    char path[64];
+    const char *all[] = {"list", NULL};
+    const char *pfx[] = {"list", "/plain/r0", NULL};
+    const char *lim[] = {"list", "/plain/r", "--limit", "5", NULL};
+    const char *none[] = {"list", "/nothing/", NULL};
+    struct ts_resp r;
+    char next[2048] = "";
+    int seen = 0;
+
+    for (int i = 1; i <= 12; i++) {
+        snprintf(path, sizeof path, "/plain/r%02d/o", i);
+        cr_assert_eq(put_tok(path, (uint64_t)i * 3 + 1), 200, "%s", path);
+    }
+    cr_assert_eq(put_tok("/plain/r05/o", 100), 200);
+    cr_assert_eq(put_tok("/plain/r05/o", 50), 409);
+    cr_assert_eq(put_tok("/plain/x/o", 2), 200);
+
+    cr_assert_eq(run_tokens(px.conf, all, out, sizeof out), 0, "%s", out);
+    cr_expect_eq(count_entries(out), 13, "%s", out);
+    cr_expect(has_entry(out, "/plain/r01", 4), "%s", out);
+    cr_expect(has_entry(out, "/plain/r05", 100), "%s", out);
+    cr_expect(has_entry(out, "/plain/r12", 37), "%s", out);
+    cr_expect(has_entry(out, "/plain/x", 2), "%s", out);
+    cr_expect(strstr(out, "/plain/r01") < strstr(out, "/plain/r02"), "in key order: %s", out);
+
+    cr_assert_eq(run_tokens(px.conf, pfx, out, sizeof out), 0, "%s", out);
+    cr_expect_eq(count_entries(out), 9, "r01..r09: %s", out);
+    cr_expect(strstr(out, "/plain/r10") == NULL && strstr(out, "/plain/x") == NULL, "%s", out);
+
+    cr_assert_eq(run_tokens(px.conf, lim, out, sizeof out), 0, "%s", out);
+    cr_expect_eq(count_entries(out), 5, "%s", out);
+    cr_expect(has_entry(out, "/plain/r05", 100), "%s", out);
+    cr_expect(strstr(out, "stopped at --limit 5; more resources follow") != NULL, "%s", out);
+
+    cr_assert_eq(run_tokens(px.conf, none, out, sizeof out), 0, "%s", out);
+    cr_expect_eq(count_entries(out), 0, "%s", out);
+
+    /* The admin API pages: 5 at a time with the cursor, 13 in 3 pages. */
+    for (int page = 0; page < 10; page++) {
+        char q[2200];
+        const char *t, *n;
+        snprintf(q, sizeof q, "/tokens?prefix=%%2Fplain%%2F&limit=5%s%s", next[0] ? "&after=" : "",
+                 next);
+        cr_assert_eq(ts_http_get(px.admin_port, q, &r), 200, "%s", r.body);
+        seen += count_entries(r.body);
+        t = strstr(r.body, "\"truncated\":");
+        cr_assert_not_null(t, "%s", r.body);
+        if (strncmp(t + 12, "false", 5) == 0) {
+            ts_resp_free(&r);
+            cr_expect_eq(page, 2, "13 in pages of 5");
+            break;
+        }
+        cr_expect_eq(count_entries(r.body), 5);
+        n = strstr(r.body, "\"next\":\"");
+        cr_assert_not_null(n, "%s", r.body);
+        snprintf(next, sizeof next, "%.*s", (int)strcspn(n + 8, "\""), n + 8);
+        ts_resp_free(&r);
+    }
+    cr_expect_eq(seen, 13);
+    cr_expect_eq(ts_http_get(px.admin_port, "/tokens?limit=0", &r), 400);
+    ts_resp_free(&r);
+    cr_expect_eq(ts_http_get(px.admin_port, "/tokens?limit=10001", &r), 400);
+    ts_resp_free(&r);
+    cr_expect_eq(ts_http_get(px.admin_port, "/tokens?after=zz", &r), 400);
+    ts_resp_free(&r);
+    cr_expect_eq(ts_http_get(px.admin_port, "/tokens", &r), 200);
+    cr_expect_eq(count_entries(r.body), 13, "%s", r.body);
+    ts_resp_free(&r);
+}
+
+/* Exit codes: 0 listed, 1 a bad argument, 69 the admin API not running. */
+static void list_exit_codes(void)
+{
+    char out[4096];
+    const char *all[] = {"list", NULL};
+    const char *bad[] = {"list", "--limit", "0", NULL};
+
+    cr_assert_eq(put_tok("/plain/e1/o", 3), 200);
+    cr_expect_eq(run_tokens(px.conf, all, out, sizeof out), 0, "%s", out);
+    cr_expect_eq(run_tokens(px.conf, bad, out, sizeof out), 1, "%s", out);
+    ts_proxy_stop(&px, SIGTERM);
+    cr_expect_eq(run_tokens(px.conf, all, out, sizeof out), 69, "%s", out);
+    cr_expect(strstr(out, "unreachable") != NULL, "%s", out);
+}
+
+Test(list_file, list_after_advances_prefix_limit_pages) { list_after_advances(); }
+Test(list_memory, list_after_advances_prefix_limit_pages) { list_after_advances(); }
+Test(list_etcd, list_after_advances_prefix_limit_pages) { list_after_advances(); }
+Test(list_file, exit_codes_0_1_69) { list_exit_codes(); }
+Test(list_memory, exit_codes_0_1_69) { list_exit_codes(); }
+Test(list_etcd, exit_codes_0_1_69) { list_exit_codes(); }
+
+/* More than one CLI page (1000 a page): the CLI follows the cursor and
+ * prints every resource exactly once. */
+Test(list_memory, cli_pages_through_more_than_1000)
+{
+    static char out[1 << 20];
+    const char *all[] = {"list", "/plain/", NULL};
+    char path[64];
+
+    for (int i = 0; i < 1003; i++) {
+        snprintf(path, sizeof path, "/plain/p%04d/o", i);
+        cr_assert_eq(put_tok(path, (uint64_t)i + 1), 200, "%s", path);
+    }
+    cr_assert_eq(run_tokens(px.conf, all, out, sizeof out), 0, "%.300s", out);
+    cr_expect_eq(count_entries(out), 1003);
+    cr_expect(has_entry(out, "/plain/p0000", 1));
+    cr_expect(has_entry(out, "/plain/p0999", 1000));
+    cr_expect(has_entry(out, "/plain/p1000", 1001));
+    cr_expect(has_entry(out, "/plain/p1002", 1003));
+    cr_expect(strstr(out, "/plain/p0999") < strstr(out, "/plain/p1000"));
+}
+
+/* The store unreachable: the admin API answers 503 and the CLI exits 1
+ * (refused), nothing printed as a resource. */
+Test(list_etcd, store_unreachable_is_refused)
+{
+    char out[4096];
+    const char *all[] = {"list", NULL};
+
+    cr_assert_eq(put_tok("/plain/u1/o", 3), 200);
+    ts_etcd_stop(&etcd);
+    cr_expect_eq(run_tokens(px.conf, all, out, sizeof out), 1, "%s", out);
+    cr_expect(strstr(out, "refused (503)") != NULL, "%s", out);
+    cr_expect_eq(count_entries(out), 0, "%s", out);
+}
+
+/* A key over the file store's 511-byte limit is listed as its first 400
+ * bytes with "key_hash" (the store keeps no more of it). */
+Test(list_file, long_key_listed_with_its_hash)
+{
+    static char path[800], out[8192], want[512], req[1024];
+    const char *lst[] = {"list", "/plain/L", NULL};
+    const char *h;
+
+    memset(path, 'L', 620);
+    memcpy(path, "/plain/", 7);
+    strcpy(path + 620, "/o");
+    snprintf(req, sizeof req,
+             "PUT %s HTTP/1.1\r\nHost: t\r\nFencing-Token: 9\r\nContent-Length: 1\r\n\r\nx", path);
+    cr_assert_eq(ts_http_raw(px.port, req, strlen(req), NULL, 10000), 200);
+    cr_assert_eq(run_tokens(px.conf, lst, out, sizeof out), 0, "%s", out);
+    cr_expect_eq(count_entries(out), 1, "%s", out);
+    snprintf(want, sizeof want, "{\"resource\":\"%.*s\",\"key_hash\":\"", 400, path);
+    cr_expect(strncmp(out, want, strlen(want)) == 0, "%s", out);
+    h = strstr(out, "\"key_hash\":\"");
+    cr_assert_not_null(h);
+    cr_expect_eq(strspn(h + 12, "0123456789abcdef"), 32, "%s", out);
+    cr_expect(strstr(out, "\",\"highest\":9}\n") != NULL, "%s", out);
+}
+
+/* The operator's reset on the etcd store: the owning proxy sets the value
+ * in one txn guarded by its epoch for the resource; the listing shows it
+ * and the lowered highest admits the token it refused before. */
+Test(list_etcd, tokens_set_lowers_the_highest)
+{
+    char out[4096];
+    const char *set[] = {"set", "/plain/s1", "1", "--reason", "etcd", NULL};
+    const char *lst[] = {"list", "/plain/s1", NULL};
+
+    cr_assert_eq(put_tok("/plain/s1/o", 8), 200);
+    cr_assert_eq(put_tok("/plain/s1/o", 7), 409);
+    cr_expect_eq(run_tokens(px.conf, set, out, sizeof out), 0, "%s", out);
+    cr_expect(strstr(out, "\"old\":8") != NULL && strstr(out, "\"highest\":1") != NULL, "%s",
+              out);
+    cr_assert_eq(run_tokens(px.conf, lst, out, sizeof out), 0, "%s", out);
+    cr_expect(has_entry(out, "/plain/s1", 1), "%s", out);
+    cr_expect_eq(put_tok("/plain/s1/o", 7), 200);
 }
