@@ -229,6 +229,22 @@ static void release_fence(struct px_conn *c)
         }
 }
 
+/* Self-fencing: whether this proxy's ownership of a resource the request
+ * writes may have lapsed or is gone (px_fence_ticket_lapsed). */
+static int req_lapsed(const struct px_conn *c)
+{
+    const struct px_req *r = c->req;
+
+    if (r->n_gates == 0)
+        return 0;
+    if (px_fence_lapsed(c->ctx->fence))
+        return 1;
+    for (unsigned i = 0; i < r->n_gates; i++)
+        if (r->gates[i].fenced && px_fence_ticket_lapsed(c->ctx->fence, &r->gates[i].ticket))
+            return 1;
+    return 0;
+}
+
 static void req_free(struct px_conn *c)
 {
     struct px_req *r = c->req;
@@ -500,9 +516,10 @@ static int pump_request_body(struct px_conn *c)
 
     if (r->body.done || c->paused_client || r->expect_wait || !px_uclient_active(&r->uc))
         return 0;
-    if (r->n_gates > 0 && px_fence_lapsed(c->ctx->fence)) {
+    if (req_lapsed(c)) {
         /* Self-fencing: not one more body byte once ownership may have
-         * lapsed (a pause, SIGSTOP, can end with client bytes waiting). */
+         * lapsed (a pause, SIGSTOP, can end with client bytes waiting) or
+         * is gone. */
         abort_lapsed(c);
         return 0;
     }
@@ -744,7 +761,7 @@ static void forward(struct px_conn *c)
     ucfg.high = PX_BUF_HIGH;
     ucfg.low = PX_BUF_LOW;
     ucfg.head_request = r->h.method_len == 4 && !memcmp(r->h.method, "HEAD", 4);
-    if (r->n_gates > 0 && px_fence_lapsed(ctx->fence)) {
+    if (req_lapsed(c)) {
         /* Admitted, then ownership lapsed before anything went upstream. */
         release_fence(c);
         px_report_outcome(r->route_idx, PX_OUT_OWNERSHIP_LAPSED);
