@@ -995,7 +995,9 @@ static void fence_decided(struct px_conn *c)
                           "resource owned by another proxy\n", 32, 1);
             break;
         }
-        if (px_fence_lapsed(c->ctx->fence)) {
+        if (g->ticket.lost || px_fence_lapsed(c->ctx->fence)) {
+            /* Deposed (the advance found another owner's epoch), or past
+             * the deadline: not a store failure. */
             px_report_outcome(r->route_idx, PX_OUT_OWNERSHIP_LAPSED);
             audit(c, g->dec, "ownership_lapsed", 0);
             respond_text(c, 503, "ownership lapsed", 1);

@@ -472,6 +472,7 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
             if (t->token > r->durable) {
                 TAILQ_REMOVE(&r->waiting, t, link);
                 t->full = rc == ST_STORE_EFULL;
+                t->lost = rc == ST_STORE_ELOST;
                 ticket_finish(t, PX_FENCE_FAILED);
             }
         }

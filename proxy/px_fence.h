@@ -77,6 +77,9 @@ struct px_fence_ticket {
     int lapsed;                    /* in flight: this proxy's ownership lapsed or was
                                     * lost; preempt was called: abort whatever the
                                     * upstream received */
+    int lost;                      /* for FAILED: the store refused the advance because
+                                    * another proxy owns the resource now (deposed;
+                                    * nothing was raised) */
     const struct px_fence_verifier *verifier; /* NULL: tokens not verified */
     int verified;                  /* internal: the backend confirmed token */
     int state;                     /* internal */
