@@ -55,11 +55,11 @@
 #include "ts_proxy.h"
 #include "ts_upstream.h"
 
-#define NPX 3
-#define RES "/objects/user42" /* the resource of every write below */
-#define TARGET RES "/a.txt"
-#define TTL_MS 3000
-#define MARGIN_MS 1000
+#define NPX         3
+#define RES         "/objects/user42" /* the resource of every write below */
+#define TARGET      RES "/a.txt"
+#define TTL_MS      3000
+#define MARGIN_MS   1000
 #define HANDOVER_MS 2000
 /* The ownership keys of the proxies' [store] section. */
 #define OWN_KEYS "lease_ttl = 3s\nmargin = 1s\nhandover_wait = 2s\n"
@@ -102,14 +102,14 @@ static char PREFIX[64];
 static int nbad, reached_end; /* the logs are dumped unless the test passed */
 
 /* A check that counts its failure (for the log dump) and goes on. */
-#define CHECK(cond, ...)                                                                        \
-    do {                                                                                        \
-        if (!(cond)) {                                                                          \
-            char m_[1024];                                                                      \
-            snprintf(m_, sizeof m_, __VA_ARGS__);                                               \
-            nbad++;                                                                             \
-            cr_expect(0, "%s: %s", #cond, m_);                                                  \
-        }                                                                                       \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            char m_[1024];                                                                         \
+            snprintf(m_, sizeof m_, __VA_ARGS__);                                                  \
+            nbad++;                                                                                \
+            cr_expect(0, "%s: %s", #cond, m_);                                                     \
+        }                                                                                          \
     } while (0)
 
 static void setup(void)
@@ -388,8 +388,7 @@ static int check_history(const char *what)
         prev_done = t > prev_done ? t : prev_done;
     }
     CHECK(bad_order == 0, "%s: %zu arrivals below an earlier token", what, bad_order);
-    CHECK(bad_applied == 0, "%s: %zu received requests below an earlier token", what,
-          bad_applied);
+    CHECK(bad_applied == 0, "%s: %zu received requests below an earlier token", what, bad_applied);
     return handovers;
 }
 
@@ -457,8 +456,8 @@ Test(etcdpx, paused_holder_through_nginx_webdav)
     CHECK(put(2, 33, "A3", NULL) == 409, "A's late write through P3");
     snprintf(path, sizeof path, "%s/data" TARGET, DIR_);
     data = ts_read_file(path, &len);
-    CHECK(data != NULL && len == 2 && memcmp(data, "B1", 2) == 0, "the file holds %.*s",
-          (int)len, data ? data : "(nothing)");
+    CHECK(data != NULL && len == 2 && memcmp(data, "B1", 2) == 0, "the file holds %.*s", (int)len,
+          data ? data : "(nothing)");
     free(data);
     ts_proc_stop(&ng, SIGTERM, 5000);
     reached_end = 1;
@@ -467,9 +466,9 @@ Test(etcdpx, paused_holder_through_nginx_webdav)
 /* ---- 2. contention, and 5. the etcd leader killed under load --------------- */
 
 struct load {
-    atomic_uint next_token;          /* the simulated lock service */
-    atomic_int ok, stale, busy, unavail, other, ok_after_kill;
-    atomic_llong kill_ms;            /* 0: nothing killed (yet) */
+    atomic_uint next_token; /* the simulated lock service */
+    atomic_int ok, stale, busy, lapsed, unavail, other, ok_after_kill;
+    atomic_llong kill_ms; /* 0: nothing killed (yet) */
     long long until;
 };
 
@@ -505,6 +504,8 @@ static void *writer_main(void *arg)
                 atomic_fetch_add(&ld->stale, 1);
             } else if (st == 503 && r.body != NULL && strstr(r.body, "owned by another proxy")) {
                 atomic_fetch_add(&ld->busy, 1);
+            } else if (st == 503 && r.body != NULL && strstr(r.body, "ownership lapsed")) {
+                atomic_fetch_add(&ld->lapsed, 1);
             } else if (st == 503) {
                 atomic_fetch_add(&ld->unavail, 1);
             } else {
@@ -553,11 +554,11 @@ static void run_load(struct load *ld, int ms, int kill_at)
 static void report_load(const char *what, struct load *ld, int handovers)
 {
     fprintf(stderr,
-            "[etcdpx] %s: %u tokens, %d ok, %d stale (409), %d handover_timeout (503), %d "
-            "other 503, %d other; %zu requests reached the upstream (%zu in full), %d "
-            "hand-overs between proxies; %d ok after the kill\n",
-            what, atomic_load(&ld->next_token) - 100, atomic_load(&ld->ok),
-            atomic_load(&ld->stale), atomic_load(&ld->busy), atomic_load(&ld->unavail),
+            "[etcdpx] %s: %u tokens, %d ok, %d stale (409), 503s: %d handover_timeout, %d "
+            "ownership lapsed, %d store unavailable; %d other; %zu requests reached the "
+            "upstream (%zu in full), %d hand-overs between proxies; %d ok after the kill\n",
+            what, atomic_load(&ld->next_token) - 100, atomic_load(&ld->ok), atomic_load(&ld->stale),
+            atomic_load(&ld->busy), atomic_load(&ld->lapsed), atomic_load(&ld->unavail),
             atomic_load(&ld->other), ts_upstream_arrivals(up), ts_upstream_count(up), handovers,
             atomic_load(&ld->ok_after_kill));
 }
@@ -754,8 +755,8 @@ Test(etcdpx, owner_killed_mid_write_next_owner_waits_the_lock_delay)
             lock_delay_ms, b.n503);
     /* The lock-delay: nothing before upstream_timeout + margin after P2 took
      * R (its answer came before the test saw the key; 200 ms for slack). */
-    CHECK(ms_between(kill_ns, first_ns) >= lock_delay_ms,
-          "P2 forwarded %.0f ms after the kill", ms_between(kill_ns, first_ns));
+    CHECK(ms_between(kill_ns, first_ns) >= lock_delay_ms, "P2 forwarded %.0f ms after the kill",
+          ms_between(kill_ns, first_ns));
     CHECK(acq_ns != 0 && ms_between(acq_ns, first_ns) >= lock_delay_ms - 200,
           "P2 forwarded %.0f ms after it owned R", acq_ns ? ms_between(acq_ns, first_ns) : -1.0);
     /* Nothing of the dead owner reached the storage, or was in flight
@@ -865,7 +866,8 @@ Test(etcdpx, owner_lease_lost_aborts_its_upload)
     cr_assert_eq(ts_upstream_arrival(up, (size_t)first, NULL, &arr), 0);
     first_ns = arr.head_ns;
     cr_assert_eq(ts_upstream_arrival(up, (size_t)slow_idx, NULL, &arr), 0);
-    fprintf(stderr, "[etcdpx] lease revoked: the upload's last byte %.0f ms before P2's first "
+    fprintf(stderr,
+            "[etcdpx] lease revoked: the upload's last byte %.0f ms before P2's first "
             "forward; its client got %d after %zu of %zu bytes\n",
             ms_between(arr.last_ns, first_ns), s.status, s.sent, s.len);
     CHECK(!arr.complete, "P1 relayed the whole upload under its new lease");
@@ -899,8 +901,7 @@ Test(etcdpx, deposed_owner_cannot_advance)
     snprintf(key, sizeof key, "%sown/%s", PREFIX, RES);
     b64(key, strlen(key), kb);
     snprintf(body, sizeof body, "{\"key\":\"%s\"}", kb);
-    cr_assert_eq(ts_etcd_post(&E, 0, "/v3/kv/deleterange", body, out, sizeof out), 200, "%s",
-                 out);
+    cr_assert_eq(ts_etcd_post(&E, 0, "/v3/kv/deleterange", body, out, sizeof out), 200, "%s", out);
     CHECK(put_retry(1, 71, "B", 15000, &n503) == 200, "P2 did not take the resource");
     CHECK(owner_of(1, NULL, 0, &mine) == 1 && mine, "P2 does not own the resource");
     memset(&r, 0, sizeof r);
@@ -1008,11 +1009,9 @@ Test(etcdpx, handover_latency)
             "[etcdpx] hand-over latency over %d writes alternating between 2 proxies: p50 %lld "
             "ms, p99 %lld ms, max %lld ms (write on the owner: p50 %lld ms, p99 %lld ms; "
             "handover_poll 50 ms)\n",
-            N, pct(ho, N, 50), pct(ho, N, 99), ho[N - 1], pct(own, NOWN, 50),
-            pct(own, NOWN, 99));
+            N, pct(ho, N, 50), pct(ho, N, 99), ho[N - 1], pct(own, NOWN, 50), pct(own, NOWN, 99));
     CHECK(bad == 0, "%d writes did not get 200", bad);
-    CHECK(pct(ho, N, 99) < HANDOVER_MS, "p99 %lld ms is not below handover_wait",
-          pct(ho, N, 99));
+    CHECK(pct(ho, N, 99) < HANDOVER_MS, "p99 %lld ms is not below handover_wait", pct(ho, N, 99));
     CHECK(check_history("hand-over latency") >= N - 1, "fewer hand-overs than alternations");
     reached_end = 1;
 }

@@ -54,8 +54,8 @@ struct rec {
     /* The arrivals log: every request whose head was read, complete or not;
      * updated under mu by its connection thread. */
     uint64_t head_ns, last_ns, end_ns;
-    uint64_t got;  /* body bytes read so far */
-    int complete;  /* fully received (also in recs) */
+    uint64_t got; /* body bytes read so far */
+    int complete; /* fully received (also in recs) */
 };
 
 struct ts_upstream {
@@ -66,9 +66,9 @@ struct ts_upstream {
     pthread_t listener;
     int stopping;
     struct slot slots[TS_UPSTREAM_MAX_CONNS];
-    struct rec **recs;             /* fully received, in order (borrowed from arr) */
+    struct rec **recs; /* fully received, in order (borrowed from arr) */
     size_t nrecs, caprecs;
-    struct rec **arr;              /* every request whose head was read (owned) */
+    struct rec **arr; /* every request whose head was read (owned) */
     size_t narr, caparr;
     size_t nconns, parse_errors;
     uint64_t bytes;
@@ -855,8 +855,8 @@ uint64_t ts_upstream_inflight_end(const struct ts_upstream_arrival *a)
     return a->end_ns != 0 ? a->last_ns : UINT64_MAX;
 }
 
-size_t ts_upstream_overlaps(struct ts_upstream *u, const char *field, const char *prefix,
-                            char *why, size_t whylen)
+size_t ts_upstream_overlaps(struct ts_upstream *u, const char *field, const char *prefix, char *why,
+                            size_t whylen)
 {
     struct ts_upstream_arrival *v = NULL;
     size_t n, found = 0, plen = prefix != NULL ? strlen(prefix) : 0;

@@ -7,10 +7,11 @@
  * answered; and, in an arrivals log, every request whose head it read, with
  * when its bytes came and when it ended, so a test can tell which requests
  * were in flight at the same time (ts_upstream_overlaps). Totals of
- * connections and raw bytes let a test prove that nothing reached it. Its parsing is simple on purpose (it is the thing under
- * observation, not under test); a request it cannot parse closes that
- * connection and is counted in ts_upstream_parse_errors(). Every function is
- * thread-safe. No Criterion here: errors are returned and printed. */
+ * connections and raw bytes let a test prove that nothing reached it. Its
+ * parsing is simple on purpose (it is the thing under observation, not
+ * under test); a request it cannot parse closes that connection and is
+ * counted in ts_upstream_parse_errors(). Every function is thread-safe. No
+ * Criterion here: errors are returned and printed. */
 #ifndef TS_UPSTREAM_H
 #define TS_UPSTREAM_H
 
