@@ -429,8 +429,14 @@ Test(etcdpx, paused_holder_across_proxies)
     /* A fresh proxy process (P2 restarted with no local state) knows 34. */
     cr_assert_eq(ts_proxy_stop(&px[1], SIGKILL) >= 0, 1);
     cr_assert_eq(ts_proxy_start(&px[1]), 0);
-    CHECK(put(1, 33, "A4", NULL) == 409, "A's write through a restarted P2");
-    CHECK(put(1, 35, "C1", NULL) == 200, "C's write through a restarted P2");
+    memset(&r, 0, sizeof r);
+    CHECK(put(1, 33, "A4", &r) == 409, "A's write through a restarted P2 got %d %s", r.status,
+          r.body ? r.body : "");
+    ts_resp_free(&r);
+    memset(&r, 0, sizeof r);
+    CHECK(put(1, 35, "C1", &r) == 200, "C's write through a restarted P2 got %d %s", r.status,
+          r.body ? r.body : "");
+    ts_resp_free(&r);
     CHECK(ts_upstream_count(up) == 3, "%zu requests reached the upstream, not 3",
           ts_upstream_count(up));
     check_history("paused holder");
