@@ -229,6 +229,22 @@ static void release_fence(struct px_conn *c)
         }
 }
 
+/* Self-fencing: whether this proxy's ownership of a resource the request
+ * writes may have lapsed or is gone (px_fence_ticket_lapsed). */
+static int req_lapsed(const struct px_conn *c)
+{
+    const struct px_req *r = c->req;
+
+    if (r->n_gates == 0)
+        return 0;
+    if (px_fence_lapsed(c->ctx->fence))
+        return 1;
+    for (unsigned i = 0; i < r->n_gates; i++)
+        if (r->gates[i].fenced && px_fence_ticket_lapsed(c->ctx->fence, &r->gates[i].ticket))
+            return 1;
+    return 0;
+}
+
 static void req_free(struct px_conn *c)
 {
     struct px_req *r = c->req;
@@ -500,9 +516,10 @@ static int pump_request_body(struct px_conn *c)
 
     if (r->body.done || c->paused_client || r->expect_wait || !px_uclient_active(&r->uc))
         return 0;
-    if (r->n_gates > 0 && px_fence_lapsed(c->ctx->fence)) {
+    if (req_lapsed(c)) {
         /* Self-fencing: not one more body byte once ownership may have
-         * lapsed (a pause, SIGSTOP, can end with client bytes waiting). */
+         * lapsed (a pause, SIGSTOP, can end with client bytes waiting) or
+         * is gone. */
         abort_lapsed(c);
         return 0;
     }
@@ -774,7 +791,7 @@ static void forward(struct px_conn *c)
      * 100 or, as curl does, for a moment of silence. The proxy's own
      * refusals came before anything went upstream (S4). */
     r->expect_wait = r->h.expect_continue && r->h.minor == 1 && !r->body.done;
-    if (r->n_gates > 0 && px_fence_lapsed(ctx->fence)) {
+    if (req_lapsed(c)) {
         /* Admitted, then ownership lapsed before anything went upstream
          * (a wait for an upstream connection, a pause). */
         px_uclient_finish(&r->uc, 0);
@@ -980,7 +997,9 @@ static void fence_decided(struct px_conn *c)
                           "resource owned by another proxy\n", 32, 1);
             break;
         }
-        if (px_fence_lapsed(c->ctx->fence)) {
+        if (g->ticket.lost || px_fence_lapsed(c->ctx->fence)) {
+            /* Deposed (the advance found another owner's epoch), or past
+             * the deadline: not a store failure. */
             px_report_outcome(r->route_idx, PX_OUT_OWNERSHIP_LAPSED);
             audit(c, g->dec, "ownership_lapsed", 0);
             respond_text(c, 503, "ownership lapsed", 1);

@@ -71,6 +71,7 @@ struct px_fence {
     TAILQ_HEAD(, px_fence_res) idle; /* evictable, least recently used first */
     TAILQ_HEAD(, vjob) vjobs;        /* checks under way */
     int64_t own_idle_ms;             /* release an owned idle resource after; 0 never */
+    uint64_t swept_gen;              /* the ownership generation of the last sweep */
 };
 
 static int64_t now_ms(void)
@@ -477,6 +478,7 @@ static void on_advanced(void *arg, int rc, uint64_t highest)
             if (t->token > r->durable) {
                 TAILQ_REMOVE(&r->waiting, t, link);
                 t->full = rc == ST_STORE_EFULL;
+                t->lost = rc == ST_STORE_ELOST;
                 ticket_finish(t, PX_FENCE_FAILED);
             }
         }
@@ -789,6 +791,18 @@ int px_fence_lapsed(const struct px_fence *f)
     return now_ms() >= st_store_fence_at(f->store);
 }
 
+int px_fence_ticket_lapsed(const struct px_fence *f, const struct px_fence_ticket *t)
+{
+    /* The deadline first: a new lease's deadline is published after the
+     * generation that says the old one is gone. */
+    if (px_fence_lapsed(f) || t->lapsed)
+        return 1;
+    /* Admitted under a lease that is gone since (its keepalive heard "no
+     * such lease"): the new lease's deadline does not cover it, another
+     * proxy may own its resource now. */
+    return t->res != NULL && t->res->gen != st_store_owner_gen(f->store);
+}
+
 void px_fence_set_own_idle(struct px_fence *f, uint64_t ms)
 {
     f->own_idle_ms = (int64_t)ms;
@@ -797,12 +811,12 @@ void px_fence_set_own_idle(struct px_fence *f, uint64_t ms)
 static void abort_lapsed(const struct fc_hmap_node *n, void *arg)
 {
     struct px_fence_res *r = FC_HMAP_ENTRY(n, struct px_fence_res, node);
+    const struct px_fence *f = arg;
     struct px_fence_ticket *t;
 
-    (void)arg;
     TAILQ_FOREACH(t, &r->inflight, link)
     {
-        if (!t->lapsed && t->preempt != NULL) {
+        if (!t->lapsed && t->preempt != NULL && px_fence_ticket_lapsed(f, t)) {
             t->lapsed = 1;
             t->preempt(t, t->arg);
         }
@@ -814,8 +828,14 @@ void px_fence_sweep(struct px_fence *f)
     int64_t now = now_ms();
     struct px_fence_res *r, *next;
 
-    if (f->inflight > 0 && now >= st_store_fence_at(f->store))
-        fc_hmap_each(f->table, 0, abort_lapsed, NULL);
+    uint64_t gen = st_store_owner_gen(f->store);
+
+    /* Past the deadline, or every ownership lost since the last sweep (a
+     * new lease may already have a deadline to come): what was admitted
+     * under the old one is aborted. */
+    if (f->inflight > 0 && (px_fence_lapsed(f) || gen != f->swept_gen))
+        fc_hmap_each(f->table, 0, abort_lapsed, f);
+    f->swept_gen = gen;
     if (f->own_idle_ms <= 0 || !st_store_shared(f->store))
         return; /* a store of one proxy: nothing to give up */
     /* The idle list runs from the least recently used. */

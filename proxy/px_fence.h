@@ -77,6 +77,9 @@ struct px_fence_ticket {
     int lapsed;                    /* in flight: this proxy's ownership lapsed or was
                                     * lost; preempt was called: abort whatever the
                                     * upstream received */
+    int lost;                      /* for FAILED: the store refused the advance because
+                                    * another proxy owns the resource now (deposed;
+                                    * nothing was raised) */
     const struct px_fence_verifier *verifier; /* NULL: tokens not verified */
     int verified;                  /* internal: the backend confirmed token */
     int state;                     /* internal */
@@ -170,10 +173,17 @@ void px_fence_each(const struct px_fence *f, size_t limit,
  * fenced may be admitted or relayed to the upstream. Loop thread. */
 int px_fence_lapsed(const struct px_fence *f);
 
+/* Whether the request of t (admitted, in flight) must stop (self-fencing):
+ * px_fence_lapsed(), or every ownership was lost since t's resource was
+ * taken (its lease is gone; the deadline of a new lease does not cover t),
+ * or t was told so. Nothing more of it may be relayed. Loop thread. */
+int px_fence_ticket_lapsed(const struct px_fence *f, const struct px_fence_ticket *t);
+
 /* Periodic work, called every 100 ms or so from the loop: once ownership
- * lapsed, every request in flight is told through its preempt callback with
- * ticket->lapsed set (the owner aborts it, whatever the upstream received);
- * resources not used for the idle time are given up. */
+ * lapsed or was lost, every request in flight it covered is told through
+ * its preempt callback with ticket->lapsed set (the owner aborts it,
+ * whatever the upstream received); resources not used for the idle time
+ * are given up. */
 void px_fence_sweep(struct px_fence *f);
 
 /* Gives an owned resource up after ms without a request (0: never). */

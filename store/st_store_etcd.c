@@ -1307,10 +1307,14 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
                      "requests get 503): %.500s", cfg->endpoints, ec_client_error(es->ec));
         note(cfg, erc == EC_OK ? 2 : 1, msg);
         ec_kvs_free(&kvs);
+        /* The lease now, before the proxy listens: a request that comes at
+         * once would otherwise meet a deadline still at 0 (503, ownership
+         * lapsed) until the worker's first grant is through (a Raft commit,
+         * tens of ms on a loaded cluster). Unreachable: the worker keeps
+         * trying. The worker thread does not run yet. */
+        if (erc == EC_OK)
+            lease_tick(es, ec_now_ms());
     }
-    /* The first lease before the first request, so that a proxy that
-     * starts with etcd reachable does not answer 503 for a moment. */
-    lease_tick(es, ec_now_ms());
     st_store_set_impl(s, es);
     es->worker = st_worker_start_ticking(run_batch_cb, tick_cb, es);
     if (es->worker == NULL) {

@@ -353,3 +353,81 @@ Test(upstream, stop_with_held_request_is_bounded, .fini = NULL)
     cr_expect(closed_by_peer(fd, 3000));
     close(fd);
 }
+
+/* Waits until the arrivals log holds n requests (3 s). */
+static int wait_arrivals(size_t n)
+{
+    for (int i = 0; i < 300; i++) {
+        if (ts_upstream_arrivals(up) >= n)
+            return 0;
+        usleep(10000);
+    }
+    return -1;
+}
+
+Test(upstream, arrivals_log_a_cut_off_request)
+{
+    struct ts_upstream_arrival a;
+    char why[512];
+    int fd = dial();
+
+    /* A head and 3 of 10 body bytes, then the connection goes away. */
+    put(fd, "PUT /r/x HTTP/1.1\r\nHost: h\r\nFencing-Token: 7\r\nContent-Length: 10\r\n\r\nabc");
+    cr_assert_eq(wait_arrivals(1), 0);
+    for (int i = 0; i < 300; i++) {
+        cr_assert_eq(ts_upstream_arrival(up, 0, "Fencing-Token", &a), 0);
+        if (a.body_got == 3)
+            break;
+        usleep(10000);
+    }
+    cr_expect_eq(a.body_got, 3);
+    cr_expect_eq(a.complete, 0);
+    cr_expect_eq(a.end_ns, 0, "its connection is still open");
+    cr_expect_eq(ts_upstream_inflight_end(&a), UINT64_MAX, "still in flight");
+    cr_expect_str_eq(a.field, "7");
+    cr_expect_str_eq(a.target, "/r/x");
+    close(fd);
+    for (int i = 0; i < 300 && a.end_ns == 0; i++) {
+        usleep(10000);
+        cr_assert_eq(ts_upstream_arrival(up, 0, "Fencing-Token", &a), 0);
+    }
+    cr_expect_gt(a.end_ns, 0, "the close was not noticed");
+    cr_expect_eq(ts_upstream_inflight_end(&a), a.last_ns, "cut off: in flight until its last byte");
+    cr_expect_geq(a.last_ns, a.head_ns);
+    cr_expect_eq(ts_upstream_count(up), 0, "a cut-off request is not a received one");
+    cr_expect_eq(ts_upstream_overlaps(up, "Fencing-Token", NULL, why, sizeof why), 0, "%s", why);
+    cr_expect_eq(ts_upstream_arrival(up, 1, NULL, &a), -1);
+}
+
+Test(upstream, overlaps_of_two_tokens_in_flight)
+{
+    char why[512];
+    int fa = dial(), fb = dial(), fc;
+
+    /* One after the other: no overlap, whatever the tokens. */
+    put(fa, "PUT /r/a HTTP/1.1\r\nHost: h\r\nFencing-Token: 5\r\nContent-Length: 1\r\n\r\nA");
+    expect_ok(fa);
+    put(fb, "PUT /r/a HTTP/1.1\r\nHost: h\r\nFencing-Token: 6\r\nContent-Length: 1\r\n\r\nB");
+    expect_ok(fb);
+    cr_expect_eq(ts_upstream_overlaps(up, "Fencing-Token", "/r/", why, sizeof why), 0, "%s", why);
+    /* Token 6 held while 7 arrives: one pair. The same token twice at once
+     * is no overlap, nor is a request for another target prefix. */
+    cr_assert_eq(ts_upstream_hold(up, "Fencing-Token: 6"), 0);
+    put(fa, "PUT /r/a HTTP/1.1\r\nHost: h\r\nFencing-Token: 6\r\nContent-Length: 1\r\n\r\nC");
+    cr_assert_eq(wait_arrivals(3), 0);
+    fc = dial();
+    put(fc, "PUT /other HTTP/1.1\r\nHost: h\r\nFencing-Token: 9\r\nContent-Length: 1\r\n\r\nX");
+    expect_ok(fc);
+    cr_expect_eq(ts_upstream_overlaps(up, "Fencing-Token", "/r/", why, sizeof why), 0, "%s", why);
+    cr_expect_eq(ts_upstream_overlaps(up, "Fencing-Token", NULL, NULL, 0), 1, "/other overlaps");
+    put(fb, "PUT /r/a HTTP/1.1\r\nHost: h\r\nFencing-Token: 7\r\nContent-Length: 1\r\n\r\nD");
+    expect_ok(fb);
+    cr_expect_eq(ts_upstream_overlaps(up, "Fencing-Token", "/r/", why, sizeof why), 1);
+    cr_expect_neq(strstr(why, "\"6\""), NULL, "%s", why);
+    ts_upstream_release(up, "Fencing-Token: 6");
+    expect_ok(fa);
+    cr_expect_eq(ts_upstream_overlaps(up, "Fencing-Token", "/r/", NULL, 0), 1);
+    close(fa);
+    close(fb);
+    close(fc);
+}

@@ -140,6 +140,23 @@ void ts_etcd_stop(struct ts_etcd *e)
         ts_proc_stop(&e->m[i], SIGTERM, 5000);
 }
 
+int ts_etcd_restart(struct ts_etcd *e, int i)
+{
+    const char *bin = ts_find_binary("etcd");
+    char cluster[1024] = "";
+    size_t off = 0;
+
+    if (bin == NULL || i < 0 || i >= e->n || e->m[i].pid != 0)
+        return -1;
+    for (int k = 0; k < e->n; k++)
+        off += (size_t)snprintf(cluster + off, sizeof cluster - off, "%sm%d=http://127.0.0.1:%d",
+                                k ? "," : "", k, e->peer_port[k]);
+    /* Its data dir holds its membership: the --initial-* flags are ignored. */
+    if (start_member(e, i, cluster, bin) < 0)
+        return -1;
+    return ts_wait_port(e->client_port[i], 10000);
+}
+
 int ts_etcd_kill(struct ts_etcd *e, int i, int sig)
 {
     if (i < 0 || i >= e->n)

@@ -33,6 +33,11 @@ void ts_etcd_stop(struct ts_etcd *e);
 /* Stops member i with sig (SIGKILL for a crash). 0 / -1. */
 int ts_etcd_kill(struct ts_etcd *e, int i, int sig);
 
+/* Starts member i again (stopped by ts_etcd_kill) on its ports with its data
+ * dir, and waits (10 s) until its client port accepts; a quorum may still be
+ * missing then. 0 / -1. */
+int ts_etcd_restart(struct ts_etcd *e, int i);
+
 /* Index of the member that is leader now, or -1 (asks each running member). */
 int ts_etcd_leader(struct ts_etcd *e);
 

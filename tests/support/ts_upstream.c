@@ -4,8 +4,10 @@
  * wake pipe, shuts every socket down and broadcasts the condition variable,
  * so no thread can stay blocked; then it joins them all. Recorded requests
  * live in an array of pointers, so a connection thread can fill in resp_ns
- * of its own record after the array has grown. One mutex guards all shared
- * state. */
+ * of its own record after the array has grown. Every request is put in
+ * the arrivals log (which owns the records) as soon as its head is read,
+ * and in the list of complete ones once its body is in. One mutex guards
+ * all shared state. */
 #include "ts_upstream.h"
 
 #include <arpa/inet.h>
@@ -49,6 +51,11 @@ struct rec {
     int chunked;
     size_t conn;
     uint64_t recv_ns, resp_ns;
+    /* The arrivals log: every request whose head was read, complete or not;
+     * updated under mu by its connection thread. */
+    uint64_t head_ns, last_ns, end_ns;
+    uint64_t got; /* body bytes read so far */
+    int complete; /* fully received (also in recs) */
 };
 
 struct ts_upstream {
@@ -59,8 +66,10 @@ struct ts_upstream {
     pthread_t listener;
     int stopping;
     struct slot slots[TS_UPSTREAM_MAX_CONNS];
-    struct rec **recs;
+    struct rec **recs; /* fully received, in order (borrowed from arr) */
     size_t nrecs, caprecs;
+    struct rec **arr; /* every request whose head was read (owned) */
+    size_t narr, caparr;
     size_t nconns, parse_errors;
     uint64_t bytes;
     char *resp;
@@ -76,6 +85,7 @@ struct rconn {
     int fd;
     char *buf;
     size_t off, len;
+    struct rec *cur; /* the request being read, once in the arrivals log */
 };
 
 static const char default_resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
@@ -168,6 +178,8 @@ static int read_more(struct rconn *rc)
             return -1;
         pthread_mutex_lock(&rc->u->mu);
         rc->u->bytes += (uint64_t)n;
+        if (rc->cur != NULL)
+            rc->cur->last_ns = now_ns();
         pthread_mutex_unlock(&rc->u->mu);
         rc->len += (size_t)n;
         return 0;
@@ -204,6 +216,9 @@ static int take_body(struct rconn *rc, struct rec *r, uint64_t n, int sink)
             r->body_kept += k;
         }
         r->body_len += m;
+        pthread_mutex_lock(&rc->u->mu);
+        r->got = r->body_len;
+        pthread_mutex_unlock(&rc->u->mu);
         rc->off += m;
         rc->len -= m;
         n -= m;
@@ -347,6 +362,23 @@ static int serve_one(struct rconn *rc)
     if (head_field(r->head, hlen, "Connection", val, sizeof val) > 0 &&
         strcasestr(val, "close") != NULL)
         keep = 0;
+    /* Into the arrivals log (which owns it from now on). */
+    pthread_mutex_lock(&u->mu);
+    if (u->narr == u->caparr) {
+        size_t ncap = u->caparr ? u->caparr * 2 : 64;
+        struct rec **nv = realloc(u->arr, ncap * sizeof *nv);
+        if (nv == NULL) {
+            pthread_mutex_unlock(&u->mu);
+            goto out;
+        }
+        u->arr = nv;
+        u->caparr = ncap;
+    }
+    r->head_ns = r->last_ns = now_ns();
+    r->conn = rc->slot->index;
+    u->arr[u->narr++] = r;
+    rc->cur = r;
+    pthread_mutex_unlock(&u->mu);
     if (head_field(r->head, hlen, "Expect", val, sizeof val) > 0 &&
         strcasecmp(val, "100-continue") == 0 &&
         send_all(rc->fd, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0) {
@@ -377,9 +409,11 @@ static int serve_one(struct rconn *rc)
         u->caprecs = ncap;
     }
     r->recv_ns = now_ns();
+    r->complete = 1;
     u->recs[u->nrecs++] = r;
     struct rec *mine = r;
     r = NULL;
+    rc->cur = NULL;
     pthread_cond_broadcast(&u->cond);
     while (!u->stopping && held(u, mine))
         pthread_cond_wait(&u->cond, &u->mu);
@@ -404,6 +438,9 @@ static int serve_one(struct rconn *rc)
         keep = 0;
     pthread_mutex_unlock(&u->mu);
     if (stop || resp == NULL) {
+        pthread_mutex_lock(&u->mu);
+        mine->end_ns = now_ns(); /* closed without a response */
+        pthread_mutex_unlock(&u->mu);
         ret = 0;
         goto out;
     }
@@ -422,7 +459,7 @@ static int serve_one(struct rconn *rc)
     /* Stamped before the first byte leaves, so a peer that has read the
      * response always finds resp_ns set. */
     pthread_mutex_lock(&u->mu);
-    mine->resp_ns = now_ns();
+    mine->resp_ns = mine->end_ns = now_ns();
     pthread_cond_broadcast(&u->cond);
     pthread_mutex_unlock(&u->mu);
     if (send_all(rc->fd, resp, resp_len) != 0) {
@@ -435,6 +472,14 @@ out:
         pthread_mutex_lock(&u->mu);
         u->parse_errors++;
         pthread_mutex_unlock(&u->mu);
+    }
+    if (rc->cur != NULL) {
+        /* Ended before it was fully received: nothing more of it comes. */
+        pthread_mutex_lock(&u->mu);
+        rc->cur->end_ns = now_ns();
+        pthread_mutex_unlock(&u->mu);
+        rc->cur = NULL;
+        r = NULL; /* the arrivals log owns it */
     }
     rec_free(r);
     free(resp);
@@ -602,8 +647,9 @@ void ts_upstream_stop(struct ts_upstream **up)
     close(u->lfd);
     close(u->wake[0]);
     close(u->wake[1]);
-    for (size_t i = 0; i < u->nrecs; i++)
-        rec_free(u->recs[i]);
+    for (size_t i = 0; i < u->narr; i++)
+        rec_free(u->arr[i]);
+    free(u->arr);
     free(u->recs);
     free(u->resp);
     pthread_cond_destroy(&u->cond);
@@ -755,4 +801,104 @@ int ts_upstream_get(struct ts_upstream *u, size_t i, struct ts_upstream_req *out
     }
     pthread_mutex_unlock(&u->mu);
     return rc;
+}
+
+size_t ts_upstream_arrivals(struct ts_upstream *u)
+{
+    pthread_mutex_lock(&u->mu);
+    size_t n = u->narr;
+    pthread_mutex_unlock(&u->mu);
+    return n;
+}
+
+/* Copies rec r into out (mu held). */
+static void arrival_copy(const struct rec *r, const char *field, struct ts_upstream_arrival *out)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->method, sizeof out->method, "%s", r->method);
+    snprintf(out->target, sizeof out->target, "%s", r->target != NULL ? r->target : "");
+    if (field != NULL)
+        head_field(r->head, r->head_len, field, out->field, sizeof out->field);
+    out->head_ns = r->head_ns;
+    out->last_ns = r->last_ns;
+    out->done_ns = r->complete ? r->recv_ns : 0;
+    out->resp_ns = r->resp_ns;
+    out->end_ns = r->end_ns;
+    out->body_got = r->got;
+    out->conn = r->conn;
+    out->complete = r->complete;
+    if (r->complete && r->body != NULL) {
+        /* Its body is no longer written once it is complete. */
+        out->body_kept = r->body_kept < sizeof out->body ? r->body_kept : sizeof out->body;
+        memcpy(out->body, r->body, out->body_kept);
+    }
+}
+
+int ts_upstream_arrival(struct ts_upstream *u, size_t i, const char *field,
+                        struct ts_upstream_arrival *out)
+{
+    int rc = -1;
+
+    pthread_mutex_lock(&u->mu);
+    if (i < u->narr) {
+        arrival_copy(u->arr[i], field, out);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&u->mu);
+    return rc;
+}
+
+uint64_t ts_upstream_inflight_end(const struct ts_upstream_arrival *a)
+{
+    if (a->complete)
+        return a->resp_ns != 0 ? a->resp_ns : a->end_ns != 0 ? a->end_ns : UINT64_MAX;
+    return a->end_ns != 0 ? a->last_ns : UINT64_MAX;
+}
+
+size_t ts_upstream_overlaps(struct ts_upstream *u, const char *field, const char *prefix, char *why,
+                            size_t whylen)
+{
+    struct ts_upstream_arrival *v = NULL;
+    size_t n, found = 0, plen = prefix != NULL ? strlen(prefix) : 0;
+
+    if (why != NULL && whylen > 0)
+        why[0] = '\0';
+    pthread_mutex_lock(&u->mu);
+    n = u->narr;
+    v = n > 0 ? calloc(n, sizeof *v) : NULL;
+    for (size_t i = 0; v != NULL && i < n; i++)
+        arrival_copy(u->arr[i], field, &v[i]);
+    pthread_mutex_unlock(&u->mu);
+    if (n > 0 && v == NULL) {
+        if (why != NULL)
+            snprintf(why, whylen, "out of memory");
+        return (size_t)-1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (plen > 0 && strncmp(v[i].target, prefix, plen) != 0)
+            continue;
+        for (size_t j = i + 1; j < n; j++) {
+            if ((plen > 0 && strncmp(v[j].target, prefix, plen) != 0) ||
+                strcmp(v[i].field, v[j].field) == 0)
+                continue;
+            /* Arrivals are in head order: j began after i; they overlap
+             * when j's head came before i ended. */
+            if (v[j].head_ns < ts_upstream_inflight_end(&v[i])) {
+                if (found == 0 && why != NULL) {
+                    uint64_t end = ts_upstream_inflight_end(&v[i]), t0 = v[0].head_ns;
+                    snprintf(why, whylen,
+                             "request %zu (%s \"%s\", %s, head at +%.1f ms) in flight until "
+                             "%s%.1f ms, request %zu (\"%s\") began at +%.1f ms",
+                             i, field != NULL ? field : "field", v[i].field,
+                             v[i].complete ? "complete" : "cut off",
+                             (double)(v[i].head_ns - t0) / 1e6, end == UINT64_MAX ? "now, +" : "+",
+                             (double)((end == UINT64_MAX ? v[n - 1].last_ns : end) - t0) / 1e6, j,
+                             v[j].field, (double)(v[j].head_ns - t0) / 1e6);
+                }
+                found++;
+            }
+        }
+    }
+    free(v);
+    return found;
 }

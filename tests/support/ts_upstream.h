@@ -4,11 +4,14 @@
  * picks, serves keep-alive connections, and records every request it fully
  * receives: the raw head, method, target, body length and FNV-1a hash, the
  * body's first 64 KiB, the connection it came on and when it arrived and was
- * answered. Totals of connections and raw bytes let a test prove that
- * nothing reached it. Its parsing is simple on purpose (it is the thing under
- * observation, not under test); a request it cannot parse closes that
- * connection and is counted in ts_upstream_parse_errors(). Every function is
- * thread-safe. No Criterion here: errors are returned and printed. */
+ * answered; and, in an arrivals log, every request whose head it read, with
+ * when its bytes came and when it ended, so a test can tell which requests
+ * were in flight at the same time (ts_upstream_overlaps). Totals of
+ * connections and raw bytes let a test prove that nothing reached it. Its
+ * parsing is simple on purpose (it is the thing under observation, not
+ * under test); a request it cannot parse closes that connection and is
+ * counted in ts_upstream_parse_errors(). Every function is thread-safe. No
+ * Criterion here: errors are returned and printed. */
 #ifndef TS_UPSTREAM_H
 #define TS_UPSTREAM_H
 
@@ -97,6 +100,49 @@ int ts_upstream_get(struct ts_upstream *u, size_t i, struct ts_upstream_req *out
  * are (0: none). */
 int ts_upstream_header(const struct ts_upstream_req *req, const char *name, char *out,
                        size_t cap);
+
+/* The arrivals log: every request whose head was read, whether or not its
+ * body ever came in full (a request cut off by its proxy is there, never
+ * in ts_upstream_get()), in order of head arrival. It tells what was in
+ * flight at the storage when: a request is in flight from its head's
+ * arrival until its response was sent (complete), or until its last byte
+ * arrived (cut off: nothing more of it can come), or still (its connection
+ * is open, or it was fully received and not answered). */
+struct ts_upstream_arrival {
+    char method[32];
+    char target[1024];   /* cut if longer */
+    char field[128];     /* the value of the field asked for ("" without) */
+    uint64_t head_ns;    /* CLOCK_MONOTONIC when its head was read */
+    uint64_t last_ns;    /* when the last byte of it was read */
+    uint64_t done_ns;    /* when fully received; 0: not (yet) */
+    uint64_t resp_ns;    /* when its response was stamped; 0: none */
+    uint64_t end_ns;     /* when it ended (answered, or its connection closed); 0: not yet */
+    uint64_t body_got;   /* body bytes read so far */
+    size_t conn;
+    int complete;
+    unsigned char body[256]; /* first body bytes of a complete request (not in sink mode) */
+    size_t body_kept;
+};
+
+/* Requests whose head was read so far. */
+size_t ts_upstream_arrivals(struct ts_upstream *u);
+
+/* Copies arrival i (0-based) to *out, with the value of header field
+ * (case-insensitive; NULL for none) in out->field. 0 / -1. */
+int ts_upstream_arrival(struct ts_upstream *u, size_t i, const char *field,
+                        struct ts_upstream_arrival *out);
+
+/* The end of a's time in flight (see above); UINT64_MAX: still. */
+uint64_t ts_upstream_inflight_end(const struct ts_upstream_arrival *a);
+
+/* Counts the pairs of requests whose targets start with prefix (NULL: all)
+ * and whose values of header field differ (a missing field is the value
+ * "") that were in flight at the same time, e.g. two different fencing
+ * tokens for one resource at once (S3 across proxies). The first pair is
+ * described in why (may be NULL). Returns the count, or (size_t)-1 when out
+ * of memory. */
+size_t ts_upstream_overlaps(struct ts_upstream *u, const char *field, const char *prefix,
+                            char *why, size_t whylen);
 
 /* FNV-1a 64: ts_upstream_hash_update(TS_FNV_OFFSET, buf, len) over a body's
  * pieces gives the same value as body_hash. */
