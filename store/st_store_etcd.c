@@ -14,7 +14,7 @@
  *
  * One worker thread owns the etcd client (etcd/ec_client, synchronous; the
  * loop never waits on the network) and this proxy's lease: granted fresh at
- * start, renewed by one keepalive POST every TTL/3. The deadline it
+ * start, renewed by one keepalive POST every TTL/3 or margin/2. The deadline it
  * publishes (st_store_fence_at) is the send time of the last keepalive that
  * succeeded + TTL - margin: the proxy admits and relays nothing fenced
  * after it (self-fencing), because from then on its lease may have expired
@@ -310,6 +310,16 @@ static void unreachable(struct etcd_store *es)
     st_store_set_unreachable(es->s, why);
 }
 
+/* The keepalive interval: TTL/3, and at most half the margin, so that a
+ * lease that ends early (revoked by an operator: its keys vanish at once)
+ * is noticed within the margin that the next owner's lock-delay adds. */
+static int64_t keepalive_every(const struct etcd_store *es, int64_t ttl_ms)
+{
+    int64_t every = ttl_ms / 3;
+
+    return every < es->margin_ms / 2 ? every : es->margin_ms / 2;
+}
+
 /* Grants or renews the lease when due. Worker thread. */
 static void lease_tick(struct etcd_store *es, int64_t now)
 {
@@ -322,7 +332,7 @@ static void lease_tick(struct etcd_store *es, int64_t now)
         erc = ec_lease_keepalive(es->ec, es->lease, t0 + es->timeout_ms, &ttl);
         if (erc == EC_OK && ttl > 0) {
             es->fence_at = t0 + ttl * 1000 - es->margin_ms;
-            es->next_keepalive = t0 + ttl * 1000 / 3;
+            es->next_keepalive = t0 + keepalive_every(es, ttl * 1000);
             st_store_set_unreachable(es->s, NULL);
             publish(es);
             return;
@@ -350,7 +360,7 @@ static void lease_tick(struct etcd_store *es, int64_t now)
     st_store_set_unreachable(es->s, NULL);
     es->lease_ttl_ms = ttl * 1000;
     es->fence_at = t0 + es->lease_ttl_ms - es->margin_ms;
-    es->next_keepalive = t0 + es->lease_ttl_ms / 3;
+    es->next_keepalive = t0 + keepalive_every(es, es->lease_ttl_ms);
     publish(es);
 }
 
