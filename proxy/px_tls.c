@@ -51,6 +51,10 @@ struct tls_conn {
     int failed;    /* failure counted and logged */
 };
 
+/* The largest TLS record's payload: what one SSL_write of the flush sends
+ * as one record. */
+#define TLS_RECORD 16384
+
 static int conn_idx = -1;
 
 static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
@@ -367,12 +371,55 @@ static struct bufferevent *tls_connect(void *arg, struct event_base *base,
     return bev;
 }
 
-/* The SSL bufferevent writes from its own write event; the owner's write
- * callback switches it off again once the output has drained. */
+/* Writes what is queued now, as whole TLS records, while the socket takes
+ * them: nginx does the same (a 16 KiB buffer, one SSL_write). Left to
+ * itself, bufferevent_openssl writes only from its write event, one
+ * SSL_write (one record, one write(2)) per evbuffer chain: a response head
+ * and its body went out as two records, a loop iteration later, with
+ * EPOLLOUT switched on and off around them.
+ *
+ * Written here only while libevent has no write of its own in progress:
+ * the handshake is over, write interest is off, and OpenSSL has no record
+ * half sent (SSL_want is not SSL_WRITING; a read may have left one). A
+ * record the socket did not take whole stays pending inside OpenSSL, which
+ * wants the next SSL_write to start at the same bytes and be at least as
+ * long; libevent's next write does, from the front of the same buffer
+ * (evbuffer_pullup made the first chain hold at least those bytes, and
+ * libevent offers whole chains; it sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
+ * Errors are left for libevent to find on that write, as the plain
+ * transport does. */
 static void tls_flush(struct bufferevent *bev)
 {
-    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
-        bufferevent_enable(bev, EV_WRITE);
+    struct evbuffer *out = bufferevent_get_output(bev);
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    size_t len = evbuffer_get_length(out);
+
+    if (len == 0 || (bufferevent_get_enabled(bev) & EV_WRITE))
+        return;
+    if (ssl != NULL && SSL_is_init_finished(ssl) && SSL_want(ssl) != SSL_WRITING) {
+        /* Bounded: 16 records (256 KiB, the output's high-water mark) per
+         * call; the rest from the write event. */
+        for (int i = 0; i < 16 && len > 0; i++) {
+            size_t n = len < TLS_RECORD ? len : TLS_RECORD;
+            unsigned char *p = evbuffer_pullup(out, (ev_ssize_t)n);
+            int w = p != NULL ? SSL_write(ssl, p, (int)n) : -1;
+
+            if (w <= 0) {
+                ERR_clear_error(); /* libevent's retry asks again */
+                break;
+            }
+            evbuffer_drain(out, (size_t)w);
+            len -= (size_t)w;
+        }
+        if (len == 0) {
+            /* Adding to the empty output armed libevent's write event;
+             * disarmed in the same loop iteration, the epoll changelist
+             * (px_server.c) makes no system call of the pair. */
+            bufferevent_disable(bev, EV_WRITE);
+            return;
+        }
+    }
+    bufferevent_enable(bev, EV_WRITE);
 }
 
 /* close_notify, then the TCP half-close; reading goes on (linger). */
