@@ -99,7 +99,7 @@
     C(UPSTREAM_TLS_FAILED, "fence_upstream_tls_failures_total",                       \
       "Upstream TLS handshakes that failed (certificate refused included).")         \
     C(TLS_RELOADS, "fence_tls_reloads_total",                                         \
-      "Certificate and key reloads that took effect (SIGHUP).")                      \
+      "Certificate and key reloads that took effect (SIGHUP, POST /reload).")        \
     C(TLS_RELOAD_FAILURES, "fence_tls_reload_failures_total",                         \
       "Reloads refused (bad file): the previous certificate stays.")                 \
     H(UPSTREAM_DURATION, "fence_upstream_duration_seconds",                           \

@@ -559,16 +559,17 @@ struct px_transport *px_tls_client_new(const struct px_config *cfg, char *err, s
     return tls_new(cfg, 0, err, errlen);
 }
 
-int px_tls_reload(struct px_transport *t)
+int px_tls_reload(struct px_transport *t, char *err, size_t errlen)
 {
     struct tls_impl *impl = t->impl;
-    char err[768];
-    SSL_CTX *ctx = build_ctx(impl, err, sizeof err);
+    char why[768];
+    SSL_CTX *ctx = build_ctx(impl, why, sizeof why);
 
     if (ctx == NULL) {
         px_stats_inc(PX_ST_TLS_RELOAD_FAILURES);
-        px_log_error("TLS reload (%s): %s; keeping the previous certificates",
-                     impl->server ? "listeners" : "upstream", err);
+        snprintf(err, errlen, "TLS reload (%s): %s; keeping the previous certificates",
+                 impl->server ? "listeners" : "upstream", why);
+        px_log_error("%s", err);
         return -1;
     }
     SSL_CTX_free(impl->ctx); /* open connections hold their own reference */

@@ -428,6 +428,24 @@ static void *client_loop(void *arg)
     return NULL;
 }
 
+/* A new server certificate (O=rotated) and key, moved over server.pem and
+ * server.key. */
+static void rotate_cert_files(void)
+{
+    char cmd[4096], *s;
+
+    snprintf(cmd, sizeof cmd,
+             "cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-keyout new.key -out new.csr -subj '/O=rotated/CN=localhost' 2>/dev/null && "
+             "openssl x509 -req -in new.csr -CA ca.pem -CAkey ca.key -set_serial 77 -days 2 "
+             "-extfile server.ext -out new.pem 2>/dev/null && mv new.pem server.pem && "
+             "mv new.key server.key && echo ok",
+             px.tls_dir);
+    s = run(cmd);
+    cr_assert_str_eq(s, "ok\n", "%s", s);
+    free(s);
+}
+
 static char *served_subject(void)
 {
     char cmd[2048];
@@ -462,16 +480,7 @@ Test(tls, certificates_reload_on_sighup_without_a_failed_request)
     cr_assert_eq(pthread_create(&th, NULL, client_loop, &l), 0);
     ts_sleep_ms(300);
     /* A new certificate and key, moved into place, then SIGHUP. */
-    snprintf(cmd, sizeof cmd,
-             "cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-             "-keyout new.key -out new.csr -subj '/O=rotated/CN=localhost' 2>/dev/null && "
-             "openssl x509 -req -in new.csr -CA ca.pem -CAkey ca.key -set_serial 77 -days 2 "
-             "-extfile server.ext -out new.pem 2>/dev/null && mv new.pem server.pem && "
-             "mv new.key server.key && echo ok",
-             px.tls_dir);
-    s = run(cmd);
-    cr_assert_str_eq(s, "ok\n", "%s", s);
-    free(s);
+    rotate_cert_files();
     cr_assert_eq(ts_proc_signal(&px.proc, SIGHUP), 0);
     ts_sleep_ms(500);
     s = served_subject();
@@ -504,3 +513,85 @@ Test(tls, certificates_reload_on_sighup_without_a_failed_request)
     cr_assert_eq(metric("fence_tls_reload_failures_total"), 1);
     passed = 1;
 }
+
+/* ---- certificates reread on POST /reload ---------------------------------- */
+
+/* POST /reload on the admin listener (over TLS, as the data one); returns
+ * the status, the body in body (malloc'd) when not NULL. */
+static int post_reload(char **body)
+{
+    int fd = ts_tls_connect(px.admin_port, certs("ca.pem"), NULL, NULL);
+    struct ts_resp r;
+    char req[512];
+    int st = 0;
+
+    cr_assert_geq(fd, 0, "admin listener does not speak TLS");
+    snprintf(req, sizeof req,
+             "POST /reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %s\r\n"
+             "Content-Length: 0\r\nConnection: close\r\n\r\n",
+             "fence-test-admin-secret");
+    ts_send_all(fd, req, strlen(req));
+    if (ts_http_read(fd, &r, 10000, 0) == 0) {
+        st = r.status;
+        if (body != NULL)
+            *body = strdup(r.body != NULL ? r.body : "");
+        ts_resp_free(&r);
+    }
+    close(fd);
+    return st;
+}
+
+/* The admin secret POST /reload needs, in the proxy dir; the [proxy] line. */
+static const char *admin_secret_conf(void)
+{
+    static char line[1400];
+    char path[1300];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/admin.secret", px.dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("fence-test-admin-secret\n", f);
+    fclose(f);
+    cr_assert_eq(chmod(path, 0600), 0);
+    snprintf(line, sizeof line, "admin_token_file = %s\n", path);
+    return line;
+}
+
+Test(tls, certificates_reread_on_post_reload_and_a_bad_key_keeps_the_old)
+{
+    char cmd[2048], *s, *body = NULL, *log;
+
+    init();
+    start_listener(admin_secret_conf(), NULL);
+    s = served_subject();
+    cr_assert(strstr(s, "CN = localhost") != NULL && strstr(s, "rotated") == NULL, "%s", s);
+    free(s);
+    rotate_cert_files();
+    cr_assert_eq(post_reload(&body), 200, "%s", body);
+    cr_assert(strstr(body, "reloaded: generation 2") != NULL, "%s", body);
+    free(body);
+    s = served_subject();
+    cr_assert(strstr(s, "O = rotated") != NULL, "POST /reload did not reread the certificate: %s",
+              s);
+    free(s);
+    /* A bad key: refused with the reason, the rotated certificate stays. */
+    snprintf(cmd, sizeof cmd, "cd %s && echo garbage > server.key", px.tls_dir);
+    free(run(cmd));
+    cr_assert_eq(post_reload(&body), 400, "%s", body);
+    cr_assert(strstr(body, "configuration applied, but TLS reload (listeners): key ") != NULL &&
+                  strstr(body, "keeping the previous certificates") != NULL,
+              "%s", body);
+    free(body);
+    log = file_text(px.proc.log, 3000, "keeping the previous certificates");
+    cr_assert(log != NULL && strstr(log, "keeping the previous certificates") != NULL, "%s", log);
+    free(log);
+    s = served_subject();
+    cr_assert(strstr(s, "O = rotated") != NULL, "bad key not refused: %s", s);
+    free(s);
+    cr_assert_eq(metric("fence_tls_reloads_total"), 1);
+    cr_assert_eq(metric("fence_tls_reload_failures_total"), 1);
+    cr_assert_eq(metric("fence_config_generation"), 3, "the configuration part was not applied");
+    passed = 1;
+}
+
