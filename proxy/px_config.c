@@ -194,6 +194,11 @@ static const struct key keys[] = {
      "TLS sessions kept for resumption (0: none)"},
     {S_TLS, "session_timeout", K_DURATION, PC(tls_session_timeout_ms), "5m", 1000, DAY_MS,
      NULL, 0, "how long a session can be resumed"},
+    {S_TLS, "session_tickets", K_ENUM, PC(tls_session_tickets), "on", 0, 0, on_off_choices, 0,
+     "on: resumption by session tickets too (a key in memory, rotated); off: the cache only"},
+    {S_TLS, "ticket_key_rotate", K_DURATION, PC(tls_ticket_rotate_ms), "1h", 1000, DAY_MS, NULL,
+     0, "the ticket key changes this often and on every reload; the previous one is accepted "
+        "one period more"},
     {S_ROUTE, "prefix", K_STRING, RT(prefix), NULL, 0, 0, NULL, KF_REQUIRED | KF_RELOAD,
      "path prefix the route covers; the longest match wins"},
     {S_ROUTE, "resource", K_ROUTE_MODE, 0, "prefix", 0, 0, NULL, KF_RELOAD,

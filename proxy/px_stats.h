@@ -102,6 +102,8 @@
       "Certificate and key reloads that took effect (SIGHUP, POST /reload).")        \
     C(TLS_RELOAD_FAILURES, "fence_tls_reload_failures_total",                         \
       "Reloads refused (bad file): the previous certificate stays.")                 \
+    C(TLS_TICKET_ROTATIONS, "fence_tls_ticket_key_rotations_total",                   \
+      "Session ticket key changes (schedule and reloads).")                          \
     H(UPSTREAM_DURATION, "fence_upstream_duration_seconds",                           \
       "Time from forwarding a request to the end of the upstream response.",         \
       DURATION)                                                                       \

@@ -5,10 +5,13 @@
  * client certificate's subject, whether the handshake was counted), and an
  * info callback that counts handshakes, names the reason of an upstream
  * refusal in the log and answers plaintext HTTP on a TLS port with a 400
- * in plaintext. Resumption: a server-side session cache (stateful, no
- * ticket key to rotate); the client side keeps the upstream's last session
- * and offers it on the next connection. The only file of proxy/ that
- * includes OpenSSL's TLS headers (px_audit.c uses its hashes). */
+ * in plaintext. Resumption: a server-side session cache, and stateless
+ * session tickets under two keys of our own (the current one, and the
+ * previous one still accepted for a period), rotated on a schedule and on
+ * every reload; the client side keeps the upstream's last session and
+ * offers it on the next connection. Writes go out as whole records from
+ * the flush op. The only file of proxy/ that includes OpenSSL's TLS
+ * headers (px_audit.c uses its hashes). */
 #include "px_tls.h"
 
 #include <arpa/inet.h>
@@ -19,13 +22,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -33,6 +41,16 @@
 #include "px_log.h"
 #include "px_stats.h"
 #include "px_transport.h"
+
+/* A session ticket key: tickets carry its name, are encrypted with aes and
+ * authenticated with hmac (what OpenSSL's own ticket keys are). Made from
+ * RAND_bytes, never written anywhere, cleansed when dropped. */
+struct ticket_key {
+    unsigned char name[16], aes[32], hmac[32];
+    int64_t born_ms;  /* CLOCK_MONOTONIC: start of the period it makes tickets in */
+    int64_t until_ms; /* the previous key: accepted until then */
+    int set;
+};
 
 struct tls_impl {
     struct px_transport tr;      /* tr.impl points here */
@@ -42,6 +60,10 @@ struct tls_impl {
     int host_is_ip;              /* client: name check by address */
     SSL_CTX *ctx;                /* current; every SSL holds its own reference */
     SSL_SESSION *session;        /* client: the upstream's last session */
+    /* server with session_tickets: [0] makes tickets, [1] is the previous
+     * key, still accepted (a ticket it opens is replaced by a new one).
+     * Kept across reloads (every context uses them); a reload rotates. */
+    struct ticket_key tk[2];
 };
 
 /* Per connection, in the SSL's ex data; freed with the SSL. */
@@ -193,6 +215,131 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
     return 0;
 }
 
+/* ---- session tickets ------------------------------------------------------ */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void key_drop(struct ticket_key *k)
+{
+    OPENSSL_cleanse(k, sizeof(*k));
+}
+
+/* A fresh key born at born. -1 when the random source fails (the key is
+ * then unset: no tickets are made, resumption falls back to the cache). */
+static int key_new(struct ticket_key *k, int64_t born)
+{
+    key_drop(k);
+    if (RAND_bytes(k->name, sizeof k->name) != 1 || RAND_bytes(k->aes, sizeof k->aes) != 1 ||
+        RAND_bytes(k->hmac, sizeof k->hmac) != 1) {
+        key_drop(k);
+        ERR_clear_error();
+        return -1;
+    }
+    k->born_ms = born;
+    k->set = 1;
+    return 0;
+}
+
+/* The current key becomes the previous one, accepted until until; a new
+ * key, born at born, makes tickets from now on. */
+static void rotate(struct tls_impl *impl, int64_t born, int64_t until, const char *why)
+{
+    key_drop(&impl->tk[1]);
+    if (impl->tk[0].set) {
+        impl->tk[1] = impl->tk[0];
+        impl->tk[1].until_ms = until;
+    }
+    if (key_new(&impl->tk[0], born) < 0) {
+        px_log_error("TLS session ticket key: no random bytes; no tickets until the next rotation");
+        return;
+    }
+    px_stats_inc(PX_ST_TLS_TICKET_ROTATIONS);
+    px_log_info("TLS session ticket key rotated (%s)", why);
+}
+
+/* Brings the keys to the period now falls in: the key of period k makes
+ * tickets during it and is accepted during the next one. Checked whenever a
+ * ticket is made or opened, so an idle proxy rotates at its next
+ * handshake: no key is ever used outside its periods. */
+static void keys_at(struct tls_impl *impl, int64_t now)
+{
+    int64_t p = (int64_t)impl->cfg->tls_ticket_rotate_ms;
+    struct ticket_key *cur = &impl->tk[0];
+    int64_t periods;
+
+    if (!cur->set) {
+        if (key_new(cur, now) == 0)
+            px_stats_inc(PX_ST_TLS_TICKET_ROTATIONS);
+        return;
+    }
+    if (now < cur->born_ms + p)
+        return;
+    periods = (now - cur->born_ms) / p;
+    if (periods >= 2) {
+        key_drop(cur); /* its last period of acceptance is over too */
+        key_drop(&impl->tk[1]);
+    }
+    rotate(impl, cur->set ? cur->born_ms + p : now, cur->set ? cur->born_ms + 2 * p : now,
+           "schedule");
+}
+
+static int ticket_mac(EVP_MAC_CTX *hctx, unsigned char *key)
+{
+    OSSL_PARAM params[3];
+
+    params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key, 32);
+    params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+    params[2] = OSSL_PARAM_construct_end();
+    return EVP_MAC_CTX_set_params(hctx, params) == 1 ? 0 : -1;
+}
+
+/* OpenSSL's ticket key callback (SSL_CTX_set_tlsext_ticket_key_evp_cb):
+ * enc = 1 seals a new ticket with the current key (0: none made); enc = 0
+ * opens one by its key name: 1 current, 2 the previous key (OpenSSL then
+ * issues a new ticket under the current one), 0 unknown or expired (a full
+ * handshake). -1 on an internal error. Called inside the handshake. */
+static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc)
+{
+    struct tls_impl *impl = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    int64_t now = mono_ms();
+    struct ticket_key *k = NULL;
+    int rc = 1;
+
+    keys_at(impl, now);
+    if (enc) {
+        k = &impl->tk[0];
+        if (!k->set)
+            return 0; /* no ticket this time (the random source failed) */
+        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1)
+            return -1;
+        memcpy(name, k->name, sizeof k->name);
+        if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1 ||
+            ticket_mac(hctx, k->hmac) < 0)
+            return -1;
+        return 1;
+    }
+    if (impl->tk[0].set && memcmp(name, impl->tk[0].name, 16) == 0) {
+        k = &impl->tk[0];
+    } else if (impl->tk[1].set && now < impl->tk[1].until_ms &&
+               memcmp(name, impl->tk[1].name, 16) == 0) {
+        k = &impl->tk[1];
+        rc = 2;
+    } else {
+        return 0;
+    }
+    if (ticket_mac(hctx, k->hmac) < 0 ||
+        EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
+        return -1;
+    return rc;
+}
+
 static int use_pair(SSL_CTX *ctx, const char *cert, const char *key, char *err, size_t errlen)
 {
     char e[256];
@@ -247,9 +394,15 @@ static SSL_CTX *build_ctx(struct tls_impl *impl, char *err, size_t errlen)
         (void)SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)"\x08http/1.1", 9);
         return ctx;
     }
-    /* No tickets: TLS 1.3 then issues stateful tickets that point into the
-     * cache, and there is no ticket key whose rotation could be forgotten. */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (cfg->tls_session_tickets) {
+        /* Stateless tickets under our rotated keys (ticket_cb), never
+         * OpenSSL's built-in key, which lives as long as the context. */
+        SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+    } else {
+        /* TLS 1.3 then issues stateful tickets that point into the cache. */
+        SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    }
     if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
         snprintf(err, errlen, "ciphers '%s': %s", cfg->tls_ciphers, ssl_error(e, sizeof e));
         goto fail;
@@ -504,6 +657,8 @@ static int own_copy(struct px_config *o, const struct px_config *cfg)
     o->tls_verify_client = cfg->tls_verify_client;
     o->tls_session_cache = cfg->tls_session_cache;
     o->tls_session_timeout_ms = cfg->tls_session_timeout_ms;
+    o->tls_session_tickets = cfg->tls_session_tickets;
+    o->tls_ticket_rotate_ms = cfg->tls_ticket_rotate_ms;
     for (size_t i = 0; i < sizeof to / sizeof to[0]; i++) {
         if (from[i] != NULL && (*to[i] = strdup(from[i])) == NULL) {
             own_free(o);
@@ -563,8 +718,14 @@ int px_tls_reload(struct px_transport *t, char *err, size_t errlen)
 {
     struct tls_impl *impl = t->impl;
     char why[768];
-    SSL_CTX *ctx = build_ctx(impl, why, sizeof why);
+    SSL_CTX *ctx;
+    int64_t now = mono_ms();
 
+    /* The ticket key rotates on every reload, also one that keeps the old
+     * certificates: tickets made before are accepted one period more. */
+    if (impl->server && impl->cfg->tls_session_tickets)
+        rotate(impl, now, now + (int64_t)impl->cfg->tls_ticket_rotate_ms, "reload");
+    ctx = build_ctx(impl, why, sizeof why);
     if (ctx == NULL) {
         px_stats_inc(PX_ST_TLS_RELOAD_FAILURES);
         snprintf(err, errlen, "TLS reload (%s): %s; keeping the previous certificates",
@@ -593,6 +754,8 @@ void px_tls_free(struct px_transport **t)
     impl = (*t)->impl;
     SSL_SESSION_free(impl->session);
     SSL_CTX_free(impl->ctx);
+    key_drop(&impl->tk[0]);
+    key_drop(&impl->tk[1]);
     own_free(&impl->own);
     free(impl);
     *t = NULL;

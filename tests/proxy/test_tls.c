@@ -595,3 +595,106 @@ Test(tls, certificates_reread_on_post_reload_and_a_bad_key_keeps_the_old)
     passed = 1;
 }
 
+/* ---- resumption by session tickets ---------------------------------------- */
+
+/* openssl s_client to the data port with protocol ver ("-tls1_3" or
+ * "-tls1_2"), sending one request; sess_out/sess_in are file names in the
+ * tls dir or NULL. Returns 1 when the session was resumed ("Reused,"), 0
+ * when it was a new one ("New,"), -1 when neither line came. */
+static int s_client_session(const char *ver, const char *sess_out, const char *sess_in)
+{
+    char cmd[4096], opt[2600] = "", *out;
+    int rc = -1;
+
+    if (sess_out != NULL)
+        snprintf(opt, sizeof opt, "-sess_out %s", certs(sess_out));
+    if (sess_in != NULL)
+        snprintf(opt + strlen(opt), sizeof opt - strlen(opt), " -sess_in %s", certs(sess_in));
+    /* -ign_eof: s_client reads until the proxy closes, so the TLS 1.3
+     * tickets that follow the handshake are in the saved session. */
+    snprintf(cmd, sizeof cmd,
+             "printf 'GET /objects/a HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n' | "
+             "timeout 10 openssl s_client %s -connect 127.0.0.1:%d -CAfile %s %s -ign_eof 2>&1",
+             ver, px.port, certs("ca.pem"), opt);
+    out = run(cmd);
+    if (strstr(out, "\nReused, TLSv1.") != NULL)
+        rc = 1;
+    else if (strstr(out, "\nNew, TLSv1.") != NULL)
+        rc = 0;
+    if (rc < 0 || strstr(out, "HTTP/1.1 200") == NULL)
+        cr_log_error("s_client: %s", out);
+    free(out);
+    return rc;
+}
+
+/* Polls the rotation counter until it reaches want (each poll is a TLS
+ * handshake to the admin listener, which makes a ticket: the key is brought
+ * to the current period then). Returns the value reached. */
+static int wait_rotations(int want, int wait_ms)
+{
+    long long deadline = ts_now_ms() + wait_ms;
+    int v;
+
+    while ((v = metric("fence_tls_ticket_key_rotations_total")) < want &&
+           ts_now_ms() < deadline)
+        ts_sleep_ms(100);
+    return v;
+}
+
+/* With the session cache off, a resumption can only come from a ticket. */
+Test(tls, session_tickets_resume_and_the_previous_key_is_accepted_one_period)
+{
+    int resumed;
+
+    start_listener(NULL, "session_cache = 0\nticket_key_rotate = 4s\n");
+    cr_assert_eq(s_client_session("-tls1_3", "t13", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_2", "t12", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "t13"), 1, "TLS 1.3 ticket not resumed");
+    cr_assert_eq(s_client_session("-tls1_2", NULL, "t12"), 1, "TLS 1.2 ticket not resumed");
+    resumed = metric("fence_tls_resumed_total");
+    cr_assert_eq(resumed, 2);
+    /* The key made at the first ticket; its period ends within 4 s. */
+    cr_assert_eq(wait_rotations(1, 0), 1);
+    cr_assert_eq(wait_rotations(2, 8000), 2, "no rotation on schedule");
+    /* Now the tickets' key is the previous one: still accepted. */
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "t13"), 1, "previous key refused (1.3)");
+    cr_assert_eq(s_client_session("-tls1_2", NULL, "t12"), 1, "previous key refused (1.2)");
+    /* One period later it is gone: a full handshake. */
+    cr_assert_eq(wait_rotations(3, 8000), 3, "no second rotation on schedule");
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "t13"), 0, "a ticket two keys old resumed");
+    cr_assert_eq(s_client_session("-tls1_2", NULL, "t12"), 0, "a ticket two keys old resumed");
+    cr_assert_eq(metric("fence_tls_resumed_total"), resumed + 2);
+    passed = 1;
+}
+
+Test(tls, ticket_key_rotates_on_every_reload)
+{
+    init();
+    start_listener(admin_secret_conf(), "session_cache = 0\nticket_key_rotate = 1h\n");
+    cr_assert_eq(s_client_session("-tls1_3", "before", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "before"), 1);
+    cr_assert_eq(ts_proc_signal(&px.proc, SIGHUP), 0);
+    cr_assert_eq(wait_rotations(2, 5000), 2, "SIGHUP did not rotate the ticket key");
+    /* The key from before the reload is the previous one: accepted. */
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "before"), 1, "ticket refused after 1 reload");
+    cr_assert_eq(s_client_session("-tls1_3", "between", NULL), 0);
+    cr_assert_eq(post_reload(NULL), 200);
+    cr_assert_eq(wait_rotations(3, 5000), 3, "POST /reload did not rotate the ticket key");
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "before"), 0,
+                 "a ticket from two reloads ago resumed");
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "between"), 1,
+                 "the ticket from between the reloads was refused");
+    passed = 1;
+}
+
+Test(tls, session_tickets_off_leaves_the_cache)
+{
+    start_listener(NULL, "session_tickets = off\n");
+    cr_assert_eq(s_client_session("-tls1_3", "c13", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_2", "c12", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "c13"), 1, "stateful TLS 1.3 ticket");
+    cr_assert_eq(s_client_session("-tls1_2", NULL, "c12"), 1, "TLS 1.2 session id");
+    cr_assert_eq(metric("fence_tls_ticket_key_rotations_total"), 0, "a ticket key was made");
+    passed = 1;
+}
+
