@@ -104,6 +104,8 @@
       "Reloads refused (bad file): the previous certificate stays.")                 \
     C(TLS_TICKET_ROTATIONS, "fence_tls_ticket_key_rotations_total",                   \
       "Session ticket key changes (schedule and reloads).")                          \
+    C(TLS_OCSP_STAPLED, "fence_tls_ocsp_stapled_total",                               \
+      "Handshakes in which the OCSP response was stapled.")                          \
     H(UPSTREAM_DURATION, "fence_upstream_duration_seconds",                           \
       "Time from forwarding a request to the end of the upstream response.",         \
       DURATION)                                                                       \

@@ -9,9 +9,10 @@
  * session tickets under two keys of our own (the current one, and the
  * previous one still accepted for a period), rotated on a schedule and on
  * every reload; the client side keeps the upstream's last session and
- * offers it on the next connection. Writes go out as whole records from
- * the flush op. The only file of proxy/ that includes OpenSSL's TLS
- * headers (px_audit.c uses its hashes). */
+ * offers it on the next connection. OCSP stapling from a DER file read with
+ * the certificate. Writes go out as whole records from the flush op. The
+ * only file of proxy/ that includes OpenSSL's TLS headers (px_audit.c uses
+ * its hashes). */
 #include "px_tls.h"
 
 #include <arpa/inet.h>
@@ -33,6 +34,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/ocsp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -66,6 +68,16 @@ struct tls_impl {
     struct ticket_key tk[2];
 };
 
+/* What a context built from the [tls] files carries, in its ex data: the
+ * OCSP response to staple (DER), read with the certificate, so a reload
+ * swaps both together. Freed with the context. */
+struct tls_staple {
+    unsigned char *der;
+    size_t len;
+    time_t next_update; /* 0: none given; after it nothing is stapled */
+    int expired_logged;
+};
+
 /* Per connection, in the SSL's ex data; freed with the SSL. */
 struct tls_conn {
     char *subject; /* verified client certificate's subject, or NULL */
@@ -78,6 +90,18 @@ struct tls_conn {
 #define TLS_RECORD 16384
 
 static int conn_idx = -1;
+static int staple_idx = -1;
+
+static void staple_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                        void *argp)
+{
+    struct tls_staple *st = ptr;
+
+    if (st != NULL) {
+        OPENSSL_free(st->der);
+        free(st);
+    }
+}
 
 static void conn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
                       void *argp)
@@ -340,6 +364,149 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
     return rc;
 }
 
+/* ---- OCSP stapling ---------------------------------------------------------- */
+
+/* Reads cfg->tls_ocsp_file (DER) for the certificate ctx now holds and
+ * checks it: a successful response with a status for that certificate
+ * (matched by issuer and serial when the chain file carries the issuer,
+ * else by serial) whose nextUpdate, if any, has not passed. The context
+ * takes it (ex data). 0, or -1 with err set. */
+static int load_staple(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    OCSP_RESPONSE *resp = NULL;
+    OCSP_BASICRESP *basic = NULL;
+    OCSP_CERTID *id = NULL;
+    struct tls_staple *st = NULL;
+    X509 *leaf = SSL_CTX_get0_certificate(ctx), *issuer = NULL;
+    STACK_OF(X509) *chain = NULL;
+    ASN1_GENERALIZEDTIME *this_upd = NULL, *next_upd = NULL;
+    long n = 0;
+    int rc = -1, status = -1, reason;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "ocsp_file %s: %s", path, strerror(errno));
+        goto out;
+    }
+    der = OPENSSL_malloc(1 << 20);
+    if (der == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    n = (long)fread(der, 1, 1 << 20, f);
+    if (n <= 0 || n >= 1 << 20 || ferror(f)) {
+        snprintf(err, errlen, "ocsp_file %s: empty, unreadable or over 1 MiB", path);
+        goto out;
+    }
+    p = der;
+    resp = d2i_OCSP_RESPONSE(NULL, &p, n);
+    if (resp == NULL || p != der + n) {
+        snprintf(err, errlen, "ocsp_file %s: not a DER OCSP response", path);
+        goto out;
+    }
+    if (OCSP_response_status(resp) != OCSP_RESPONSE_STATUS_SUCCESSFUL ||
+        (basic = OCSP_response_get1_basic(resp)) == NULL) {
+        snprintf(err, errlen, "ocsp_file %s: response status %s", path,
+                 OCSP_response_status_str(OCSP_response_status(resp)));
+        goto out;
+    }
+    if (SSL_CTX_get0_chain_certs(ctx, &chain) == 1) {
+        for (int i = 0; i < sk_X509_num(chain) && issuer == NULL; i++)
+            if (X509_check_issued(sk_X509_value(chain, i), leaf) == X509_V_OK)
+                issuer = sk_X509_value(chain, i);
+    }
+    if (issuer != NULL) {
+        id = OCSP_cert_to_id(NULL, leaf, issuer);
+        if (id == NULL || OCSP_resp_find_status(basic, id, &status, &reason, NULL, &this_upd,
+                                                &next_upd) != 1) {
+            snprintf(err, errlen, "ocsp_file %s: no status for the certificate in %s", path,
+                     "[tls] cert");
+            goto out;
+        }
+    } else {
+        const ASN1_INTEGER *serial = X509_get0_serialNumber(leaf);
+        for (int i = 0; i < OCSP_resp_count(basic) && status < 0; i++) {
+            OCSP_SINGLERESP *one = OCSP_resp_get0(basic, i);
+            const OCSP_CERTID *cid = OCSP_SINGLERESP_get0_id(one);
+            ASN1_INTEGER *sn = NULL;
+            if (OCSP_id_get0_info(NULL, NULL, NULL, &sn, (OCSP_CERTID *)cid) == 1 &&
+                ASN1_INTEGER_cmp(sn, serial) == 0)
+                status = OCSP_single_get0_status(one, &reason, NULL, &this_upd, &next_upd);
+        }
+        if (status < 0) {
+            snprintf(err, errlen, "ocsp_file %s: no status for the serial number of [tls] cert",
+                     path);
+            goto out;
+        }
+    }
+    if (OCSP_check_validity(this_upd, next_upd, 300, -1) != 1) {
+        snprintf(err, errlen, "ocsp_file %s: outside its validity (thisUpdate/nextUpdate)", path);
+        goto out;
+    }
+    st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (next_upd != NULL) {
+        struct tm tm;
+        if (ASN1_TIME_to_tm(next_upd, &tm) == 1)
+            st->next_update = timegm(&tm);
+    }
+    st->der = der;
+    st->len = (size_t)n;
+    if (!SSL_CTX_set_ex_data(ctx, staple_idx, st)) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    der = NULL;
+    st = NULL;
+    if (status != V_OCSP_CERTSTATUS_GOOD)
+        px_log_warn("ocsp_file %s: the response says the certificate is %s; stapled as it is",
+                    path, OCSP_cert_status_str(status));
+    rc = 0;
+out:
+    if (f != NULL)
+        fclose(f);
+    free(st);
+    OPENSSL_free(der);
+    OCSP_CERTID_free(id);
+    OCSP_BASICRESP_free(basic);
+    OCSP_RESPONSE_free(resp);
+    ERR_clear_error();
+    return rc;
+}
+
+/* Staples the context's response for a client that asked (status_request).
+ * Called inside the handshake. */
+static int status_cb(SSL *ssl, void *arg)
+{
+    struct tls_staple *st = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), staple_idx);
+    unsigned char *copy;
+
+    if (st == NULL)
+        return SSL_TLSEXT_ERR_NOACK;
+    if (st->next_update != 0 && time(NULL) > st->next_update) {
+        if (!st->expired_logged) {
+            st->expired_logged = 1;
+            px_log_warn("ocsp_file: the response's nextUpdate has passed; not stapled until a "
+                        "new one is loaded (reload)");
+        }
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    copy = OPENSSL_memdup(st->der, st->len);
+    if (copy == NULL)
+        return SSL_TLSEXT_ERR_NOACK;
+    if (SSL_set_tlsext_status_ocsp_resp(ssl, copy, (long)st->len) != 1) {
+        OPENSSL_free(copy);
+        return SSL_TLSEXT_ERR_NOACK;
+    }
+    px_stats_inc(PX_ST_TLS_OCSP_STAPLED);
+    return SSL_TLSEXT_ERR_OK;
+}
+
 static int use_pair(SSL_CTX *ctx, const char *cert, const char *key, char *err, size_t errlen)
 {
     char e[256];
@@ -414,6 +581,11 @@ static SSL_CTX *build_ctx(struct tls_impl *impl, char *err, size_t errlen)
     }
     if (use_pair(ctx, cfg->tls_cert, cfg->tls_key, err, errlen) < 0)
         goto fail;
+    if (cfg->tls_ocsp_file != NULL) {
+        if (load_staple(ctx, cfg->tls_ocsp_file, err, errlen) < 0)
+            goto fail;
+        SSL_CTX_set_tlsext_status_cb(ctx, status_cb);
+    }
     SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
     (void)SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"fenceproxy", 10);
     if (cfg->tls_session_cache > 0) {
@@ -633,7 +805,7 @@ static void own_free(struct px_config *o)
 {
     char **s[] = {&o->upstream, &o->upstream_host, &o->upstream_ca, &o->upstream_cert,
                   &o->upstream_key, &o->tls_cert, &o->tls_key, &o->tls_ciphers,
-                  &o->tls_ciphersuites, &o->tls_client_ca};
+                  &o->tls_ciphersuites, &o->tls_client_ca, &o->tls_ocsp_file};
 
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
         free(*s[i]);
@@ -646,10 +818,11 @@ static int own_copy(struct px_config *o, const struct px_config *cfg)
 {
     const char *from[] = {cfg->upstream, cfg->upstream_host, cfg->upstream_ca,
                           cfg->upstream_cert, cfg->upstream_key, cfg->tls_cert, cfg->tls_key,
-                          cfg->tls_ciphers, cfg->tls_ciphersuites, cfg->tls_client_ca};
+                          cfg->tls_ciphers, cfg->tls_ciphersuites, cfg->tls_client_ca,
+                          cfg->tls_ocsp_file};
     char **to[] = {&o->upstream, &o->upstream_host, &o->upstream_ca, &o->upstream_cert,
                    &o->upstream_key, &o->tls_cert, &o->tls_key, &o->tls_ciphers,
-                   &o->tls_ciphersuites, &o->tls_client_ca};
+                   &o->tls_ciphersuites, &o->tls_client_ca, &o->tls_ocsp_file};
 
     memset(o, 0, sizeof(*o));
     o->upstream_tls = cfg->upstream_tls;
@@ -676,8 +849,10 @@ static struct px_transport *tls_new(const struct px_config *cfg, int server, cha
 
     if (conn_idx < 0)
         conn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, conn_free);
+    if (staple_idx < 0)
+        staple_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, staple_free);
     impl = calloc(1, sizeof(*impl));
-    if (impl == NULL || conn_idx < 0) {
+    if (impl == NULL || conn_idx < 0 || staple_idx < 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

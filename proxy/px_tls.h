@@ -3,7 +3,7 @@
  * through libevent's bufferevent_openssl). A server transport serves the
  * data and admin listeners ([tls] cert, key, versions, ciphers, ALPN
  * http/1.1, a session cache and rotated session tickets for resumption,
- * client certificates); a client
+ * client certificates, OCSP stapling from a file); a client
  * transport connects to an https upstream (verification against upstream_ca
  * or the system store, SNI and the name check, an optional client
  * certificate, the last session reused for the next connection). Which

@@ -4,8 +4,11 @@
  * certificates required/optional with the subject in the access and audit
  * logs, an https upstream (nginx with ssl) verified by CA and name with
  * expired and wrong-name certificates refused (502 and a log line), mTLS to
- * the upstream, session reuse in the pool, and certificate reload under a
- * client loop without a failed request. */
+ * the upstream, session reuse in the pool, certificate reload under a
+ * client loop without a failed request (SIGHUP) and by POST /reload,
+ * session tickets resumed by openssl s_client across key rotations (on
+ * schedule and on reload), and OCSP stapling from a response made by
+ * `openssl ocsp`, checked with s_client -status and reread on reload. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -70,6 +73,9 @@ static void start(int upstream_port, const char *extra)
     cr_assert_eq(ts_proxy_start(&px), 0, "fenceproxy did not start");
 }
 
+/* The [tls] cert of start_listener (a file in the tls dir). */
+static const char *listener_cert = "server.pem";
+
 /* Listener tests: a recording upstream, [tls] with the server certificate
  * plus more (tls_more: more [tls] keys). */
 static void start_listener(const char *proxy_more, const char *tls_more)
@@ -81,7 +87,7 @@ static void start_listener(const char *proxy_more, const char *tls_more)
     cr_assert_not_null(up);
     snprintf(extra, sizeof extra, "%s\n[route objects]\nprefix = /objects/\n"
              "[tls]\ncert = %s\nkey = %s\n%s\n",
-             proxy_more != NULL ? proxy_more : "", certs("server.pem"), certs("server.key"),
+             proxy_more != NULL ? proxy_more : "", certs(listener_cert), certs("server.key"),
              tls_more != NULL ? tls_more : "");
     start(ts_upstream_port(up), extra);
 }
@@ -698,3 +704,123 @@ Test(tls, session_tickets_off_leaves_the_cache)
     passed = 1;
 }
 
+/* ---- OCSP stapling ------------------------------------------------------------ */
+
+/* An OCSP response (DER) into the tls dir as out, made by `openssl ocsp`
+ * as the CA's responder, for the certificate cert ("server" or "wrong"):
+ * good, or revoked when revoked is set. Written under a temporary name and
+ * moved into place. */
+static void make_ocsp(const char *cert, int revoked, const char *out)
+{
+    char cmd[4096], *s;
+
+    snprintf(cmd, sizeof cmd,
+             "cd %s && ser=$(openssl x509 -in %s.pem -noout -serial | cut -d= -f2) && "
+             "end=$(date -u -d \"$(openssl x509 -in %s.pem -noout -enddate | cut -d= -f2)\" "
+             "+%%y%%m%%d%%H%%M%%SZ) && rev=%s && "
+             "printf '%%s\\t%%s\\t%%s\\t%%s\\tunknown\\t/CN=x\\n' %s \"$end\" \"$rev\" \"$ser\" "
+             "> ocsp-index.txt && "
+             "openssl ocsp -issuer ca.pem -cert %s.pem -no_nonce -reqout ocsp-req.der 2>&1 && "
+             "openssl ocsp -index ocsp-index.txt -rsigner ca.pem -rkey ca.key -CA ca.pem "
+             "-reqin ocsp-req.der -respout %s.tmp -ndays 1 >/dev/null 2>&1 && mv %s.tmp %s && "
+             "echo ok",
+             px.tls_dir, cert, cert, revoked ? "$(date -u +%y%m%d%H%M%SZ)" : "''",
+             revoked ? "R" : "V", cert, out, out, out);
+    s = run(cmd);
+    cr_assert(strstr(s, "ok\n") != NULL, "openssl ocsp: %s", s);
+    free(s);
+}
+
+/* Waits until the metric reaches want; returns 1, or 0 at the deadline. */
+static int wait_metric_ge(const char *name, int want, int wait_ms)
+{
+    long long deadline = ts_now_ms() + wait_ms;
+
+    while (metric(name) < want) {
+        if (ts_now_ms() >= deadline)
+            return 0;
+        ts_sleep_ms(50);
+    }
+    return 1;
+}
+
+/* s_client with -status (ver: "-tls1_3" or "-tls1_2"): its output. */
+static char *s_client_status(const char *ver, int ask)
+{
+    char cmd[2048];
+
+    snprintf(cmd, sizeof cmd,
+             "timeout 10 openssl s_client %s -connect 127.0.0.1:%d -CAfile %s %s </dev/null 2>&1",
+             ver, px.port, certs("ca.pem"), ask ? "-status" : "");
+    return run(cmd);
+}
+
+Test(tls, ocsp_response_stapled_and_reread_on_reload)
+{
+    char more[1400], cmd[2048], *out, *log;
+
+    init();
+    make_ocsp("server", 0, "ocsp.der");
+    /* The chain file carries the issuer: the response is matched by the
+     * issuer's name and key and the serial (the other test: serial only). */
+    snprintf(cmd, sizeof cmd, "cd %s && cat server.pem ca.pem > chain.pem", px.tls_dir);
+    free(run(cmd));
+    listener_cert = "chain.pem";
+    snprintf(more, sizeof more, "ocsp_file = %s\n", certs("ocsp.der"));
+    start_listener(NULL, more);
+    for (int v = 0; v < 2; v++) {
+        out = s_client_status(v == 0 ? "-tls1_3" : "-tls1_2", 1);
+        cr_assert(strstr(out, "OCSP Response Status: successful") != NULL &&
+                      strstr(out, "Cert Status: good") != NULL,
+                  "no good staple (%s): %s", v == 0 ? "TLS 1.3" : "TLS 1.2", out);
+        free(out);
+    }
+    /* A client that does not ask gets none. */
+    out = s_client_status("-tls1_3", 0);
+    cr_assert(strstr(out, "Verify return code: 0 (ok)") != NULL, "%s", out);
+    free(out);
+    cr_assert_eq(metric("fence_tls_ocsp_stapled_total"), 2);
+    /* A new response (revoked), moved into place: stapled after SIGHUP. */
+    make_ocsp("server", 1, "ocsp.der");
+    cr_assert_eq(ts_proc_signal(&px.proc, SIGHUP), 0);
+    cr_assert_eq(wait_metric_ge("fence_tls_reloads_total", 1, 5000), 1);
+    out = s_client_status("-tls1_3", 1);
+    cr_assert(strstr(out, "Cert Status: revoked") != NULL, "the new response is not stapled: %s",
+              out);
+    free(out);
+    /* A broken file: refused, the last good response stays. */
+    snprintf(cmd, sizeof cmd, "cd %s && echo garbage > ocsp.der", px.tls_dir);
+    free(run(cmd));
+    cr_assert_eq(ts_proc_signal(&px.proc, SIGHUP), 0);
+    log = file_text(px.proc.log, 5000, "not a DER OCSP response; keeping the previous");
+    cr_assert(log != NULL && strstr(log, "not a DER OCSP response; keeping the previous") != NULL,
+              "%s", log);
+    free(log);
+    out = s_client_status("-tls1_3", 1);
+    cr_assert(strstr(out, "Cert Status: revoked") != NULL, "the staple was lost: %s", out);
+    free(out);
+    passed = 1;
+}
+
+/* A response for another certificate (or none at all) is not stapled in
+ * its place: the proxy does not start, and says why. */
+Test(tls, ocsp_response_for_another_certificate_refused_at_start)
+{
+    char more[1400], cmd[4096], *out;
+    const char *bin = ts_build_path("proxy/fenceproxy");
+
+    init();
+    make_ocsp("wrong", 0, "wrong-ocsp.der");
+    up = ts_upstream_start();
+    cr_assert_not_null(up);
+    snprintf(more, sizeof more, "[tls]\ncert = %s\nkey = %s\nocsp_file = %s\n",
+             certs("server.pem"), certs("server.key"), certs("wrong-ocsp.der"));
+    cr_assert_eq(ts_proxy_write_conf(&px, ts_upstream_port(up), more), 0);
+    snprintf(cmd, sizeof cmd, "timeout 20 %s -c %s 2>&1; echo rc=$?", bin, px.conf);
+    out = run(cmd);
+    cr_assert(strstr(out, "no status for the serial number of [tls] cert") != NULL &&
+                  strstr(out, "rc=0") == NULL && strstr(out, "rc=124") == NULL,
+              "%s", out);
+    free(out);
+    passed = 1;
+}
