@@ -44,6 +44,10 @@
 #include "px_stats.h"
 #include "px_transport.h"
 
+/* The largest TLS record's payload: what one SSL_write of the flush sends
+ * as one record. */
+#define TLS_RECORD 16384
+
 /* A session ticket key: tickets carry its name, are encrypted with aes and
  * authenticated with hmac (what OpenSSL's own ticket keys are). Made from
  * RAND_bytes, never written anywhere, cleansed when dropped. */
@@ -66,6 +70,7 @@ struct tls_impl {
      * key, still accepted (a ticket it opens is replaced by a new one).
      * Kept across reloads (every context uses them); a reload rotates. */
     struct ticket_key tk[2];
+    unsigned char scratch[TLS_RECORD]; /* tls_flush: a record's bytes in one piece */
 };
 
 /* What a context built from the [tls] files carries, in its ex data: the
@@ -84,10 +89,6 @@ struct tls_conn {
     int done;      /* handshake counted */
     int failed;    /* failure counted and logged */
 };
-
-/* The largest TLS record's payload: what one SSL_write of the flush sends
- * as one record. */
-#define TLS_RECORD 16384
 
 static int conn_idx = -1;
 static int staple_idx = -1;
@@ -446,7 +447,9 @@ static int load_staple(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
         goto out;
     }
     st = calloc(1, sizeof(*st));
-    if (st == NULL) {
+    if (st != NULL)
+        st->der = OPENSSL_memdup(der, (size_t)n); /* the response's size, not the read buffer's */
+    if (st == NULL || st->der == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
@@ -455,13 +458,11 @@ static int load_staple(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
         if (ASN1_TIME_to_tm(next_upd, &tm) == 1)
             st->next_update = timegm(&tm);
     }
-    st->der = der;
     st->len = (size_t)n;
     if (!SSL_CTX_set_ex_data(ctx, staple_idx, st)) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    der = NULL;
     st = NULL;
     if (status != V_OCSP_CERTSTATUS_GOOD)
         px_log_warn("ocsp_file %s: the response says the certificate is %s; stapled as it is",
@@ -470,6 +471,8 @@ static int load_staple(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
 out:
     if (f != NULL)
         fclose(f);
+    if (st != NULL)
+        OPENSSL_free(st->der);
     free(st);
     OPENSSL_free(der);
     OCSP_CERTID_free(id);
@@ -706,31 +709,44 @@ static struct bufferevent *tls_connect(void *arg, struct event_base *base,
  * Written here only while libevent has no write of its own in progress:
  * the handshake is over, write interest is off, and OpenSSL has no record
  * half sent (SSL_want is not SSL_WRITING; a read may have left one). A
- * record the socket did not take whole stays pending inside OpenSSL, which
- * wants the next SSL_write to start at the same bytes and be at least as
- * long; libevent's next write does, from the front of the same buffer
- * (evbuffer_pullup made the first chain hold at least those bytes, and
- * libevent offers whole chains; it sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER).
- * Errors are left for libevent to find on that write, as the plain
- * transport does. */
+ * record is written from the first chain when it holds the record's bytes,
+ * else from a copy in the transport's scratch buffer (no allocation per
+ * response). A record the socket did not take whole stays pending inside
+ * OpenSSL, which wants the next SSL_write to be at least as long (the
+ * bytes' address may move: libevent sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+ * libevent's next write offers the first chain whole, so the record's bytes
+ * are pulled up into it first. Errors are left for libevent to find on that
+ * write, as the plain transport does. */
 static void tls_flush(struct bufferevent *bev)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    struct tls_impl *impl;
     size_t len = evbuffer_get_length(out);
 
     if (len == 0 || (bufferevent_get_enabled(bev) & EV_WRITE))
         return;
     if (ssl != NULL && SSL_is_init_finished(ssl) && SSL_want(ssl) != SSL_WRITING) {
+        impl = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
         /* Bounded: 16 records (256 KiB, the output's high-water mark) per
          * call; the rest from the write event. */
         for (int i = 0; i < 16 && len > 0; i++) {
             size_t n = len < TLS_RECORD ? len : TLS_RECORD;
-            unsigned char *p = evbuffer_pullup(out, (ev_ssize_t)n);
-            int w = p != NULL ? SSL_write(ssl, p, (int)n) : -1;
+            struct evbuffer_iovec v;
+            const void *p;
+            int w;
 
+            if (evbuffer_peek(out, -1, NULL, &v, 1) >= 1 && v.iov_len >= n)
+                p = v.iov_base;
+            else if (evbuffer_copyout(out, impl->scratch, n) == (ev_ssize_t)n)
+                p = impl->scratch;
+            else
+                break;
+            w = SSL_write(ssl, p, (int)n);
             if (w <= 0) {
                 ERR_clear_error(); /* libevent's retry asks again */
+                if (p == impl->scratch)
+                    (void)evbuffer_pullup(out, (ev_ssize_t)n);
                 break;
             }
             evbuffer_drain(out, (size_t)w);
