@@ -3,24 +3,28 @@
 # on loopback. One plaintext nginx upstream (static 1 KiB file for GET,
 # `return 204` for PUT under /w/), and in front of it, with the same ECDSA
 # P-256 certificate, TLS 1.3 and TLS_AES_128_GCM_SHA256 (TLS 1.2:
-# ECDHE-ECDSA-AES128-GCM-SHA256), a session cache and no tickets: an nginx
+# ECDHE-ECDSA-AES128-GCM-SHA256), a session cache and session tickets: an nginx
 # reverse proxy (listen ssl) and fenceproxy ([tls], a fenced route /w/f/).
 # wrk speaks https. Cases, each ROUNDS times interleaved (nginx,
 # fenceproxy): GET 1 KiB and fenced PUT 1 KiB (Fencing-Token: 1) at 64
 # connections (-t2 -c64) and 1 (-t1 -c1), and new connections per second
 # (handshakes: wrk with "Connection: close" at 16 connections; wrk does not
 # resume sessions, so each is a full handshake). Prints one line per run and
-# the medians.
+# the medians of req/s and of the CPU time (user + system, from
+# /proc/PID/stat) each proxy used per request: on a shared machine the
+# latter hardly depends on what else runs, the former does.
 #
 # CALLGRIND=1: both proxies run under valgrind --tool=callgrind instead, and
 # each case (one wrk run per target) reports the instructions the proxy
 # executed per request (per connection for hs16) in a window of CG_DURATION
-# seconds that opens CG_WARM (30) seconds into the run, once wrk's
-# connections are up (handshakes under valgrind are slow: wrk waits 60 s): counters zeroed, dumped at the end of the window, and
-# divided by the requests in it (the proxy's writev calls to the upstream,
-# one per request on both, counted by callgrind). Instruction counts do not depend on what else runs on the machine,
-# which req/s on a shared machine do. KEEP=1 keeps the temp dir with the
-# callgrind dumps (callgrind_annotate DIR/cg.fp.CASE) and the logs.
+# seconds that opens once wrk's connections are up (the first 2 s slice
+# without a handshake; handshakes under valgrind are slow: wrk waits 60 s):
+# counters zeroed, dumped at the end of the window, and divided by the
+# requests in it (the proxy's writev calls to the upstream, one per request
+# on both, counted by callgrind). Instruction counts do not depend on what
+# else runs on the machine, which req/s on a shared machine do. KEEP=1 keeps
+# the temp dir with the callgrind dumps (callgrind_annotate DIR/cg.fp.CASE)
+# and the logs.
 #
 # STRACE=1: both proxies run natively, each case once per target with
 # strace -c attached to all the proxy's threads; reports system calls per
@@ -39,7 +43,6 @@ ROUNDS=${ROUNDS:-3}
 CASES=${CASES:-get64 get1 put64 put1 hs16}
 CALLGRIND=${CALLGRIND:-0}
 CG_DURATION=${CG_DURATION:-10}
-CG_WARM=${CG_WARM:-30}
 STRACE=${STRACE:-0}
 KEEP=${KEEP:-0}
 CPU_PROXY=${BENCH_CPU_PROXY:-0}
@@ -117,7 +120,7 @@ nginx_conf ngx "upstream up { server 127.0.0.1:$UP; keepalive 64; keepalive_requ
         ssl_ciphers $CIPHERS;
         ssl_conf_command Ciphersuites $SUITES;
         ssl_session_cache shared:SSL:10m;
-        ssl_session_tickets off;
+        ssl_session_tickets on;
         location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
     }"
 cat >fp.conf <<EOF
@@ -151,21 +154,23 @@ curl -sSf --cacert ca.pem -o /dev/null "https://127.0.0.1:$FP/1k.bin"
 curl -sSf --cacert ca.pem -o /dev/null -X PUT -H 'Fencing-Token: 1' --data-binary @www/1k.bin \
     "https://127.0.0.1:$FP/w/f/x"
 
-wrk_run() { # port case seconds [wrk options] -> wrk's output
-    local port=$1 out args
+wrk_args() { # port case: the case's wrk arguments into WRK_ARGS
     case $2 in
-        get64) args=(-t2 -c64 "https://127.0.0.1:$port/1k.bin") ;;
-        get1) args=(-t1 -c1 "https://127.0.0.1:$port/1k.bin") ;;
-        put64) args=(-t2 -c64 -s "$HERE/put.lua" "https://127.0.0.1:$port/w/f/x") ;;
-        put1) args=(-t1 -c1 -s "$HERE/put.lua" "https://127.0.0.1:$port/w/f/x") ;;
-        hs16) args=(-t2 -c16 -H "Connection: close" "https://127.0.0.1:$port/1k.bin") ;;
+        get64) WRK_ARGS=(-t2 -c64 "https://127.0.0.1:$1/1k.bin") ;;
+        get1) WRK_ARGS=(-t1 -c1 "https://127.0.0.1:$1/1k.bin") ;;
+        put64) WRK_ARGS=(-t2 -c64 -s "$HERE/put.lua" "https://127.0.0.1:$1/w/f/x") ;;
+        put1) WRK_ARGS=(-t1 -c1 -s "$HERE/put.lua" "https://127.0.0.1:$1/w/f/x") ;;
+        hs16) WRK_ARGS=(-t2 -c16 -H "Connection: close" "https://127.0.0.1:$1/1k.bin") ;;
         *) die "tls.sh: unknown case $2" ;;
     esac
-    out=$(taskset -c "$CPU_LOAD" wrk -d "${3}s" "${@:4}" "${args[@]}" 2>&1)
+}
+wrk_run() { # port case seconds -> wrk's output
+    local out
+    wrk_args "$1" "$2"
+    out=$(taskset -c "$CPU_LOAD" wrk -d "${3}s" "${WRK_ARGS[@]}" 2>&1)
     echo "$out" | grep -q "Non-2xx" && { echo "tls.sh: non-2xx answers on $1 $2" >&2; echo "$out" >&2; }
     echo "$out"
 }
-
 alive() { # case: every server still runs (a broad kill elsewhere would skew the figures)
     for p in "${PIDS[@]}"; do
         kill -0 "$p" 2>/dev/null || { KEEP=1; die "tls.sh: server pid $p died during $1"; }
@@ -173,7 +178,7 @@ alive() { # case: every server still runs (a broad kill elsewhere would skew the
 }
 
 say "machine: $(machine_desc); nginx $(nginx -v 2>&1 | sed 's/.*\///'); $(openssl version)"
-declare -A R
+declare -A R U
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END { print a[int((NR+1)/2)] }'; }
 
 if [ "$CALLGRIND" = 1 ]; then
@@ -186,28 +191,45 @@ if [ "$CALLGRIND" = 1 ]; then
             /^calls=/ { if (cur == fn) { split(substr($0, 7), a, " "); n += a[1] } next }
             END { print n + 0 }' "$2"
     }
+    dump_to() { # pid target name: the counters so far into DIR/cg.TARGET.NAME
+        local f
+        callgrind_control --dump="$3" "$1" >/dev/null 2>&1
+        f=$(ls -t "$DIR"/cg."$2".start* | head -n 1) # callgrind's newest dump
+        mv "$f" "$DIR/cg.$2.$3"
+    }
     echo "| case | nginx (instr/req) | fenceproxy (instr/req) | fenceproxy / nginx |"
     echo "|---|---|---|---|"
     for c in $CASES; do
         for t in ngx fp; do
             pid=$NGX_PID port=$NGX; [ $t = fp ] && pid=$FP_PID port=$FP
-            # The window opens once wrk's connections are up (their
-            # handshakes are not counted but in hs16) and closes before wrk
-            # stops; its requests are the proxy's writev(2) calls to the
-            # upstream, one per request on both.
-            wrk_run "$port" "$c" $((CG_WARM + CG_DURATION + 3)) --timeout 60s >"$DIR/wrk.$t.$c" & wpid=$!
-            sleep "$CG_WARM"
+            wrk_args "$port" "$c"
+            taskset -c "$CPU_LOAD" wrk -d 900s --timeout 60s "${WRK_ARGS[@]}" >"$DIR/wrk.$t.$c" 2>&1 &
+            wpid=$!
+            # The window opens once wrk's connections are up: 2 s slices
+            # until one has no handshake in it (but for hs16, which measures
+            # them); valgrind makes handshakes slow, the load more so.
+            sleep 3
+            for i in $(seq 90); do
+                [ "$c" = hs16 ] && break
+                callgrind_control -z "$pid" >/dev/null 2>&1
+                sleep 2
+                dump_to "$pid" "$t" "settle"
+                [ "$(calls_of SSL_do_handshake "$DIR/cg.$t.settle")" = 0 ] && break
+                [ "$i" = 90 ] && die "tls.sh: handshakes still going on after 3 min ($t $c)"
+            done
             callgrind_control -z "$pid" >/dev/null 2>&1
             sleep "$CG_DURATION"
-            callgrind_control --dump="$c" "$pid" >/dev/null 2>&1
-            wait "$wpid"
+            dump_to "$pid" "$t" "$c"
+            kill "$wpid"; wait "$wpid" 2>/dev/null || true
             alive "$c"
-            f=$(ls -t "$DIR"/cg.$t.start* | head -n 1); mv "$f" "$DIR/cg.$t.$c"
             ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$DIR/cg.$t.$c")
+            # Requests: the proxy's writev(2) calls to the upstream, one per
+            # request on both; handshakes: SSL_do_handshake calls.
             n=$(calls_of writev "$DIR/cg.$t.$c")
+            hs=$(calls_of SSL_do_handshake "$DIR/cg.$t.$c")
             [ "${n:-0}" -gt 0 ] || die "tls.sh: no request in the window ($t $c): $(cat "$DIR/wrk.$t.$c")"
             R[$t.$c]=$((ir / n))
-            echo "case=$c target=$t requests=$n instructions=$ir per_request=${R[$t.$c]}" >&2
+            echo "case=$c target=$t requests=$n handshake_calls=$hs instructions=$ir per_request=${R[$t.$c]}" >&2
         done
         echo "| $c | ${R[ngx.$c]} | ${R[fp.$c]} | $(echo "scale=2; ${R[fp.$c]} / ${R[ngx.$c]}" | bc) |"
     done
@@ -239,20 +261,33 @@ if [ "$STRACE" = 1 ]; then
     exit 0
 fi
 
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # pid: user + system clock ticks so far (all threads)
+    local f
+    read -r -a f <"/proc/$1/stat" || die "tls.sh: process $1 is gone"
+    echo $((f[13] + f[14]))
+}
 for r in $(seq "$ROUNDS"); do
     for c in $CASES; do
         for t in ngx fp; do
-            port=$NGX; [ $t = fp ] && port=$FP
-            v=$(wrk_run "$port" "$c" "$DURATION" | awk '/^Requests\/sec:/ { print $2 }')
+            pid=$NGX_PID port=$NGX; [ $t = fp ] && pid=$FP_PID port=$FP
+            t0=$(cpu_ticks "$pid")
+            out=$(wrk_run "$port" "$c" "$DURATION")
+            t1=$(cpu_ticks "$pid")
             alive "$c"
+            v=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
+            n=$(echo "$out" | awk '/requests in/ { print $1; exit }')
+            u=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", n > 0 ? t * 1e6 / hz / n : 0 }')
             R[$t.$c]="${R[$t.$c]:-} $v"
-            echo "round=$r case=$c target=$t req_s=$v load=$(cut -d' ' -f1 /proc/loadavg)" >&2
+            U[$t.$c]="${U[$t.$c]:-} $u"
+            echo "round=$r case=$c target=$t req_s=$v cpu_us_per_req=$u load=$(cut -d' ' -f1 /proc/loadavg)" >&2
         done
     done
 done
-echo "| case | nginx (req/s) | fenceproxy (req/s) | fenceproxy / nginx |"
-echo "|---|---|---|---|"
+echo "| case | nginx (req/s) | fenceproxy (req/s) | fenceproxy / nginx | nginx CPU us/req | fenceproxy CPU us/req | nginx / fenceproxy CPU |"
+echo "|---|---|---|---|---|---|---|"
 for c in $CASES; do
     n=$(echo "${R[ngx.$c]}" | median); f=$(echo "${R[fp.$c]}" | median)
-    echo "| $c | $n | $f | $(echo "scale=2; $f / $n" | bc) |"
+    nu=$(echo "${U[ngx.$c]}" | median); fu=$(echo "${U[fp.$c]}" | median)
+    echo "| $c | $n | $f | $(echo "scale=2; $f / $n" | bc) | $nu | $fu | $(echo "scale=2; $nu / $fu" | bc) |"
 done
