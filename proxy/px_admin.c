@@ -550,11 +550,11 @@ static void dispatch(struct admin_conn *c, const struct px_h1_head *h)
     memcpy(uri, h->target, h->target_len);
     uri[h->target_len] = '\0';
     if (post) {
-        char err[1024];
+        char err[2048];
         if (strcmp(uri, "/reload") != 0) {
             reply_text(c, 404, 0, "not found\n");
         } else if (ctx->reload(ctx, err, sizeof(err)) < 0) {
-            char msg[1100];
+            char msg[2100];
             px_log_error("reload (POST /reload from %s) refused: %s", c->peer, err);
             snprintf(msg, sizeof(msg), "reload refused: %s\n", err);
             reply_text(c, 400, 0, msg);

@@ -212,6 +212,13 @@ static const struct key keys[] = {
      "TLS sessions kept for resumption (0: none)"},
     {S_TLS, "session_timeout", K_DURATION, PC(tls_session_timeout_ms), "5m", 1000, DAY_MS,
      NULL, 0, "how long a session can be resumed"},
+    {S_TLS, "session_tickets", K_ENUM, PC(tls_session_tickets), "on", 0, 0, on_off_choices, 0,
+     "on: resumption by session tickets too (a key in memory, rotated); off: the cache only"},
+    {S_TLS, "ticket_key_rotate", K_DURATION, PC(tls_ticket_rotate_ms), "1h", 1000, DAY_MS, NULL,
+     0, "the ticket key changes this often and on every reload; the previous one is accepted "
+        "one period more"},
+    {S_TLS, "ocsp_file", K_PATH_OFF, PC(tls_ocsp_file), "off", 0, 0, NULL, 0,
+     "OCSP response (DER) for cert, stapled for clients that ask; reread on reload; or off"},
     {S_ROUTE, "prefix", K_STRING, RT(prefix), NULL, 0, 0, NULL, KF_REQUIRED | KF_RELOAD,
      "path prefix the route covers; the longest match wins"},
     {S_ROUTE, "resource", K_ROUTE_MODE, 0, "prefix", 0, 0, NULL, KF_RELOAD,
@@ -998,6 +1005,8 @@ static void check_tls(struct load *ld)
     else if (cfg->tls_client_ca != NULL && cfg->tls_verify_client == PX_VERIFY_OFF)
         fail(ld, line_of(ld, S_TLS, "client_ca"),
              "client_ca without verify_client = optional or on would be ignored");
+    else if (cfg->tls_cert == NULL && cfg->tls_ocsp_file != NULL)
+        fail(ld, line_of(ld, S_TLS, "ocsp_file"), "ocsp_file needs [tls] cert and key");
     else if ((cfg->upstream_cert == NULL) != (cfg->upstream_key == NULL))
         fail(ld, line_of(ld, S_PROXY, cfg->upstream_cert != NULL ? "upstream_cert" : "upstream_key"),
              "upstream_cert and upstream_key go together");

@@ -76,6 +76,9 @@ struct px_config {
     int tls_verify_client;        /* PX_VERIFY_OFF, _OPTIONAL, _ON */
     uint64_t tls_session_cache;   /* sessions kept for resumption (0: none) */
     uint64_t tls_session_timeout_ms; /* lifetime of a cached session */
+    int tls_session_tickets;      /* 1 (default): stateless tickets as well */
+    uint64_t tls_ticket_rotate_ms; /* ticket key period (1 h); previous key one more */
+    char *tls_ocsp_file;          /* DER OCSP response to staple, or NULL */
     /* [route NAME] ... */
     struct pol_routes *routes;    /* owned */
     /* "FILE:LINE: warning: ...\n" lines (escaped), or NULL; owned. */

@@ -67,8 +67,9 @@ struct px_ctx {
     /* Called by px_conn when its last connection is gone (a draining
      * server stops then). Set by px_server. */
     void (*conns_gone)(struct px_ctx *ctx);
-    /* px_server_reload(), for the admin listener's POST /reload (set by
-     * px_server, so px_admin need not include it). */
+    /* What SIGHUP reloads (the configuration, then the certificates and
+     * keys), for the admin listener's POST /reload (set by px_server, so
+     * px_admin need not include it). 0, or -1 with what was refused. */
     int (*reload)(struct px_ctx *ctx, char *err, size_t errlen);
     uint64_t next_conn_id;
     uint64_t rid_base;               /* random, for X-Request-Id */

@@ -267,23 +267,47 @@ static void usr1_cb(evutil_socket_t sig, short what, void *arg)
     reopen_logs(arg);
 }
 
-/* SIGHUP: reload the configuration, and reopen the logs (as before reloads
- * existed, so rotation scripts that send SIGHUP keep working). */
+/* A reload as SIGHUP and POST /reload make it: the configuration, then the
+ * certificates and keys, which are reread even when the configuration is
+ * refused or did not change (new connections use them, open ones keep
+ * their session; a bad file keeps the old ones, logged by px_tls).
+ * Returns 0, or -1 with what was refused in err (both parts when both
+ * were). Loop thread. */
+static int reload_all(struct px_ctx *ctx, char *err, size_t errlen)
+{
+    char cfg_err[1024], tls_err[2][768];
+    int rc = 0, n = 0;
+
+    cfg_err[0] = '\0';
+    if (px_server_reload(ctx, cfg_err, sizeof(cfg_err)) < 0)
+        rc = -1;
+    tls_err[0][0] = tls_err[1][0] = '\0';
+    if (ctx->tls_listen != NULL && px_tls_reload(ctx->tls_listen, tls_err[n], sizeof tls_err[n]) < 0)
+        n++;
+    if (ctx->tls_upstream != NULL &&
+        px_tls_reload(ctx->tls_upstream, tls_err[n], sizeof tls_err[n]) < 0)
+        n++;
+    if (n > 0)
+        rc = -1;
+    if (rc < 0)
+        snprintf(err, errlen, "%s%s%s%s%s%s", cfg_err[0] != '\0' ? cfg_err : "",
+                 cfg_err[0] != '\0' && n > 0 ? "; " : "",
+                 cfg_err[0] == '\0' && n > 0 ? "configuration applied, but " : "", tls_err[0],
+                 n > 1 ? "; " : "", tls_err[1]);
+    return rc;
+}
+
+/* SIGHUP: reload the configuration and the certificates, and reopen the
+ * logs (as before reloads existed, so rotation scripts that send SIGHUP
+ * keep working). */
 static void hup_cb(evutil_socket_t sig, short what, void *arg)
 {
     struct px_ctx *ctx = arg;
-    char err[1024];
+    char err[2048];
 
     px_log_info("SIGHUP: reloading %s and reopening logs", ctx->cfg_path);
-    if (px_server_reload(ctx, err, sizeof(err)) < 0)
-        px_log_error("reload refused, the running configuration stays: %s", err);
-    /* Certificates and keys are reread even when the file did not change:
-     * new connections use them, open ones keep their session; a bad file
-     * keeps the old ones (logged). */
-    if (ctx->tls_listen != NULL)
-        (void)px_tls_reload(ctx->tls_listen);
-    if (ctx->tls_upstream != NULL)
-        (void)px_tls_reload(ctx->tls_upstream);
+    if (reload_all(ctx, err, sizeof(err)) < 0)
+        px_log_error("reload (SIGHUP) refused: %s", err);
     reopen_logs(ctx);
 }
 
@@ -586,7 +610,7 @@ struct px_ctx *px_server_new(const struct px_config *cfg, const char *path, char
     ctx->client_tr = &px_transport_tcp;
     ctx->client_proto = "http";
     ctx->conns_gone = conns_gone;
-    ctx->reload = px_server_reload;
+    ctx->reload = reload_all;
     ctx->conns = px_conn_set_new();
     if (ctx->conns == NULL) {
         snprintf(err, errlen, "out of memory");

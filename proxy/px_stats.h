@@ -101,9 +101,13 @@
     C(UPSTREAM_TLS_FAILED, "fence_upstream_tls_failures_total",                       \
       "Upstream TLS handshakes that failed (certificate refused included).")         \
     C(TLS_RELOADS, "fence_tls_reloads_total",                                         \
-      "Certificate and key reloads that took effect (SIGHUP).")                      \
+      "Certificate and key reloads that took effect (SIGHUP, POST /reload).")        \
     C(TLS_RELOAD_FAILURES, "fence_tls_reload_failures_total",                         \
       "Reloads refused (bad file): the previous certificate stays.")                 \
+    C(TLS_TICKET_ROTATIONS, "fence_tls_ticket_key_rotations_total",                   \
+      "Session ticket key changes (schedule and reloads).")                          \
+    C(TLS_OCSP_STAPLED, "fence_tls_ocsp_stapled_total",                               \
+      "Handshakes in which the OCSP response was stapled.")                          \
     H(UPSTREAM_DURATION, "fence_upstream_duration_seconds",                           \
       "Time from forwarding a request to the end of the upstream response.",         \
       DURATION)                                                                       \

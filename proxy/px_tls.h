@@ -2,7 +2,8 @@
  * (px_transport.h) and the only file of the proxy that speaks TLS (OpenSSL
  * through libevent's bufferevent_openssl). A server transport serves the
  * data and admin listeners ([tls] cert, key, versions, ciphers, ALPN
- * http/1.1, a session cache for resumption, client certificates); a client
+ * http/1.1, a session cache and rotated session tickets for resumption,
+ * client certificates, OCSP stapling from a file); a client
  * transport connects to an https upstream (verification against upstream_ca
  * or the system store, SNI and the name check, an optional client
  * certificate, the last session reused for the next connection). Which
@@ -27,12 +28,13 @@ struct px_transport *px_tls_server_new(const struct px_config *cfg, char *err, s
  * cfg is copied. Free with px_tls_free(). */
 struct px_transport *px_tls_client_new(const struct px_config *cfg, char *err, size_t errlen);
 
-/* Rereads the certificates, keys and CA files (SIGHUP), from the paths of
- * the config the transport was made with ([tls] and the upstream_* keys
- * cannot change on a reload; the files behind them can). New connections use
- * them; established ones keep their session. When a file is bad the old
- * ones stay and the error is logged. Returns 0, or -1 (kept the old). */
-int px_tls_reload(struct px_transport *t);
+/* Rereads the certificates, keys and CA files (SIGHUP, POST /reload), from
+ * the paths of the config the transport was made with ([tls] and the
+ * upstream_* keys cannot change on a reload; the files behind them can).
+ * New connections use them; established ones keep their session. When a
+ * file is bad the old ones stay and the error is logged. Returns 0, or -1
+ * (kept the old) with the logged message in err. */
+int px_tls_reload(struct px_transport *t, char *err, size_t errlen);
 
 /* Frees the transport (connections still open keep what they use until
  * they close) and NULLs *t. Accepts NULL and *t == NULL. */

@@ -28,8 +28,8 @@ endif()
 
 # The same proxy suites once more over TLS (FENCE_TEST_TLS=1: the ts_proxy
 # fixture gives the proxy a [tls] section and ts_connect() speaks TLS).
-# (limits is left out: its RSS bound is for plain sockets; under ASan the
-# allocator's quarantine with TLS buffers exceeded it once, +20 MiB.)
-foreach(t framing headers keepalive streaming expect abort fidelity redirect)
+# timeouts expects a failed handshake where plaintext gets its 503 (over
+# max_connections); limits holds its memory bounds over TLS too.
+foreach(t framing headers keepalive streaming expect abort fidelity redirect timeouts limits)
   fence_test_tls(test_proxy_${t})
 endforeach()

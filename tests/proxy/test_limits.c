@@ -257,8 +257,12 @@ Test(limits, pipelined_flood_of_a_client_that_never_reads_stays_bounded)
                 f[0].pushed, f[1].pushed, f[2].pushed, f[3].pushed, f[4].pushed, rss_before,
                 rss_after, rss_max);
     cr_assert_gt(f[0].next, 1000, "the flood was too small to prove anything");
-    cr_assert_lt(rss_max - rss_before, 16 * 1024, "proxy RSS grew by %ld KiB under the flood",
-                 rss_max - rss_before);
+    /* Over TLS (FENCE_TEST_TLS=1) the proxy's allocator holds more: measured
+     * +8 to +10 MiB in the plain build and +10 to +18.5 MiB (peak of the
+     * 500 ms samples) under ASan, against +4 and +8 MiB in plaintext; still
+     * a fixed bound, far below what an unbounded proxy queues here. */
+    cr_assert_lt(rss_max - rss_before, (pxt.px.tls ? 32 : 16) * 1024,
+                 "proxy RSS grew by %ld KiB under the flood", rss_max - rss_before);
     expect_responses(f[0].fd, 1000);
     expect_responses(f[4].fd, 1000);
     for (int i = 0; i < 5; i++)

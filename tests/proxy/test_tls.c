@@ -4,8 +4,11 @@
  * certificates required/optional with the subject in the access and audit
  * logs, an https upstream (nginx with ssl) verified by CA and name with
  * expired and wrong-name certificates refused (502 and a log line), mTLS to
- * the upstream, session reuse in the pool, and certificate reload under a
- * client loop without a failed request. */
+ * the upstream, session reuse in the pool, certificate reload under a
+ * client loop without a failed request (SIGHUP) and by POST /reload,
+ * session tickets resumed by openssl s_client across key rotations (on
+ * schedule and on reload), and OCSP stapling from a response made by
+ * `openssl ocsp`, checked with s_client -status and reread on reload. */
 #include <criterion/criterion.h>
 
 #include <errno.h>
@@ -70,6 +73,9 @@ static void start(int upstream_port, const char *extra)
     cr_assert_eq(ts_proxy_start(&px), 0, "fenceproxy did not start");
 }
 
+/* The [tls] cert of start_listener (a file in the tls dir). */
+static const char *listener_cert = "server.pem";
+
 /* Listener tests: a recording upstream, [tls] with the server certificate
  * plus more (tls_more: more [tls] keys). */
 static void start_listener(const char *proxy_more, const char *tls_more)
@@ -81,7 +87,7 @@ static void start_listener(const char *proxy_more, const char *tls_more)
     cr_assert_not_null(up);
     snprintf(extra, sizeof extra, "%s\n[route objects]\nprefix = /objects/\n"
              "[tls]\ncert = %s\nkey = %s\n%s\n",
-             proxy_more != NULL ? proxy_more : "", certs("server.pem"), certs("server.key"),
+             proxy_more != NULL ? proxy_more : "", certs(listener_cert), certs("server.key"),
              tls_more != NULL ? tls_more : "");
     start(ts_upstream_port(up), extra);
 }
@@ -428,6 +434,24 @@ static void *client_loop(void *arg)
     return NULL;
 }
 
+/* A new server certificate (O=rotated) and key, moved over server.pem and
+ * server.key. */
+static void rotate_cert_files(void)
+{
+    char cmd[4096], *s;
+
+    snprintf(cmd, sizeof cmd,
+             "cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-keyout new.key -out new.csr -subj '/O=rotated/CN=localhost' 2>/dev/null && "
+             "openssl x509 -req -in new.csr -CA ca.pem -CAkey ca.key -set_serial 77 -days 2 "
+             "-extfile server.ext -out new.pem 2>/dev/null && mv new.pem server.pem && "
+             "mv new.key server.key && echo ok",
+             px.tls_dir);
+    s = run(cmd);
+    cr_assert_str_eq(s, "ok\n", "%s", s);
+    free(s);
+}
+
 static char *served_subject(void)
 {
     char cmd[2048];
@@ -462,16 +486,7 @@ Test(tls, certificates_reload_on_sighup_without_a_failed_request)
     cr_assert_eq(pthread_create(&th, NULL, client_loop, &l), 0);
     ts_sleep_ms(300);
     /* A new certificate and key, moved into place, then SIGHUP. */
-    snprintf(cmd, sizeof cmd,
-             "cd %s && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-             "-keyout new.key -out new.csr -subj '/O=rotated/CN=localhost' 2>/dev/null && "
-             "openssl x509 -req -in new.csr -CA ca.pem -CAkey ca.key -set_serial 77 -days 2 "
-             "-extfile server.ext -out new.pem 2>/dev/null && mv new.pem server.pem && "
-             "mv new.key server.key && echo ok",
-             px.tls_dir);
-    s = run(cmd);
-    cr_assert_str_eq(s, "ok\n", "%s", s);
-    free(s);
+    rotate_cert_files();
     cr_assert_eq(ts_proc_signal(&px.proc, SIGHUP), 0);
     ts_sleep_ms(500);
     s = served_subject();
@@ -502,5 +517,310 @@ Test(tls, certificates_reload_on_sighup_without_a_failed_request)
     close(kept);
     cr_assert_eq(metric("fence_tls_reloads_total"), 1);
     cr_assert_eq(metric("fence_tls_reload_failures_total"), 1);
+    passed = 1;
+}
+
+/* ---- certificates reread on POST /reload ---------------------------------- */
+
+/* POST /reload on the admin listener (over TLS, as the data one); returns
+ * the status, the body in body (malloc'd) when not NULL. */
+static int post_reload(char **body)
+{
+    int fd = ts_tls_connect(px.admin_port, certs("ca.pem"), NULL, NULL);
+    struct ts_resp r;
+    char req[512];
+    int st = 0;
+
+    cr_assert_geq(fd, 0, "admin listener does not speak TLS");
+    snprintf(req, sizeof req,
+             "POST /reload HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer %s\r\n"
+             "Content-Length: 0\r\nConnection: close\r\n\r\n",
+             "fence-test-admin-secret");
+    ts_send_all(fd, req, strlen(req));
+    if (ts_http_read(fd, &r, 10000, 0) == 0) {
+        st = r.status;
+        if (body != NULL)
+            *body = strdup(r.body != NULL ? r.body : "");
+        ts_resp_free(&r);
+    }
+    close(fd);
+    return st;
+}
+
+/* The admin secret POST /reload needs, in the proxy dir; the [proxy] line. */
+static const char *admin_secret_conf(void)
+{
+    static char line[1400];
+    char path[1300];
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/admin.secret", px.dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("fence-test-admin-secret\n", f);
+    fclose(f);
+    cr_assert_eq(chmod(path, 0600), 0);
+    snprintf(line, sizeof line, "admin_token_file = %s\n", path);
+    return line;
+}
+
+Test(tls, certificates_reread_on_post_reload_and_a_bad_key_keeps_the_old)
+{
+    char cmd[2048], *s, *body = NULL, *log;
+
+    init();
+    start_listener(admin_secret_conf(), NULL);
+    s = served_subject();
+    cr_assert(strstr(s, "CN = localhost") != NULL && strstr(s, "rotated") == NULL, "%s", s);
+    free(s);
+    rotate_cert_files();
+    cr_assert_eq(post_reload(&body), 200, "%s", body);
+    cr_assert(strstr(body, "reloaded: generation 2") != NULL, "%s", body);
+    free(body);
+    s = served_subject();
+    cr_assert(strstr(s, "O = rotated") != NULL, "POST /reload did not reread the certificate: %s",
+              s);
+    free(s);
+    /* A bad key: refused with the reason, the rotated certificate stays. */
+    snprintf(cmd, sizeof cmd, "cd %s && echo garbage > server.key", px.tls_dir);
+    free(run(cmd));
+    cr_assert_eq(post_reload(&body), 400, "%s", body);
+    cr_assert(strstr(body, "configuration applied, but TLS reload (listeners): key ") != NULL &&
+                  strstr(body, "keeping the previous certificates") != NULL,
+              "%s", body);
+    free(body);
+    log = file_text(px.proc.log, 3000, "keeping the previous certificates");
+    cr_assert(log != NULL && strstr(log, "keeping the previous certificates") != NULL, "%s", log);
+    free(log);
+    s = served_subject();
+    cr_assert(strstr(s, "O = rotated") != NULL, "bad key not refused: %s", s);
+    free(s);
+    cr_assert_eq(metric("fence_tls_reloads_total"), 1);
+    cr_assert_eq(metric("fence_tls_reload_failures_total"), 1);
+    cr_assert_eq(metric("fence_config_generation"), 3, "the configuration part was not applied");
+    passed = 1;
+}
+
+/* ---- resumption by session tickets ---------------------------------------- */
+
+/* openssl s_client to the data port with protocol ver ("-tls1_3" or
+ * "-tls1_2"), sending one request; sess_out/sess_in are file names in the
+ * tls dir or NULL. Returns 1 when the session was resumed ("Reused,"), 0
+ * when it was a new one ("New,"), -1 when neither line came. */
+static int s_client_session(const char *ver, const char *sess_out, const char *sess_in)
+{
+    char cmd[4096], opt[2600] = "", *out;
+    int rc = -1;
+
+    if (sess_out != NULL)
+        snprintf(opt, sizeof opt, "-sess_out %s", certs(sess_out));
+    if (sess_in != NULL)
+        snprintf(opt + strlen(opt), sizeof opt - strlen(opt), " -sess_in %s", certs(sess_in));
+    /* -ign_eof: s_client reads until the proxy closes, so the TLS 1.3
+     * tickets that follow the handshake are in the saved session. */
+    snprintf(cmd, sizeof cmd,
+             "printf 'GET /objects/a HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n' | "
+             "timeout 10 openssl s_client %s -connect 127.0.0.1:%d -CAfile %s %s -ign_eof 2>&1",
+             ver, px.port, certs("ca.pem"), opt);
+    out = run(cmd);
+    if (strstr(out, "\nReused, TLSv1.") != NULL)
+        rc = 1;
+    else if (strstr(out, "\nNew, TLSv1.") != NULL)
+        rc = 0;
+    if (rc < 0 || strstr(out, "HTTP/1.1 200") == NULL)
+        cr_log_error("s_client: %s", out);
+    free(out);
+    return rc;
+}
+
+/* Polls the rotation counter until it reaches want (each poll is a TLS
+ * handshake to the admin listener, which makes a ticket: the key is brought
+ * to the current period then). Returns the value reached. */
+static int wait_rotations(int want, int wait_ms)
+{
+    long long deadline = ts_now_ms() + wait_ms;
+    int v;
+
+    while ((v = metric("fence_tls_ticket_key_rotations_total")) < want &&
+           ts_now_ms() < deadline)
+        ts_sleep_ms(100);
+    return v;
+}
+
+/* With the session cache off, a resumption can only come from a ticket. */
+Test(tls, session_tickets_resume_and_the_previous_key_is_accepted_one_period)
+{
+    int resumed;
+
+    start_listener(NULL, "session_cache = 0\nticket_key_rotate = 4s\n");
+    cr_assert_eq(s_client_session("-tls1_3", "t13", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_2", "t12", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "t13"), 1, "TLS 1.3 ticket not resumed");
+    cr_assert_eq(s_client_session("-tls1_2", NULL, "t12"), 1, "TLS 1.2 ticket not resumed");
+    resumed = metric("fence_tls_resumed_total");
+    cr_assert_eq(resumed, 2);
+    /* The key made at the first ticket; its period ends within 4 s. */
+    cr_assert_eq(wait_rotations(1, 0), 1);
+    cr_assert_eq(wait_rotations(2, 8000), 2, "no rotation on schedule");
+    /* Now the tickets' key is the previous one: still accepted. */
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "t13"), 1, "previous key refused (1.3)");
+    cr_assert_eq(s_client_session("-tls1_2", NULL, "t12"), 1, "previous key refused (1.2)");
+    /* One period later it is gone: a full handshake. */
+    cr_assert_eq(wait_rotations(3, 8000), 3, "no second rotation on schedule");
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "t13"), 0, "a ticket two keys old resumed");
+    cr_assert_eq(s_client_session("-tls1_2", NULL, "t12"), 0, "a ticket two keys old resumed");
+    cr_assert_eq(metric("fence_tls_resumed_total"), resumed + 2);
+    passed = 1;
+}
+
+Test(tls, ticket_key_rotates_on_every_reload)
+{
+    init();
+    start_listener(admin_secret_conf(), "session_cache = 0\nticket_key_rotate = 1h\n");
+    cr_assert_eq(s_client_session("-tls1_3", "before", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "before"), 1);
+    cr_assert_eq(ts_proc_signal(&px.proc, SIGHUP), 0);
+    cr_assert_eq(wait_rotations(2, 5000), 2, "SIGHUP did not rotate the ticket key");
+    /* The key from before the reload is the previous one: accepted. */
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "before"), 1, "ticket refused after 1 reload");
+    cr_assert_eq(s_client_session("-tls1_3", "between", NULL), 0);
+    cr_assert_eq(post_reload(NULL), 200);
+    cr_assert_eq(wait_rotations(3, 5000), 3, "POST /reload did not rotate the ticket key");
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "before"), 0,
+                 "a ticket from two reloads ago resumed");
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "between"), 1,
+                 "the ticket from between the reloads was refused");
+    passed = 1;
+}
+
+Test(tls, session_tickets_off_leaves_the_cache)
+{
+    start_listener(NULL, "session_tickets = off\n");
+    cr_assert_eq(s_client_session("-tls1_3", "c13", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_2", "c12", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "c13"), 1, "stateful TLS 1.3 ticket");
+    cr_assert_eq(s_client_session("-tls1_2", NULL, "c12"), 1, "TLS 1.2 session id");
+    cr_assert_eq(metric("fence_tls_ticket_key_rotations_total"), 0, "a ticket key was made");
+    passed = 1;
+}
+
+/* ---- OCSP stapling ------------------------------------------------------------ */
+
+/* An OCSP response (DER) into the tls dir as out, made by `openssl ocsp`
+ * as the CA's responder, for the certificate cert ("server" or "wrong"):
+ * good, or revoked when revoked is set. Written under a temporary name and
+ * moved into place. */
+static void make_ocsp(const char *cert, int revoked, const char *out)
+{
+    char cmd[4096], *s;
+
+    snprintf(cmd, sizeof cmd,
+             "cd %s && ser=$(openssl x509 -in %s.pem -noout -serial | cut -d= -f2) && "
+             "end=$(date -u -d \"$(openssl x509 -in %s.pem -noout -enddate | cut -d= -f2)\" "
+             "+%%y%%m%%d%%H%%M%%SZ) && rev=%s && "
+             "printf '%%s\\t%%s\\t%%s\\t%%s\\tunknown\\t/CN=x\\n' %s \"$end\" \"$rev\" \"$ser\" "
+             "> ocsp-index.txt && "
+             "openssl ocsp -issuer ca.pem -cert %s.pem -no_nonce -reqout ocsp-req.der 2>&1 && "
+             "openssl ocsp -index ocsp-index.txt -rsigner ca.pem -rkey ca.key -CA ca.pem "
+             "-reqin ocsp-req.der -respout %s.tmp -ndays 1 >/dev/null 2>&1 && mv %s.tmp %s && "
+             "echo ok",
+             px.tls_dir, cert, cert, revoked ? "$(date -u +%y%m%d%H%M%SZ)" : "''",
+             revoked ? "R" : "V", cert, out, out, out);
+    s = run(cmd);
+    cr_assert(strstr(s, "ok\n") != NULL, "openssl ocsp: %s", s);
+    free(s);
+}
+
+/* Waits until the metric reaches want; returns 1, or 0 at the deadline. */
+static int wait_metric_ge(const char *name, int want, int wait_ms)
+{
+    long long deadline = ts_now_ms() + wait_ms;
+
+    while (metric(name) < want) {
+        if (ts_now_ms() >= deadline)
+            return 0;
+        ts_sleep_ms(50);
+    }
+    return 1;
+}
+
+/* s_client with -status (ver: "-tls1_3" or "-tls1_2"): its output. */
+static char *s_client_status(const char *ver, int ask)
+{
+    char cmd[2048];
+
+    snprintf(cmd, sizeof cmd,
+             "timeout 10 openssl s_client %s -connect 127.0.0.1:%d -CAfile %s %s </dev/null 2>&1",
+             ver, px.port, certs("ca.pem"), ask ? "-status" : "");
+    return run(cmd);
+}
+
+Test(tls, ocsp_response_stapled_and_reread_on_reload)
+{
+    char more[1400], cmd[2048], *out, *log;
+
+    init();
+    make_ocsp("server", 0, "ocsp.der");
+    /* The chain file carries the issuer: the response is matched by the
+     * issuer's name and key and the serial (the other test: serial only). */
+    snprintf(cmd, sizeof cmd, "cd %s && cat server.pem ca.pem > chain.pem", px.tls_dir);
+    free(run(cmd));
+    listener_cert = "chain.pem";
+    snprintf(more, sizeof more, "ocsp_file = %s\n", certs("ocsp.der"));
+    start_listener(NULL, more);
+    for (int v = 0; v < 2; v++) {
+        out = s_client_status(v == 0 ? "-tls1_3" : "-tls1_2", 1);
+        cr_assert(strstr(out, "OCSP Response Status: successful") != NULL &&
+                      strstr(out, "Cert Status: good") != NULL,
+                  "no good staple (%s): %s", v == 0 ? "TLS 1.3" : "TLS 1.2", out);
+        free(out);
+    }
+    /* A client that does not ask gets none. */
+    out = s_client_status("-tls1_3", 0);
+    cr_assert(strstr(out, "Verify return code: 0 (ok)") != NULL, "%s", out);
+    free(out);
+    cr_assert_eq(metric("fence_tls_ocsp_stapled_total"), 2);
+    /* A new response (revoked), moved into place: stapled after SIGHUP. */
+    make_ocsp("server", 1, "ocsp.der");
+    cr_assert_eq(ts_proc_signal(&px.proc, SIGHUP), 0);
+    cr_assert_eq(wait_metric_ge("fence_tls_reloads_total", 1, 5000), 1);
+    out = s_client_status("-tls1_3", 1);
+    cr_assert(strstr(out, "Cert Status: revoked") != NULL, "the new response is not stapled: %s",
+              out);
+    free(out);
+    /* A broken file: refused, the last good response stays. */
+    snprintf(cmd, sizeof cmd, "cd %s && echo garbage > ocsp.der", px.tls_dir);
+    free(run(cmd));
+    cr_assert_eq(ts_proc_signal(&px.proc, SIGHUP), 0);
+    log = file_text(px.proc.log, 5000, "not a DER OCSP response; keeping the previous");
+    cr_assert(log != NULL && strstr(log, "not a DER OCSP response; keeping the previous") != NULL,
+              "%s", log);
+    free(log);
+    out = s_client_status("-tls1_3", 1);
+    cr_assert(strstr(out, "Cert Status: revoked") != NULL, "the staple was lost: %s", out);
+    free(out);
+    passed = 1;
+}
+
+/* A response for another certificate (or none at all) is not stapled in
+ * its place: the proxy does not start, and says why. */
+Test(tls, ocsp_response_for_another_certificate_refused_at_start)
+{
+    char more[1400], cmd[4096], *out;
+    const char *bin = ts_build_path("proxy/fenceproxy");
+
+    init();
+    make_ocsp("wrong", 0, "wrong-ocsp.der");
+    up = ts_upstream_start();
+    cr_assert_not_null(up);
+    snprintf(more, sizeof more, "[tls]\ncert = %s\nkey = %s\nocsp_file = %s\n",
+             certs("server.pem"), certs("server.key"), certs("wrong-ocsp.der"));
+    cr_assert_eq(ts_proxy_write_conf(&px, ts_upstream_port(up), more), 0);
+    snprintf(cmd, sizeof cmd, "timeout 20 %s -c %s 2>&1; echo rc=$?", bin, px.conf);
+    out = run(cmd);
+    cr_assert(strstr(out, "no status for the serial number of [tls] cert") != NULL &&
+                  strstr(out, "rc=0") == NULL && strstr(out, "rc=124") == NULL,
+              "%s", out);
+    free(out);
     passed = 1;
 }

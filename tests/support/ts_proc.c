@@ -483,6 +483,15 @@ int ts_connect(int port)
     return fd;
 }
 
+int ts_connect_tcp(int port)
+{
+    int fd = connect_once(port, 10);
+
+    if (fd < 0)
+        fprintf(stderr, "ts_connect_tcp: 127.0.0.1:%d: %s\n", port, strerror(errno));
+    return fd;
+}
+
 int ts_listen(int *port)
 {
     struct sockaddr_in a;

@@ -105,6 +105,10 @@ int ts_nginx_start_ssl(struct ts_proc *p, const char *dir, int port, const char 
  * Returns the fd (caller closes) or -1. */
 int ts_connect(int port);
 
+/* The same, but plain TCP also to a port registered for TLS (ts_tls): for
+ * tests of what happens below the TLS layer (accepting, refusing). */
+int ts_connect_tcp(int port);
+
 /* A listening socket on 127.0.0.1 at a port the kernel picks (*port set),
  * for a small upstream a test plays itself. Returns the fd (caller closes)
  * or -1. */
