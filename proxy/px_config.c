@@ -242,7 +242,11 @@ static const struct key keys[] = {
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
-_Static_assert(NKEYS <= 64, "seen masks are 64 bits");
+/* A bit per keys[] index. */
+#define SEEN_WORDS 3
+_Static_assert(NKEYS <= SEEN_WORDS * 64, "seen masks are too small");
+#define SEEN(m, i) (((m)[(i) / 64] >> ((i) % 64)) & 1u)
+#define SEEN_SET(m, i) ((m)[(i) / 64] |= 1ULL << ((i) % 64))
 
 struct load {
     const char *path;
@@ -256,14 +260,14 @@ struct load {
     char err[ERR_MAX];
     enum sect sect;
     unsigned sects_seen;    /* bit per enum sect, for duplicates */
-    uint64_t seen;          /* bit per keys[] index, non-route keys */
+    uint64_t seen[SEEN_WORDS]; /* bit per keys[] index, non-route keys */
     unsigned key_line[NKEYS];
     /* the [route NAME] section being read */
     int route_open;
     struct pol_route route;
     unsigned route_line;
     unsigned route_prefix_line;
-    uint64_t route_seen;
+    uint64_t route_seen[SEEN_WORDS];
 };
 
 static void fail(struct load *ld, unsigned line, const char *fmt, ...)
@@ -750,7 +754,7 @@ static void route_close(struct load *ld)
     if (!ld->failed) {
         for (size_t i = 0; i < NKEYS; i++) {
             if (keys[i].sect == S_ROUTE && (keys[i].flags & KF_REQUIRED) &&
-                !(ld->route_seen & (1ULL << i))) {
+                !SEEN(ld->route_seen, i)) {
                 fail(ld, ld->route_line, "[route %s]: %s is required", ld->route.name,
                      keys[i].name);
                 goto out;
@@ -835,7 +839,7 @@ static void section_header(struct load *ld, const char *p)
         ld->route_open = 1;
         ld->route_line = ld->lineno;
         ld->route_prefix_line = ld->lineno;
-        ld->route_seen = 0;
+        memset(ld->route_seen, 0, sizeof ld->route_seen);
         ld->sect = S_ROUTE;
         apply_defaults(ld, S_ROUTE, &ld->route);
         return;
@@ -941,12 +945,12 @@ static int handler(struct load *ld, const char *name, const char *value)
             fail(ld, ld->lineno, "unknown key '%s' in [%s]", name, sect_names[ld->sect]);
         return 0;
     }
-    seen = ld->sect == S_ROUTE ? &ld->route_seen : &ld->seen;
-    if (*seen & (1ULL << i)) {
+    seen = ld->sect == S_ROUTE ? ld->route_seen : ld->seen;
+    if (SEEN(seen, i)) {
         fail(ld, ld->lineno, "duplicate key '%s'", name);
         return 0;
     }
-    *seen |= 1ULL << i;
+    SEEN_SET(seen, i);
     base = ld->sect == S_ROUTE ? (void *)&ld->route : (void *)ld->cfg;
     if (apply(&keys[i], base, ld->cfg, value, msg, sizeof msg) != 0) {
         fail(ld, ld->lineno, "%s: %s", name, msg);
@@ -1022,7 +1026,7 @@ static void check_endpoints(struct load *ld)
     int i = key_index(S_STORE, "endpoints");
     const char *p = ld->cfg->store_endpoints;
 
-    if (!(ld->seen & (1ULL << i))) {
+    if (!SEEN(ld->seen, i)) {
         fail(ld, ld->key_line[key_index(S_STORE, "backend")],
              "[store] endpoints is required with backend = etcd");
         return;
@@ -1110,7 +1114,7 @@ static void check_whole(struct load *ld)
 
     for (size_t i = 0; i < NKEYS && !ld->failed; i++) {
         if (keys[i].sect != S_ROUTE && (keys[i].flags & KF_REQUIRED) &&
-            !(ld->seen & (1ULL << i)))
+            !SEEN(ld->seen, i))
             fail(ld, 0, "[%s] %s is required", sect_names[keys[i].sect], keys[i].name);
     }
     check_tls(ld);
