@@ -55,9 +55,9 @@ static void teardown(void)
     ts_upstream_stop(&up);
 }
 
-TestSuite(patterns_proxy_redis, .init = setup, .fini = teardown, .timeout = 60);
-TestSuite(patterns_proxy_etcd, .init = setup, .fini = teardown, .timeout = 60);
-TestSuite(patterns_proxy_zk, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(patterns_proxy_redis, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(patterns_proxy_etcd, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(patterns_proxy_zk, .init = setup, .fini = teardown, .timeout = 120);
 
 static void use(enum lf_kind k)
 {
