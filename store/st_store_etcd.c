@@ -88,6 +88,7 @@ struct owned {
     int64_t epoch;            /* own/R's create revision */
     int asked;                /* the loop was told another proxy wants R */
     int releasing;            /* a release did not get through: retried */
+    int64_t delay_until;      /* the end of its lock-delay (0: none) */
     TAILQ_ENTRY(owned) rel_link;
     size_t klen;
     char key[];
@@ -425,6 +426,7 @@ static int acq_result(struct etcd_store *es, struct acq *a, const struct ec_txn_
     const struct st_store_req *r = a->reqs;
     const struct ec_txn_result *got = NULL;
     const struct ec_kvs *kown, *kclean, *ktok, *kwant;
+    struct owned *o = NULL;
     uint64_t highest = 0;
 
     if (top != NULL && top->succeeded && top->n == 5)
@@ -446,7 +448,7 @@ static int acq_result(struct etcd_store *es, struct acq *a, const struct ec_txn_
             acq_fail(a, -1, done);
             return -1;
         }
-        if (owned_add(es, r->key, r->klen, kown->kv[0].create_revision) == NULL) {
+        if ((o = owned_add(es, r->key, r->klen, kown->kv[0].create_revision)) == NULL) {
             acq_fail(a, ST_STORE_EUNAVAIL, done);
             return -1;
         }
@@ -457,19 +459,24 @@ static int acq_result(struct etcd_store *es, struct acq *a, const struct ec_txn_
          * expired): what it let go may still reach the storage up to
          * upstream_timeout later. A resource never written needs no wait. */
         a->due = kclean->n == 0 && ktok->n == 1 ? answered + es->lock_delay_ms : answered;
+        o->delay_until = a->due;
         return 1;
     }
     kown = &got->res[0].kvs;
     kwant = &got->res[1].kvs;
     if (kown->n == 1 && kown->kv[0].lease == es->lease) {
-        /* Ours already (a release that did not get through): taken back
-         * as it is; nothing of another owner can be in flight. */
+        /* Ours already: a release that did not get through, or an
+         * acquire that landed but whose answer was lost. The latter may
+         * have taken R from an owner whose lease expired (and deleted
+         * clean/R): so the lock-delay, when R was ever written (model:
+         * ORPHAN_OWN). */
         struct ec_range_req q = {.key = a->tok};
         struct ec_kvs kv = {0};
         int erc = ec_range(es->ec, &q, ec_now_ms() + es->timeout_ms, &kv, NULL);
+        int written = erc == EC_OK && kv.n == 1;
         int bad = erc != EC_OK ||
                   (kv.n == 1 && decode_token(kv.kv[0].value, kv.kv[0].value_len, &highest) != 0) ||
-                  owned_add(es, r->key, r->klen, kown->kv[0].create_revision) == NULL;
+                  (o = owned_add(es, r->key, r->klen, kown->kv[0].create_revision)) == NULL;
         ec_kvs_free(&kv);
         if (bad) {
             if (erc != EC_OK)
@@ -479,7 +486,8 @@ static int acq_result(struct etcd_store *es, struct acq *a, const struct ec_txn_
         }
         a->highest = highest;
         a->delayed = 1;
-        a->due = answered;
+        a->due = written ? ec_now_ms() + es->lock_delay_ms : answered;
+        o->delay_until = a->due;
         return 1;
     }
     if (kwant->n == 0) {
@@ -660,7 +668,11 @@ static int release_one(struct etcd_store *es, struct owned *o)
         struct ec_op ops[2] = {{.type = EC_OP_DELETE, .range = {.key = own}},
                                {.type = EC_OP_PUT, .range = {.key = clean}, .value = "",
                                 .value_len = 0}};
-        if (ec_txn(es->ec, &c, 1, ops, 2, NULL, 0, ec_now_ms() + es->timeout_ms, &res) == EC_OK)
+        /* clean/R only once the lock-delay is over: released during it, R
+         * may still have the last owner's requests on their way, and the
+         * next owner must wait for them (model: CLEAN_IN_DELAY). */
+        size_t nops = ec_now_ms() >= o->delay_until ? 2 : 1;
+        if (ec_txn(es->ec, &c, 1, ops, nops, NULL, 0, ec_now_ms() + es->timeout_ms, &res) == EC_OK)
             rc = 0;
         else
             unreachable(es);

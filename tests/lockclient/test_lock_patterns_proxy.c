@@ -13,6 +13,8 @@
  * is: on ZooKeeper its session expires because its client stops pinging.
  * Continued, it sends its late write itself. */
 #include <criterion/criterion.h>
+
+#include <poll.h>
 #include <criterion/hooks.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -149,6 +151,18 @@ static void holder_main(enum hold_kind kind, const char *name, int cmd, int res)
     _exit(0);
 }
 
+/* read(2) from the child, bounded: a child that never answers (stuck, say
+ * in a lock taken by another thread of the parent when it forked) fails the
+ * test instead of hanging the binary. */
+static ssize_t read_child(int fd, char *buf, size_t len)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+
+    if (poll(&p, 1, 20000) != 1)
+        return -1;
+    return read(fd, buf, len);
+}
+
 static void hold_in_child(struct holder *h, enum hold_kind kind, const char *name)
 {
     int cmd[2], res[2];
@@ -169,8 +183,10 @@ static void hold_in_child(struct holder *h, enum hold_kind kind, const char *nam
     close(res[1]);
     h->cmd = cmd[1];
     h->res = res[0];
-    n = read(h->res, buf, sizeof buf - 1);
-    cr_assert_gt(n, 0, "the holder child died");
+    n = read_child(h->res, buf, sizeof buf - 1);
+    if (n <= 0)
+        kill(h->pid, SIGKILL);
+    cr_assert_gt(n, 0, "the holder child died or did not answer in 20 s");
     buf[n] = '\0';
     cr_assert_eq(sscanf(buf, "%" SCNu64 " %u", &h->token, &h->slot), 2);
     cr_assert_gt(h->token, 0, "the holder child got no hold of %s", name);
@@ -183,8 +199,10 @@ static int holder_put(struct holder *h, const char *path)
     ssize_t n;
 
     cr_assert_eq(write(h->cmd, path, strlen(path)), (ssize_t)strlen(path));
-    n = read(h->res, buf, sizeof buf - 1);
-    cr_assert_gt(n, 0, "the holder child died");
+    n = read_child(h->res, buf, sizeof buf - 1);
+    if (n <= 0)
+        kill(h->pid, SIGKILL);
+    cr_assert_gt(n, 0, "the holder child died or did not answer in 20 s");
     buf[n] = '\0';
     return atoi(buf);
 }

@@ -51,7 +51,7 @@ static void teardown(void)
 TestSuite(rw_redis, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(rw_etcd, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(rw_zk, .init = setup, .fini = teardown, .timeout = 60);
-TestSuite(rw_redlock, .init = setup, .fini = teardown, .timeout = 30);
+TestSuite(rw_redlock, .init = setup, .fini = teardown, .timeout = 60);
 
 static void use(enum lf_kind k)
 {
