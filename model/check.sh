@@ -106,7 +106,7 @@ run() {
     fi
 }
 
-fail=0
+fail=0 runs=0 failed=0
 for a in "$@"; do
     printf '%s\n' "${RUNS[@]}" | grep -q "^$a " ||
         { echo "model/check.sh: no run named $a" >&2; exit 2; }
@@ -118,7 +118,9 @@ for entry in "${RUNS[@]}"; do
         for a in "$@"; do [[ $a == "${f[0]}" ]] && wanted=yes; done
         [[ $wanted == yes ]] || continue
     fi
-    run "${f[@]}" || fail=1
+    runs=$((runs + 1))
+    run "${f[@]}" || { fail=1; failed=$((failed + 1)); }
 done
-[[ $fail == 0 ]] && echo "model/check.sh: ok"
+# The last line, read by scripts/test.sh.
+echo "model/check.sh: $runs runs, $((runs - failed)) as expected, $failed not"
 exit $fail
