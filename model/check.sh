@@ -45,23 +45,45 @@ trail() {
         paste -sd ';' | sed 's/;/; /g'
 }
 
-# run NAME EXPECT MODE DEFINES...: returns 1 if the result is not EXPECT.
-run() {
-    local name=$1 expect=$2 mode=$3
+# defines MODE DEFINES...: sets DEFS (spin), CFLAGS (gcc) and PANFLAGS.
+defines() {
+    local mode=$1
+    shift
+    DEFS=("$@")
+    CFLAGS=(-O2 -w -DMEMLIM="$MEM")
+    PANFLAGS=(-w25)
+    if [[ $mode == live ]]; then
+        DEFS+=(-DLIVE)
+        PANFLAGS+=(-a)
+    else
+        CFLAGS+=(-DSAFETY)
+    fi
+}
+
+# build NAME EXPECT MODE DEFINES...: spin -a and gcc in WORK/NAME; leaves
+# WORK/NAME/pan, or the tail of the logs in WORK/NAME/build.err.
+build() {
+    local name=$1 mode=$3
     shift 3
     local dir="$WORK/$name"
     mkdir -p "$dir"
     cp "$HERE/fence.pml" "$dir/"
-    local -a defs=("$@") cflags=(-O2 -w -DMEMLIM="$MEM") panflags=(-w25)
-    if [[ $mode == live ]]; then
-        defs+=(-DLIVE)
-        panflags+=(-a)
-    else
-        cflags+=(-DSAFETY)
-    fi
-    if ! (cd "$dir" && spin "${defs[@]}" -a fence.pml >spin.log 2>&1 &&
-        gcc "${cflags[@]}" -o pan pan.c >gcc.log 2>&1); then
-        cat "$dir/spin.log" "$dir/gcc.log" 2>/dev/null | tail -n 20 >&2
+    defines "$mode" "$@"
+    (cd "$dir" && spin "${DEFS[@]}" -a fence.pml >spin.log 2>&1 &&
+        gcc "${CFLAGS[@]}" -o pan pan.c >gcc.log 2>&1) ||
+        cat "$dir/spin.log" "$dir/gcc.log" 2>/dev/null | tail -n 20 >"$dir/build.err"
+}
+
+# run NAME EXPECT MODE DEFINES...: runs WORK/NAME/pan; returns 1 if the
+# result is not EXPECT.
+run() {
+    local name=$1 expect=$2 mode=$3
+    shift 3
+    local dir="$WORK/$name"
+    defines "$mode" "$@"
+    local -a defs=("${DEFS[@]}") panflags=("${PANFLAGS[@]}")
+    if [[ ! -x "$dir/pan" ]]; then
+        cat "$dir/build.err" >&2 2>/dev/null || true
         echo "model/check.sh: $name: spin -a or gcc failed" >&2
         return 1
     fi
@@ -111,6 +133,7 @@ for a in "$@"; do
     printf '%s\n' "${RUNS[@]}" | grep -q "^$a " ||
         { echo "model/check.sh: no run named $a" >&2; exit 2; }
 done
+SELECTED=()
 for entry in "${RUNS[@]}"; do
     read -r -a f <<<"$entry"
     if [[ $# -gt 0 ]]; then
@@ -118,6 +141,18 @@ for entry in "${RUNS[@]}"; do
         for a in "$@"; do [[ $a == "${f[0]}" ]] && wanted=yes; done
         [[ $wanted == yes ]] || continue
     fi
+    SELECTED+=("$entry")
+done
+# Compile two at a time (the compiler takes longer than most searches),
+# then search one at a time.
+for entry in "${SELECTED[@]}"; do
+    read -r -a f <<<"$entry"
+    [[ $(jobs -rp | wc -l) -lt 2 ]] || wait -n || true
+    build "${f[@]}" &
+done
+wait
+for entry in "${SELECTED[@]}"; do
+    read -r -a f <<<"$entry"
     runs=$((runs + 1))
     run "${f[@]}" || { fail=1; failed=$((failed + 1)); }
 done
