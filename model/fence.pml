@@ -1,320 +1,506 @@
-/* fence.pml: admission, advance, ownership and hand-over of one resource R
- * across NP fenceproxy processes sharing an etcd token store (issue 14),
- * checked with Spin by model/check.sh. Not generated from the C code: it
- * states the protocol the code must follow, with the names of
- * docs/safety.md.
+/* fence.pml: the ownership protocol of several fenceproxy processes over
+ * etcd (issue 14) for one resource R, checked with Spin by model/check.sh.
+ * Written from the protocol text (docs/safety.md, "Model", says what it
+ * covers), not generated from the C code.
  *
- * Time is one global clock `now` in ticks that advances on its own (Clock);
- * a process that takes no step while it advances is paused (GC, SIGSTOP,
- * swap), and one that never steps again has crashed. Every proxy process
- * reads the same clock (no drift; docs/safety.md states the bound on drift
- * that the margin must cover).
+ * Processes: Env (the clock, etcd applying late txns, the storage applying
+ * requests) and one Proxy per fenceproxy process. A Proxy is one event loop:
+ * each of its steps is one atomic handler. A process that takes no step
+ * while the clock ticks is paused (GC, SIGSTOP, swap) between two handlers,
+ * for any number of ticks; Env interleaves freely with both.
  *
- * etcd (one linearizable register set, as Raft gives): the own key of R
- * (owner, epoch = its create revision, attached to the owner's lease), a
- * marker `clean` that says whether the last owner released R (rather than
- * its lease expiring), R's highest, each proxy's lease expiry, and the
- * hand-over request key. A store txn sent by a proxy travels in the network
- * and is applied at any later time, or never, and the proxy may give up on
- * it first (a timeout: the outcome is unknown to it).
+ * Time: ticks. Every timer counts the ticks it has left (no absolute times,
+ * so the state space does not grow with the time explored): each proxy's
+ * fence_at and lock-delay, etcd's lease TTLs, each request's upstream
+ * deadline. All clocks run at one rate (the margin covers the drift).
  *
- * The storage applies a forwarded request at any time up to UT ticks after
- * it was forwarded, or never (the timing assumption: a request the proxy let
- * go at t is applied before t + upstream_timeout or not at all).
+ * etcd: tok/R, own/R (holder lease, epoch = its create revision), clean/R,
+ * want/R (holder lease) and one TTL per lease, linearizable. An acquire or a
+ * release is applied when the proxy sends it (a txn applied later is the
+ * same as one sent later: the proxy does nothing for R meanwhile). An
+ * advance may also stay in the network: the proxy gives up on it (unknown
+ * outcome, 503) and etcd applies it at any later time or never.
  *
- * Checked (safety, assertions):
- *   STALE  a proxy forwards token t only if t >= etcd's highest of R (the
- *          owner's cache is authoritative: no stale token is admitted);
- *   S3N    never two different tokens in flight to the storage for R,
- *          across all proxies;
- *   APPLY  the storage never applies a token below one it applied;
- *   no invalid end state (deadlock).
- * Checked (liveness, LTL `handover` under weak fairness): a proxy that asks
- * for R gets it or gives up with 503 after its bounded wait.
+ * Storage (A-timing): a request whose last byte went at t is applied at any
+ * time before t + upstream_timeout, or never. A forward is one step: the
+ * whole request at the time of its last byte, checked against fence_at in
+ * the same step (SPLIT_SEND shows why). A request cut before its last byte
+ * is never applied, so it is not modelled.
  *
- * Broken variants (each must fail): NO_WAIT (a new owner after a lease
- * expiry forwards at once, without upstream_timeout + margin), NO_EPOCH
- * (store txns do not compare the own key's create revision), NO_FENCE (an
- * owner does not stop at last keepalive + TTL - margin). */
+ * Checked: the assertions STALE, S3N, APPLY (docs/safety.md) and invalid end
+ * states; with -DLIVE, the LTL property waits_end (a request that waits for
+ * R gets it or answers 503 when its bounded wait runs out).
+ *
+ * One change to the protocol text: a release puts clean/R only if the
+ * owner's lock-delay is over. -DCLEAN_IN_DELAY is the text as it was, which
+ * fails S3N (docs/safety.md, "Model").
+ *
+ * Variants that must fail: NO_WAIT, NO_EPOCH, NO_FENCE (broken protocols),
+ * CLEAN_IN_DELAY, SPLIT_SEND (the check and the send in two steps),
+ * FIND_STALE_WANT and FIND_ORPHAN_OWN (two gaps that make R unavailable),
+ * NO_BOUND (with LIVE: a wait without its bound). */
 
-#ifndef NP
-#define NP 2
+#define NP 2          /* proxies */
+#define NL 4          /* lease ids: 2p is proxy p's, 2p + 1 its crashed predecessor's */
+#ifndef NREQ
+#define NREQ 3        /* client requests in all (either proxy's client) */
 #endif
-#define TTL 4       /* lease TTL */
-#define MARGIN 1    /* self-fencing and lock-delay margin */
-#define UT 3        /* upstream_timeout */
-#define HWAIT 3     /* bounded wait of a hand-over request, then 503 */
-#define MAXT 10     /* ticks explored */
-#define MAXTOK 2    /* tokens 1..MAXTOK */
-#define NREQ 1      /* requests per proxy */
-#define NONE 255
+#define NS NREQ       /* storage slots: one per request */
+#ifndef TTL
+#define TTL 3         /* lease_ttl */
+#endif
+#ifndef MARGIN
+#define MARGIN 1      /* margin (self-fencing and lock-delay) */
+#endif
+#ifndef UT
+#define UT 3          /* upstream_timeout */
+#endif
+#ifndef HWAIT
+#define HWAIT 3       /* handover_wait (with LIVE; else any length) */
+#endif
+/* NO_IDLE: no idle release (it is released after own_idle of any length). */
+#ifndef CRASHES
+#define CRASHES 1     /* kill -9 + restart, in the whole run */
+#endif
+/* Lost answers of keepalives (KA_LOSS), acquires (ACQ_LOSS), releases
+ * (REL_LOSS): off by default. A lost keepalive or release answer only keeps
+ * a proxy from forwarding while etcd still counts it as the owner, and an
+ * acquire whose answer is lost leaves R owned by a proxy that forwards
+ * nothing, so they add no forwarding behaviour (FIND_ORPHAN_OWN uses
+ * ACQ_LOSS). */
+#define NONE 7
 
-byte now = 0;
+/* ---- etcd ---- */
+byte tok = 0;         /* tok/R; 0 = absent. Tokens are 1 or 2. */
+byte own = NONE;      /* own/R: the holder's lease id */
+byte own_ep = 0;      /* own/R's create revision (the epoch) */
+bool clean = 0;       /* clean/R */
+byte want = NONE;     /* want/R: the waiter's lease id */
+byte lttl[NL];        /* ticks left on each lease; 0 = gone */
 
-/* etcd */
-byte owner = NONE;
-byte epoch = 0;
-byte rev = 0;
-bool clean = 1;
-byte highest = 0;
-byte lease_exp[NP];
-byte hreq = NONE;
-/* store txns in the network: token, epoch compared, state 0 none, 1 sent,
- * 2 applied ok, 3 refused; highest it answered */
-byte txn_tok[NP], txn_ep[NP], txn_st[NP], txn_high[NP];
+/* ---- an advance txn of proxy p still in the network ---- */
+bool adv_pend[NP];
+byte adv_tok[NP], adv_ep[NP];
 
-/* storage */
-byte inflight[NP], sent_at[NP];
-byte applied_max = 0;
+/* ---- the storage ---- */
+byte s_tok[NS];       /* token in flight, 0 = none */
+byte s_dl[NS];        /* ticks left before its upstream deadline */
+byte s_by[NS];        /* its proxy, or CRASHED: its process crashed since */
+#define CRASHED 2
+byte applied = 0;     /* the last token the storage applied */
 
-/* each proxy's own state */
-bool owns[NP];
-byte my_ep[NP], cache[NP], fence_at[NP], go_after[NP];
-bool draining[NP], busy[NP];
-/* liveness bookkeeping: asked = waiting for R; resolved = got it or 503 */
-bool asked[NP];
+/* ---- each proxy process ---- */
+byte fence[NP];       /* ticks left before fence_at */
+byte phase[NP];       /* its client's request: 0 none, 1 waits for R and
+                         admission, 3 admitted, waits to be forwarded,
+                         4 (SPLIT_SEND) checked, not yet written */
+byte rt[NP];          /* that request's token */
+byte nreq = 0;        /* requests sent by all clients */
+bool owns[NP], durable[NP], draining[NP];
+byte my_ep[NP], cache[NP];
+byte delay[NP];       /* ticks left of the lock-delay */
+byte crashes = CRASHES;
+#ifdef LIVE
+byte wait[NP];        /* ticks left of the bounded wait (phase 1) */
+bool ka_done[NP], acq_done[NP], rel_done[NP]; /* at most one per tick */
+#endif
 
-inline forward(p, t)
+/* LIVE: at most one keepalive, acquire and release per tick and proxy, so
+ * that every infinite run has infinitely many ticks. Set in the step. */
+#ifdef LIVE
+#define ONCE_A_TICK(f) (!f[p])
+#define DONE_THIS_TICK(f) f[p] = 1
+#else
+#define ONCE_A_TICK(f) true
+#define DONE_THIS_TICK(f) skip
+#endif
+#define LEASE(p) (2 * (p))       /* its lease */
+#define OLD_LEASE(p) (2 * (p) + 1) /* its crashed predecessor's, until it expires */
+#define ALLDONE (nreq == NREQ && phase[0] == 0 && phase[1] == 0)
+#ifdef NO_FENCE
+#define UNFENCED(p) true
+#else
+#define UNFENCED(p) (fence[p] > 0)
+#endif
+
+/* The request ends (answered). */
+inline req_end(p)
 {
-    /* STALE */
-    assert(t >= highest);
-    /* S3N */
-    byte q = 0;
-    do
-    :: q < NP ->
-        if
-        :: q != p && inflight[q] != 0 && now <= sent_at[q] + UT -> assert(inflight[q] == t)
-        :: else -> skip
-        fi;
-        q++
-    :: else -> break
-    od;
-    inflight[p] = t;
-    sent_at[p] = now
+    phase[p] = 0; rt[p] = 0
+#ifdef LIVE
+    ; wait[p] = 0
+#endif
 }
 
-active proctype Clock()
+/* R is no longer owned (locally). */
+inline lose(p)
 {
-end:
+    owns[p] = 0; my_ep[p] = 0; cache[p] = 0; durable[p] = 0; delay[p] = 0; draining[p] = 0
+}
+
+/* An epoch that no proxy and no txn refers to: epochs are only compared for
+ * equality, so reusing a forgotten one is the same as a new revision. */
+inline fresh_epoch(e)
+{
+    e = 1;
     do
-    :: atomic { now < MAXT -> now++ }
+    :: (e == my_ep[0] || e == my_ep[1] ||
+        (adv_pend[0] && e == adv_ep[0]) || (adv_pend[1] && e == adv_ep[1])) -> e++
+    :: else -> break
     od
 }
 
-/* A txn of proxy p in the network is applied (with the epoch compare unless
- * NO_EPOCH). */
-inline apply_txn(p)
+/* etcd applies an advance of R to t under epoch e: if create(own/R)==e
+ * { raise tok/R to t if lower; read tok/R } else deposed. */
+inline etcd_advance(t, e, ok)
 {
 #ifdef NO_EPOCH
-    if :: true ->
+    if
+    :: true ->
 #else
-    if :: owner == p && epoch == txn_ep[p] ->
+    if
+    :: own != NONE && own_ep == e ->
 #endif
-        if :: highest < txn_tok[p] -> highest = txn_tok[p] :: else -> skip fi;
-        txn_high[p] = highest;
-        txn_st[p] = 2
-    :: else -> txn_st[p] = 3
+        if :: tok < t -> tok = t :: else -> skip fi;
+        ok = 1
+    :: else -> ok = 0
     fi
 }
 
-/* etcd's own steps: lease expiry deletes the own key; txns are applied. */
-active proctype Etcd()
+inline store_apply(s)
 {
-end:
-    do
-    :: atomic { owner != NONE && now > lease_exp[owner] -> owner = NONE; clean = 0 }
-    :: atomic { txn_st[0] == 1 -> apply_txn(0) }
-    :: atomic { txn_st[1] == 1 -> apply_txn(1) }
-#if NP > 2
-    :: atomic { txn_st[2] == 1 -> apply_txn(2) }
-#endif
-    od
+    printf("MSC: storage applies token %d (slot %d)\n", s_tok[s], s);
+    assert(s_tok[s] >= applied); /* APPLY */
+    applied = s_tok[s];
+    s_tok[s] = 0; s_dl[s] = 0; s_by[s] = 0
 }
 
-/* The storage applies a forwarded request in time, or it is lost. */
-inline store_one(p)
+/* One tick of every timer. */
+inline tick()
 {
-    if
-    :: now <= sent_at[p] + UT ->
-        assert(inflight[p] >= applied_max); /* APPLY */
-        applied_max = inflight[p]
-    :: else -> skip /* never applied (timing assumption) */
-    fi;
-    inflight[p] = 0
-}
-
-active proctype Storage()
-{
-end:
+    i = 0;
     do
-    :: atomic { inflight[0] != 0 -> store_one(0) }
-    :: atomic { inflight[1] != 0 -> store_one(1) }
-#if NP > 2
-    :: atomic { inflight[2] != 0 -> store_one(2) }
+    :: i < NP ->
+        if :: fence[i] > 0 -> fence[i]-- :: else -> skip fi;
+        if :: delay[i] > 0 -> delay[i]-- :: else -> skip fi;
+#ifdef LIVE
+        /* the bounded wait's timer fires in the tick: 503 */
+        if :: wait[i] > 0 -> wait[i]-- :: else -> skip fi;
+#ifndef NO_BOUND
+        if :: phase[i] == 1 && wait[i] == 0 -> req_end(i) :: else -> skip fi;
 #endif
-    od
-}
-
-/* Keepalive: one POST; the lease's expiry moves to now + TTL, the proxy's
- * self-fencing deadline to (send time) + TTL - MARGIN. A lease found expired
- * loses every ownership and a new lease (a new identity) is granted. */
-proctype Keep(byte p)
-{
-end:
-    do
-    :: atomic {
-        /* renews one tick before its deadline, or later if it was paused */
-        now <= lease_exp[p] && now + 1 >= fence_at[p] && fence_at[p] < now + TTL - MARGIN ->
-        lease_exp[p] = now + TTL;
-        fence_at[p] = now + TTL - MARGIN
-       }
-    :: atomic {
-        now > lease_exp[p] ->
-        /* etcd deleted the keys of the expired lease */
-        if :: owner == p -> owner = NONE; clean = 0 :: else -> skip fi;
-        owns[p] = 0; draining[p] = 0;
-        lease_exp[p] = now + TTL;
-        fence_at[p] = now + TTL - MARGIN
-       }
-    od
-}
-
-/* The owner's side of a hand-over: on a request by another proxy, stop
- * admitting, drain (the request in flight completes or passes its upstream
- * deadline; one waiting for its txn ends), release R (only its own epoch)
- * with the clean marker. */
-proctype Serve(byte p)
-{
-end:
-    do
-    :: atomic { owns[p] && !draining[p] && hreq != NONE && hreq != p -> draining[p] = 1 }
-    :: atomic {
-        owns[p] && draining[p] && !busy[p] &&
-        (inflight[p] == 0 || now > sent_at[p] + UT) ->
-        if
-        :: owner == p && epoch == my_ep[p] -> owner = NONE; clean = 1
-        :: else -> skip
-        fi;
-        owns[p] = 0;
-        draining[p] = 0
-       }
-    od
-}
-
-/* Requests through proxy p: NREQ of them, any token (stale ones too). */
-proctype Req(byte p)
-{
-    byte t, n = 0, asked_at;
-    do
-    :: n < NREQ && inflight[p] == 0 ->
-        n++;
-        select(t : 1 .. MAXTOK);
-        /* ownership: take R if free, else ask and wait (bounded) */
-        if
-        :: owns[p] -> skip
-        :: else ->
-            atomic { asked[p] = 1; asked_at = now }
-            do
-            :: atomic {
-                owner == NONE && now <= lease_exp[p] && !owns[p] ->
-                owner = p; rev++; epoch = rev; my_ep[p] = rev; owns[p] = 1;
-                cache[p] = highest; /* read in the same txn */
-#ifdef NO_WAIT
-                go_after[p] = now;
-#else
-                /* lock-delay unless the last owner released R itself */
-                go_after[p] = (clean -> now : now + UT + MARGIN);
+        ka_done[i] = 0; acq_done[i] = 0; rel_done[i] = 0;
 #endif
-                if :: hreq == p -> hreq = NONE :: else -> skip fi;
-                asked[p] = 0;
-                break
-               }
-            :: atomic { owner != NONE && owner != p && hreq == NONE -> hreq = p }
-            :: atomic {
-                (now > asked_at + HWAIT || now == MAXT) ->
-                if :: hreq == p -> hreq = NONE :: else -> skip fi;
-                asked[p] = 0;
-                break /* 503 with Retry-After */
-               }
-            od
-        fi;
-        /* admission: owner, not draining, not self-fenced (S6) */
-        atomic {
-            if
-#ifdef NO_FENCE
-            :: owns[p] && !draining[p] ->
-#else
-            :: owns[p] && !draining[p] && now < fence_at[p] ->
-#endif
-                if
-                :: t < cache[p] -> skip /* 409 (S1) */
-                :: t == cache[p] -> busy[p] = 1
-                :: t > cache[p] && txn_st[p] != 0 -> skip /* 503: one txn at a time */
-                :: t > cache[p] && txn_st[p] == 0 ->
-                    /* S1: raised in memory at once; S2: the txn first */
-                    cache[p] = t;
-                    txn_tok[p] = t; txn_ep[p] = my_ep[p]; txn_st[p] = 1;
-                    busy[p] = 1
-                fi
-            :: else -> skip /* 503 */
-            fi
-        }
-        if
-        :: busy[p] && txn_st[p] == 1 ->
-            if
-            :: atomic { txn_st[p] == 2 ->
-                if :: txn_high[p] > cache[p] -> cache[p] = txn_high[p] :: else -> skip fi;
-                txn_st[p] = 0
-               }
-            :: atomic { txn_st[p] == 3 -> txn_st[p] = 0; busy[p] = 0 } /* deposed: 503 */
-            :: atomic { txn_st[p] == 1 -> busy[p] = 0 }
-                /* timeout: 503; the txn may still land. cache stays raised. */
-            fi
-        :: else -> skip
-        fi;
-        /* forward once durable and in time */
-        if
-        :: busy[p] ->
-            atomic {
-                if
-#ifdef NO_FENCE
-                :: t == cache[p] && now >= go_after[p] ->
-#else
-                :: t == cache[p] && now >= go_after[p] && now < fence_at[p] ->
-#endif
-                    forward(p, t)
-                :: else -> skip /* 409, 503, or still in the lock-delay: 503 */
-                fi;
-                busy[p] = 0
-            }
-        :: else -> skip
-        fi
-    :: n == NREQ -> break
+        i++
+    :: else -> break
     od;
+    i = 0;
+    do
+    :: i < NL ->
+        if
+        :: lttl[i] > 0 ->
+            lttl[i]--;
+            if
+            :: lttl[i] == 0 -> /* the lease expires, and its keys */
+                printf("MSC: lease %d expires\n", i);
+                if :: own == i -> own = NONE; own_ep = 0 :: else -> skip fi;
+                if :: want == i -> want = NONE :: else -> skip fi
+            :: else -> skip
+            fi
+        :: else -> skip
+        fi;
+        i++
+    :: else -> break
+    od;
+    i = 0;
+    do
+    :: i < NS ->
+        if
+        :: s_tok[i] != 0 ->
+            s_dl[i]--;
+            if /* its deadline passed: never applied */
+            :: s_dl[i] == 0 -> s_tok[i] = 0; s_by[i] = 0
+            :: else -> skip
+            fi
+        :: else -> skip
+        fi;
+        i++
+    :: else -> break
+    od;
+#ifdef FIND_ORPHAN_OWN
+    i = 0;
+    do
+    :: i < NP ->
+        /* own/R held by a running process's lease without its knowing */
+        assert(!(own == LEASE(i) && !owns[i]));
+        i++
+    :: else -> break
+    od;
+#endif
+    i = 0
+}
+
+active proctype Env()
+{
+    byte i;
+    bool ok;
 end:
-    skip
+    do
+    :: atomic { !ALLDONE -> tick(); printf("MSC: tick\n") }
+    /* a late advance lands; nobody reads its answer */
+    :: atomic { adv_pend[0] -> etcd_advance(adv_tok[0], adv_ep[0], ok);
+                printf("MSC: P0's late advance to %d lands: %d, tok/R %d\n", adv_tok[0], ok, tok);
+                adv_pend[0] = 0; adv_tok[0] = 0; adv_ep[0] = 0; ok = 0 }
+    :: atomic { adv_pend[1] -> etcd_advance(adv_tok[1], adv_ep[1], ok);
+                printf("MSC: P1's late advance to %d lands: %d, tok/R %d\n", adv_tok[1], ok, tok);
+                adv_pend[1] = 0; adv_tok[1] = 0; adv_ep[1] = 0; ok = 0 }
+    :: atomic { s_tok[0] != 0 -> store_apply(0) }
+    :: atomic { s_tok[1] != 0 -> store_apply(1) }
+#if NS > 2
+    :: atomic { s_tok[2] != 0 -> store_apply(2) }
+#endif
+#if NS > 3
+    :: atomic { s_tok[3] != 0 -> store_apply(3) }
+#endif
+#if NS > 4
+#error "more than 4 storage slots: add store_apply lines"
+#endif
+    od
+}
+
+/* No request of this process in flight to the storage with another token
+ * than t (the local S3: a request sent whole stays in flight until it is
+ * answered or its upstream deadline passed, even if its connection was
+ * closed at fence_at). A crashed process's requests are forgotten. */
+#define MINE_OTHER(p, t, k) (s_tok[k] != 0 && s_by[k] == (p) && s_tok[k] != (t))
+#if NS == 3
+#define LOCAL_S3(p, t) (!MINE_OTHER(p, t, 0) && !MINE_OTHER(p, t, 1) && !MINE_OTHER(p, t, 2))
+#elif NS == 4
+#define LOCAL_S3(p, t) (!MINE_OTHER(p, t, 0) && !MINE_OTHER(p, t, 1) && !MINE_OTHER(p, t, 2) && \
+                        !MINE_OTHER(p, t, 3))
+#else
+#error "NREQ must be 3 or 4"
+#endif
+#define NOTHING_IN_FLIGHT(p) LOCAL_S3(p, 0)
+
+/* A new lease for process p (after "lease gone" or a restart); its id is
+ * reused, as nothing refers to a gone lease. */
+inline new_lease(p)
+{
+    lttl[LEASE(p)] = TTL;
+    fence[p] = TTL - MARGIN
+}
+
+proctype Proxy(byte p)
+{
+    byte s;
+    bool ok;
+    do
+    /* its client sends a request, token 1 or 2 */
+    :: atomic {
+        phase[p] == 0 && nreq < NREQ ->
+        if :: rt[p] = 1 :: rt[p] = 2 fi;
+        printf("MSC: P%d request token %d\n", p, rt[p]);
+        nreq++;
+        phase[p] = 1
+#ifdef LIVE
+        ; wait[p] = HWAIT
+#endif
+       }
+    /* admission (S1, S2): it owns R, is not handing it over, not fenced */
+    :: atomic {
+        phase[p] == 1 && owns[p] && !draining[p] && UNFENCED(p) ->
+#ifdef LIVE
+        wait[p] = 0;
+#endif
+        if
+        :: rt[p] < cache[p] -> printf("MSC: P%d 409\n", p); req_end(p) /* 409 */
+        :: rt[p] == cache[p] && durable[p] -> phase[p] = 3
+        :: else -> /* raised in memory at once; the advance txn first */
+            cache[p] = rt[p]; durable[p] = 0;
+            if
+            :: true -> etcd_advance(rt[p], my_ep[p], ok);
+                if
+                :: ok && tok > rt[p] -> /* it read a higher one: 409 */
+                    printf("MSC: P%d advance read %d: 409\n", p, tok);
+                    cache[p] = tok; durable[p] = 1; req_end(p)
+                :: ok && tok == rt[p] -> durable[p] = 1; phase[p] = 3;
+                    printf("MSC: P%d advance to %d ok\n", p, tok)
+                :: else -> /* deposed: stop, take R again before admitting */
+                    printf("MSC: P%d advance: deposed\n", p);
+                    lose(p);
+                    req_end(p) /* 503 */
+                fi
+            :: !adv_pend[p] -> /* no answer in time: 503. It may land later
+                                 * (or never, or at once: a lost answer) */
+                adv_pend[p] = 1; adv_tok[p] = rt[p]; adv_ep[p] = my_ep[p];
+                printf("MSC: P%d advance to %d: no answer, 503\n", p, rt[p]);
+                req_end(p)
+            :: adv_pend[p] -> req_end(p) /* lost, never applied: 503 */
+            fi;
+            ok = 0
+        fi
+       }
+    /* acquire R: one txn. If create(own/R)==0 and (want/R absent or mine):
+     * put own/R (lease L); read+delete clean/R; delete want/R; read tok/R.
+     * Else put want/R if absent (lease L). A gone lease fails the puts. */
+    :: atomic {
+        phase[p] == 1 && !owns[p] && ONCE_A_TICK(acq_done) ->
+        DONE_THIS_TICK(acq_done);
+        if
+        :: lttl[LEASE(p)] == 0 -> skip
+        :: else -> skip;
+#ifdef FIND_STALE_WANT
+            /* R is free but refused for a want/R whose waiter gave up */
+            assert(!(own == NONE && want != NONE && want != LEASE(p) &&
+                     !(phase[want / 2] == 1 && want % 2 == 0)));
+#endif
+            if
+            :: own == NONE && (want == NONE || want == LEASE(p)) ->
+                own = LEASE(p);
+                fresh_epoch(own_ep);
+                printf("MSC: P%d acquires R: tok/R %d, clean/R %d\n", p, tok, clean);
+                if
+                :: owns[p] = 1; my_ep[p] = own_ep; cache[p] = tok; durable[p] = 1;
+#ifdef NO_WAIT
+                    delay[p] = 0
+#else
+                    /* lock-delay: R was owned and not released cleanly */
+                    if
+                    :: !clean && tok != 0 -> delay[p] = UT + MARGIN
+                    :: else -> delay[p] = 0
+                    fi
+#endif
+#ifdef ACQ_LOSS
+                :: printf("MSC: P%d: the answer is lost\n", p) /* retried, and refused */
+#endif
+                fi;
+                clean = 0;
+                want = NONE
+            :: else ->
+                if :: want == NONE -> want = LEASE(p) :: else -> skip fi;
+                printf("MSC: P%d acquire refused, want/R %d\n", p, want)
+            fi
+        fi
+       }
+    /* the bounded wait runs out: 503 (want/R stays, as the protocol says) */
+#ifndef LIVE
+    :: atomic { phase[p] == 1 -> printf("MSC: P%d wait over: 503\n", p); req_end(p) } /* of any length */
+#endif
+    /* forward (S3, lock-delay, self-fencing) */
+    :: atomic {
+        phase[p] == 3 && owns[p] && UNFENCED(p) && delay[p] == 0 &&
+        rt[p] == cache[p] && durable[p] && LOCAL_S3(p, rt[p]) ->
+#ifdef SPLIT_SEND
+        phase[p] = 4 /* checked; the process may pause before it writes */
+       }
+    :: atomic {
+        phase[p] == 4 ->
+#endif
+        printf("MSC: P%d forwards token %d\n", p, rt[p]);
+        assert(rt[p] >= tok); /* STALE */
+        s = 0;
+        do /* S3N */
+        :: s < NS -> assert(s_tok[s] == 0 || s_tok[s] == rt[p]); s++
+        :: else -> break
+        od;
+        s = 0; /* the first free slot: there is one per request */
+        do
+        :: s_tok[s] != 0 -> s++
+        :: else -> break
+        od;
+        s_tok[s] = rt[p]; s_dl[s] = UT; s_by[s] = p;
+        req_end(p);
+        s = 0
+       }
+    /* an admitted request gives up (lock-delay, fenced, client gone): 503 */
+    :: atomic { phase[p] == 3 -> printf("MSC: P%d gives up: 503\n", p); req_end(p) }
+    /* hand-over, owner side: another proxy wants R */
+    :: atomic {
+        owns[p] && !draining[p] && want != NONE && want != LEASE(p) -> draining[p] = 1;
+        printf("MSC: P%d sees want/R: drains\n", p)
+       }
+#ifndef NO_IDLE
+    /* idle release: R unused (own_idle of any length) */
+    :: atomic { owns[p] && !draining[p] && phase[p] == 0 -> draining[p] = 1;
+                printf("MSC: P%d idle: releases\n", p) }
+#endif
+    /* drained: release. If create(own/R)==EPOCH: delete own/R, put clean/R */
+    :: atomic {
+        owns[p] && draining[p] && phase[p] < 3 && NOTHING_IN_FLIGHT(p) && ONCE_A_TICK(rel_done) ->
+        DONE_THIS_TICK(rel_done);
+        if
+        :: own != NONE && own_ep == my_ep[p] ->
+            own = NONE; own_ep = 0;
+#ifdef CLEAN_IN_DELAY
+            clean = 1;
+#else
+            clean = (delay[p] == 0);
+#endif
+            printf("MSC: P%d releases R, clean/R %d (lock-delay left %d)\n", p, clean, delay[p])
+        :: else -> skip
+        fi;
+        if
+        :: lose(p)
+#ifdef REL_LOSS
+        :: skip /* its answer is lost: tried again */
+#endif
+        fi
+       }
+    /* keepalive: one POST; fence_at = its send time + TTL - margin */
+    :: atomic {
+        ONCE_A_TICK(ka_done) ->
+        DONE_THIS_TICK(ka_done);
+        if
+        :: lttl[LEASE(p)] > 0 ->
+            lttl[LEASE(p)] = TTL;
+            printf("MSC: P%d keepalive\n", p);
+            if
+            :: fence[p] = TTL - MARGIN
+#ifdef KA_LOSS
+            :: skip /* its answer is lost */
+#endif
+            fi
+        :: else -> /* "lease gone": R lost, a new lease */
+            printf("MSC: P%d keepalive: lease gone, new lease\n", p);
+            lose(p);
+            if :: phase[p] == 3 -> req_end(p) :: else -> skip fi;
+            new_lease(p)
+        fi
+       }
+    /* kill -9 and restart at once: its memory is gone, its old lease lives
+     * on in etcd until it expires, what it sent may still be applied */
+    :: atomic {
+        crashes > 0 && lttl[OLD_LEASE(p)] == 0 ->
+        crashes--;
+        printf("MSC: P%d crashes and restarts\n", p);
+        lttl[OLD_LEASE(p)] = lttl[LEASE(p)];
+        if :: own == LEASE(p) -> own = OLD_LEASE(p) :: else -> skip fi;
+        if :: want == LEASE(p) -> want = OLD_LEASE(p) :: else -> skip fi;
+        lose(p);
+        req_end(p);
+        s = 0;
+        do
+        :: s < NS -> if :: s_tok[s] != 0 && s_by[s] == p -> s_by[s] = CRASHED :: else -> skip fi; s++
+        :: else -> break
+        od;
+        s = 0;
+        new_lease(p)
+       }
+    :: ALLDONE -> break
+    od
 }
 
 init {
-    byte p;
     atomic {
-        p = 0;
-        do
-        :: p < NP ->
-            lease_exp[p] = TTL;
-            fence_at[p] = TTL - MARGIN;
-            run Keep(p);
-            run Serve(p);
-            run Req(p);
-            p++
-        :: else -> break
-        od
+        lttl[0] = TTL; fence[0] = TTL - MARGIN;
+        lttl[2] = TTL; fence[1] = TTL - MARGIN;
+        run Proxy(0);
+        run Proxy(1)
     }
 }
 
-#if NP > 2
-ltl handover { [] ((asked[0] -> <> !asked[0]) && (asked[1] -> <> !asked[1]) &&
-                   (asked[2] -> <> !asked[2])) }
-#else
-ltl handover { [] ((asked[0] -> <> !asked[0]) && (asked[1] -> <> !asked[1])) }
+#ifdef LIVE
+/* for proxy 0; proxy 1 is its mirror image */
+ltl waits_end { [] (phase[0] == 1 -> <> (phase[0] != 1)) }
 #endif

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The README's test command: install what is missing, build the normal tree
 # (build/, RelWithDebInfo) and the ASan+UBSan tree (build-asan/, Debug), run
-# every ctest entry in both, and finish with each Criterion binary's
-# "Synthesis:" line and one closing line `tests: N passed, N failed`.
-# Exits non-zero when a build fails, a ctest entry fails, or Criterion reports
-# a failing or crashing test. Verbose output goes to logs inside each build
-# tree; the terminal gets progress, failures and the summary.
+# every ctest entry in both, then the Spin model check (model/check.sh, once:
+# it needs no build tree; each of its runs counts as one test), and finish
+# with each Criterion binary's "Synthesis:" line and one closing line
+# `tests: N passed, N failed`.
+# Exits non-zero when a build fails, a ctest entry fails, Criterion reports
+# a failing or crashing test, or the model check fails. Verbose output goes
+# to logs inside each build tree; the terminal gets progress, failures and
+# the summary.
 # FENCE_BUILD_DIR_NORMAL / FENCE_BUILD_DIR_ASAN override the two build trees.
 set -euo pipefail
 
@@ -136,6 +139,30 @@ summarize() {
     done < <(grep -E '^ *[0-9]+/[0-9]+ Test +#' "$log" | sort -t'#' -k2 -n || true)
 }
 
+# run_model: model/check.sh, after the ctest runs so that its two minutes of
+# CPU do not slow the timed tests, output to BUILD_NORMAL/model.log with its
+# summary lines live. Sets MODEL_RC, MODEL_RUNS and MODEL_FAILED (from its
+# last line; if that line is missing, one failed run).
+run_model() {
+    local log="$BUILD_NORMAL/model.log"
+    say "model check: model/check.sh (log: $log)"
+    set +e
+    "$ROOT/model/check.sh" 2>&1 | tee "$log" | grep --line-buffered -E '^model |FAILED'
+    MODEL_RC=${PIPESTATUS[0]}
+    set -e
+    local last
+    last=$(sed -nE 's/^model\/check\.sh: ([0-9]+) runs, [0-9]+ as expected, ([0-9]+) not$/\1 \2/p' "$log" |
+        tail -n 1)
+    MODEL_RUNS=${last% *}
+    MODEL_FAILED=${last#* }
+    if [[ -z "$last" ]]; then
+        MODEL_RUNS=1
+        MODEL_FAILED=1
+    elif [[ $MODEL_RC -ne 0 && $MODEL_FAILED -eq 0 ]]; then
+        MODEL_FAILED=1
+    fi
+}
+
 build "$BUILD_NORMAL" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFENCE_SANITIZE=OFF -DFENCE_TESTS=ON
 build "$BUILD_ASAN" -DCMAKE_BUILD_TYPE=Debug -DFENCE_SANITIZE=ON -DFENCE_TESTS=ON
 
@@ -148,15 +175,23 @@ run_ctest "$BUILD_ASAN"
 RC_ASAN=$CTEST_RC
 unset ASAN_OPTIONS UBSAN_OPTIONS
 
+run_model
+
 echo
 summarize "normal build: $BUILD_NORMAL" "$BUILD_NORMAL"
 summarize "asan+ubsan build: $BUILD_ASAN" "$BUILD_ASAN"
+CRITERION_TESTED=$TOTAL_TESTED
+echo "[model: $ROOT/model/check.sh]"
+echo "  $MODEL_RUNS runs, $((MODEL_RUNS - MODEL_FAILED)) as expected, $MODEL_FAILED not (exit $MODEL_RC)"
+TOTAL_TESTED=$((TOTAL_TESTED + MODEL_RUNS))
+TOTAL_PASSED=$((TOTAL_PASSED + MODEL_RUNS - MODEL_FAILED))
+TOTAL_FAILED=$((TOTAL_FAILED + MODEL_FAILED))
 
 rc=0
-if [[ $RC_NORMAL -ne 0 || $RC_ASAN -ne 0 || $TOTAL_FAILED -ne 0 ]]; then
+if [[ $RC_NORMAL -ne 0 || $RC_ASAN -ne 0 || $MODEL_RC -ne 0 || $TOTAL_FAILED -ne 0 ]]; then
     rc=1
 fi
-if [[ $TOTAL_TESTED -eq 0 ]]; then
+if [[ $CRITERION_TESTED -eq 0 ]]; then
     echo "no Criterion test ran: is the test suite built?" >&2
     rc=1
 fi
