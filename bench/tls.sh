@@ -277,7 +277,7 @@ for r in $(seq "$ROUNDS"); do
             alive "$c"
             v=$(echo "$out" | awk '/^Requests\/sec:/ { print $2 }')
             n=$(echo "$out" | awk '/requests in/ { print $1; exit }')
-            u=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", n > 0 ? t * 1e6 / hz / n : 0 }')
+            u=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? t * 1e6 / hz / n : 0) }')
             R[$t.$c]="${R[$t.$c]:-} $v"
             U[$t.$c]="${U[$t.$c]:-} $u"
             echo "round=$r case=$c target=$t req_s=$v cpu_us_per_req=$u load=$(cut -d' ' -f1 /proc/loadavg)" >&2

@@ -282,7 +282,8 @@ static int reload_all(struct px_ctx *ctx, char *err, size_t errlen)
     if (px_server_reload(ctx, cfg_err, sizeof(cfg_err)) < 0)
         rc = -1;
     tls_err[0][0] = tls_err[1][0] = '\0';
-    if (ctx->tls_listen != NULL && px_tls_reload(ctx->tls_listen, tls_err[n], sizeof tls_err[n]) < 0)
+    if (ctx->tls_listen != NULL &&
+        px_tls_reload(ctx->tls_listen, tls_err[n], sizeof tls_err[n]) < 0)
         n++;
     if (ctx->tls_upstream != NULL &&
         px_tls_reload(ctx->tls_upstream, tls_err[n], sizeof tls_err[n]) < 0)

@@ -93,8 +93,7 @@ struct tls_conn {
 static int conn_idx = -1;
 static int staple_idx = -1;
 
-static void staple_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-                        void *argp)
+static void staple_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
     struct tls_staple *st = ptr;
 
@@ -420,8 +419,8 @@ static int load_staple(SSL_CTX *ctx, const char *path, char *err, size_t errlen)
     }
     if (issuer != NULL) {
         id = OCSP_cert_to_id(NULL, leaf, issuer);
-        if (id == NULL || OCSP_resp_find_status(basic, id, &status, &reason, NULL, &this_upd,
-                                                &next_upd) != 1) {
+        if (id == NULL ||
+            OCSP_resp_find_status(basic, id, &status, &reason, NULL, &this_upd, &next_upd) != 1) {
             snprintf(err, errlen, "ocsp_file %s: no status for the certificate in %s", path,
                      "[tls] cert");
             goto out;

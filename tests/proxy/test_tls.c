@@ -641,8 +641,7 @@ static int wait_rotations(int want, int wait_ms)
     long long deadline = ts_now_ms() + wait_ms;
     int v;
 
-    while ((v = metric("fence_tls_ticket_key_rotations_total")) < want &&
-           ts_now_ms() < deadline)
+    while ((v = metric("fence_tls_ticket_key_rotations_total")) < want && ts_now_ms() < deadline)
         ts_sleep_ms(100);
     return v;
 }
@@ -813,8 +812,8 @@ Test(tls, ocsp_response_for_another_certificate_refused_at_start)
     make_ocsp("wrong", 0, "wrong-ocsp.der");
     up = ts_upstream_start();
     cr_assert_not_null(up);
-    snprintf(more, sizeof more, "[tls]\ncert = %s\nkey = %s\nocsp_file = %s\n",
-             certs("server.pem"), certs("server.key"), certs("wrong-ocsp.der"));
+    snprintf(more, sizeof more, "[tls]\ncert = %s\nkey = %s\nocsp_file = %s\n", certs("server.pem"),
+             certs("server.key"), certs("wrong-ocsp.der"));
     cr_assert_eq(ts_proxy_write_conf(&px, ts_upstream_port(up), more), 0);
     snprintf(cmd, sizeof cmd, "timeout 20 %s -c %s 2>&1; echo rc=$?", bin, px.conf);
     out = run(cmd);
