@@ -151,8 +151,10 @@ run_model() {
     MODEL_RC=${PIPESTATUS[0]}
     set -e
     local last
-    last=$(sed -nE 's/^model\/check\.sh: ([0-9]+) runs, [0-9]+ as expected, ([0-9]+) not$/\1 \2/p' "$log" |
-        tail -n 1)
+    # A log that is gone (its directory removed under us) counts as a
+    # failed run, not as an abort before the summary.
+    last=$({ sed -nE 's/^model\/check\.sh: ([0-9]+) runs, [0-9]+ as expected, ([0-9]+) not$/\1 \2/p' \
+        "$log" 2>/dev/null || true; } | tail -n 1)
     MODEL_RUNS=${last% *}
     MODEL_FAILED=${last#* }
     if [[ -z "$last" ]]; then
