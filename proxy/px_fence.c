@@ -516,19 +516,21 @@ enum px_fence_result px_fence_admit_verified(struct px_fence *f, const char *key
                                              void *arg)
 {
     struct px_fence_res *r;
+    int64_t now;
 
     memset(t, 0, sizeof(*t));
     t->token = token;
     t->cb = cb;
     t->arg = arg;
     t->verifier = v;
-    if (st_store_failed(f->store) || px_fence_lapsed(f))
+    now = now_ms(); /* one clock read per admission */
+    if (st_store_failed(f->store) || now >= st_store_fence_at(f->store))
         return PX_FENCE_FAILED; /* self-fenced: the lease may have lapsed */
     r = res_get(f, key, klen);
     if (r == NULL)
         return PX_FENCE_FAILED;
     t->res = r;
-    r->used_ms = now_ms();
+    r->used_ms = now;
     if (r->loaded && r->gen != st_store_owner_gen(f->store) && r->pending == 0)
         lost(r); /* every ownership was lost since it was loaded */
     if (r->set != NULL) {
