@@ -47,7 +47,7 @@
 #include "px_status.h"
 #include "px_transport.h"
 
-#define ADMIN_MAX_HEAD 8192
+#define ADMIN_MAX_HEAD     8192
 #define ADMIN_LIST_DEFAULT 1000 /* entries of a /tokens page without limit= */
 
 struct admin_conn;
@@ -70,7 +70,7 @@ struct list_query {
  * c is NULL once orphaned; the fence's callback frees it. */
 struct set_query {
     struct admin_conn *c;
-    struct px_admin *a;  /* for the audit record; the admin outlives the fence's callbacks */
+    struct px_admin *a; /* for the audit record; the admin outlives the fence's callbacks */
     char *key;
     size_t klen;
     uint64_t token;
@@ -83,7 +83,7 @@ struct set_query {
 struct admin_conn {
     struct px_admin *a;
     struct set_query *sq; /* pending set, or NULL */
-    char peer[64];       /* "ip:port" */
+    char peer[64];        /* "ip:port" */
     struct bufferevent *bev;
     struct event *timer;
     struct token_query *q; /* pending /tokens, or NULL */
@@ -364,8 +364,8 @@ static int authorized(const struct px_config *cfg, const struct px_h1_head *h)
     slen = strlen(secret);
     diff = glen != slen;
     for (size_t i = 0; i < slen; i++)
-        diff |= (unsigned char)((i < glen ? (unsigned char)given[i] : 0) ^
-                                (unsigned char)secret[i]);
+        diff |=
+            (unsigned char)((i < glen ? (unsigned char)given[i] : 0) ^ (unsigned char)secret[i]);
     return diff == 0;
 }
 
@@ -406,14 +406,15 @@ static void set_done(void *arg, int rc, uint64_t old, uint64_t highest)
         }
         px_stats_inc(PX_ST_OPERATOR_SETS);
         px_log_warn("operator %s from %s set the highest of %.*s from %" PRIu64 " to %" PRIu64
-                    ": %s", q->operator_id, q->peer, (int)q->klen, q->key, old, highest,
-                    q->reason);
+                    ": %s",
+                    q->operator_id, q->peer, (int)q->klen, q->key, old, highest, q->reason);
     }
     if (q->c != NULL) {
         q->c->sq = NULL;
         if (rc == 0 && pol_json_append_escaped(&esc, &elen, &ecap, q->key, q->klen) == 0)
-            n = asprintf(&body, "{\"resource\":\"%.*s\",\"old\":%" PRIu64 ",\"highest\":%" PRIu64
-                         "}\n", (int)elen, esc != NULL ? esc : "", old, highest);
+            n = asprintf(&body,
+                         "{\"resource\":\"%.*s\",\"old\":%" PRIu64 ",\"highest\":%" PRIu64 "}\n",
+                         (int)elen, esc != NULL ? esc : "", old, highest);
         if (rc == 0 && n >= 0)
             reply(q->c, 200, 0, "application/json", body, (size_t)n);
         else if (rc == 0)
@@ -572,8 +573,7 @@ static void dispatch(struct admin_conn *c, const struct px_h1_head *h)
             reply_text(c, 500, head_only, "out of memory\n");
             return;
         }
-        reply(c, 200, head_only, html ? "text/html; charset=utf-8" : "application/json", text,
-              len);
+        reply(c, 200, head_only, html ? "text/html; charset=utf-8" : "application/json", text, len);
         free(text);
     } else if (strcmp(uri, "/healthz") == 0) {
         if (st_store_failed(ctx->store))
@@ -653,7 +653,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     if (what == BEV_EVENT_CONNECTED)
-        return; /* a TLS transport's handshake finished */
+        return;     /* a TLS transport's handshake finished */
     conn_free(arg); /* EOF or error: nothing more to say */
 }
 
@@ -664,8 +664,8 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
     conn_free(arg); /* the head deadline (or the write deadline) passed */
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
 {
     static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
                                "Content-Length: 26\r\nConnection: close\r\n\r\n"
@@ -757,13 +757,11 @@ struct px_admin *px_admin_new(struct px_ctx *ctx, const char *host, int port, ch
         goto fail;
     }
     a->retry = evtimer_new(ctx->base, retry_cb, a);
-    a->listener =
-        evconnlistener_new_bind(ctx->base, accept_cb, a,
-                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-                                128, res->ai_addr, (int)res->ai_addrlen);
+    a->listener = evconnlistener_new_bind(
+        ctx->base, accept_cb, a, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        PX_ADMIN_BACKLOG, res->ai_addr, (int)res->ai_addrlen);
     if (a->retry == NULL || a->listener == NULL) {
-        snprintf(err, errlen, "admin_listen %s:%d: cannot listen: %s", host, port,
-                 strerror(errno));
+        snprintf(err, errlen, "admin_listen %s:%d: cannot listen: %s", host, port, strerror(errno));
         goto fail;
     }
     evconnlistener_set_error_cb(a->listener, accept_error_cb);

@@ -13,9 +13,13 @@
 struct px_ctx;
 struct px_admin;
 
-#define PX_ADMIN_MAX_CONNS       64   /* open admin connections; then 503 */
-#define PX_ADMIN_HEAD_MS         5000 /* from accept to a whole head; then closed */
-#define PX_ADMIN_ACCEPT_PAUSE_MS 100  /* after an accept() error */
+#define PX_ADMIN_MAX_CONNS 64   /* open admin connections; then 503 */
+#define PX_ADMIN_HEAD_MS   5000 /* from accept to a whole head; then closed */
+/* Listen backlog: a burst of connections past PX_ADMIN_MAX_CONNS waits in the
+ * kernel's accept queue to be refused; a full queue drops SYNs and leaves the
+ * clients retrying for seconds, taking slots as they free up instead of a 503. */
+#define PX_ADMIN_BACKLOG         1024
+#define PX_ADMIN_ACCEPT_PAUSE_MS 100 /* after an accept() error */
 
 /* Listens on host:port. ctx is borrowed and must outlive the admin.
  * Returns NULL with a message in err. Free with px_admin_free(). */
