@@ -75,7 +75,12 @@ fence_test(test_lock_patterns_proxy
   SOURCES lockclient/test_lock_patterns_proxy.c lockclient/lock_fixture.c
   LIBS fencetestsupport fencelock_lib
   TIMEOUT 120)
-add_dependencies(test_lock_patterns_proxy fenceproxy)
+# The preempted holders run as processes of their own (fork and exec).
+add_executable(fl_holder lockclient/fl_holder.c)
+target_link_libraries(fl_holder PRIVATE fencetestsupport fencelock_lib)
+target_include_directories(fl_holder PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/support)
+fence_target(fl_holder)
+add_dependencies(test_lock_patterns_proxy fenceproxy fl_holder)
 # The task-processing example (examples/taskqueue) with and without fenceproxy.
 fence_test(test_example_taskqueue
   SOURCES lockclient/test_example_taskqueue.c lockclient/lock_fixture.c

@@ -8,12 +8,13 @@
  * once a later writer wrote; readers of one epoch pass together; a
  * semaphore slot's preempted holder is refused on that slot's resource
  * while another slot's holder passes on its own. A preempted holder is a
- * child process that took its hold with a TTL of 1 s, wrote through the
+ * process of its own (tests/fl_holder) that took its hold with a TTL of 1 s, wrote through the
  * proxy, and was then stopped (SIGSTOP) past its TTL, as a paused process
  * is: on ZooKeeper its session expires because its client stops pinging.
  * Continued, it sends its late write itself. */
 #include <criterion/criterion.h>
 
+#include <errno.h>
 #include <poll.h>
 #include <criterion/hooks.h>
 #include <inttypes.h>
@@ -122,37 +123,7 @@ struct holder {
     unsigned slot;
 };
 
-/* The child: takes its hold (TTL 1 s, never renewed), reports "token slot",
- * then PUTs each path it is sent with its token and reports the status. */
-static void holder_main(enum hold_kind kind, const char *name, int cmd, int res)
-{
-    struct fl_client *c = fl_client_new(URL, NULL, 0);
-    struct fl_lease *l = NULL;
-    unsigned slot = 0;
-    char path[256];
-    int rc = FL_ERR_INTERNAL;
-    ssize_t n;
-
-    if (c && kind == HOLD_LEADER)
-        rc = fl_campaign(c, name, "a", 1000, 5000, &l);
-    else if (c && kind == HOLD_READ)
-        rc = fl_acquire_shared(c, name, 1000, 5000, &l);
-    else if (c && kind == HOLD_WRITE)
-        rc = fl_acquire(c, name, 1000, 5000, &l);
-    else if (c)
-        rc = fl_acquire_permit(c, name, 2, 1000, 5000, &l, &slot);
-    dprintf(res, "%" PRIu64 " %u\n", rc == FL_OK ? l->token : 0, slot);
-    if (rc != FL_OK)
-        _exit(3);
-    while ((n = read(cmd, path, sizeof path - 1)) > 0) {
-        path[n] = '\0';
-        dprintf(res, "%d\n", put_status(path, l->token));
-    }
-    _exit(0);
-}
-
-/* read(2) from the child, bounded: a child that never answers (stuck, say
- * in a lock taken by another thread of the parent when it forked) fails the
+/* read(2) from the child, bounded: a child that never answers fails the
  * test instead of hanging the binary. */
 static ssize_t read_child(int fd, char *buf, size_t len)
 {
@@ -163,21 +134,37 @@ static ssize_t read_child(int fd, char *buf, size_t len)
     return read(fd, buf, len);
 }
 
+static const char *const kind_arg[] = {"leader", "read", "write", "permit"};
+
+/* Starts tests/fl_holder (fork, then exec at once: only async-signal-safe
+ * calls between the two in this multithreaded process) with pipes for its
+ * stdin and stdout, and reads its "token slot" line. */
 static void hold_in_child(struct holder *h, enum hold_kind kind, const char *name)
 {
+    const char *bin = ts_build_path("tests/fl_holder");
     int cmd[2], res[2];
-    char buf[64];
+    char buf[64], port[16];
     ssize_t n;
 
+    cr_assert_not_null(bin);
+    cr_assert_eq(access(bin, X_OK), 0, "%s: %s (build the fl_holder target)", bin, strerror(errno));
+    snprintf(port, sizeof port, "%d", px.port);
+    char *const argv[] = {(char *)bin,  (char *)URL, (char *)kind_arg[kind],
+                          (char *)name, port,        NULL};
     cr_assert_eq(pipe(cmd), 0);
     cr_assert_eq(pipe(res), 0);
     fflush(NULL);
     h->pid = fork();
     cr_assert_geq(h->pid, 0);
     if (h->pid == 0) {
+        if (dup2(cmd[0], STDIN_FILENO) < 0 || dup2(res[1], STDOUT_FILENO) < 0)
+            _exit(127);
+        close(cmd[0]);
         close(cmd[1]);
         close(res[0]);
-        holder_main(kind, name, cmd[0], res[1]);
+        close(res[1]);
+        execv(bin, argv);
+        _exit(127);
     }
     close(cmd[0]);
     close(res[1]);
