@@ -35,8 +35,16 @@
  *
  * Group commit: the worker takes every queued request at once and serves
  * the gets of owned resources, advances and sets in txns of at most
- * max_txn_ops - 3 operations (etcd counts the operations of nested txns
- * against the limit of the levels above; ours nest four deep). Per key:
+ * max_txn_ops / 2 keys (up to 8 such txns at once). A txn of advances only
+ * goes first flat (chunk_flat), two compares per key:
+ *
+ *   txn { create_revision(own/R) == EPOCH, value(tok/R) < V, ...
+ *         ? put tok/R=V, ... }
+ *
+ * which raises every key or none; when any compare fails (a key never
+ * written, a deposed owner) it goes again nested, which tells the keys
+ * apart (etcd counts the operations of nested txns against the limit of
+ * the levels above; ours nest four deep). Per key:
  *
  *   txn { create_revision(own/R) == EPOCH ?
  *           txn { create_revision(tok/R) == 0 ? put tok/R=V
@@ -67,20 +75,20 @@
 #include "st_store_internal.h"
 #include "st_worker.h"
 
-#define ETCD_TOKEN_DIGITS 20
-#define ETCD_DEFAULT_TXN_OPS 128
-#define ETCD_NESTING 3 /* levels below the group txn */
-#define ETCD_DEFAULT_TIMEOUT_MS 2000
-#define ETCD_DEFAULT_TTL_MS 10000
-#define ETCD_DEFAULT_MARGIN_MS 2000
+#define ETCD_TOKEN_DIGITS          20
+#define ETCD_DEFAULT_TXN_OPS       128
+#define ETCD_NESTING               3 /* levels below the group txn */
+#define ETCD_DEFAULT_TIMEOUT_MS    2000
+#define ETCD_DEFAULT_TTL_MS        10000
+#define ETCD_DEFAULT_MARGIN_MS     2000
 #define ETCD_DEFAULT_LOCK_DELAY_MS 62000
-#define ETCD_DEFAULT_HANDOVER_MS 5000
-#define ETCD_DEFAULT_POLL_MS 50
-#define ETCD_RETRY_MS 500     /* a failed grant or keepalive is tried again */
-#define ETCD_CLOSE_EXTRA_S 10
-#define ETCD_SENDERS 8        /* group txns in flight at once */
-#define ETCD_ACQ_NESTING 11   /* the acquire txn's ops below the group level */
-#define ETCD_ACQ_MAX 128      /* acquisitions per group txn at most */
+#define ETCD_DEFAULT_HANDOVER_MS   5000
+#define ETCD_DEFAULT_POLL_MS       50
+#define ETCD_RETRY_MS              500 /* a failed grant or keepalive is tried again */
+#define ETCD_CLOSE_EXTRA_S         10
+#define ETCD_SENDERS               8   /* group txns in flight at once */
+#define ETCD_ACQ_NESTING           11  /* the acquire txn's ops below the group level */
+#define ETCD_ACQ_MAX               128 /* acquisitions per group txn at most */
 
 /* One resource this proxy owns (worker thread). */
 struct owned {
@@ -98,15 +106,15 @@ struct owned {
  * waiting out the lock-delay (DELAYED). */
 struct acq {
     TAILQ_ENTRY(acq) link;
-    struct st_store_req *reqs; /* the gets it answers, in order */
+    struct st_store_req *reqs;      /* the gets it answers, in order */
     char *own, *tok, *clean, *want; /* R's keys, owned */
-    unsigned tried;            /* the tick round it was last tried in */
+    unsigned tried;                 /* the tick round it was last tried in */
     int delayed;
-    int want_mine;             /* want/R was put by us */
-    int64_t deadline;          /* WAITING: the hand-over wait ends */
-    int64_t due;               /* next try (WAITING) or the end of the lock-delay */
-    uint64_t highest;          /* DELAYED: what the get answers */
-    uint64_t gen;              /* the lease it was taken under */
+    int want_mine;    /* want/R was put by us */
+    int64_t deadline; /* WAITING: the hand-over wait ends */
+    int64_t due;      /* next try (WAITING) or the end of the lock-delay */
+    uint64_t highest; /* DELAYED: what the get answers */
+    uint64_t gen;     /* the lease it was taken under */
     /* The acquire txn (acq_build), pointing into the fields above. */
     struct ec_op take[6], look[2], mid_op, top_op;
     struct ec_cmp c_free[2], c_mine[2];
@@ -116,14 +124,14 @@ struct acq {
 /* One operation of a group txn: an advance of one key (merging every advance
  * of that key in the chunk), a set or a get of an owned resource. */
 struct slot {
-    struct fc_hmap_node node;       /* in the round's table, keyed by key */
+    struct fc_hmap_node node; /* in the round's table, keyed by key */
     enum st_req_kind kind;
-    char *key;                      /* tok/R, owned */
-    char *own;                      /* own/R, owned */
+    char *key; /* tok/R, owned */
+    char *own; /* own/R, owned */
     int64_t epoch;
-    uint64_t token;                 /* advance: the largest requested */
+    uint64_t token; /* advance: the largest requested */
     char value[ETCD_TOKEN_DIGITS + 1];
-    struct st_store_req *reqs;      /* the requests it answers, linked by next */
+    struct st_store_req *reqs; /* the requests it answers, linked by next */
     struct ec_cmp cmp_epoch, cmp_create, cmp_value;
     struct ec_op put, range, range_own, inner_op, mid_op, work;
     struct ec_txn_req inner, mid, top;
@@ -137,11 +145,14 @@ struct etcd_store;
  * advances per second. */
 struct chunk {
     struct etcd_store *es;
-    struct ec_client *ec;      /* its own connection; owned */
-    struct slot *slots;        /* max_ops of them; owned */
+    struct ec_client *ec; /* its own connection; owned */
+    struct slot *slots;   /* max_ops of them; owned */
     struct ec_op *ops;
+    struct ec_cmp *fcmp; /* the flat txn: 2 compares per slot; owned */
+    struct ec_op *fput;  /* and one put per slot; owned */
     size_t n, n_adv;
     int erc;
+    int flat; /* the flat txn raised every slot */
     struct ec_txn_result res;
     double secs;
     pthread_t th;
@@ -152,16 +163,18 @@ struct etcd_store {
     struct ec_client *ec;
     char *tok_prefix, *own_prefix, *clean_prefix, *want_prefix;
     char *owner_id;
-    size_t max_ops;     /* operations per group txn */
+    size_t max_ops;   /* slots per group txn */
+    size_t max_flat;  /* slots per flat txn (2 compares each) */
+    size_t max_slots; /* slots per chunk: the smaller of the two */
     int64_t timeout_ms, ttl_ms, margin_ms, lock_delay_ms, handover_ms, poll_ms;
     struct chunk chunks[ETCD_SENDERS]; /* worker thread */
-    struct fc_hmap *round;    /* the round's slots by key */
-    size_t max_acq;           /* acquisitions per group txn */
-    unsigned round_no;        /* acq_try_due's rounds */
-    struct st_worker *worker; /* the worker thread */
+    struct fc_hmap *round;             /* the round's slots by key */
+    size_t max_acq;                    /* acquisitions per group txn */
+    unsigned round_no;                 /* acq_try_due's rounds */
+    struct st_worker *worker;          /* the worker thread */
     /* Ownership, worker thread only. */
-    int64_t lease;            /* 0: none yet (or lost) */
-    int64_t lease_ttl_ms;     /* as granted */
+    int64_t lease;        /* 0: none yet (or lost) */
+    int64_t lease_ttl_ms; /* as granted */
     int64_t next_keepalive, next_poll, fence_at;
     uint64_t gen;
     struct fc_hmap *owned;
@@ -338,7 +351,8 @@ static void lease_tick(struct etcd_store *es, int64_t now)
             publish(es);
             return;
         }
-        if (erc != EC_OK && !(erc == EC_ERR_SERVER && ec_client_code(es->ec) == EC_CODE_NOT_FOUND)) {
+        if (erc != EC_OK &&
+            !(erc == EC_ERR_SERVER && ec_client_code(es->ec) == EC_CODE_NOT_FOUND)) {
             unreachable(es); /* the deadline stays: it comes unless renewed */
             es->next_keepalive = now + ETCD_RETRY_MS;
             return;
@@ -387,8 +401,10 @@ static void want_drop(struct etcd_store *es, const char *want)
  * epoch), range clean/R, delete clean/R, range tok/R. */
 static void acq_build(struct etcd_store *es, struct acq *a)
 {
-    a->take[0] = (struct ec_op){.type = EC_OP_PUT, .range = {.key = a->own},
-                                .value = es->owner_id, .value_len = strlen(es->owner_id),
+    a->take[0] = (struct ec_op){.type = EC_OP_PUT,
+                                .range = {.key = a->own},
+                                .value = es->owner_id,
+                                .value_len = strlen(es->owner_id),
                                 .lease = es->lease};
     a->take[1] = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = a->own}};
     a->take[2] = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = a->clean}};
@@ -400,13 +416,13 @@ static void acq_build(struct etcd_store *es, struct acq *a)
     a->c_free[0] = (struct ec_cmp){.key = a->own, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
     a->c_free[1] = (struct ec_cmp){.key = a->want, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
     a->c_mine[0] = a->c_free[0];
-    a->c_mine[1] = (struct ec_cmp){.key = a->want, .target = EC_TARGET_LEASE, .op = EC_EQUAL,
-                                   .n = es->lease};
-    a->mid = (struct ec_txn_req){.cmp = a->c_mine, .ncmp = 2, .then = a->take, .nthen = 6,
-                                 .els = a->look, .nelse = 2};
+    a->c_mine[1] =
+        (struct ec_cmp){.key = a->want, .target = EC_TARGET_LEASE, .op = EC_EQUAL, .n = es->lease};
+    a->mid = (struct ec_txn_req){
+        .cmp = a->c_mine, .ncmp = 2, .then = a->take, .nthen = 6, .els = a->look, .nelse = 2};
     a->mid_op = (struct ec_op){.type = EC_OP_TXN, .txn = &a->mid};
-    a->top = (struct ec_txn_req){.cmp = a->c_free, .ncmp = 2, .then = a->take, .nthen = 5,
-                                 .els = &a->mid_op, .nelse = 1};
+    a->top = (struct ec_txn_req){
+        .cmp = a->c_free, .ncmp = 2, .then = a->take, .nthen = 5, .els = &a->mid_op, .nelse = 1};
     a->top_op = (struct ec_op){.type = EC_OP_TXN, .txn = &a->top};
 }
 
@@ -442,8 +458,8 @@ static int acq_result(struct etcd_store *es, struct acq *a, const struct ec_txn_
         kown = &got->res[1].kvs;
         kclean = &got->res[2].kvs;
         ktok = &got->res[4].kvs;
-        if (kown->n != 1 || (ktok->n == 1 && decode_token(ktok->kv[0].value,
-                                                          ktok->kv[0].value_len, &highest) != 0)) {
+        if (kown->n != 1 || (ktok->n == 1 && decode_token(ktok->kv[0].value, ktok->kv[0].value_len,
+                                                          &highest) != 0)) {
             st_store_fail(es->s, "etcd: key %s holds no 20-digit token", a->tok);
             acq_fail(a, -1, done);
             return -1;
@@ -493,8 +509,11 @@ static int acq_result(struct etcd_store *es, struct acq *a, const struct ec_txn_
     if (kwant->n == 0) {
         /* Ask the owner for R: want/R, if no other waiter has it. */
         struct ec_cmp c = {.key = a->want, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
-        struct ec_op put = {.type = EC_OP_PUT, .range = {.key = a->want}, .value = es->owner_id,
-                            .value_len = strlen(es->owner_id), .lease = es->lease};
+        struct ec_op put = {.type = EC_OP_PUT,
+                            .range = {.key = a->want},
+                            .value = es->owner_id,
+                            .value_len = strlen(es->owner_id),
+                            .lease = es->lease};
         struct ec_txn_result pr;
         if (ec_txn(es->ec, &c, 1, &put, 1, NULL, 0, ec_now_ms() + es->timeout_ms, &pr) == EC_OK &&
             pr.succeeded)
@@ -665,9 +684,9 @@ static int release_one(struct etcd_store *es, struct owned *o)
 
     if (own != NULL && clean != NULL) {
         struct ec_cmp c = {.key = own, .target = EC_TARGET_CREATE, .op = EC_EQUAL, .n = o->epoch};
-        struct ec_op ops[2] = {{.type = EC_OP_DELETE, .range = {.key = own}},
-                               {.type = EC_OP_PUT, .range = {.key = clean}, .value = "",
-                                .value_len = 0}};
+        struct ec_op ops[2] = {
+            {.type = EC_OP_DELETE, .range = {.key = own}},
+            {.type = EC_OP_PUT, .range = {.key = clean}, .value = "", .value_len = 0}};
         /* clean/R only once the lock-delay is over: released during it, R
          * may still have the last owner's requests on their way, and the
          * next owner must wait for them (model: CLEAN_IN_DELAY). */
@@ -770,33 +789,89 @@ static void slot_build(struct chunk *c, size_t i)
     struct ec_op *op = &c->ops[i];
 
     snprintf(sl->value, sizeof sl->value, "%020" PRIu64, sl->token);
-    sl->put = (struct ec_op){.type = EC_OP_PUT, .range = {.key = sl->key}, .value = sl->value,
+    sl->put = (struct ec_op){.type = EC_OP_PUT,
+                             .range = {.key = sl->key},
+                             .value = sl->value,
                              .value_len = ETCD_TOKEN_DIGITS};
     sl->range = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = sl->key}};
     if (sl->kind == ST_REQ_ADVANCE) {
         sl->cmp_create =
             (struct ec_cmp){.key = sl->key, .target = EC_TARGET_CREATE, .op = EC_EQUAL};
-        sl->cmp_value = (struct ec_cmp){.key = sl->key, .target = EC_TARGET_VALUE,
-                                        .op = EC_LESS, .value = sl->value,
+        sl->cmp_value = (struct ec_cmp){.key = sl->key,
+                                        .target = EC_TARGET_VALUE,
+                                        .op = EC_LESS,
+                                        .value = sl->value,
                                         .value_len = ETCD_TOKEN_DIGITS};
-        sl->inner = (struct ec_txn_req){.cmp = &sl->cmp_value, .ncmp = 1, .then = &sl->put,
-                                        .nthen = 1, .els = &sl->range, .nelse = 1};
+        sl->inner = (struct ec_txn_req){.cmp = &sl->cmp_value,
+                                        .ncmp = 1,
+                                        .then = &sl->put,
+                                        .nthen = 1,
+                                        .els = &sl->range,
+                                        .nelse = 1};
         sl->inner_op = (struct ec_op){.type = EC_OP_TXN, .txn = &sl->inner};
-        sl->mid = (struct ec_txn_req){.cmp = &sl->cmp_create, .ncmp = 1, .then = &sl->put,
-                                      .nthen = 1, .els = &sl->inner_op, .nelse = 1};
+        sl->mid = (struct ec_txn_req){.cmp = &sl->cmp_create,
+                                      .ncmp = 1,
+                                      .then = &sl->put,
+                                      .nthen = 1,
+                                      .els = &sl->inner_op,
+                                      .nelse = 1};
         sl->work = (struct ec_op){.type = EC_OP_TXN, .txn = &sl->mid};
     } else {
         sl->work = sl->kind == ST_REQ_SET ? sl->put : sl->range;
     }
     /* Only while own/R still has our epoch (deposed: nothing raised). */
-    sl->cmp_epoch = (struct ec_cmp){.key = sl->own, .target = EC_TARGET_CREATE, .op = EC_EQUAL,
-                                    .n = sl->epoch};
+    sl->cmp_epoch =
+        (struct ec_cmp){.key = sl->own, .target = EC_TARGET_CREATE, .op = EC_EQUAL, .n = sl->epoch};
     sl->range_own = (struct ec_op){.type = EC_OP_RANGE, .range = {.key = sl->own}};
-    sl->top = (struct ec_txn_req){.cmp = &sl->cmp_epoch, .ncmp = 1, .then = &sl->work,
-                                  .nthen = 1, .els = &sl->range_own, .nelse = 1};
+    sl->top = (struct ec_txn_req){.cmp = &sl->cmp_epoch,
+                                  .ncmp = 1,
+                                  .then = &sl->work,
+                                  .nthen = 1,
+                                  .els = &sl->range_own,
+                                  .nelse = 1};
     memset(op, 0, sizeof *op);
     op->type = EC_OP_TXN;
     op->txn = &sl->top;
+}
+
+/* The fast path of a chunk of advances only (the steady state: every key
+ * owned and written before), one flat txn with two compares per key:
+ *
+ *   txn { create_revision(own/R1) == EPOCH1, value(tok/R1) < V1, ...
+ *         ? put tok/R1=V1, ... : (nothing) }
+ *
+ * It raises every key or none. When any compare fails (a key never written,
+ * a token already at V, a deposed owner), nothing was written and the chunk
+ * goes again as the nested txn, which tells the keys apart. Safe to repeat
+ * as the nested one is. Returns 1 when the chunk is answered (c->flat set:
+ * all raised, or c->erc an error), 0 to send the nested txn. Any thread. */
+static int chunk_flat(struct chunk *c)
+{
+    struct ec_txn_result res = {0};
+    size_t n = c->n;
+    int done = 0;
+
+    if (n == 0 || n > c->es->max_flat)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        struct slot *sl = &c->slots[i];
+        if (sl->kind != ST_REQ_ADVANCE)
+            return 0;
+        c->fcmp[2 * i] = sl->cmp_epoch;
+        c->fcmp[2 * i + 1] = sl->cmp_value;
+        c->fput[i] = sl->put;
+    }
+    c->erc =
+        ec_txn(c->ec, c->fcmp, 2 * n, c->fput, n, NULL, 0, ec_now_ms() + c->es->timeout_ms, &res);
+    if (c->erc != EC_OK) {
+        done = 1; /* no member answered: as the nested txn would have failed */
+    } else if (res.succeeded) {
+        c->erc = res.n == n ? EC_OK : EC_ERR_INTERNAL;
+        c->flat = res.n == n;
+        done = 1;
+    }
+    ec_txn_result_free(&res);
+    return done;
 }
 
 /* Sends one chunk's group txn and waits for the answer. Any thread: it
@@ -808,9 +883,13 @@ static void chunk_send(struct chunk *c)
 
     for (size_t i = 0; i < c->n; i++)
         slot_build(c, i);
+    c->flat = 0;
+    if (chunk_flat(c) != 0)
+        goto out;
     c->erc = ec_txn_nested(c->ec, &outer, ec_now_ms() + c->es->timeout_ms, &c->res);
     if (c->erc == EC_OK && (!c->res.succeeded || c->res.n != c->n))
         c->erc = EC_ERR_INTERNAL;
+out:
     c->secs = now_s() - t0;
 }
 
@@ -839,12 +918,14 @@ static int chunk_answer(struct etcd_store *es, struct chunk *c, struct st_store_
     st_store_set_unreachable(es->s, NULL);
     for (size_t i = 0; i < n; i++) {
         struct slot *sl = &c->slots[i];
-        uint64_t h = 0;
-        int rc = slot_result(sl, &c->res.res[i], &h);
+        uint64_t h = sl->token;
+        int rc = c->flat ? 0 : slot_result(sl, &c->res.res[i], &h);
 
         if (rc < 0) {
-            st_store_fail(es->s, "etcd: key %s holds no 20-digit token or the answer does "
-                                 "not match the txn", sl->key);
+            st_store_fail(es->s,
+                          "etcd: key %s holds no 20-digit token or the answer does "
+                          "not match the txn",
+                          sl->key);
             answer(sl->reqs, -1, 0, done);
         } else if (rc > 0) {
             /* Deposed: own/R is not ours (any more) under this epoch. */
@@ -1116,7 +1197,7 @@ static void run_batch(struct etcd_store *es, struct st_store_req *batch)
                 if (r->kind == ST_REQ_ADVANCE && r->token > sl->token)
                     sl->token = r->token;
             } else {
-                if (es->chunks[nch].n == es->max_ops && ++nch == ETCD_SENDERS) {
+                if (es->chunks[nch].n == es->max_slots && ++nch == ETCD_SENDERS) {
                     free(k);
                     free(own);
                     break;
@@ -1229,6 +1310,8 @@ static void es_free(struct etcd_store *es)
         ec_client_free(&es->chunks[i].ec);
         free(es->chunks[i].slots);
         free(es->chunks[i].ops);
+        free(es->chunks[i].fcmp);
+        free(es->chunks[i].fput);
     }
     fc_hmap_free(&es->round);
     free(es);
@@ -1271,11 +1354,14 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         goto fail;
     }
     if (es->ttl_ms < 2000 || es->margin_ms * 2 >= es->ttl_ms) {
-        snprintf(err, errlen, "etcd store: lease_ttl must be at least 2 s and above twice "
-                              "the margin");
+        snprintf(err, errlen,
+                 "etcd store: lease_ttl must be at least 2 s and above twice "
+                 "the margin");
         goto fail;
     }
     es->max_ops = ops - ETCD_NESTING;
+    es->max_flat = ops / 2;
+    es->max_slots = es->max_flat < es->max_ops ? es->max_flat : es->max_ops;
     es->max_acq = ops > ETCD_ACQ_NESTING + 1 ? ops - ETCD_ACQ_NESTING : 1;
     if (es->max_acq > ETCD_ACQ_MAX)
         es->max_acq = ETCD_ACQ_MAX;
@@ -1284,27 +1370,28 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         goto fail;
     }
     if ((es->ec = ec_client_new(cfg->endpoints, err, errlen)) == NULL ||
-        (cfg->tls && ec_client_set_tls(es->ec, cfg->tls_ca, cfg->tls_cert, cfg->tls_key, err,
-                                       errlen) < 0))
+        (cfg->tls &&
+         ec_client_set_tls(es->ec, cfg->tls_ca, cfg->tls_cert, cfg->tls_key, err, errlen) < 0))
         goto fail;
     for (size_t i = 0; i < ETCD_SENDERS; i++) {
         struct chunk *c = &es->chunks[i];
         c->es = es;
         if ((c->ec = ec_client_new(cfg->endpoints, err, errlen)) == NULL ||
-            (cfg->tls && ec_client_set_tls(c->ec, cfg->tls_ca, cfg->tls_cert, cfg->tls_key, err,
-                                           errlen) < 0))
+            (cfg->tls &&
+             ec_client_set_tls(c->ec, cfg->tls_ca, cfg->tls_cert, cfg->tls_key, err, errlen) < 0))
             goto fail;
         c->slots = calloc(es->max_ops, sizeof *c->slots);
         c->ops = calloc(es->max_ops, sizeof *c->ops);
-        if (c->slots == NULL || c->ops == NULL) {
+        c->fcmp = calloc(2 * es->max_flat, sizeof *c->fcmp);
+        c->fput = calloc(es->max_flat, sizeof *c->fput);
+        if (c->slots == NULL || c->ops == NULL || c->fcmp == NULL || c->fput == NULL) {
             snprintf(err, errlen, "etcd store: out of memory");
             goto fail;
         }
     }
     es->owned = fc_hmap_new(64);
     es->round = fc_hmap_new(1024);
-    if (es->owned == NULL || es->round == NULL ||
-        asprintf(&es->tok_prefix, "%stok/", prefix) < 0 ||
+    if (es->owned == NULL || es->round == NULL || asprintf(&es->tok_prefix, "%stok/", prefix) < 0 ||
         asprintf(&es->own_prefix, "%sown/", prefix) < 0 ||
         asprintf(&es->clean_prefix, "%sclean/", prefix) < 0 ||
         asprintf(&es->want_prefix, "%swant/", prefix) < 0 ||
@@ -1322,11 +1409,13 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
         int erc = ec_range(es->ec, &q, ec_now_ms() + es->timeout_ms, &kvs, NULL);
 
         if (erc == EC_OK)
-            snprintf(msg, sizeof msg, "etcd token store at %s, prefix %s: %" PRId64
-                     " resources", cfg->endpoints, prefix, kvs.count);
+            snprintf(msg, sizeof msg, "etcd token store at %s, prefix %s: %" PRId64 " resources",
+                     cfg->endpoints, prefix, kvs.count);
         else
-            snprintf(msg, sizeof msg, "etcd token store at %s not reachable yet (fenced "
-                     "requests get 503): %.500s", cfg->endpoints, ec_client_error(es->ec));
+            snprintf(msg, sizeof msg,
+                     "etcd token store at %s not reachable yet (fenced "
+                     "requests get 503): %.500s",
+                     cfg->endpoints, ec_client_error(es->ec));
         note(cfg, erc == EC_OK ? 2 : 1, msg);
         ec_kvs_free(&kvs);
         /* The lease now, before the proxy listens: a request that comes at

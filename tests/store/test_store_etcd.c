@@ -66,9 +66,12 @@ static double now(void)
 static struct st_store *open_own(const char *eps, unsigned max_ops, uint64_t timeout_ms,
                                  uint64_t lock_delay_ms, uint64_t handover_ms)
 {
-    struct st_store_config cfg = {.backend = ST_STORE_ETCD, .endpoints = eps,
-                                  .prefix = "/t/", .max_txn_ops = max_ops,
-                                  .timeout_ms = timeout_ms, .lock_delay_ms = lock_delay_ms,
+    struct st_store_config cfg = {.backend = ST_STORE_ETCD,
+                                  .endpoints = eps,
+                                  .prefix = "/t/",
+                                  .max_txn_ops = max_ops,
+                                  .timeout_ms = timeout_ms,
+                                  .lock_delay_ms = lock_delay_ms,
                                   .handover_wait_ms = handover_ms};
     char err[256] = "";
     struct st_store *s = st_store_open(&cfg, err, sizeof err);
@@ -137,7 +140,7 @@ static struct res adv1(struct st_store *s, const char *k, size_t klen, uint64_t 
     return r;
 }
 
-#define GET(s, k) get1(s, k, strlen(k))
+#define GET(s, k)    get1(s, k, strlen(k))
 #define ADV(s, k, t) adv1(s, k, strlen(k), t)
 
 static const char b64tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -375,7 +378,9 @@ static void on_many(void *arg, int rc, uint64_t highest)
 }
 
 /* 1000 advances on 300 owned keys queued at once: a few txns of at most
- * 125 keys each (128 ops with three nested levels), every answer right. */
+ * 64 keys each (128 compares in the flat txn, two per key; the first ones,
+ * of keys never written, go nested: 64 ops with three nested levels fit),
+ * every answer right. */
 Test(etcdstore, group_commit_within_max_txn_ops)
 {
     struct st_store *s = open_store();
@@ -417,56 +422,136 @@ Test(etcdstore, group_commit_within_max_txn_ops)
         /* the largest i with i % 300 == k, plus one */
         cr_expect_eq(r.highest, (uint64_t)(k + 900 < 1000 ? k + 901 : k + 601), "%s", key);
     }
-    cr_expect_leq(c.max_batch, 125, "a txn with %zu keys", c.max_batch);
-    cr_expect_eq(c.max_batch, 125, "the first txn is full: %zu", c.max_batch);
+    cr_expect_leq(c.max_batch, 64, "a txn with %zu keys", c.max_batch);
+    cr_expect_eq(c.max_batch, 64, "the first txn is full: %zu", c.max_batch);
     cr_expect_lt(c.n, 40, "%d txns for 1000 advances: no group commit", c.n);
     cr_expect_eq(st_store_failed(s), 0);
     st_store_close(&s);
 }
 
-/* The same with one op more than etcd allows: etcd refuses the txn, the
- * advances fail (unavailable), nothing is acknowledged. This shows that the
- * limit above is etcd's and the nesting is counted right. */
+/* The same with two ops more than etcd allows (65 keys per txn, 130
+ * compares in the flat txn; 65 advances, one txn): etcd refuses the txn, the advances fail
+ * (unavailable), nothing is acknowledged. This shows that the limit above
+ * is etcd's and the compares are counted right. */
 Test(etcdstore, one_op_over_etcds_limit_is_refused)
 {
-    struct st_store *s = open_eps(E.endpoints, 129, 5000);
-    static struct many m[126];
+    struct st_store *s = open_eps(E.endpoints, 130, 5000);
+    static struct many m[65];
     struct res first = {0, 99, 99};
     char key[32];
     int done = 0;
     double end = now() + 40;
 
-    for (int i = 0; i < 126; i++) {
+    for (int i = 0; i < 65; i++) {
         snprintf(key, sizeof key, "/over/%d", i);
         cr_assert_eq(GET(s, key).rc, 0);
     }
     cr_assert_eq(GET(s, "/first").rc, 0);
 
     /* etcd stopped: the worker sits in the first request's txn while the
-     * 126 queue up behind it, so they are one batch. */
+     * 65 queue up behind it, so they are one batch. */
     cr_assert_eq(ts_proc_signal(&E.m[0], SIGSTOP), 0);
     st_store_get(s, "/first", 6, on_done, &first);
     ts_sleep_ms(200);
-    for (int i = 0; i < 126; i++) {
+    for (int i = 0; i < 65; i++) {
         snprintf(key, sizeof key, "/over/%d", i);
         m[i].want = 1;
         st_store_advance(s, key, strlen(key), 1, on_many, &m[i]);
     }
     cr_assert_eq(ts_proc_signal(&E.m[0], SIGCONT), 0);
-    while (done < 126) {
+    while (done < 65) {
         struct pollfd p = {.fd = st_store_notify_fd(s), .events = POLLIN};
         cr_assert_lt(now(), end, "timed out");
         if (poll(&p, 1, 50) > 0)
             dispatch(s);
         done = 0;
-        for (int i = 0; i < 126; i++)
+        for (int i = 0; i < 65; i++)
             done += m[i].done;
     }
     run_until(s, &first.calls, 1, 10);
     cr_expect_eq(first.rc, 0);
-    for (int i = 0; i < 126; i++)
+    for (int i = 0; i < 65; i++)
         cr_expect_eq(m[i].failed, 1, "advance %d acknowledged in an oversized txn", i);
     cr_expect(st_store_unreachable(s, NULL, 0));
+    st_store_close(&s);
+}
+
+/* Advances queued while the worker waits on a stopped etcd (behind a get
+ * of "/first"), so that they are one batch; run to their answers. */
+static void one_batch(struct st_store *s, char keys[][32], uint64_t *tokens, struct res *m, int n)
+{
+    struct res first = {0, 99, 99};
+    int done = 0;
+    double end = now() + 30;
+
+    cr_assert_eq(ts_proc_signal(&E.m[0], SIGSTOP), 0);
+    st_store_get(s, "/first", 6, on_done, &first);
+    ts_sleep_ms(200);
+    for (int i = 0; i < n; i++) {
+        m[i] = (struct res){0, 99, 99};
+        st_store_advance(s, keys[i], strlen(keys[i]), tokens[i], on_done, &m[i]);
+    }
+    cr_assert_eq(ts_proc_signal(&E.m[0], SIGCONT), 0);
+    while (done < n) {
+        struct pollfd p = {.fd = st_store_notify_fd(s), .events = POLLIN};
+        cr_assert_lt(now(), end, "timed out");
+        if (poll(&p, 1, 50) > 0)
+            dispatch(s);
+        done = 0;
+        for (int i = 0; i < n; i++)
+            done += m[i].calls;
+    }
+    run_until(s, &first.calls, 1, 10);
+    cr_assert_eq(first.rc, 0);
+}
+
+/* A batch of advances of keys written before (the flat txn) with one key
+ * deposed behind the store's back (own/R deleted): the flat txn's compares
+ * fail as a whole, nothing of it is written, and the nested txn raises the
+ * others and refuses the deposed one (ELOST). Then a batch with a key never
+ * written among written ones (its value compare fails the flat txn): all
+ * raised, the new one created. */
+Test(etcdstore, one_deposed_key_in_a_flat_batch_raises_the_others)
+{
+    struct st_store *s = open_store();
+    static struct res m[11];
+    char keys[11][32], tkey[48], body[256], out[1024], kb[64];
+    uint64_t tok[11];
+
+    for (int i = 0; i < 10; i++) {
+        snprintf(keys[i], sizeof keys[i], "/mix/%d", i);
+        cr_assert_eq(GET(s, keys[i]).rc, 0);
+        cr_assert_eq(ADV(s, keys[i], 10).highest, 10);
+        tok[i] = 20;
+    }
+    cr_assert_eq(GET(s, "/first").rc, 0);
+    b64("/t/own//mix/3", kb);
+    snprintf(body, sizeof body, "{\"key\":\"%s\"}", kb);
+    cr_assert_eq(ts_etcd_post(&E, 0, "/v3/kv/deleterange", body, out, sizeof out), 200, "%s", out);
+    one_batch(s, keys, tok, m, 10);
+    for (int i = 0; i < 10; i++) {
+        snprintf(tkey, sizeof tkey, "/t/tok//mix/%d", i);
+        if (i == 3) {
+            cr_expect_eq(m[i].rc, ST_STORE_ELOST, "the deposed key: rc %d", m[i].rc);
+            cr_expect(etcd_holds(tkey, "00000000000000000010"), "the deposed key was raised");
+            continue;
+        }
+        cr_expect_eq(m[i].rc, 0, "key %d: rc %d", i, m[i].rc);
+        cr_expect_eq(m[i].highest, 20, "key %d", i);
+        cr_expect(etcd_holds(tkey, "00000000000000000020"), "%s", tkey);
+    }
+    /* A key never written among written ones. */
+    snprintf(keys[3], sizeof keys[3], "/mix/new");
+    cr_assert_eq(GET(s, keys[3]).rc, 0);
+    for (int i = 0; i < 10; i++)
+        tok[i] = 30;
+    one_batch(s, keys, tok, m, 10);
+    for (int i = 0; i < 10; i++) {
+        cr_expect_eq(m[i].rc, 0, "%s: rc %d", keys[i], m[i].rc);
+        cr_expect_eq(m[i].highest, 30, "%s", keys[i]);
+    }
+    cr_expect(etcd_holds("/t/tok//mix/new", "00000000000000000030"));
+    cr_expect(etcd_holds("/t/tok//mix/9", "00000000000000000030"));
     st_store_close(&s);
 }
 
@@ -528,7 +613,7 @@ Test(etcdstore, unreachable_fails_every_call)
  * hide a lost one) and records which were acknowledged. Afterwards a fresh
  * store on the surviving members holds every acknowledged token, and
  * advances went on after the kill. */
-#define LOAD_KEYS 20
+#define LOAD_KEYS       20
 #define LOAD_MAX_ROUNDS 4000
 
 struct load_state {
@@ -606,8 +691,8 @@ Test(etcdstore3, leader_killed_under_load_loses_no_acknowledged_advance)
     for (int i = 0; i < E.n; i++) {
         if (i == leader)
             continue;
-        snprintf(eps + strlen(eps), sizeof eps - strlen(eps), "%s127.0.0.1:%d",
-                 eps[0] ? "," : "", E.client_port[i]);
+        snprintf(eps + strlen(eps), sizeof eps - strlen(eps), "%s127.0.0.1:%d", eps[0] ? "," : "",
+                 E.client_port[i]);
     }
     s = open_eps(eps, 0, 3000);
     for (int r = 0; r < rounds; r++) {
@@ -636,8 +721,9 @@ Test(etcdstore3, leader_killed_under_load_loses_no_acknowledged_advance)
                 lost++;
         }
     }
-    fprintf(stderr, "leader kill: %d rounds, %d advances acknowledged (%d after the kill), %d "
-                    "failed during the election, %d acknowledged ones lost\n",
+    fprintf(stderr,
+            "leader kill: %d rounds, %d advances acknowledged (%d after the kill), %d "
+            "failed during the election, %d acknowledged ones lost\n",
             rounds, acked, after_ok, failed, lost);
     cr_expect_eq(lost, 0, "%d acknowledged advances are not in etcd", lost);
     st_store_close(&s);
