@@ -21,20 +21,6 @@
 #include "fencelock.h"
 #include "ts_proxy.h"
 
-static int put_status(int port, const char *path, uint64_t token)
-{
-    char req[1024];
-    int n;
-
-    n = snprintf(req, sizeof req,
-                 "PUT %s HTTP/1.1\r\nHost: t\r\nFencing-Token: %" PRIu64
-                 "\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                 path, token);
-    if (n < 0 || (size_t)n >= sizeof req)
-        return -1;
-    return ts_http_raw(port, req, (size_t)n, NULL, 5000);
-}
-
 int main(int argc, char **argv)
 {
     struct fl_client *c = NULL;
@@ -68,7 +54,7 @@ int main(int argc, char **argv)
         goto out;
     while ((n = read(STDIN_FILENO, path, sizeof path - 1)) > 0) {
         path[n] = '\0';
-        printf("%d\n", put_status(port, path, l->token));
+        printf("%d\n", ts_http_put_token(port, path, l->token, "ok", 5000));
         fflush(stdout);
     }
     code = 0;

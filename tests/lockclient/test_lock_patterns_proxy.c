@@ -71,22 +71,9 @@ static void use(enum lf_kind k)
     cr_assert_not_null(C, "%s", err);
 }
 
-/* PUT path with token through the proxy; the status (-1: no answer). */
-static int put_status(const char *path, uint64_t token)
-{
-    char req[1024];
-    int n;
-
-    n = snprintf(req, sizeof req,
-                 "PUT %s HTTP/1.1\r\nHost: t\r\nFencing-Token: %" PRIu64
-                 "\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                 path, token);
-    return ts_http_raw(px.port, req, (size_t)n, NULL, 5000);
-}
-
 static int put(const char *path, uint64_t token)
 {
-    int st = put_status(path, token);
+    int st = ts_http_put_token(px.port, path, token, "ok", 5000);
 
     cr_assert_neq(st, -1, "no answer to PUT %s", path);
     return st;

@@ -2,6 +2,7 @@
 #include "ts_proxy.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -65,8 +66,7 @@ int ts_proxy_write_conf(struct ts_proxy *px, int upstream_port, const char *extr
             px->access, extra != NULL ? extra : "");
     /* TLS mode: the same test over TLS listeners, unless it sets its own. */
     if (px->tls && (extra == NULL || strstr(extra, "[tls]") == NULL))
-        fprintf(f, "[tls]\ncert = %s/server.pem\nkey = %s/server.key\n", px->tls_dir,
-                px->tls_dir);
+        fprintf(f, "[tls]\ncert = %s/server.pem\nkey = %s/server.key\n", px->tls_dir, px->tls_dir);
     return fclose(f) == 0 ? 0 : -1;
 }
 
@@ -333,6 +333,19 @@ int ts_http_raw(int port, const char *raw, size_t len, struct ts_resp *r, int ti
     return rc;
 }
 
+int ts_http_put_token(int port, const char *path, uint64_t token, const char *body, int timeout_ms)
+{
+    char req[2048];
+    int n = snprintf(req, sizeof req,
+                     "PUT %s HTTP/1.1\r\nHost: t\r\nFencing-Token: %" PRIu64
+                     "\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     path, token, strlen(body), body);
+
+    if (n < 0 || (size_t)n >= sizeof req)
+        return -1;
+    return ts_http_raw(port, req, (size_t)n, NULL, timeout_ms);
+}
+
 int ts_wait_closed(int fd, int timeout_ms)
 {
     long long deadline = ts_now_ms() + timeout_ms;
@@ -355,8 +368,8 @@ int ts_wait_closed(int fd, int timeout_ms)
 int ts_http_get(int port, const char *path, struct ts_resp *r)
 {
     char req[2048];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
-                     path);
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
 
     return ts_http_raw(port, req, (size_t)n, r, 10000);
 }

@@ -13,15 +13,15 @@
 
 struct ts_proxy {
     struct ts_proc proc;
-    char *dir;            /* owned temp dir (removed by ts_proxy_cleanup) */
-    char conf[1024];      /* path of the written config */
-    char audit[1024];     /* path of the audit log */
-    char access[1024];    /* path of the access log */
-    char store[1024];     /* store directory */
-    int port;             /* data listener */
+    char *dir;         /* owned temp dir (removed by ts_proxy_cleanup) */
+    char conf[1024];   /* path of the written config */
+    char audit[1024];  /* path of the audit log */
+    char access[1024]; /* path of the access log */
+    char store[1024];  /* store directory */
+    int port;          /* data listener */
     int admin_port;
-    int upstream_port;    /* as given to ts_proxy_write_conf */
-    char *extra;          /* copy of its extra text; owned */
+    int upstream_port; /* as given to ts_proxy_write_conf */
+    char *extra;       /* copy of its extra text; owned */
     /* Set before ts_proxy_write_conf: the upstream's scheme and host
      * ("https://localhost"); NULL means "http://127.0.0.1". Borrowed. */
     const char *upstream_base;
@@ -60,11 +60,11 @@ void ts_proxy_cleanup(struct ts_proxy *px, int dump);
 
 /* One HTTP response as read by ts_http_read. */
 struct ts_resp {
-    int status;           /* 0 when nothing could be read */
-    char head[16384];     /* status line and fields, NUL-terminated */
-    char *body;           /* malloc'd, NUL-terminated; free with ts_resp_free */
+    int status;       /* 0 when nothing could be read */
+    char head[16384]; /* status line and fields, NUL-terminated */
+    char *body;       /* malloc'd, NUL-terminated; free with ts_resp_free */
     size_t body_len;
-    int closed;           /* the server closed the connection after it */
+    int closed; /* the server closed the connection after it */
 };
 
 /* Reads one response from fd (Content-Length, chunked or until close),
@@ -80,6 +80,11 @@ void ts_resp_free(struct ts_resp *r);
 /* Connects to port, sends raw (len bytes), reads one response, closes.
  * Returns the status or -1. r may be NULL. */
 int ts_http_raw(int port, const char *raw, size_t len, struct ts_resp *r, int timeout_ms);
+
+/* PUT path with "Fencing-Token: token" and body (a C string) on a new
+ * connection (Connection: close). The status, or -1 with no answer within
+ * timeout_ms. */
+int ts_http_put_token(int port, const char *path, uint64_t token, const char *body, int timeout_ms);
 
 /* Whether the peer closed fd within timeout_ms (reads and discards data). */
 int ts_wait_closed(int fd, int timeout_ms);
