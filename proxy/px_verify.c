@@ -1,9 +1,11 @@
-/* px_verify: see px_verify.h. Owns the worker thread, its libfencelock
- * client (made and used on the worker only: a struct fl_client is not
- * thread-safe), the job queue and the done list (mutex-protected), the
- * eventfd with its event, and the live-lease cache (loop thread only).
- * The worker blocks SIGPIPE for itself (hiredis writes without
- * MSG_NOSIGNAL). */
+/* px_verify: see px_verify.h. Owns the worker threads, each with its own
+ * libfencelock client (made and used on that worker only: a struct
+ * fl_client is not thread-safe), the job queue and the done list
+ * (mutex-protected), the eventfd with its event, and the live-lease cache
+ * (loop thread only). The workers block every signal for themselves
+ * (hiredis writes without MSG_NOSIGNAL). Verdicts may come back in another
+ * order than the checks were asked in; px_fence judges each on its own
+ * (a HELD token is admitted again under S1, against the highest of then). */
 #include "px_verify.h"
 
 #include <errno.h>
@@ -30,10 +32,10 @@ struct job {
     px_verdict_cb cb;
     void *arg;
     enum px_verdict verdict;
-    int64_t asked_ms;  /* monotonic, before the call was sent */
-    int64_t ttl_ms;    /* live checks: the lease's TTL left, -1 unknown */
-    char err[256];     /* the backend's message for UNREACHABLE */
-    char name[];       /* the lock name */
+    int64_t asked_ms; /* monotonic, before the call was sent */
+    int64_t ttl_ms;   /* live checks: the lease's TTL left, -1 unknown */
+    char err[256];    /* the backend's message for UNREACHABLE */
+    char name[];      /* the lock name */
 };
 
 struct cached {
@@ -47,18 +49,18 @@ struct px_verify {
     struct px_fence_verifier iface;
     const struct pol_route *route;
     char *url;
-    pthread_t thread;
-    int started;
+    pthread_t threads[PX_VERIFY_WORKERS];
+    size_t started; /* threads[0..started) run */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct job *head, *tail; /* queued for the worker */
+    struct job *head, *tail; /* queued for the workers */
     size_t queued;
-    struct job *done;        /* verdicts for the loop (reversed) */
+    struct job *done; /* verdicts for the loop (reversed) */
     int stop;
     int efd;
     struct event *ev;
-    struct fc_hmap *cache;   /* lock name -> struct cached */
-    int unreachable_logged;  /* rate limit: one line per outage */
+    struct fc_hmap *cache;  /* lock name -> struct cached */
+    int unreachable_logged; /* rate limit: one line per outage */
 };
 
 static void free_list(struct job *j)
@@ -76,7 +78,7 @@ static void cache_clear(struct px_verify *v)
         free(FC_HMAP_ENTRY(n, struct cached, node));
 }
 
-/* One check on the worker: fl_verify, or fl_status for a live check (its
+/* One check on a worker: fl_verify, or fl_status for a live check (its
  * TTL bounds the cache). */
 static void run_job(struct px_verify *v, struct fl_client *c, struct job *j)
 {
@@ -225,7 +227,8 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
             px_stats_inc(PX_ST_VERIFY_ERRORS);
             if (!v->unreachable_logged)
                 px_log_error("route %s: lock backend %s unreachable (%s): refusing advances "
-                             "with 503", v->route->name, v->url, j->err);
+                             "with 503",
+                             v->route->name, v->url, j->err);
             v->unreachable_logged = 1;
         } else {
             if (v->unreachable_logged)
@@ -286,8 +289,8 @@ static int check(void *impl, const char *key, size_t klen, uint64_t token, px_ve
     return rc;
 }
 
-struct px_verify *px_verify_new(struct event_base *base, const struct pol_route *route,
-                                char *err, size_t errlen)
+struct px_verify *px_verify_new(struct event_base *base, const struct pol_route *route, char *err,
+                                size_t errlen)
 {
     struct px_verify *v = calloc(1, sizeof *v);
 
@@ -315,11 +318,12 @@ struct px_verify *px_verify_new(struct event_base *base, const struct pol_route 
         snprintf(err, errlen, "route %s: verifier: cannot add its event", route->name);
         goto fail;
     }
-    if (pthread_create(&v->thread, NULL, worker_main, v) != 0) {
-        snprintf(err, errlen, "route %s: verifier: cannot start its thread", route->name);
-        goto fail;
+    for (; v->started < PX_VERIFY_WORKERS; v->started++) {
+        if (pthread_create(&v->threads[v->started], NULL, worker_main, v) != 0) {
+            snprintf(err, errlen, "route %s: verifier: cannot start its threads", route->name);
+            goto fail;
+        }
     }
-    v->started = 1;
     return v;
 fail:
     px_verify_free(&v);
@@ -334,12 +338,13 @@ void px_verify_free(struct px_verify **vp)
         return;
     v = *vp;
     *vp = NULL;
-    if (v->started) {
+    if (v->started > 0) {
         pthread_mutex_lock(&v->mu);
         v->stop = 1;
-        pthread_cond_signal(&v->cv);
+        pthread_cond_broadcast(&v->cv);
         pthread_mutex_unlock(&v->mu);
-        pthread_join(v->thread, NULL);
+        for (size_t i = 0; i < v->started; i++)
+            pthread_join(v->threads[i], NULL);
     }
     free_list(v->head);
     free_list(v->done);
