@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # model/check.sh: model-checks model/fence.pml with Spin (issue 14). The
 # protocol must pass: an exhaustive safety search with no assertion violation
-# (STALE, S3N, APPLY) and no invalid end state, and an exhaustive LTL search
-# (-DLIVE, waits_end) with no acceptance cycle. Each broken variant must fail
-# with an assertion violation (the LTL one with an acceptance cycle); its
-# counterexample is printed on one line (the first one the depth-first search
-# finds within a depth bound, not the shortest). One summary line per run:
-# states stored, errors, seconds and memory of pan (compiling not included). Exits non-zero if the protocol
-# fails, a search does not complete, or a variant passes.
+# (STALE, S3N, APPLY) and no invalid end state, the same with the
+# availability assertions (FIND_STALE_WANT; FIND_ORPHAN_OWN with lost acquire
+# answers), and an exhaustive LTL search (-DLIVE, waits_end) with no
+# acceptance cycle. Each broken variant, and each gap the C code still has
+# (FENCED_WANT, IDLE_ORPHAN), must fail with an assertion violation (the LTL
+# one with an acceptance cycle); its counterexample is printed on one line
+# (the first one the depth-first search finds within a depth bound, not the
+# shortest). One summary line per run: states stored, errors, seconds and
+# memory of pan (compiling not included). Exits non-zero if a run that must
+# pass fails, a search does not complete, or a variant passes.
 # Usage: model/check.sh [RUN...]   (default: every run below)
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,13 +27,18 @@ trap 'rm -rf "$WORK"' EXIT
 RUNS=(
     "protocol       pass   safety"
     "liveness       pass   live   -DCRASHES=0 -DNO_IDLE -DHWAIT=2"
+    "STALE_WANT     pass   safety -DFIND_STALE_WANT"
+    "ORPHAN_OWN     pass   safety -DFIND_ORPHAN_OWN -DACQ_LOSS"
     "NO_WAIT        assert safety -DNO_WAIT"
     "NO_EPOCH       assert safety -DNO_EPOCH"
     "NO_FENCE       assert safety -DNO_FENCE"
     "CLEAN_IN_DELAY assert safety -DCLEAN_IN_DELAY"
     "SPLIT_SEND     assert safety -DSPLIT_SEND"
-    "STALE_WANT     assert safety -DFIND_STALE_WANT"
-    "ORPHAN_OWN     assert safety -DFIND_ORPHAN_OWN -DACQ_LOSS"
+    "KEEP_WANT      assert safety -DFIND_STALE_WANT -DKEEP_WANT"
+    "FENCED_WANT    assert safety -DFIND_STALE_WANT -DFENCED_KEEPS_WANT"
+    "NO_ADOPT       assert safety -DFIND_ORPHAN_OWN -DACQ_LOSS -DNO_ADOPT"
+    "ADOPT_NO_DELAY assert safety -DACQ_LOSS -DADOPT_NO_DELAY"
+    "IDLE_ORPHAN    assert safety -DFIND_IDLE_ORPHAN -DACQ_LOSS"
     "NO_BOUND       cycle  live   -DCRASHES=0 -DNO_IDLE -DHWAIT=2 -DNO_BOUND"
 )
 

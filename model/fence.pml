@@ -1,7 +1,8 @@
 /* fence.pml: the ownership protocol of several fenceproxy processes over
  * etcd (issue 14) for one resource R, checked with Spin by model/check.sh.
- * Written from the protocol text (docs/safety.md, "Model", says what it
- * covers), not generated from the C code.
+ * Written from the protocol text, with the changes the C code made to it
+ * (below; docs/safety.md, "Model", says what it covers), not generated from
+ * the C code.
  *
  * Processes: Env (the clock, etcd applying late txns, the storage applying
  * requests) and one Proxy per fenceproxy process. A Proxy is one event loop:
@@ -31,13 +32,27 @@
  * states; with -DLIVE, the LTL property waits_end (a request that waits for
  * R gets it or answers 503 when its bounded wait runs out).
  *
- * One change to the protocol text: a release puts clean/R only if the
- * owner's lock-delay is over. -DCLEAN_IN_DELAY is the text as it was, which
- * fails S3N (docs/safety.md, "Model").
+ * Changes to the protocol text, as the C code has them
+ * (store/st_store_etcd.c): a release puts clean/R only if the owner's
+ * lock-delay is over (release_one; -DCLEAN_IN_DELAY, the text as it was,
+ * fails S3N); a waiter whose bounded wait ends deletes its want/R
+ * (want_drop; -DKEEP_WANT leaves it); an acquire that finds own/R on its own
+ * lease takes R back, after the lock-delay when tok/R is present, and leaves
+ * clean/R alone (acq_result; -DNO_ADOPT refuses it as the text did,
+ * -DADOPT_NO_DELAY takes it back at once, which fails S3N).
+ *
+ * Availability assertions: FIND_STALE_WANT (R free but refused for a
+ * want/R whose waiter gave up) and FIND_ORPHAN_OWN (an acquire whose answer
+ * came leaves own/R of its lease unknown to it; with ACQ_LOSS) must pass.
+ * Two gaps the code still has must fail: FENCED_KEEPS_WANT with
+ * FIND_STALE_WANT (an acquisition tried past fence_at answers 503 without
+ * want_drop) and FIND_IDLE_ORPHAN with ACQ_LOSS (a lost acquire answer ends
+ * its request with 503; own/R stays until that process asks for R again).
  *
  * Variants that must fail: NO_WAIT, NO_EPOCH, NO_FENCE (broken protocols),
- * CLEAN_IN_DELAY, SPLIT_SEND (the check and the send in two steps),
- * FIND_STALE_WANT and FIND_ORPHAN_OWN (two gaps that make R unavailable),
+ * CLEAN_IN_DELAY, KEEP_WANT, NO_ADOPT (the text before the changes above),
+ * ADOPT_NO_DELAY, SPLIT_SEND (the check and the send in two steps),
+ * FENCED_KEEPS_WANT and FIND_IDLE_ORPHAN (the gaps above),
  * NO_BOUND (with LIVE: a wait without its bound). */
 
 #define NP 2          /* proxies */
@@ -64,10 +79,10 @@
 #endif
 /* Lost answers of keepalives (KA_LOSS), acquires (ACQ_LOSS), releases
  * (REL_LOSS): off by default. A lost keepalive or release answer only keeps
- * a proxy from forwarding while etcd still counts it as the owner, and an
- * acquire whose answer is lost leaves R owned by a proxy that forwards
- * nothing, so they add no forwarding behaviour (FIND_ORPHAN_OWN uses
- * ACQ_LOSS). */
+ * a proxy from forwarding while etcd still counts it as the owner, so they
+ * add no forwarding behaviour. An acquire whose answer is lost leaves own/R
+ * on the proxy's lease, which its next acquire takes back and forwards
+ * under: the ORPHAN_OWN run (ACQ_LOSS) checks STALE, S3N and APPLY with it. */
 #define NONE 7
 
 /* ---- etcd ---- */
@@ -138,6 +153,17 @@ inline lose(p)
     owns[p] = 0; my_ep[p] = 0; cache[p] = 0; durable[p] = 0; delay[p] = 0; draining[p] = 0
 }
 
+/* A waiter gives up (503): it deletes want/R if want/R is its own
+ * (want_drop; KEEP_WANT: it stays, as the protocol's text had it). */
+inline drop_want(p)
+{
+#ifndef KEEP_WANT
+    if :: want == LEASE(p) -> want = NONE :: else -> skip fi
+#else
+    skip
+#endif
+}
+
 /* An epoch that no proxy and no txn refers to: epochs are only compared for
  * equality, so reusing a forgotten one is the same as a new revision. */
 inline fresh_epoch(e)
@@ -187,7 +213,10 @@ inline tick()
         /* the bounded wait's timer fires in the tick: 503 */
         if :: wait[i] > 0 -> wait[i]-- :: else -> skip fi;
 #ifndef NO_BOUND
-        if :: phase[i] == 1 && wait[i] == 0 -> req_end(i) :: else -> skip fi;
+        if
+        :: phase[i] == 1 && wait[i] == 0 -> req_end(i); drop_want(i)
+        :: else -> skip
+        fi;
 #endif
         ka_done[i] = 0; acq_done[i] = 0; rel_done[i] = 0;
 #endif
@@ -227,16 +256,6 @@ inline tick()
         i++
     :: else -> break
     od;
-#ifdef FIND_ORPHAN_OWN
-    i = 0;
-    do
-    :: i < NP ->
-        /* own/R held by a running process's lease without its knowing */
-        assert(!(own == LEASE(i) && !owns[i]));
-        i++
-    :: else -> break
-    od;
-#endif
     i = 0
 }
 
@@ -343,7 +362,9 @@ proctype Proxy(byte p)
        }
     /* acquire R: one txn. If create(own/R)==0 and (want/R absent or mine):
      * put own/R (lease L); read+delete clean/R; delete want/R; read tok/R.
-     * Else put want/R if absent (lease L). A gone lease fails the puts. */
+     * Else read own/R and want/R: own/R on lease L is taken back (then tok/R
+     * read); otherwise put want/R if absent (lease L). A gone lease fails
+     * the puts. (store/st_store_etcd.c: acq_build, acq_result.) */
     :: atomic {
         phase[p] == 1 && !owns[p] && ONCE_A_TICK(acq_done) ->
         DONE_THIS_TICK(acq_done);
@@ -351,9 +372,16 @@ proctype Proxy(byte p)
         :: lttl[LEASE(p)] == 0 -> skip
         :: else -> skip;
 #ifdef FIND_STALE_WANT
-            /* R is free but refused for a want/R whose waiter gave up */
-            assert(!(own == NONE && want != NONE && want != LEASE(p) &&
-                     !(phase[want / 2] == 1 && want % 2 == 0)));
+            /* R is free but refused for a want/R of a running process's
+             * lease whose waiter gave up (a crashed waiter's want/R lasts
+             * until its lease expires, as its own/R would) */
+            assert(!(own == NONE && want != NONE && want != LEASE(p) && want % 2 == 0 &&
+                     phase[want / 2] != 1));
+#endif
+#ifdef FIND_IDLE_ORPHAN
+            /* refused for own/R of the other process's lease, which does
+             * not know it holds R and is not asking for it */
+            assert(!(own == LEASE(1 - p) && !owns[1 - p] && phase[1 - p] != 1));
 #endif
             if
             :: own == NONE && (want == NONE || want == LEASE(p)) ->
@@ -372,20 +400,53 @@ proctype Proxy(byte p)
                     fi
 #endif
 #ifdef ACQ_LOSS
-                :: printf("MSC: P%d: the answer is lost\n", p) /* retried, and refused */
+                :: ok = 1; /* the answer is lost: R is ours in etcd only */
+                    printf("MSC: P%d: the answer is lost\n", p)
 #endif
                 fi;
                 clean = 0;
                 want = NONE
+#ifndef NO_ADOPT
+            :: own == LEASE(p) ->
+                /* own/R of our lease: an acquire whose answer was lost (the
+                 * model has no release that fails with own/R left). It may
+                 * have taken R from an expired owner and deleted clean/R,
+                 * so the lock-delay whenever R was ever written (tok/R).
+                 * clean/R is neither read nor deleted: it is never there
+                 * while own/R is, which the assertion checks. */
+                assert(!clean);
+                owns[p] = 1; my_ep[p] = own_ep; cache[p] = tok; durable[p] = 1;
+#if defined(NO_WAIT) || defined(ADOPT_NO_DELAY)
+                delay[p] = 0;
+#else
+                if
+                :: tok != 0 -> delay[p] = UT + MARGIN
+                :: else -> delay[p] = 0
+                fi;
+#endif
+                printf("MSC: P%d finds own/R on its lease: takes R back, tok/R %d\n", p, tok)
+#endif
             :: else ->
                 if :: want == NONE -> want = LEASE(p) :: else -> skip fi;
                 printf("MSC: P%d acquire refused, want/R %d\n", p, want)
             fi
-        fi
+        fi;
+#ifdef FIND_ORPHAN_OWN
+        /* an acquire whose answer came leaves no own/R of its lease that
+         * the process does not know it holds */
+        assert(ok || !(own == LEASE(p) && !owns[p]));
+#endif
+        ok = 0
        }
-    /* the bounded wait runs out: 503 (want/R stays, as the protocol says) */
+    /* the bounded wait runs out: 503; want/R is deleted if it is ours */
 #ifndef LIVE
-    :: atomic { phase[p] == 1 -> printf("MSC: P%d wait over: 503\n", p); req_end(p) } /* of any length */
+    :: atomic { phase[p] == 1 -> printf("MSC: P%d wait over: 503\n", p); req_end(p); drop_want(p) } /* of any length */
+#endif
+#ifdef FENCED_KEEPS_WANT
+    /* the code today: an acquisition tried at or past fence_at answers 503
+     * at once (acq_try_due), without want_drop */
+    :: atomic { phase[p] == 1 && !owns[p] && fence[p] == 0 ->
+                printf("MSC: P%d fenced: 503, want/R %d stays\n", p, want); req_end(p) }
 #endif
     /* forward (S3, lock-delay, self-fencing) */
     :: atomic {
