@@ -8,6 +8,7 @@
  * requests get smuggled. */
 #include "px_http1.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "pol_chars.h"
@@ -433,7 +434,9 @@ static enum px_h1_status finish_head(struct px_h1_parser *p, const char *buf, si
     unsigned k, n_host = 0, n_cl = 0, n_te = 0, conn_close = 0, conn_ka = 0;
     int expect_other = 0, expect_100 = 0, st;
 
-    memset(h, 0, sizeof *h);
+    /* The fixed part only: parse_field_line sets every member of a slot it
+     * fills, and n_fields says how many are filled. */
+    memset(h, 0, offsetof(struct px_h1_head, fields));
     h->head_len = head_len;
     why = p->is_request ? parse_request_line(buf + p->first_line_start, p->first_line_len, h)
                         : parse_status_line(buf + p->first_line_start, p->first_line_len, h);
