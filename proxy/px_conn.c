@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,7 +116,6 @@ struct px_req {
     struct px_config *cfg; /* the snapshot it started under (held): a reload
                               changes the next request, not this one */
     struct px_upool *pool; /* the pool it queued on or borrowed from */
-    struct px_h1_head h;   /* slices of buf */
     char *buf;           /* copy of the head bytes; owned */
     char *path;          /* the target's key path (pol_decide_target); owned */
     char *dpath;         /* the Destination's (COPY, MOVE); owned */
@@ -141,6 +141,9 @@ struct px_req {
     struct timespec t_start; /* head parsed */
     struct timespec t_fwd;   /* forwarding started */
     double upstream_s;
+    /* Last: a new request zeroes what comes before it and gets only the used
+     * prefix of the parsed head (PX_H1_HEAD_USED), not all 128 field slots. */
+    struct px_h1_head h; /* slices of buf */
 };
 
 struct px_conn {
@@ -1312,15 +1315,21 @@ static void process_head(struct px_conn *c)
     case PX_H1_DONE:
         break;
     }
-    r = calloc(1, sizeof(*r));
-    if (r == NULL || (r->buf = malloc(h.head_len)) == NULL) {
+    /* Zeroed up to the head, which gets the bytes the parser wrote: the
+     * field slots past h.n_fields (most of its 6 KiB) are never read. */
+    r = malloc(sizeof(*r));
+    if (r != NULL) {
+        memset(r, 0, offsetof(struct px_req, h));
+        r->buf = malloc(h.head_len);
+    }
+    if (r == NULL || r->buf == NULL) {
         free(r);
         respond_text(c, 500, "out of memory", 1);
         return;
     }
     memcpy(r->buf, p, h.head_len);
     r->cfg = px_config_hold(ctx->cfg);
-    r->h = h;
+    memcpy(&r->h, &h, PX_H1_HEAD_USED(&h));
     head_rebase(&r->h, p, r->buf);
     evbuffer_drain(in, h.head_len);
     px_stats_add(PX_ST_BYTES_IN, h.head_len);

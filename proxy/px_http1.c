@@ -8,6 +8,7 @@
  * requests get smuggled. */
 #include "px_http1.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "pol_chars.h"
@@ -27,6 +28,32 @@ static int is_digit(unsigned char c)
 static int is_value_byte(unsigned char c)
 {
     return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+/* Whether every byte of s[0..n) is_value_byte(): eight at a time. A word
+ * with no byte below 0x20 and none equal to 0x7f passes whole (the two
+ * tests are exact for "some byte is", not for which); any other word, a
+ * HTAB included, and the tail go byte by byte. */
+static int all_value_bytes(const char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, del;
+
+        memcpy(&w, s + i, 8);
+        del = w ^ (0x7f * ones);
+        if ((((w - 0x20 * ones) & ~w) | ((del - ones) & ~del)) & highs) {
+            for (size_t k = i; k < i + 8; k++)
+                if (!is_value_byte((unsigned char)s[k]))
+                    return 0;
+        }
+    }
+    for (; i < n; i++)
+        if (!is_value_byte((unsigned char)s[i]))
+            return 0;
+    return 1;
 }
 
 static unsigned char lower(unsigned char c)
@@ -213,9 +240,8 @@ static const char *parse_field_line(const char *s, size_t n, struct px_h1_field 
     }
     if (i == 0)
         return "empty field name";
-    for (v = i + 1; v < n; v++)
-        if (!is_value_byte((unsigned char)s[v]))
-            return "control byte in field value";
+    if (!all_value_bytes(s + i + 1, n - i - 1))
+        return "control byte in field value";
     v = i + 1;
     e = n;
     while (v < e && (s[v] == ' ' || s[v] == '\t'))
@@ -433,7 +459,9 @@ static enum px_h1_status finish_head(struct px_h1_parser *p, const char *buf, si
     unsigned k, n_host = 0, n_cl = 0, n_te = 0, conn_close = 0, conn_ka = 0;
     int expect_other = 0, expect_100 = 0, st;
 
-    memset(h, 0, sizeof *h);
+    /* The fixed part only: parse_field_line sets every member of a slot it
+     * fills, and n_fields says how many are filled. */
+    memset(h, 0, offsetof(struct px_h1_head, fields));
     h->head_len = head_len;
     why = p->is_request ? parse_request_line(buf + p->first_line_start, p->first_line_len, h)
                         : parse_status_line(buf + p->first_line_start, p->first_line_len, h);
@@ -545,8 +573,26 @@ enum px_h1_status px_h1_parse_head(struct px_h1_parser *p, const char *buf, size
         return finish_head(p, buf, p->scanned, h);
 
     while (i < len) {
-        unsigned char c = (unsigned char)buf[i];
+        unsigned char c;
         const char *why;
+        size_t stop = len < p->lim.max_head ? len : p->lim.max_head;
+
+        /* Skip to the next CR or LF at once (memchr), but not past a limit:
+         * the bytes skipped are those the checks below would pass one by
+         * one, and the byte stopped at goes through them as before. */
+        if (p->first_line_len == 0 && stop > p->line_start &&
+            stop - p->line_start > p->lim.max_line)
+            stop = p->line_start + p->lim.max_line;
+        if (i < stop) {
+            const char *cr = memchr(buf + i, '\r', stop - i);
+            const char *end = cr != NULL ? cr : buf + stop;
+            const char *lf = memchr(buf + i, '\n', (size_t)(end - (buf + i)));
+
+            i = (size_t)((lf != NULL ? lf : end) - buf);
+            if (i == len)
+                break;
+        }
+        c = (unsigned char)buf[i];
 
         /* Limits first, byte by byte, so an endless line is cut short. */
         if (p->first_line_len == 0 && c != '\r' && i - p->line_start >= p->lim.max_line)

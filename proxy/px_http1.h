@@ -82,7 +82,6 @@ struct px_h1_head {
     const char *reason; size_t reason_len;
     int minor;                     /* HTTP/1.<minor>: 0 or 1 */
     unsigned n_fields;
-    struct px_h1_field fields[PX_H1_MAX_FIELDS_CAP];
     enum px_h1_body body;
     uint64_t content_length;       /* for PX_H1_BODY_LENGTH; also set for a
                                       body-less response (HEAD, 304) that
@@ -94,7 +93,15 @@ struct px_h1_head {
     int error_status;              /* on PX_H1_ERROR: 400, 414, 417, 431, 501
                                       for requests; 502 for responses */
     const char *error;             /* on PX_H1_ERROR: static text for logs */
+    /* Last, so that the fixed part above is one prefix: a DONE writes
+     * fields[0..n_fields) and leaves the slots past it as they were, and a
+     * copy needs only PX_H1_HEAD_USED(h) bytes. */
+    struct px_h1_field fields[PX_H1_MAX_FIELDS_CAP];
 };
+
+/* The bytes of *h that a DONE wrote: the fixed part and fields[0..n_fields). */
+#define PX_H1_HEAD_USED(h)                                                                         \
+    (offsetof(struct px_h1_head, fields) + (size_t)(h)->n_fields * sizeof(struct px_h1_field))
 
 /* Parser state for one head. Plain data: init, then feed. */
 struct px_h1_parser {
@@ -149,8 +156,9 @@ void px_h1_parser_init(struct px_h1_parser *p, int is_request, int head_request,
  * Responses get the same framing rules and must use chunked alone when they
  * use Transfer-Encoding; any error is 502. 1xx, 204, 304 and responses to
  * HEAD have no body; a response without framing is read until EOF (and is
- * then not keep-alive). h is written only on DONE (filled from scratch) and
- * ERROR (error_status and error), so a fresh h per call is fine. Once DONE
+ * then not keep-alive). h is written only on DONE (filled from scratch up to
+ * fields[n_fields]; the slots past it are not touched) and ERROR
+ * (error_status and error), so a fresh, uninitialised h per call is fine. Once DONE
  * or ERROR, further calls return the same (DONE refills h from buf[0..
  * head_len)); parse the next message with a freshly initialised parser. */
 enum px_h1_status px_h1_parse_head(struct px_h1_parser *p, const char *buf,

@@ -1199,3 +1199,52 @@ Test(http1, interim_response_ends_at_its_head)
     cr_expect_eq(h.body, PX_H1_BODY_LENGTH);
     cr_expect_eq(h.content_length, 2);
 }
+
+/* Every byte value at every offset of a value long enough to fill three
+ * words of the word-at-a-time check (and a tail): accepted exactly when it
+ * is HTAB, SP or a visible byte or obs-text, whole and byte by byte. */
+Test(http1, value_bytes_every_offset)
+{
+    for (unsigned b = 0; b < 256; b++) {
+        for (size_t k = 0; k < 27; k++) {
+            char in[128], val[28];
+            struct run w, y;
+            int n, ok = b == '\t' || (b >= 0x20 && b != 0x7f);
+
+            memset(val, 'v', 27);
+            val[27] = '\0';
+            n = snprintf(in, sizeof in, "GET / HTTP/1.1\r\nHost: a\r\nX-V: %s\r\n\r\n", val);
+            cr_assert(n > 0 && (size_t)n < sizeof in);
+            in[(size_t)n - 4 - 27 + k] = (char)b; /* NUL too: n is the length */
+            run_whole(&w, 1, 0, &lim_default, in, (size_t)n);
+            run_bytes(&y, 1, 0, &lim_default, in, (size_t)n);
+            cr_expect_eq(w.st, ok ? PX_H1_DONE : PX_H1_ERROR, "byte 0x%02x at %zu: %d", b, k, w.st);
+            expect_same("value byte", &w, &y);
+            free(w.buf);
+            free(y.buf);
+        }
+    }
+}
+
+/* A DONE writes the fixed part and fields[0..n_fields) only: the slots past
+ * n_fields keep whatever the caller had there. */
+Test(http1, unused_field_slots_untouched)
+{
+    static const char in[] = "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n";
+    struct px_h1_parser p;
+    struct px_h1_head *h = malloc(sizeof *h);
+    const unsigned char *u;
+
+    cr_assert(h);
+    memset(h, 0xab, sizeof *h);
+    px_h1_parser_init(&p, 1, 0, NULL);
+    cr_assert_eq(px_h1_parse_head(&p, in, sizeof in - 1, h), PX_H1_DONE);
+    cr_assert_eq(h->n_fields, 2);
+    cr_expect(slice_is(h->fields[1].name, h->fields[1].name_len, "X-A"));
+    cr_expect_eq(h->fields[1].flags, 0);
+    cr_expect_eq(PX_H1_HEAD_USED(h), (size_t)((const char *)&h->fields[2] - (const char *)h));
+    u = (const unsigned char *)&h->fields[2];
+    for (size_t i = 0; i < sizeof *h - PX_H1_HEAD_USED(h); i++)
+        cr_expect_eq(u[i], 0xab, "byte %zu past the used fields", i);
+    free(h);
+}
