@@ -325,9 +325,9 @@ static int ticket_mac(EVP_MAC_CTX *hctx, unsigned char *key)
 
 /* OpenSSL's ticket key callback (SSL_CTX_set_tlsext_ticket_key_evp_cb):
  * enc = 1 seals a new ticket with the current key (0: none made); enc = 0
- * opens one by its key name: 1 current, 2 the previous key (OpenSSL then
- * issues a new ticket under the current one), 0 unknown or expired (a full
- * handshake). -1 on an internal error. Called inside the handshake. */
+ * opens one by its key name: 1 current, 2 the previous key or any TLS 1.3
+ * ticket (OpenSSL then issues a new ticket under the current one), 0
+ * unknown or expired (a full handshake). -1 on an internal error. Called inside the handshake. */
 static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
                      EVP_MAC_CTX *hctx, int enc)
 {
@@ -351,6 +351,12 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CI
     }
     if (impl->tk[0].set && memcmp(name, impl->tk[0].name, 16) == 0) {
         k = &impl->tk[0];
+        /* TLS 1.3 tickets are for one use (RFC 8446 C.4), and OpenSSL sends
+         * none after a resumption it was not asked to renew: a client that
+         * resumes with its last session would make every other handshake a
+         * full one. TLS 1.2 keeps its ticket. */
+        if (SSL_version(ssl) >= TLS1_3_VERSION)
+            rc = 2;
     } else if (impl->tk[1].set && now < impl->tk[1].until_ms &&
                memcmp(name, impl->tk[1].name, 16) == 0) {
         k = &impl->tk[1];

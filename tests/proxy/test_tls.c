@@ -672,6 +672,22 @@ Test(tls, session_tickets_resume_and_the_previous_key_is_accepted_one_period)
     passed = 1;
 }
 
+/* A client that resumes with the session of its last connection (wrk,
+ * browsers) resumes every time: a TLS 1.3 resumption carries a new ticket
+ * (RFC 8446 C.4: tickets are for one use), else every other handshake is a
+ * full one. */
+Test(tls, a_resumed_tls13_session_gets_a_new_ticket)
+{
+    start_listener(NULL, "session_cache = 0\n");
+    cr_assert_eq(s_client_session("-tls1_3", "r0", NULL), 0);
+    cr_assert_eq(s_client_session("-tls1_3", "r1", "r0"), 1, "first resumption");
+    cr_assert_eq(s_client_session("-tls1_3", "r2", "r1"), 1,
+                 "the resumed session carried no ticket to resume again");
+    cr_assert_eq(s_client_session("-tls1_3", NULL, "r2"), 1, "third resumption");
+    cr_assert_eq(metric("fence_tls_resumed_total"), 3);
+    passed = 1;
+}
+
 Test(tls, ticket_key_rotates_on_every_reload)
 {
     init();
