@@ -146,7 +146,7 @@ struct etcd_store;
 struct chunk {
     struct etcd_store *es;
     struct ec_client *ec; /* its own connection; owned */
-    struct slot *slots;   /* max_ops of them; owned */
+    struct slot *slots;   /* max_slots of them; owned */
     struct ec_op *ops;
     struct ec_cmp *fcmp; /* the flat txn: 2 compares per slot; owned */
     struct ec_op *fput;  /* and one put per slot; owned */
@@ -163,9 +163,8 @@ struct etcd_store {
     struct ec_client *ec;
     char *tok_prefix, *own_prefix, *clean_prefix, *want_prefix;
     char *owner_id;
-    size_t max_ops;   /* slots per group txn */
-    size_t max_flat;  /* slots per flat txn (2 compares each) */
-    size_t max_slots; /* slots per chunk: the smaller of the two */
+    size_t max_slots; /* keys per chunk: fit both the flat txn (2 compares
+                         each) and the nested one (ETCD_NESTING levels) */
     int64_t timeout_ms, ttl_ms, margin_ms, lock_delay_ms, handover_ms, poll_ms;
     struct chunk chunks[ETCD_SENDERS]; /* worker thread */
     struct fc_hmap *round;             /* the round's slots by key */
@@ -851,7 +850,7 @@ static int chunk_flat(struct chunk *c)
     size_t n = c->n;
     int done = 0;
 
-    if (n == 0 || n > c->es->max_flat)
+    if (n == 0)
         return 0;
     for (size_t i = 0; i < n; i++) {
         struct slot *sl = &c->slots[i];
@@ -1359,9 +1358,7 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
                  "the margin");
         goto fail;
     }
-    es->max_ops = ops - ETCD_NESTING;
-    es->max_flat = ops / 2;
-    es->max_slots = es->max_flat < es->max_ops ? es->max_flat : es->max_ops;
+    es->max_slots = ops / 2 < ops - ETCD_NESTING ? ops / 2 : ops - ETCD_NESTING;
     es->max_acq = ops > ETCD_ACQ_NESTING + 1 ? ops - ETCD_ACQ_NESTING : 1;
     if (es->max_acq > ETCD_ACQ_MAX)
         es->max_acq = ETCD_ACQ_MAX;
@@ -1380,10 +1377,10 @@ static int etcd_open(struct st_store *s, const struct st_store_config *cfg, char
             (cfg->tls &&
              ec_client_set_tls(c->ec, cfg->tls_ca, cfg->tls_cert, cfg->tls_key, err, errlen) < 0))
             goto fail;
-        c->slots = calloc(es->max_ops, sizeof *c->slots);
-        c->ops = calloc(es->max_ops, sizeof *c->ops);
-        c->fcmp = calloc(2 * es->max_flat, sizeof *c->fcmp);
-        c->fput = calloc(es->max_flat, sizeof *c->fput);
+        c->slots = calloc(es->max_slots, sizeof *c->slots);
+        c->ops = calloc(es->max_slots, sizeof *c->ops);
+        c->fcmp = calloc(2 * es->max_slots, sizeof *c->fcmp);
+        c->fput = calloc(es->max_slots, sizeof *c->fput);
         if (c->slots == NULL || c->ops == NULL || c->fcmp == NULL || c->fput == NULL) {
             snprintf(err, errlen, "etcd store: out of memory");
             goto fail;
