@@ -510,6 +510,12 @@ enum px_fence_result px_fence_admit(struct px_fence *f, const char *key, size_t 
     return px_fence_admit_verified(f, key, klen, token, NULL, t, cb, arg);
 }
 
+/* Whether the self-fencing deadline has passed at now (monotonic ms). */
+static int lapsed_at(const struct px_fence *f, int64_t now)
+{
+    return now >= st_store_fence_at(f->store);
+}
+
 enum px_fence_result px_fence_admit_verified(struct px_fence *f, const char *key, size_t klen,
                                              uint64_t token, const struct px_fence_verifier *v,
                                              struct px_fence_ticket *t, px_fence_cb cb,
@@ -524,7 +530,7 @@ enum px_fence_result px_fence_admit_verified(struct px_fence *f, const char *key
     t->arg = arg;
     t->verifier = v;
     now = now_ms(); /* one clock read per admission */
-    if (st_store_failed(f->store) || now >= st_store_fence_at(f->store))
+    if (st_store_failed(f->store) || lapsed_at(f, now))
         return PX_FENCE_FAILED; /* self-fenced: the lease may have lapsed */
     r = res_get(f, key, klen);
     if (r == NULL)
@@ -790,7 +796,7 @@ static void on_ask(void *arg, const char *key, size_t klen)
 
 int px_fence_lapsed(const struct px_fence *f)
 {
-    return now_ms() >= st_store_fence_at(f->store);
+    return lapsed_at(f, now_ms());
 }
 
 int px_fence_ticket_lapsed(const struct px_fence *f, const struct px_fence_ticket *t)
