@@ -8,16 +8,16 @@
  * once a later writer wrote; readers of one epoch pass together; a
  * semaphore slot's preempted holder is refused on that slot's resource
  * while another slot's holder passes on its own. A preempted holder is a
- * process of its own (tests/fl_holder) that took its hold with a TTL of 1 s, wrote through the
- * proxy, and was then stopped (SIGSTOP) past its TTL, as a paused process
- * is: on ZooKeeper its session expires because its client stops pinging.
- * Continued, it sends its late write itself. */
+ * process of its own (tests/fl_holder) that took its hold with a TTL of
+ * 1 s, wrote through the proxy, and was then stopped (SIGSTOP) past its
+ * TTL, as a paused process is: on ZooKeeper its session expires because
+ * its client stops pinging. Continued, it sends its late write itself. */
 #include <criterion/criterion.h>
 
-#include <errno.h>
-#include <poll.h>
 #include <criterion/hooks.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
