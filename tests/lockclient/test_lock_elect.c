@@ -488,6 +488,8 @@ static void kill_and_pause_rounds(enum lf_kind k)
             ts_proc_signal_group(&rp->cand[c], SIGCONT);
             wait_state(t->pid, "Z");
             resume_ms[ns++] = fl_now_ms() - t->resumed_ms;
+            if (proc_state(t->pid) != 0 && proc_state(t->pid) != 'Z')
+                ts_proc_dump_log(&rp->cand[c]); /* what its fencelock did */
             cr_assert(proc_state(t->pid) == 0 || proc_state(t->pid) == 'Z',
                       "%s: the resumed old leader's command still runs after 2 s", BK);
             cr_assert(ts_proc_alive(&rp->cand[c]), "%s: the resumed candidate exited", BK);
